@@ -1,0 +1,5 @@
+import sys
+
+from postselectd.cli import main
+
+sys.exit(main())

@@ -1,0 +1,179 @@
+"""The configuration: one typed model that is also its documentation.
+
+Loaded from YAML (``--config FILE``, else the per-user config file, else the built-in
+defaults). A bad value fails at load time with the field's path and a reason a
+photographer can act on: ``sidecar.profiles.0: must be one of lightroom, darktable``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+APP = "postselectd"
+
+Profile = Literal["lightroom", "darktable"]
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used; str() is the message for the user."""
+
+
+class _Model(BaseModel):
+    # A misspelt key is a mistake the photographer wants to hear about, not silently ignore.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class WatchFolder(_Model):
+    path: Path
+    recursive: bool = True
+    # auto: native events (inotify/FSEvents), polling on network shares where they never arrive.
+    poll: Literal["auto"] | bool = "auto"
+
+    @field_validator("path")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return Path(os.path.expandvars(str(value))).expanduser()
+
+
+class Labels(_Model):
+    """Color-label text. Lightroom matches the text against the active label set."""
+
+    select: str | None = "Green"
+    reject: str | None = "Red"
+
+
+class RatingPolicy(_Model):
+    # The seed's rule: a select needs a keeper probability of at least 0.90.
+    select_threshold: float = Field(0.90, ge=0.0, le=1.0)
+    three_stars_from: float = Field(0.60, ge=0.0, le=1.0)
+    two_stars_from: float = Field(0.30, ge=0.0, le=1.0)
+    # Best frame of a burst that is also a select gets 5 stars instead of 4.
+    best_of_burst_bonus: bool = True
+    # xmp:Rating=-1 marks a reject in Lightroom/Bridge, but RawTherapee and digiKam ignore it.
+    reject_rating: bool = False
+    labels: Labels = Labels()
+    keyword_parent: str = Field("PostSelect", min_length=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RatingPolicy:
+        if not self.two_stars_from <= self.three_stars_from <= self.select_threshold:
+            raise ValueError(
+                "must satisfy two_stars_from <= three_stars_from <= select_threshold "
+                f"(got {self.two_stars_from}, {self.three_stars_from}, {self.select_threshold})"
+            )
+        return self
+
+
+class SidecarConfig(_Model):
+    # lightroom: DSC_0001.xmp (Lightroom, Bridge, Capture One, Photo Mechanic);
+    # darktable: DSC_0001.NEF.xmp (darktable, digiKam). Both at once write both.
+    profiles: list[Profile] = Field(default_factory=lambda: ["lightroom"], min_length=1)
+
+
+class AnalysisConfig(_Model):
+    # onnxruntime execution providers: cpu, or auto (the best one onnxruntime offers).
+    providers: Literal["cpu", "auto"] = "cpu"
+    # Threads per onnxruntime session; 1 with several worker processes is fastest on laptops.
+    threads: int = Field(1, ge=1, le=64)
+    # Smallest long side (px) of the embedded preview used for analysis.
+    preview_min_size: int = Field(1024, ge=160, le=8192)
+
+
+class Config(_Model):
+    watch: list[WatchFolder] = Field(default_factory=list)
+    # Where the journal and caches live; default: the per-user data folder.
+    state_dir: Path | None = None
+    model: Literal["default", "personal"] = "default"
+    analysis: AnalysisConfig = AnalysisConfig()
+    rating: RatingPolicy = RatingPolicy()
+    sidecar: SidecarConfig = SidecarConfig()
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("state_dir")
+    @classmethod
+    def _expand_state(cls, value: Path | None) -> Path | None:
+        return None if value is None else Path(os.path.expandvars(str(value))).expanduser()
+
+    def resolved_state_dir(self) -> Path:
+        return self.state_dir or user_data_dir()
+
+
+def user_config_dir() -> Path:
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Application Support" / APP
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / APP
+
+
+def user_data_dir() -> Path:
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Application Support" / APP
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / APP
+
+
+def user_config_file() -> Path:
+    return user_config_dir() / "config.yaml"
+
+
+def _describe(error: dict) -> str:
+    where = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    kind = error["type"]
+    ctx = error.get("ctx") or {}
+    if kind == "literal_error":
+        choices = ctx.get("expected", "")
+        # pydantic says "'lightroom' or 'darktable'"; say it as a list of words.
+        words = [w.strip(" '\"") for w in choices.replace(" or ", ",").split(",") if w.strip()]
+        reason = "must be one of " + ", ".join(words)
+    elif kind == "extra_forbidden":
+        reason = "unknown key (misspelt?)"
+    elif kind == "missing":
+        reason = "is required"
+    else:
+        reason = error["msg"]
+        if reason.startswith("Value error, "):
+            reason = reason[len("Value error, ") :]
+    return f"{where}: {reason}"
+
+
+def parse_config(data: object, source: str = "config") -> Config:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{source}: must be a mapping of keys to values, not {type(data).__name__}"
+        )
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        lines = [_describe(e) for e in exc.errors()]
+        raise ConfigError(f"{source}: " + "; ".join(lines)) from None
+
+
+def load_config(path: Path | None = None) -> tuple[Config, str]:
+    """Return the config and where it came from (a path, or "built-in defaults")."""
+    if path is None:
+        candidate = user_config_file()
+        if not candidate.exists():
+            return Config(), "built-in defaults"
+        path = candidate
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: config is not UTF-8 text") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
+    return parse_config(data, str(path)), str(path)
