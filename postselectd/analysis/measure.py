@@ -1,0 +1,106 @@
+"""Technical measurements in plain numpy: sharpness, blur direction, exposure.
+
+These are the numbers behind the reasons a photographer reads ("out of focus",
+"motion blur", "overexposed"); they are measured on the preview at a fixed working
+scale so a number means the same thing for a 1620 px and a 6000 px preview.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# Long side (px) at which sharpness is measured.
+WORK_SIZE = 1024
+GRID = 8  # sharpness is measured per tile of an 8x8 grid
+
+
+@dataclass(frozen=True)
+class Sharpness:
+    # Laplacian variance of the sharpest tiles: the subject, not the (maybe soft) background.
+    subject: float
+    # Laplacian variance of the whole frame: the global number many cullers use.
+    overall: float
+    # 0 = blur has no direction (defocus), 1 = all detail lost in one direction (motion).
+    anisotropy: float
+
+
+@dataclass(frozen=True)
+class Exposure:
+    mean_luminance: float  # 0..255
+    clipped_highlights: float  # fraction of pixels at or above 250
+    crushed_shadows: float  # fraction of pixels at or below 5
+    median_luminance: float
+
+
+def luminance(image: np.ndarray) -> np.ndarray:
+    """Rec. 601 luma as float32, 0..255."""
+    rgb = image.astype(np.float32)
+    return rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
+
+
+def downscale(gray: np.ndarray, long_side: int = WORK_SIZE) -> np.ndarray:
+    """Box-filter downscale by an integer factor so the long side is >= long_side."""
+    factor = max(1, max(gray.shape) // long_side)
+    if factor == 1:
+        return gray
+    h = gray.shape[0] // factor * factor
+    w = gray.shape[1] // factor * factor
+    g = gray[:h, :w]
+    return g.reshape(h // factor, factor, w // factor, factor).mean(axis=(1, 3))
+
+
+def laplacian(gray: np.ndarray) -> np.ndarray:
+    g = gray
+    return g[:-2, 1:-1] + g[2:, 1:-1] + g[1:-1, :-2] + g[1:-1, 2:] - 4.0 * g[1:-1, 1:-1]
+
+
+def sharpness(gray: np.ndarray) -> Sharpness:
+    g = downscale(gray)
+    if min(g.shape) < 16:
+        return Sharpness(subject=0.0, overall=0.0, anisotropy=0.0)
+    lap = laplacian(g)
+    overall = float(lap.var())
+    th, tw = lap.shape[0] // GRID, lap.shape[1] // GRID
+    tiles = lap[: th * GRID, : tw * GRID].reshape(GRID, th, GRID, tw).var(axis=(1, 3)).ravel()
+    # Mean of the sharpest 10% of tiles: a small sharp subject on a soft background counts.
+    top = np.sort(tiles)[-max(1, tiles.size // 10) :]
+    subject = float(top.mean())
+    return Sharpness(subject=subject, overall=overall, anisotropy=_anisotropy(g, tiles, th, tw))
+
+
+def _anisotropy(g: np.ndarray, tiles: np.ndarray, th: int, tw: int) -> float:
+    """Coherence of the gradient structure tensor over the most detailed tiles.
+
+    Motion blur smears detail along one direction, so what gradient energy is left points
+    one way; defocus removes it evenly. Measured on the detailed tiles only, so flat sky
+    does not dilute it.
+    """
+    gx = g[1:-1, 2:] - g[1:-1, :-2]
+    gy = g[2:, 1:-1] - g[:-2, 1:-1]
+    order = np.argsort(tiles)[::-1][: max(4, tiles.size // 4)]
+    jxx = jyy = jxy = 0.0
+    for index in order:
+        r, c = divmod(int(index), GRID)
+        sx = gx[r * th : (r + 1) * th, c * tw : (c + 1) * tw]
+        sy = gy[r * th : (r + 1) * th, c * tw : (c + 1) * tw]
+        jxx += float((sx * sx).sum())
+        jyy += float((sy * sy).sum())
+        jxy += float((sx * sy).sum())
+    trace = jxx + jyy
+    if trace <= 1e-9:
+        return 0.0
+    root = ((jxx - jyy) ** 2 + 4 * jxy * jxy) ** 0.5
+    return float(root / trace)
+
+
+def exposure(gray: np.ndarray) -> Exposure:
+    g = downscale(gray, 512)
+    n = float(g.size) or 1.0
+    return Exposure(
+        mean_luminance=float(g.mean()),
+        clipped_highlights=float((g >= 250).sum() / n),
+        crushed_shadows=float((g <= 5).sum() / n),
+        median_luminance=float(np.median(g)),
+    )

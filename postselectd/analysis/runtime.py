@@ -1,0 +1,135 @@
+"""onnxruntime sessions, configured for a background service.
+
+The only module that imports onnxruntime. Each model's input contract (size, layout,
+normalization) is read from the ONNX file's metadata, written there by
+models/build_models.py, so the code never hard-codes it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from PIL import Image
+
+log = logging.getLogger(__name__)
+
+_PREFERRED = (
+    "CoreMLExecutionProvider",
+    "CUDAExecutionProvider",
+    "DmlExecutionProvider",
+    "OpenVINOExecutionProvider",
+)
+
+
+class ModelError(Exception):
+    """A model file that is missing, corrupt or of the wrong shape; str() says which."""
+
+
+def models_dir() -> Path:
+    """The ONNX models: inside the installed package, else the repository's models/."""
+    package = Path(__file__).resolve().parent.parent
+    for candidate in (package / "_models", package.parent / "models"):
+        if candidate.is_dir() and any(candidate.glob("*.onnx")):
+            return candidate
+    raise ModelError(
+        f"no ONNX models found in {package / '_models'} or {package.parent / 'models'} "
+        "(reinstall postselectd)"
+    )
+
+
+def choose_providers(setting: str) -> list[str]:
+    available = ort.get_available_providers()
+    if setting == "auto":
+        for name in _PREFERRED:
+            if name in available:
+                return [name, "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+@dataclass(frozen=True)
+class InputContract:
+    width: int
+    height: int
+    layout: str  # "NCHW" or "NHWC"
+    mean: float
+    std: float
+
+
+def _parse_normalization(text: str) -> tuple[float, float]:
+    """``mean=127.0;std=128.0`` -> (127, 128): the model wants (pixel - mean) / std."""
+    fields = {}
+    for part in text.replace(",", ";").split(";"):
+        if "=" in part:
+            key, value = part.split("=", 1)
+            fields[key.strip()] = float(value)
+    if "mean" in fields and "std" in fields:
+        return fields["mean"], fields["std"]
+    if "scale" in fields and "offset" in fields:
+        # pixel * scale + offset == (pixel - mean) / std
+        return -fields["offset"] / fields["scale"], 1.0 / fields["scale"]
+    raise ValueError(f"unreadable normalization {text!r}")
+
+
+class OnnxModel:
+    """One ONNX session with its input contract."""
+
+    def __init__(self, path: Path, threads: int = 1, providers: list[str] | None = None):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ModelError(f"{self.path}: model file is missing")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        # Spinning threads burn most of a core while the daemon waits for files.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(
+                str(self.path), options, providers=providers or ["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelError(f"{self.path}: cannot load model ({first[:200]})") from None
+        meta = self.session.get_modelmeta().custom_metadata_map
+        self.metadata = dict(meta)
+        self.name = meta.get("postselectd.name", self.path.stem)
+        self.version = meta.get("postselectd.version", "0")
+        try:
+            width, height = (int(v) for v in meta["postselectd.input_size"].lower().split("x"))
+            mean, std = _parse_normalization(meta["postselectd.normalization"])
+            layout = meta.get("postselectd.layout", "NCHW").upper()
+        except (KeyError, ValueError) as exc:
+            raise ModelError(f"{self.path}: model metadata incomplete ({exc})") from None
+        self.contract = InputContract(width, height, layout, mean, std)
+        self.input_name = self.session.get_inputs()[0].name
+        shape = self.session.get_inputs()[0].shape
+        expected = (3, height, width) if layout == "NCHW" else (height, width, 3)
+        if len(shape) != 4 or any(
+            isinstance(d, int) and d != e for d, e in zip(shape[1:], expected, strict=True)
+        ):
+            raise ModelError(
+                f"{self.path}: input shape {shape} does not match its metadata {expected}"
+            )
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def prepare(self, image: np.ndarray) -> np.ndarray:
+        """An RGB uint8 image -> one normalized input tensor (no batch axis)."""
+        c = self.contract
+        resized = np.asarray(
+            Image.fromarray(image).resize((c.width, c.height), Image.Resampling.BILINEAR),
+            dtype=np.float32,
+        )
+        tensor = (resized - c.mean) / c.std
+        if c.layout == "NCHW":
+            tensor = tensor.transpose(2, 0, 1)
+        return np.ascontiguousarray(tensor, dtype=np.float32)
+
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        outputs = self.session.run(None, {self.input_name: batch})
+        return dict(zip(self.output_names, outputs, strict=True))
