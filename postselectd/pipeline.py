@@ -1,0 +1,326 @@
+"""The stages wired together: preview -> analysis -> rating -> sidecar.
+
+Decoding and inference run in worker processes (each with its own onnxruntime session,
+one thread each: faster than one process with two threads, and a decoder crash takes
+down only a worker). Rating and sidecar writing are cheap and run in the caller, so
+sidecar writes are serialized. ``postselectd score`` and the daemon drive this module.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from postselectd import rawmeta
+from postselectd.analysis import Analysis, Analyzer
+from postselectd.config import AnalysisConfig, Config
+from postselectd.preview import PreviewError, load_preview
+from postselectd.rating import Rating, rate
+from postselectd.sidecar import SidecarContent, SidecarError, write_sidecars
+
+log = logging.getLogger(__name__)
+
+JPEG_SUFFIXES = frozenset({".jpg", ".jpeg"})
+
+
+@dataclass(frozen=True)
+class Scored:
+    """What a worker sends back for one file: the analysis, or why there is none."""
+
+    path: Path
+    analysis: Analysis | None
+    preview_source: str | None = None
+    format_name: str | None = None
+    camera: str | None = None
+    capture_time: datetime | None = None
+    notes: tuple[str, ...] = ()
+    error: str | None = None
+    elapsed_ms: float = 0.0
+    timings_ms: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class FileResult:
+    path: Path
+    sidecars: tuple[Path, ...] = ()
+    rating: Rating | None = None
+    keeper_probability: float | None = None
+    reasons: tuple[str, ...] = ()
+    kept_human_rating: bool = False
+    burst: int | None = None
+    best_of_burst: bool = False
+    faces: int = 0
+    preview_source: str | None = None
+    notes: tuple[str, ...] = ()
+    error: str | None = None
+    elapsed_ms: float = 0.0
+    timings_ms: tuple[tuple[str, float], ...] = field(default=(), repr=False)
+
+    def as_json(self) -> dict:
+        return {
+            "path": str(self.path),
+            "sidecar": [str(p) for p in self.sidecars],
+            "rating": self.rating.stars if self.rating else None,
+            "label": self.rating.label if self.rating else None,
+            "keeper_probability": self.keeper_probability,
+            "reasons": list(self.reasons),
+            "faces": self.faces,
+            "burst": self.burst,
+            "best_of_burst": self.best_of_burst,
+            "elapsed_ms": round(self.elapsed_ms, 1),
+            "error": self.error,
+        }
+
+
+# --- finding photos -------------------------------------------------------------------
+
+
+def is_candidate(path: Path) -> bool:
+    """A photo we rate: known suffix, not hidden, not an editor's or copier's temp file."""
+    name = path.name
+    if name.startswith("."):
+        return False
+    return path.suffix.lower() in rawmeta.PHOTO_SUFFIXES
+
+
+def has_raw_sibling(path: Path) -> bool:
+    """DSC_0001.JPG next to DSC_0001.NEF: the raw is rated, the JPEG would share its sidecar."""
+    if path.suffix.lower() not in JPEG_SUFFIXES | {".tif", ".tiff"}:
+        return False
+    try:
+        for sibling in path.parent.iterdir():
+            if (
+                sibling.stem == path.stem
+                and sibling != path
+                and sibling.suffix.lower() in rawmeta.RAW_SUFFIXES
+            ):
+                return True
+    except OSError:
+        return False
+    return False
+
+
+def find_photos(paths: Iterable[Path]) -> Iterator[Path]:
+    """Photos under the given files and folders, in name order; symlink loops are cut."""
+    for root in paths:
+        root = Path(root)
+        if root.is_file():
+            yield root
+            continue
+        seen: set[tuple[int, int]] = set()
+        for folder, dirs, files in os.walk(root, followlinks=True):
+            try:
+                st = os.stat(folder)
+            except OSError:
+                dirs[:] = []
+                continue
+            if (st.st_dev, st.st_ino) in seen:
+                dirs[:] = []
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for name in sorted(files):
+                path = Path(folder) / name
+                if is_candidate(path) and not has_raw_sibling(path):
+                    yield path
+
+
+# --- the worker side ----------------------------------------------------------------
+
+_ANALYZER: Analyzer | None = None
+_ANALYSIS_CONFIG: AnalysisConfig | None = None
+
+
+def _init_worker(config: AnalysisConfig) -> None:
+    global _ANALYZER, _ANALYSIS_CONFIG
+    _ANALYSIS_CONFIG = config
+    _ANALYZER = Analyzer(config)
+
+
+def analyze_file(
+    path: Path, analyzer: Analyzer | None = None, config: AnalysisConfig | None = None
+) -> Scored:
+    """Preview + analysis of one file; never raises for a bad file."""
+    global _ANALYZER
+    config = config or _ANALYSIS_CONFIG or AnalysisConfig()
+    if analyzer is None:
+        if _ANALYZER is None:
+            _ANALYZER = Analyzer(config)
+        analyzer = _ANALYZER
+    start = time.perf_counter()
+    try:
+        preview = load_preview(path, min_size=config.preview_min_size)
+    except PreviewError as exc:
+        return Scored(path=path, analysis=None, error=str(exc), elapsed_ms=_ms(start))
+    decoded = _ms(start)
+    analysis = analyzer.analyze(preview.image)
+    return Scored(
+        path=path,
+        analysis=analysis,
+        preview_source=preview.source,
+        format_name=preview.format_name,
+        camera=preview.camera,
+        capture_time=preview.capture_time,
+        notes=preview.notes,
+        elapsed_ms=_ms(start),
+        timings_ms=(("preview", decoded),) + analysis.timings_ms,
+    )
+
+
+def _ms(start: float) -> float:
+    return (time.perf_counter() - start) * 1000.0
+
+
+# --- the caller side -----------------------------------------------------------------
+
+
+def sidecar_content(scored: Scored, rating: Rating, config: Config) -> SidecarContent:
+    a = scored.analysis
+    assert a is not None
+    details = (
+        ("SubjectSharpness", f"{a.sharpness.subject:.1f}"),
+        ("OverallSharpness", f"{a.sharpness.overall:.1f}"),
+        ("BlurDirectionality", f"{a.sharpness.anisotropy:.3f}"),
+        ("MeanLuminance", f"{a.exposure.mean_luminance:.1f}"),
+        ("ClippedHighlights", f"{a.exposure.clipped_highlights:.4f}"),
+        ("CrushedShadows", f"{a.exposure.crushed_shadows:.4f}"),
+        ("PreviewSource", scored.preview_source or ""),
+    )
+    return SidecarContent(
+        stars=rating.stars,
+        label=rating.label,
+        keywords=rating.keywords,
+        keyword_parent=config.rating.keyword_parent,
+        keeper_probability=a.keeper_probability,
+        reasons=a.reasons,
+        model_version=a.model_version,
+        details=details,
+    )
+
+
+def finish(
+    scored: Scored, config: Config, *, force: bool = False, dry_run: bool = False
+) -> FileResult:
+    """Rating and sidecar for one analysed file."""
+    if scored.analysis is None:
+        return FileResult(path=scored.path, error=scored.error, elapsed_ms=scored.elapsed_ms)
+    a = scored.analysis
+    rating = rate(a.keeper_probability, a.reasons, config.rating)
+    start = time.perf_counter()
+    try:
+        results = write_sidecars(
+            scored.path,
+            sidecar_content(scored, rating, config),
+            config.sidecar.profiles,
+            force=force,
+            dry_run=dry_run,
+        )
+    except SidecarError as exc:
+        return FileResult(
+            path=scored.path,
+            rating=rating,
+            keeper_probability=a.keeper_probability,
+            reasons=a.reasons,
+            preview_source=scored.preview_source,
+            notes=scored.notes,
+            error=str(exc),
+            elapsed_ms=scored.elapsed_ms,
+        )
+    kept = any(not r.rating_written for r in results)
+    return FileResult(
+        path=scored.path,
+        sidecars=tuple(r.path for r in results),
+        rating=rating,
+        keeper_probability=a.keeper_probability,
+        reasons=a.reasons,
+        kept_human_rating=kept,
+        preview_source=scored.preview_source,
+        notes=scored.notes,
+        elapsed_ms=scored.elapsed_ms + _ms(start),
+        timings_ms=scored.timings_ms + (("sidecar", _ms(start)),),
+    )
+
+
+def default_workers() -> int:
+    return max(1, min(os.cpu_count() or 1, 8))
+
+
+class Pipeline:
+    """Scores files with a pool of worker processes; rating and sidecars in this process."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        workers: int | None = None,
+        force: bool = False,
+        dry_run: bool = False,
+    ):
+        self.config = config
+        self.workers = workers or default_workers()
+        self.force = force
+        self.dry_run = dry_run
+        self._pool: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> Pipeline:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def _executor(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            import multiprocessing
+
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_worker,
+                initargs=(self.config.analysis,),
+            )
+        return self._pool
+
+    def score(
+        self, paths: Iterable[Path], on_result: Callable[[FileResult], None] | None = None
+    ) -> list[FileResult]:
+        """Score every path; results come back in completion order through on_result."""
+        pending = list(paths)
+        results: list[FileResult] = []
+        in_flight: dict[Future, Path] = {}
+        window = self.workers * 4  # bounded: a 3,000-file card never sits in memory at once
+        while pending or in_flight:
+            while pending and len(in_flight) < window:
+                path = pending.pop(0)
+                in_flight[self._executor().submit(analyze_file, path)] = path
+            done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            for future in done:
+                path = in_flight.pop(future)
+                try:
+                    scored = future.result()
+                except BrokenProcessPool:
+                    # A decoder crashed the worker: that file fails, the pool is rebuilt and
+                    # the other files in flight go round again.
+                    self._pool = None
+                    for other in list(in_flight):
+                        pending.insert(0, in_flight.pop(other))
+                    scored = Scored(path=path, analysis=None, error="decoder crashed on this file")
+                except Exception as exc:  # a bug, not a bad file: report it and go on
+                    log.debug("worker failed on %s", path, exc_info=True)
+                    scored = Scored(path=path, analysis=None, error=f"internal error: {exc}")
+                result = finish(scored, self.config, force=self.force, dry_run=self.dry_run)
+                results.append(result)
+                if on_result:
+                    on_result(result)
+        return results
