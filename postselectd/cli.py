@@ -128,11 +128,13 @@ def cmd_score(args: argparse.Namespace, config: Config) -> int:
         report_file(result)
         if args.json:
             print(json.dumps(result.as_json(), ensure_ascii=False), flush=True)
+
+    def on_analyzed(_scored) -> None:
         progress.advance()
 
     workers = args.workers or max(1, min(len(files), default_workers()))
     with Pipeline(config, workers=workers, force=args.force, dry_run=args.dry_run) as pipeline:
-        results = pipeline.score(files, on_result)
+        results = pipeline.score(files, on_result, on_analyzed)
     progress.clear()
     elapsed = time.perf_counter() - started
     summary = format_summary(results, elapsed, dry_run=args.dry_run)
@@ -153,6 +155,8 @@ def report_file(result) -> None:
     label = rating.label or "-"
     reasons = ", ".join(result.reasons) or "-"
     kept = " (kept the rating a person set)" if result.kept_human_rating else ""
+    if result.burst is not None:
+        reasons += f" burst={result.burst:04d}" + (" best" if result.best_of_burst else "")
     log.info(
         "%s: %s %s p=%.2f reasons=%s %.0f ms%s",
         name,

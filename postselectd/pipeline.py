@@ -14,12 +14,13 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
 from postselectd import rawmeta
 from postselectd.analysis import Analysis, Analyzer
+from postselectd.bursts import BurstInfo, Frame, group_bursts
 from postselectd.config import AnalysisConfig, Config
 from postselectd.preview import PreviewError, load_preview
 from postselectd.rating import Rating, rate
@@ -205,19 +206,52 @@ def sidecar_content(scored: Scored, rating: Rating, config: Config) -> SidecarCo
     )
 
 
+def frame_of(scored: Scored) -> Frame:
+    """What burst grouping needs to know about an analysed file."""
+    a = scored.analysis
+    assert a is not None
+    return Frame(
+        key=scored.path,
+        folder=str(scored.path.parent),
+        capture_time=scored.capture_time,
+        embedding=a.embedding,
+        keeper_probability=a.keeper_probability,
+        has_reason=bool(a.reasons),
+        name=scored.path.name,
+    )
+
+
 def finish(
-    scored: Scored, config: Config, *, force: bool = False, dry_run: bool = False
+    scored: Scored,
+    config: Config,
+    *,
+    burst: BurstInfo | None = None,
+    force: bool = False,
+    dry_run: bool = False,
 ) -> FileResult:
-    """Rating and sidecar for one analysed file."""
+    """Rating and sidecar for one analysed file (with its burst, once that is known)."""
     if scored.analysis is None:
         return FileResult(path=scored.path, error=scored.error, elapsed_ms=scored.elapsed_ms)
     a = scored.analysis
-    rating = rate(a.keeper_probability, a.reasons, config.rating)
+    rating = rate(
+        a.keeper_probability,
+        a.reasons,
+        config.rating,
+        best_of_burst=bool(burst and burst.best_of_burst),
+        burst_id=burst.burst_id if burst else None,
+    )
+    content = sidecar_content(scored, rating, config)
+    if burst:
+        content = replace(
+            content,
+            details=content.details
+            + (("BurstId", f"{burst.burst_id:04d}"), ("BurstSize", str(burst.size))),
+        )
     start = time.perf_counter()
     try:
         results = write_sidecars(
             scored.path,
-            sidecar_content(scored, rating, config),
+            content,
             config.sidecar.profiles,
             force=force,
             dry_run=dry_run,
@@ -241,6 +275,8 @@ def finish(
         keeper_probability=a.keeper_probability,
         reasons=a.reasons,
         kept_human_rating=kept,
+        burst=burst.burst_id if burst else None,
+        best_of_burst=bool(burst and burst.best_of_burst),
         preview_source=scored.preview_source,
         notes=scored.notes,
         elapsed_ms=scored.elapsed_ms + _ms(start),
@@ -293,11 +329,35 @@ class Pipeline:
         return self._pool
 
     def score(
-        self, paths: Iterable[Path], on_result: Callable[[FileResult], None] | None = None
+        self,
+        paths: Iterable[Path],
+        on_result: Callable[[FileResult], None] | None = None,
+        on_analyzed: Callable[[Scored], None] | None = None,
     ) -> list[FileResult]:
-        """Score every path; results come back in completion order through on_result."""
+        """Analyse every path, group bursts, then rate and write sidecars in capture order."""
+        scored = self.analyze(paths, on_analyzed)
+        bursts = group_bursts(frame_of(s) for s in scored if s.analysis is not None)
+        scored.sort(key=lambda s: (str(s.path.parent), s.capture_time or datetime.min, s.path.name))
+        results = []
+        for item in scored:
+            result = finish(
+                item,
+                self.config,
+                burst=bursts.get(item.path),
+                force=self.force,
+                dry_run=self.dry_run,
+            )
+            results.append(result)
+            if on_result:
+                on_result(result)
+        return results
+
+    def analyze(
+        self, paths: Iterable[Path], on_analyzed: Callable[[Scored], None] | None = None
+    ) -> list[Scored]:
+        """Preview + analysis of every path in the worker processes, in completion order."""
         pending = list(paths)
-        results: list[FileResult] = []
+        analysed: list[Scored] = []
         in_flight: dict[Future, Path] = {}
         window = self.workers * 4  # bounded: a 3,000-file card never sits in memory at once
         while pending or in_flight:
@@ -319,8 +379,7 @@ class Pipeline:
                 except Exception as exc:  # a bug, not a bad file: report it and go on
                     log.debug("worker failed on %s", path, exc_info=True)
                     scored = Scored(path=path, analysis=None, error=f"internal error: {exc}")
-                result = finish(scored, self.config, force=self.force, dry_run=self.dry_run)
-                results.append(result)
-                if on_result:
-                    on_result(result)
-        return results
+                analysed.append(scored)
+                if on_analyzed:
+                    on_analyzed(scored)
+        return analysed

@@ -257,3 +257,17 @@ def test_missing_path_is_a_usage_error(tmp_path: Path):
     result = run_cli("score", str(tmp_path / "nope"))
     assert result.returncode == 2
     assert "no such file or folder" in result.stderr
+
+
+def test_sample_bursts_and_their_best_frames(scored_shoot):
+    _, records, _, _ = scored_shoot
+    by_name = {Path(r["path"]).name: r for r in records}
+    burst_a = {by_name[f"DSC_{n:04d}.NEF"]["burst"] for n in (101, 102, 103)}
+    burst_b = {by_name[f"DSC_{n:04d}.NEF"]["burst"] for n in (104, 105, 106)}
+    assert len(burst_a) == 1 and None not in burst_a
+    assert len(burst_b) == 1 and None not in burst_b and burst_a != burst_b
+    best = sorted(name for name, r in by_name.items() if r["best_of_burst"])
+    assert best == ["DSC_0102.NEF", "DSC_0104.NEF"]
+    others = [r for name, r in by_name.items() if int(name[4:8]) > 106]
+    assert all(r["burst"] is None for r in others)
+    assert by_name["DSC_0102.NEF"]["rating"] == 5

@@ -1,0 +1,174 @@
+"""Bursts: frames shot in quick succession of the same scene, judged together.
+
+A burst is a run of frames in one folder whose capture times (with sub-seconds) are at
+most ``max_gap`` apart and whose content is alike (EfficientNet-Lite0 embeddings; the
+same scene shifted, blurred or cropped scores 0.6-0.97, different photos 0.1-0.35 on the
+sample NEFs). The best frame is the one with the highest keeper probability and no
+reason against it. Weaker frames are not rejected for being weaker: they keep their own
+verdict (a photographer kept 87 of 100 frames that a peer tool demoted).
+
+Plain Python and numpy; the daemon holds frames in a ``BurstHold`` until a burst cannot
+grow any more.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+MAX_GAP_SECONDS = 2.0
+MIN_SIMILARITY = 0.5
+
+
+@dataclass(frozen=True)
+class Frame:
+    key: Hashable  # the file's path
+    folder: str
+    capture_time: datetime | None
+    embedding: np.ndarray | None = field(repr=False, compare=False)
+    keeper_probability: float
+    has_reason: bool  # a hard reason against it (blur, eyes closed, exposure)
+    name: str = ""  # file name, for a readable burst number
+
+
+@dataclass(frozen=True)
+class BurstInfo:
+    burst_id: int
+    size: int
+    best_of_burst: bool
+
+
+def _unit(vector: np.ndarray | None) -> np.ndarray | None:
+    if vector is None:
+        return None
+    norm = float(np.linalg.norm(vector))
+    return None if norm == 0 else np.asarray(vector, dtype=np.float32) / norm
+
+
+def similarity(a: np.ndarray | None, b: np.ndarray | None) -> float:
+    ua, ub = _unit(a), _unit(b)
+    if ua is None or ub is None:
+        return 0.0
+    return float(ua @ ub)
+
+
+def _frame_number(name: str) -> int | None:
+    match = re.search(r"(\d{3,})(?=\D*$)", Path(name).stem)
+    return int(match.group(1)) % 10000 if match else None
+
+
+def group_bursts(
+    frames: Iterable[Frame],
+    max_gap: float = MAX_GAP_SECONDS,
+    min_similarity: float = MIN_SIMILARITY,
+) -> dict[Hashable, BurstInfo]:
+    """Burst membership for every frame that belongs to a burst of two or more."""
+    by_folder: dict[str, list[Frame]] = {}
+    for frame in frames:
+        if frame.capture_time is not None:
+            by_folder.setdefault(frame.folder, []).append(frame)
+    result: dict[Hashable, BurstInfo] = {}
+    used_ids: set[int] = set()
+    for folder_frames in by_folder.values():
+        folder_frames.sort(key=lambda f: (f.capture_time, str(f.key)))
+        groups: list[list[Frame]] = []
+        for frame in folder_frames:
+            current = groups[-1] if groups else None
+            if current is not None:
+                gap = (frame.capture_time - current[-1].capture_time).total_seconds()
+                alike = any(
+                    similarity(frame.embedding, m.embedding) >= min_similarity for m in current
+                )
+                if gap <= max_gap and alike:
+                    current.append(frame)
+                    continue
+            groups.append([frame])
+        for group in groups:
+            if len(group) < 2:
+                continue
+            burst_id = _frame_number(group[0].name)
+            if burst_id is None or burst_id in used_ids:
+                burst_id = max(used_ids | {0}) + 1
+            used_ids.add(burst_id)
+            candidates = [f for f in group if not f.has_reason]
+            best = max(candidates, key=lambda f: f.keeper_probability).key if candidates else None
+            for f in group:
+                result[f.key] = BurstInfo(
+                    burst_id=burst_id, size=len(group), best_of_burst=f.key == best
+                )
+    return result
+
+
+class BurstHold:
+    """Holds analysed frames until their burst is complete (daemon use).
+
+    A frame is released once no later frame can join its burst: a frame of the same folder
+    shot more than ``max_gap`` after it has arrived, or ``hold_seconds`` passed since it
+    arrived (the card copy paused or the shoot ended). Frames released together are
+    grouped together, so a burst's frames get their verdicts at the same time.
+    """
+
+    def __init__(self, max_gap: float = MAX_GAP_SECONDS, hold_seconds: float = 3.0):
+        self.max_gap = max_gap
+        self.hold_seconds = hold_seconds
+        self._held: dict[str, list[tuple[Frame, float]]] = {}
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self._held.values())
+
+    def add(self, frame: Frame, now: float) -> None:
+        self._held.setdefault(frame.folder, []).append((frame, now))
+
+    def release(
+        self, now: float, everything: bool = False
+    ) -> list[tuple[list[Frame], dict[Hashable, BurstInfo]]]:
+        """Frames whose bursts are complete, grouped, with their burst membership."""
+        released = []
+        for folder, held in list(self._held.items()):
+            newest_arrival = max(arrived for _, arrived in held)
+            timed = [f for f, _ in held if f.capture_time is not None]
+            latest_capture = max((f.capture_time for f in timed), default=None)
+            if everything or now - newest_arrival >= self.hold_seconds:
+                ready = [f for f, _ in held]
+            else:
+                # Untimed frames can never join a burst; timed ones wait for a later shot.
+                ready = [
+                    f
+                    for f, _ in held
+                    if f.capture_time is None
+                    or (latest_capture - f.capture_time).total_seconds() > self.max_gap
+                ]
+                # Never split a burst: keep back anything within max_gap of a held frame.
+                keep = {id(f) for f, _ in held} - {id(f) for f in ready}
+                changed = True
+                while changed:
+                    changed = False
+                    for f in list(ready):
+                        if f.capture_time is None:
+                            continue
+                        for other, _ in held:
+                            if (
+                                id(other) in keep
+                                and other.capture_time is not None
+                                and abs((other.capture_time - f.capture_time).total_seconds())
+                                <= self.max_gap
+                            ):
+                                ready.remove(f)
+                                keep.add(id(f))
+                                changed = True
+                                break
+            if not ready:
+                continue
+            ready_ids = {id(f) for f in ready}
+            remaining = [(f, t) for f, t in held if id(f) not in ready_ids]
+            if remaining:
+                self._held[folder] = remaining
+            else:
+                del self._held[folder]
+            released.append((ready, group_bursts(ready, self.max_gap)))
+        return released

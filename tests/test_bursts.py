@@ -1,0 +1,82 @@
+"""Bursts: quick succession + alike content; the best frame is marked, none is demoted."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+
+from postselectd.bursts import BurstHold, Frame, group_bursts
+
+T0 = datetime(2026, 5, 1, 14, 3, 22, 100000)
+RNG = np.random.default_rng(7)
+SCENE_A = RNG.normal(size=64)
+SCENE_B = RNG.normal(size=64)
+
+
+def frame(
+    name: str,
+    seconds: float,
+    scene: np.ndarray,
+    p: float,
+    reason: bool = False,
+    folder: str = "/shoot",
+) -> Frame:
+    return Frame(
+        key=Path(folder) / name,
+        folder=folder,
+        capture_time=T0 + timedelta(seconds=seconds),
+        embedding=scene + RNG.normal(scale=0.3, size=scene.shape),
+        keeper_probability=p,
+        has_reason=reason,
+        name=name,
+    )
+
+
+def test_quick_alike_frames_form_one_burst_with_its_best_frame():
+    frames = [
+        frame("DSC_0101.NEF", 0.0, SCENE_A, 0.2, reason=True),
+        frame("DSC_0102.NEF", 0.3, SCENE_A, 0.95),
+        frame("DSC_0103.NEF", 0.6, SCENE_A, 0.97, reason=True),  # higher p, but blurred
+        frame("DSC_0104.NEF", 60.0, SCENE_B, 0.9),
+    ]
+    bursts = group_bursts(frames)
+    assert set(bursts) == {f.key for f in frames[:3]}
+    assert {b.burst_id for b in bursts.values()} == {101}
+    assert [bursts[f.key].best_of_burst for f in frames[:3]] == [False, True, False]
+
+
+def test_different_scenes_shot_quickly_are_not_a_burst():
+    frames = [frame("a_0001.NEF", 0.0, SCENE_A, 0.9), frame("a_0002.NEF", 0.4, SCENE_B, 0.9)]
+    assert group_bursts(frames) == {}
+
+
+def test_frames_in_different_folders_are_never_grouped():
+    frames = [
+        frame("DSC_0001.NEF", 0.0, SCENE_A, 0.9, folder="/cam1"),
+        frame("DSC_0001.NEF", 0.2, SCENE_A, 0.9, folder="/cam2"),
+    ]
+    assert group_bursts(frames) == {}
+
+
+def test_a_burst_with_only_rejects_has_no_best_frame():
+    frames = [frame(f"DSC_{n}.NEF", n * 0.3, SCENE_A, 0.1, reason=True) for n in range(3)]
+    assert not any(b.best_of_burst for b in group_bursts(frames).values())
+
+
+def test_hold_releases_a_burst_only_when_it_is_complete():
+    hold = BurstHold(max_gap=2.0, hold_seconds=3.0)
+    first = [frame("DSC_0101.NEF", 0.0, SCENE_A, 0.5), frame("DSC_0102.NEF", 0.3, SCENE_A, 0.9)]
+    for f in first:
+        hold.add(f, now=100.0)
+    assert hold.release(now=100.5) == []  # a third frame may still come
+    hold.add(frame("DSC_0103.NEF", 0.6, SCENE_A, 0.4), now=100.6)
+    hold.add(frame("DSC_0104.NEF", 30.0, SCENE_B, 0.9), now=100.7)  # a later shot closes it
+    [(released, bursts)] = hold.release(now=100.8)
+    assert [f.name for f in released] == ["DSC_0101.NEF", "DSC_0102.NEF", "DSC_0103.NEF"]
+    assert bursts[released[1].key].best_of_burst
+    assert len(hold) == 1
+    # The last frame goes after the hold time with nothing newer.
+    [(last, _)] = hold.release(now=104.0)
+    assert [f.name for f in last] == ["DSC_0104.NEF"] and len(hold) == 0
