@@ -114,11 +114,13 @@ def test_exiftool_reads_rating_label_and_keywords(scored_shoot):
         hierarchical = read[stem].get("HierarchicalSubject", [])
         hierarchical = hierarchical if isinstance(hierarchical, list) else [hierarchical]
         ours = [k for k in hierarchical if k.startswith("PostSelect|")]
-        expected = (
-            (["PostSelect|select"] if record["label"] == "Green" else [])
-            + (["PostSelect|reject"] if record["label"] == "Red" else [])
-            + [f"PostSelect|{r}" for r in record["reasons"]]
-        )
+        expected = ["PostSelect|select"] if record["label"] == "Green" else []
+        expected += ["PostSelect|reject"] if record["label"] == "Red" else []
+        expected += [f"PostSelect|{r}" for r in record["reasons"]]
+        if record["best_of_burst"]:
+            expected.append("PostSelect|best of burst")
+        if record["burst"] is not None:
+            expected.append(f"PostSelect|burst {record['burst']:04d}")
         assert ours == expected, stem
 
 
