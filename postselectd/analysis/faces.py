@@ -1,0 +1,666 @@
+"""Faces and eyes: where the people are, whether their eyes are open, whether the eyes are sharp.
+
+MediaPipe's chain, converted to ONNX (models/MODELS.md): BlazeFace (full and short range) finds
+faces, the face mesh places 468 points, and the iris model draws the eyelid contour of each eye.
+Eye openness is the iris model's lid gap over the eye width, because the 468-point mesh's eye
+aspect ratio barely moves when an eye closes (FACTS.md). Focus is measured inside the eye regions
+at the preview's own resolution, resampled to a scale fixed by the eye's width so a 60 px and a
+600 px face give comparable numbers.
+
+BlazeFace sees its input at 128 or 192 px, so a 40 px face in a 1620 px preview would be 5 px at
+that scale: the frame is also searched in overlapping tiles, and the results are merged with the
+same weighted non-maximum suppression MediaPipe uses.
+
+This module only turns pixels into measurements (``Face``); which faces matter and whether a
+closed eye is a reason against the frame is decided by the two small functions at the bottom,
+so the policy is easy to find and argue about.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from postselectd.analysis.runtime import ModelError, OnnxModel
+
+__all__ = [
+    "EYES_CLOSED_BELOW",
+    "FaceAnalyzer",
+    "Face",
+    "FaceFocus",
+    "eyes_closed_reason",
+    "face_focus",
+]
+
+# --- thresholds (measured with bench/eval_faces.py; see the numbers there) --------------------
+
+# Mean lid gap / eye width of both eyes below which a face's eyes are closed. Measured with
+# bench/eval_faces.py: eval/eyes-face (all closed) median 0.09, p90 0.17, max 0.26;
+# eval/faceblur face_sharp (open) min 0.155, p2 0.205, median 0.29. The classes overlap
+# around 0.2: 0.20 gives 94% / 2%, 0.21 gives 95% / 5%, 0.18 gives 91% / 1%.
+EYES_CLOSED_BELOW = 0.20
+# Looking down lowers the upper lid over an open eye: then only a nearly shut lid is a blink.
+# Not validated on open-eyed looking-down faces (no such labels yet); costs 2 of 149 eyes-face.
+EYES_CLOSED_BELOW_LOOKING_DOWN = 0.14
+# Head pitch (degrees, negative = chin down) from which a face counts as looking down.
+LOOKING_DOWN_PITCH = -30.0
+# A face is a main subject when it is at least this fraction of the largest face's size...
+MAIN_SUBJECT_SIZE = 0.6
+# ...or at least this fraction of the frame's short side (a portrait with a bystander).
+MAIN_SUBJECT_FRAME = 0.25
+# Eye sharpness (see Face.eye_sharpness) from which the eyes are in focus. eval/faceblur (faces
+# found): sharp min 0.34, p5 0.41; blurred p95 0.24, max 0.43 (3 of 89 above 0.30).
+EYES_SHARP_ABOVE = 0.30
+
+# Side (px) at which the inner face is measured for face_sharpness.
+FACE_DETAIL_PX = 48
+
+# --- search ---------------------------------------------------------------------------------
+
+# Tiles are squares of this fraction of the frame's long side, overlapping so that a face cut
+# by one tile's edge lies whole inside its neighbour: 8 tiles of 648 px on a 1620x1080 frame,
+# each read by the full-range model at 192 px (a 40 px face is 12 px there). Measured: the 3
+# faces of eval/portraits/2008_002506 shrunk to 41-49 px and pasted at 5 places in a 1620x1080
+# frame: 0.4 finds 15/15, 0.5 (6 tiles, ~7 ms less) 12/15, at 36-44 px 14/15 vs 4/15. The
+# short-range model on tiles found at most 14/21 portraits faces >= 40 px (full: 21/21).
+TILE_FRACTION = 0.40
+TILE_OVERLAP = 0.30
+# Whole-frame passes read a copy of at least this long side (the models see 128-192 px).
+WHOLE_FRAME_PX = 384
+# Tiling is only worth it when faces this small (px) could be missed by the whole-frame pass.
+MIN_FACE_PX = 40
+# Detections scoring below this are dropped; the mesh's face flag then confirms each face.
+MIN_DETECTION_SCORE = 0.5
+MIN_FACE_FLAG = 0.5
+WHOLE_FRAME_MIN_SCORE = 0.3
+NMS_IOU = 0.3
+# Most faces meshed per frame (highest detection scores first): bounds the time for crowds.
+MAX_FACES = 24
+
+# Face-mesh indices of the eye corners: (temporal, nasal) for the eye on the image left,
+# (nasal, temporal) for the eye on the image right.
+_IMAGE_LEFT_EYE = (33, 133)
+_IMAGE_RIGHT_EYE = (362, 263)
+_FOREHEAD, _CHIN, _NOSE_TIP = 10, 152, 1
+_CHEEK_LEFT, _CHEEK_RIGHT = 234, 454
+
+
+@dataclass(frozen=True)
+class Face:
+    """One face, in the pixels of the image given to ``FaceAnalyzer.analyze``."""
+
+    box: tuple[float, float, float, float]  # x, y, w, h
+    score: float  # detector confidence, 0..1
+    size: float  # px: the face's width (ear to ear scale), what "a 40 px face" means
+    # Subject's eyes as the photographer sees them: "left" = the eye on the image left.
+    # Eyes are measured on main subjects only (None elsewhere): a bystander's blink is no
+    # reason, and two iris runs per face add up in a crowd.
+    left_eye_openness: float | None  # lid gap / eye width: ~0.3 open, < 0.15 closed
+    right_eye_openness: float | None
+    eyes_closed: bool
+    # Edge crispness in the eye regions at the image's own resolution (see _detail): >= 0.3 sharp
+    # (eval/faceblur sharp p5 0.41), blurred mostly < 0.25; comparable between small and large
+    # faces and across lighting; an upscaled preview reads soft (~0.1-0.3 at 2.7x).
+    eye_sharpness: float | None
+    # The same measure over the inner face (brows to mouth) resampled to 48 px: blur at the
+    # face's own scale, whatever the preview's scaling.
+    face_sharpness: float
+    yaw: float  # degrees, 0 = facing the camera
+    pitch: float  # degrees, negative = chin down
+    looking_down: bool  # pitch <= LOOKING_DOWN_PITCH (on main subjects)
+    is_main_subject: bool
+
+
+@dataclass(frozen=True)
+class FaceFocus:
+    """What the caller needs to decide "out of focus" for a photo with people in it."""
+
+    faces: int  # faces found
+    main_subjects: int
+    eye_sharpness: float  # sharpest main subject's eyes (0 when there is no face)
+    face_sharpness: float
+    eyes_sharp: bool  # the sharpest main subject's eyes reach EYES_SHARP_ABOVE
+
+
+@dataclass(frozen=True)
+class _Detection:
+    box: np.ndarray  # x0, y0, x1, y1 in image px
+    keypoints: np.ndarray  # 6 x 2 in image px
+    score: float
+
+
+def _anchors(spec: dict) -> np.ndarray:
+    """MediaPipe SsdAnchorsCalculator with fixed anchor size: anchor centers (N, 2) in 0..1."""
+    strides = list(spec["strides"])
+    height, width = int(spec["input_size_height"]), int(spec["input_size_width"])
+    ox, oy = float(spec["anchor_offset_x"]), float(spec["anchor_offset_y"])
+    per_layer = 2 if float(spec["interpolated_scale_aspect_ratio"]) == 1.0 else 1
+    centers: list[tuple[float, float]] = []
+    layer = 0
+    while layer < len(strides):
+        last = layer
+        while last < len(strides) and strides[last] == strides[layer]:
+            last += 1
+        repeats = per_layer * (last - layer)
+        fh = math.ceil(height / strides[layer])
+        fw = math.ceil(width / strides[layer])
+        for y in range(fh):
+            for x in range(fw):
+                centers.extend([((x + ox) / fw, (y + oy) / fh)] * repeats)
+        layer = last
+    anchors = np.asarray(centers, dtype=np.float32)
+    if "num_anchors" in spec and len(anchors) != int(spec["num_anchors"]):
+        raise ModelError(
+            f"anchor spec gives {len(anchors)} anchors, expected {spec['num_anchors']}"
+        )
+    return anchors
+
+
+def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    x0 = np.maximum(box[0], boxes[:, 0])
+    y0 = np.maximum(box[1], boxes[:, 1])
+    x1 = np.minimum(box[2], boxes[:, 2])
+    y1 = np.minimum(box[3], boxes[:, 3])
+    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return inter / np.maximum(area + areas - inter, 1e-9)
+
+
+def _weighted_nms(
+    boxes: np.ndarray, keypoints: np.ndarray, scores: np.ndarray, iou: float
+) -> list[_Detection]:
+    """MediaPipe's weighted NMS: overlapping boxes are averaged by score, not discarded."""
+    order = np.argsort(-scores)
+    remaining = order
+    out: list[_Detection] = []
+    while remaining.size:
+        best = remaining[0]
+        overlaps = _iou(boxes[best], boxes[remaining])
+        group = remaining[overlaps > iou]
+        if group.size == 0:
+            group = remaining[:1]
+        weights = scores[group][:, None]
+        total = float(weights.sum())
+        out.append(
+            _Detection(
+                box=(boxes[group] * weights).sum(0) / total,
+                keypoints=(keypoints[group] * weights[:, :, None]).sum(0) / total,
+                score=float(scores[best]),
+            )
+        )
+        remaining = remaining[overlaps <= iou]
+        remaining = remaining[remaining != best]
+    return out
+
+
+class _BlazeFace:
+    """One BlazeFace model: letterboxes a region of the image and decodes per its metadata."""
+
+    def __init__(self, model: OnnxModel):
+        self.model = model
+        try:
+            self.anchors = _anchors(json.loads(model.metadata["postselectd.anchors"]))
+            decode = json.loads(model.metadata["postselectd.decode"])
+        except (KeyError, ValueError) as exc:
+            raise ModelError(
+                f"{model.path}: anchors/decoding metadata unreadable ({exc})"
+            ) from None
+        self.box_scale = float(decode.get("box_scale", model.contract.width))
+        self.min_score = max(MIN_DETECTION_SCORE, float(decode.get("min_score", 0.5)))
+        self.size = model.contract.width
+
+    def detect(
+        self,
+        image: Image.Image,
+        region: tuple[int, int, int, int],
+        min_score: float | None = None,
+        factor: float = 1.0,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Faces inside ``region`` (x0, y0, x1, y1; may extend past the image, padded black).
+
+        ``image`` may be a reduced copy of the photo, ``factor`` times smaller. Returns boxes
+        (N, 4) and keypoints (N, 6, 2) in the photo's px and scores (N,), before NMS.
+        """
+        x0, y0, x1, y1 = region
+        width, height = x1 - x0, y1 - y0
+        side = self.size
+        scale = side / max(width, height)
+        new_w = max(1, round(width * scale))
+        new_h = max(1, round(height * scale))
+        crop = image.crop(region) if region != (0, 0, *image.size) else image
+        resized = crop.resize((new_w, new_h), Image.Resampling.BILINEAR)
+        pad_x, pad_y = (side - new_w) // 2, (side - new_h) // 2
+        c = self.model.contract
+        canvas = np.full((side, side, 3), -c.mean / c.std, dtype=np.float32)
+        canvas[pad_y : pad_y + new_h, pad_x : pad_x + new_w] = (
+            np.asarray(resized, dtype=np.float32) - c.mean
+        ) / c.std
+        outputs = self.model.run(np.ascontiguousarray(canvas.transpose(2, 0, 1))[None])
+        logits = np.clip(outputs["classificators"][0, :, 0], -80, 80)
+        scores = 1.0 / (1.0 + np.exp(-logits))
+        keep = scores > (self.min_score if min_score is None else min_score)
+        if not keep.any():
+            return np.zeros((0, 4)), np.zeros((0, 6, 2)), np.zeros((0,))
+        raw = outputs["regressors"][0, keep].astype(np.float64) / self.box_scale
+        anchors = self.anchors[keep]
+        cx, cy = raw[:, 0] + anchors[:, 0], raw[:, 1] + anchors[:, 1]
+        w, h = raw[:, 2], raw[:, 3]
+        points = raw[:, 4:16].reshape(-1, 6, 2) + anchors[:, None, :]
+        valid = (w > 0) & (h > 0)
+        boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
+
+        # 0..1 of the input square -> image px.
+        def to_image(px: np.ndarray, py: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            return (
+                (x0 + (px * side - pad_x) / scale) * factor,
+                (y0 + (py * side - pad_y) / scale) * factor,
+            )
+
+        bx0, by0 = to_image(boxes[:, 0], boxes[:, 1])
+        bx1, by1 = to_image(boxes[:, 2], boxes[:, 3])
+        kx, ky = to_image(points[..., 0], points[..., 1])
+        return (
+            np.stack([bx0, by0, bx1, by1], axis=1)[valid],
+            np.stack([kx, ky], axis=-1)[valid],
+            scores[keep][valid],
+        )
+
+
+def _roi_sampler(
+    center: np.ndarray, angle: float, side: float, out: int, flip: bool = False
+) -> tuple[tuple[float, ...], np.ndarray]:
+    """An ``out`` x ``out`` crop of a square ROI rotated by ``angle`` (radians).
+
+    Returns PIL's inverse-affine coefficients (output px -> image px) and the same map as a
+    3x3 matrix to bring model outputs back. ``flip`` mirrors the crop horizontally, as the iris
+    model wants for the eye on the image right.
+    """
+    cos, sin = math.cos(angle), math.sin(angle)
+    s = side / out
+    sx = -s if flip else s
+    # image = center + R @ ((u - out/2) * sx, (v - out/2) * s)
+    a, b = cos * sx, -sin * s
+    d, e = sin * sx, cos * s
+    c = center[0] - (a + b) * out / 2
+    f = center[1] - (d + e) * out / 2
+    matrix = np.array([[a, b, c], [d, e, f], [0.0, 0.0, 1.0]])
+    return (a, b, c, d, e, f), matrix
+
+
+def _sample(
+    pyramid: _Pyramid, center: np.ndarray, angle: float, side: float, out: int, flip: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """An ``out`` px square crop of a rotated ROI (photo px), read from the pyramid level that
+    keeps it at or above ``out`` px so large faces are not aliased; plus the crop -> photo map."""
+    image, factor = pyramid.for_roi(side, out)
+    coeffs, _ = _roi_sampler(center / factor, angle, side / factor, out, flip)
+    _, matrix = _roi_sampler(center, angle, side, out, flip)
+    crop = image.transform((out, out), Image.Transform.AFFINE, coeffs, Image.Resampling.BILINEAR)
+    return np.asarray(crop), matrix
+
+
+def _to_image(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
+    return points @ matrix[:2, :2].T + matrix[:2, 2]
+
+
+def _luma(rgb: np.ndarray) -> np.ndarray:
+    rgb = rgb.astype(np.float32)
+    return rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
+
+
+def _detail(gray: np.ndarray) -> float:
+    """Laplacian variance over gradient energy, at the preview's own pixels.
+
+    Plain Laplacian variance grows with contrast and, for the same sharp face, with how small
+    the face is (more edges per pixel). The ratio of second to first derivative energy is about
+    1 / (edge width in px)^2: it asks how crisp the edges are at full resolution, whatever their
+    number or contrast, so a 60 px and a 600 px face are comparable, and an upscaled (soft)
+    preview reads as soft. The +25 keeps flat, noisy patches from dividing by nearly zero.
+    An earlier variant without the edge mask stayed within ~0.5-1.5 on eval/portraits faces
+    downscaled 1x to 0.25x, and fell 0.28 -> 0.07 -> 0.02 on a sharp face upscaled 1x, 2x, 4x.
+    """
+    g = gray.astype(np.float32)
+    if min(g.shape) < 3:
+        return 0.0
+    lap = g[:-2, 1:-1] + g[2:, 1:-1] + g[1:-1, :-2] + g[1:-1, 2:] - 4.0 * g[1:-1, 1:-1]
+    gx = (g[1:-1, 2:] - g[1:-1, :-2]) / 2
+    gy = (g[2:, 1:-1] - g[:-2, 1:-1]) / 2
+    energy = gx * gx + gy * gy
+    # Only the edges (top quarter of gradient energy): on smooth skin the ratio would measure
+    # JPEG noise, which is "sharp" even in an upscaled, soft preview.
+    edges = energy >= np.quantile(energy, 0.75)
+    return float((lap[edges] ** 2).mean() / (energy[edges].mean() + 25.0))
+
+
+def _native_patch(
+    picture: Image.Image, center: np.ndarray, half: tuple[float, float]
+) -> np.ndarray:
+    """Luma of an axis-aligned box around ``center`` at the picture's own resolution."""
+    box = (
+        math.floor(center[0] - half[0]),
+        math.floor(center[1] - half[1]),
+        math.ceil(center[0] + half[0]),
+        math.ceil(center[1] + half[1]),
+    )
+    return _luma(np.asarray(picture.crop(box)))
+
+
+_UNMEASURED_EYES = {
+    "left_eye_openness": None,
+    "right_eye_openness": None,
+    "eyes_closed": False,
+    "eye_sharpness": None,
+    "looking_down": False,
+}
+
+
+class _Pyramid:
+    """The photo and its halvings (box filter): detectors and crops read the smallest copy
+    that still has the detail they need, which is faster and avoids aliasing."""
+
+    def __init__(self, picture: Image.Image) -> None:
+        self.levels: list[tuple[Image.Image, float]] = [(picture, 1.0)]
+        while max(self.levels[-1][0].size) >= 2 * WHOLE_FRAME_PX:
+            image, factor = self.levels[-1]
+            self.levels.append((image.reduce(2), factor * 2))
+
+    def at_least(self, long_side: float) -> tuple[Image.Image, float]:
+        """The smallest copy whose long side is at least ``long_side`` of the photo's."""
+        base = max(self.levels[0][0].size)
+        best = self.levels[0]
+        for image, factor in self.levels:
+            if base / factor >= long_side:
+                best = (image, factor)
+        return best
+
+    def at_most(self, long_side: float) -> tuple[Image.Image, float]:
+        """The copy closest to ``long_side`` from above (whole-frame passes)."""
+        return self.at_least(long_side)
+
+    def for_roi(self, side: float, out: int) -> tuple[Image.Image, float]:
+        """The copy in which a ``side`` px ROI is still at least ``out`` px."""
+        best = self.levels[0]
+        for image, factor in self.levels:
+            if side / factor >= out:
+                best = (image, factor)
+        return best
+
+
+class FaceAnalyzer:
+    """The four face sessions; ``analyze(image)`` finds faces and measures their eyes."""
+
+    def __init__(
+        self, models_dir: Path, threads: int = 1, providers: list[str] | None = None
+    ) -> None:
+        directory = Path(models_dir)
+        self.full = _BlazeFace(
+            OnnxModel(directory / "face_detection_full.onnx", threads, providers)
+        )
+        self.short = _BlazeFace(
+            OnnxModel(directory / "face_detection_short.onnx", threads, providers)
+        )
+        self.mesh = OnnxModel(directory / "face_landmark.onnx", threads, providers)
+        self.iris = OnnxModel(directory / "iris_landmark.onnx", threads, providers)
+        try:
+            contour = json.loads(self.iris.metadata["postselectd.eye_contour"])
+            self.lid_pairs = np.asarray(contour["lid_pairs_upper_lower"], dtype=int)
+            self.corners = (int(contour["corner_temporal"]), int(contour["corner_nasal"]))
+        except (KeyError, ValueError) as exc:
+            raise ModelError(f"{self.iris.path}: eye contour metadata unreadable ({exc})") from None
+        self.mesh_scale = float(self.mesh.metadata.get("postselectd.landmark_scale", 192))
+        self.iris_scale = float(self.iris.metadata.get("postselectd.landmark_scale", 64))
+
+    # -- detection ---------------------------------------------------------------------------
+
+    def detect(self, pyramid: _Pyramid) -> list[_Detection]:
+        """Whole frame with both models (big and tight faces), then tiles (small faces)."""
+        small, factor = pyramid.at_most(WHOLE_FRAME_PX)
+        width, height = small.size
+        whole = (0, 0, width, height)
+        # A head shot whose face spills over the frame: give the short-range model a margin.
+        margin = max(width, height) // 4
+        padded = (-margin, -margin, width + margin, height + margin)
+        # The whole-frame passes yield few candidates, so they may be generous (blurred faces
+        # score 0.3-0.5); the mesh's face flag then confirms each one.
+        found = [
+            self.full.detect(small, whole, factor=factor),
+            self.short.detect(small, whole, WHOLE_FRAME_MIN_SCORE, factor),
+            self.short.detect(small, padded, WHOLE_FRAME_MIN_SCORE, factor),
+        ]
+        width, height = pyramid.levels[0][0].size
+        tiles = self._tiles(width, height)
+        if tiles:
+            # Tiles are read from the level that still has at least the model's resolution.
+            tile_px = tiles[0][2] - tiles[0][0]
+            model = self.full
+            source, factor = pyramid.at_least(model.size * max(width, height) / tile_px)
+            for x0, y0, x1, y1 in tiles:
+                region = (
+                    round(x0 / factor),
+                    round(y0 / factor),
+                    round(x1 / factor),
+                    round(y1 / factor),
+                )
+                found.append(model.detect(source, region, factor=factor))
+        boxes = np.concatenate([f[0] for f in found])
+        if not len(boxes):
+            return []
+        keypoints = np.concatenate([f[1] for f in found])
+        scores = np.concatenate([f[2] for f in found])
+        return _weighted_nms(boxes, keypoints, scores, NMS_IOU)
+
+    @staticmethod
+    def _tiles(width: int, height: int) -> list[tuple[int, int, int, int]]:
+        long_side = max(width, height)
+        tile = max(1, round(long_side * TILE_FRACTION))
+        # The whole-frame pass already sees faces this big relative to the frame.
+        if tile >= long_side or MIN_FACE_PX / long_side > 0.12:
+            return []
+        step = max(1, round(tile * (1 - TILE_OVERLAP)))
+
+        def starts(extent: int) -> list[int]:
+            if extent <= tile:
+                return [(extent - tile) // 2]
+            count = math.ceil((extent - tile) / step) + 1
+            return [round(i * (extent - tile) / (count - 1)) for i in range(count)]
+
+        return [(x, y, x + tile, y + tile) for y in starts(height) for x in starts(width)]
+
+    # -- per face ----------------------------------------------------------------------------
+
+    def analyze(self, image: np.ndarray) -> tuple[Face, ...]:
+        """All faces in an upright H x W x 3 uint8 RGB image, largest first."""
+        if image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 16:
+            return ()
+        picture = Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8))
+        pyramid = _Pyramid(picture)
+        meshed: list[dict] = []
+        for detection in sorted(self.detect(pyramid), key=lambda d: -d.score):
+            if len(meshed) >= MAX_FACES:
+                break
+            # A face already meshed from another tile or model: do not pay for it twice.
+            cx, cy = (detection.box[:2] + detection.box[2:]) / 2
+            if any(
+                m["box"][0] <= cx <= m["box"][0] + m["box"][2]
+                and m["box"][1] <= cy <= m["box"][1] + m["box"][3]
+                for m in meshed
+            ):
+                continue
+            face = self._mesh(pyramid, detection)
+            if face is not None:
+                meshed.append(face)
+        if not meshed:
+            return ()
+        largest = max(m["size"] for m in meshed)
+        short_side = min(image.shape[:2])
+        faces = []
+        for m in sorted(meshed, key=lambda m: -m["size"]):
+            main = m["size"] >= MAIN_SUBJECT_SIZE * largest or m["size"] >= (
+                MAIN_SUBJECT_FRAME * short_side
+            )
+            mesh = m.pop("mesh")
+            # Eyes (two iris runs) only where they can become a reason: the main subjects.
+            eyes = self._eyes(pyramid, mesh, m["pitch"]) if main else _UNMEASURED_EYES
+            faces.append(Face(is_main_subject=main, **m, **eyes))
+        return tuple(faces)
+
+    def _mesh(self, pyramid: _Pyramid, det: _Detection) -> dict | None:
+        """Face mesh for one detection: box, size, pose, face detail; None if no face."""
+        eye_l, eye_r = det.keypoints[0], det.keypoints[1]
+        angle = math.atan2(eye_r[1] - eye_l[1], eye_r[0] - eye_l[0])
+        center = (det.box[:2] + det.box[2:]) / 2
+        side = float(max(det.box[2] - det.box[0], det.box[3] - det.box[1])) * 1.5
+        if side < 8:
+            return None
+        size = self.mesh.contract.width
+        crop, matrix = _sample(pyramid, center, angle, side, size)
+        c = self.mesh.contract
+        tensor = ((np.asarray(crop, dtype=np.float32) - c.mean) / c.std).transpose(2, 0, 1)
+        out = self.mesh.run(np.ascontiguousarray(tensor)[None])
+        flag = 1.0 / (1.0 + math.exp(-float(np.clip(out["face_flag"].ravel()[0], -80, 80))))
+        if flag < MIN_FACE_FLAG:
+            return None
+        local = out["landmarks"].reshape(-1, 3).astype(np.float64)
+        mesh = _to_image(matrix, local[:, :2] * (size / self.mesh_scale))
+        depth = local[:, 2] * (side / self.mesh_scale)
+        # Box and size from the mesh: consistent whichever detector or tile found the face.
+        x0, y0 = mesh.min(0)
+        x1, y1 = mesh.max(0)
+        face_width = float(np.linalg.norm(mesh[_CHEEK_RIGHT] - mesh[_CHEEK_LEFT]))
+        yaw, pitch = _head_pose(mesh, depth)
+        return {
+            "box": (float(x0), float(y0), float(x1 - x0), float(y1 - y0)),
+            "score": round(det.score, 4),
+            "size": round(max(face_width, float(x1 - x0)), 1),
+            "face_sharpness": round(self._face_detail(pyramid.levels[0][0], mesh), 3),
+            "yaw": round(yaw, 1),
+            "pitch": round(pitch, 1),
+            "mesh": mesh,
+        }
+
+    def _eyes(self, pyramid: _Pyramid, mesh: np.ndarray, pitch: float) -> dict:
+        openness = []
+        sharpness = []
+        for corners, flip in ((_IMAGE_LEFT_EYE, False), (_IMAGE_RIGHT_EYE, True)):
+            o, s = self._eye(pyramid, mesh[corners[0]], mesh[corners[1]], flip)
+            openness.append(o)
+            sharpness.append(s)
+        looking_down = pitch <= LOOKING_DOWN_PITCH
+        limit = EYES_CLOSED_BELOW_LOOKING_DOWN if looking_down else EYES_CLOSED_BELOW
+        # The mean of both eyes: one eye alone can be misread (hair, a turned head); max() would
+        # miss a third of half-shut blinks, min() flags squints (bench/eval_faces.py).
+        closed = (openness[0] + openness[1]) / 2 < limit
+        return {
+            "left_eye_openness": round(openness[0], 4),
+            "right_eye_openness": round(openness[1], 4),
+            "eyes_closed": bool(closed),
+            "eye_sharpness": round(float(np.mean(sharpness)), 3),
+            "looking_down": bool(looking_down),
+        }
+
+    def _eye(
+        self, pyramid: _Pyramid, corner_a: np.ndarray, corner_b: np.ndarray, flip: bool
+    ) -> tuple[float, float]:
+        """Openness and sharpness of one eye; corners in image order (left, right)."""
+        angle = math.atan2(corner_b[1] - corner_a[1], corner_b[0] - corner_a[0])
+        width = float(np.linalg.norm(corner_b - corner_a))
+        center = (corner_a + corner_b) / 2
+        size = self.iris.contract.width
+        crop, _ = _sample(pyramid, center, angle, max(width, 1.0) * 2.3, size, flip)
+        c = self.iris.contract
+        tensor = ((crop.astype(np.float32) - c.mean) / c.std).transpose(2, 0, 1)
+        out = self.iris.run(np.ascontiguousarray(tensor)[None])
+        contour = out["eye_contour"].reshape(-1, 3)[:, :2] * (size / self.iris_scale)
+        temporal, nasal = contour[self.corners[0]], contour[self.corners[1]]
+        eye_width = float(np.linalg.norm(nasal - temporal))
+        gaps = contour[self.lid_pairs[:, 1], 1] - contour[self.lid_pairs[:, 0], 1]
+        openness = float(np.clip(gaps[2:5].mean(), 0, None) / max(eye_width, 1e-6))
+        # Sharpness inside the eye's box (the crop's middle: eye width is 1/2.3 of the crop).
+        half = (max(width * 0.6, 3.0), max(width * 0.35, 2.0))
+        return openness, _detail(_native_patch(pyramid.levels[0][0], center, half))
+
+    def eye_crop_openness(self, eye: np.ndarray) -> float:
+        """Openness of a single-eye crop (H x W x 3 uint8), for evaluation on eye-crop sets.
+
+        The crop is padded so the eye spans 1/2.3 of the model's input, as the face chain frames
+        it, assuming the eye fills ~70% of the crop's width. Which eye it is is unknown, so the
+        crop and its mirror are read and averaged.
+        """
+        picture = Image.fromarray(np.ascontiguousarray(eye, dtype=np.uint8))
+        pyramid = _Pyramid(picture)
+        width = picture.size[0] * 0.7
+        center = np.array(picture.size, dtype=np.float64) / 2
+        left = center - (width / 2, 0)
+        right = center + (width / 2, 0)
+        plain = self._eye(pyramid, left, right, flip=False)[0]
+        mirrored = self._eye(pyramid, left, right, flip=True)[0]
+        return (plain + mirrored) / 2
+
+    @staticmethod
+    def _face_detail(picture: Image.Image, mesh: np.ndarray) -> float:
+        """Detail of the inner face (brows to mouth) brought to 48 px: blur at the face's scale.
+
+        The complement of the eye measure: it ignores how the preview was scaled (an upscaled
+        but well-focused face reads as sharp here and soft at the eyes) and sees heavy defocus
+        or motion blur across the face, also when the eyes are hidden by glasses or hair.
+        """
+        eyes = (mesh[33] + mesh[263]) / 2
+        center = (eyes + mesh[13]) / 2
+        half = max(float(np.linalg.norm(mesh[263] - mesh[33])) * 0.55, 4.0)
+        width, height = picture.size
+        box = (
+            max(0.0, center[0] - half),
+            max(0.0, center[1] - half),
+            min(float(width), center[0] + half),
+            min(float(height), center[1] + half),
+        )
+        if box[2] - box[0] < 2 or box[3] - box[1] < 2:
+            return 0.0
+        patch = picture.resize((FACE_DETAIL_PX, FACE_DETAIL_PX), Image.Resampling.BILINEAR, box)
+        return _detail(_luma(np.asarray(patch)))
+
+
+def _head_pose(mesh: np.ndarray, depth: np.ndarray) -> tuple[float, float]:
+    """Yaw and pitch (degrees) from the mesh's 3-D points: the face's vertical and across axes."""
+    up = np.array([*(mesh[_FOREHEAD] - mesh[_CHIN]), depth[_FOREHEAD] - depth[_CHIN]])
+    across = np.array(
+        [*(mesh[_CHEEK_RIGHT] - mesh[_CHEEK_LEFT]), depth[_CHEEK_RIGHT] - depth[_CHEEK_LEFT]]
+    )
+    # Chin down brings the forehead toward the camera (smaller z).
+    pitch = math.degrees(math.atan2(up[2], float(np.linalg.norm(up[:2])) + 1e-9))
+    yaw = math.degrees(math.atan2(across[2], float(np.linalg.norm(across[:2])) + 1e-9))
+    return yaw, pitch
+
+
+# --- frame-level facts: the part of the policy that concerns people --------------------------
+
+
+def eyes_closed_reason(faces: Sequence[Face]) -> bool:
+    """True when a main subject has closed eyes; a blinking bystander is no reason to reject."""
+    return any(f.eyes_closed for f in faces if f.is_main_subject)
+
+
+def face_focus(faces: Sequence[Face]) -> FaceFocus:
+    """Focus where it matters in a photo of people: on the sharpest main subject's eyes.
+
+    The sharpest, not the mean: with shallow depth of field one sharp face in a group is the
+    photographer's choice, and the caller's whole-frame measure still sees a missed shot.
+    """
+    main = [f for f in faces if f.is_main_subject]
+    if not main:
+        return FaceFocus(len(faces), 0, 0.0, 0.0, False)
+    eye = max(f.eye_sharpness or 0.0 for f in main)
+    return FaceFocus(
+        faces=len(faces),
+        main_subjects=len(main),
+        eye_sharpness=eye,
+        face_sharpness=max(f.face_sharpness for f in main),
+        eyes_sharp=eye >= EYES_SHARP_ABOVE,
+    )
