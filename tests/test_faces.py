@@ -1,0 +1,119 @@
+"""Faces and eyes on real photographs from ../shared, with real onnxruntime sessions.
+
+The accuracy figures live in bench/eval_faces.py; these tests protect the behaviour on a few
+examples a person can look at.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import shared_path
+from PIL import Image
+
+from postselectd.analysis.faces import (
+    EYES_SHARP_ABOVE,
+    Face,
+    FaceAnalyzer,
+    eyes_closed_reason,
+    face_focus,
+)
+from postselectd.analysis.runtime import models_dir
+from postselectd.preview import load_preview
+
+
+@pytest.fixture(scope="module")
+def analyzer() -> FaceAnalyzer:
+    return FaceAnalyzer(models_dir(), threads=1)
+
+
+def rgb(path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def only_face(faces: tuple[Face, ...]) -> Face:
+    assert len(faces) == 1, faces
+    return faces[0]
+
+
+def test_closed_eyes_are_closed(analyzer: FaceAnalyzer) -> None:
+    face = only_face(analyzer.analyze(rgb(shared_path("eval", "eyes-face", "eyes-face-0001.jpg"))))
+    assert face.eyes_closed
+    assert face.left_eye_openness < 0.15 and face.right_eye_openness < 0.15
+    assert eyes_closed_reason((face,))
+
+
+def test_open_sharp_eyes_are_open_and_sharp(analyzer: FaceAnalyzer) -> None:
+    face = only_face(analyzer.analyze(rgb(shared_path("eval", "faceblur", "faceblur-0100.jpg"))))
+    assert not face.eyes_closed
+    assert face.left_eye_openness > 0.2 and face.right_eye_openness > 0.2
+    assert face.eye_sharpness >= EYES_SHARP_ABOVE
+    assert not eyes_closed_reason((face,))
+
+
+def test_blurred_face_has_less_eye_sharpness_than_a_sharp_one(analyzer: FaceAnalyzer) -> None:
+    sharp = rgb(shared_path("eval", "faceblur", "faceblur-0100.jpg"))
+    blurred = np.asarray(Image.fromarray(sharp).resize((28, 28)).resize((112, 112)))
+    sharp_face = only_face(analyzer.analyze(sharp))
+    blurred_face = only_face(analyzer.analyze(blurred))
+    assert blurred_face.eye_sharpness < 0.5 * sharp_face.eye_sharpness
+    assert not face_focus((blurred_face,)).eyes_sharp
+    assert face_focus((sharp_face,)).eyes_sharp
+
+
+def test_a_group_photo_finds_its_faces(analyzer: FaceAnalyzer) -> None:
+    faces = analyzer.analyze(load_preview(shared_path("samples", "nef", "DSC_0107.NEF")).image)
+    assert len(faces) == 6
+    assert all(f.is_main_subject for f in faces)
+    assert not eyes_closed_reason(faces)
+
+
+def test_small_faces_in_a_preview_sized_frame_are_found(analyzer: FaceAnalyzer) -> None:
+    """2008_002506 has three faces of 90-109 px; shrunk into a 1620x1080 frame, 41-49 px."""
+    photo = Image.open(shared_path("eval", "portraits", "2008_002506.jpg")).convert("RGB")
+    small = photo.resize((photo.width * 45 // 100, photo.height * 45 // 100))
+    frame = Image.new("RGB", (1620, 1080), (118, 118, 118))
+    frame.paste(small, (1100, 700))
+    faces = analyzer.analyze(np.asarray(frame))
+    assert len(faces) == 3
+    assert all(30 <= f.size <= 60 for f in faces)
+
+
+def test_upright_portrait_finds_a_face(analyzer: FaceAnalyzer) -> None:
+    preview = load_preview(shared_path("samples", "nef", "DSC_0108.NEF"))
+    assert preview.height > preview.width
+    faces = analyzer.analyze(preview.image)
+    assert len(faces) >= 1
+    assert not eyes_closed_reason(faces)
+
+
+def test_head_shot_filling_the_frame_with_closed_eyes(analyzer: FaceAnalyzer) -> None:
+    faces = analyzer.analyze(load_preview(shared_path("samples", "nef", "DSC_0109.NEF")).image)
+    assert eyes_closed_reason(faces)
+
+
+def test_no_face_gives_an_empty_tuple(analyzer: FaceAnalyzer) -> None:
+    assert analyzer.analyze(rgb(shared_path("eval", "natural", "kodim01.png"))) == ()
+    assert analyzer.analyze(np.full((1080, 1620, 3), 128, np.uint8)) == ()
+
+
+def test_a_blinking_bystander_is_no_reason() -> None:
+    def face(size: float, closed: bool, main: bool) -> Face:
+        return Face(
+            box=(0, 0, size, size),
+            score=0.9,
+            size=size,
+            left_eye_openness=0.05 if closed else 0.3,
+            right_eye_openness=0.05 if closed else 0.3,
+            eyes_closed=closed,
+            eye_sharpness=0.5,
+            face_sharpness=0.8,
+            yaw=0.0,
+            pitch=0.0,
+            looking_down=False,
+            is_main_subject=main,
+        )
+
+    assert not eyes_closed_reason((face(400, False, True), face(60, True, False)))
+    assert eyes_closed_reason((face(400, True, True), face(60, False, False)))
