@@ -85,6 +85,32 @@ class AnalysisConfig(_Model):
     preview_min_size: int = Field(1024, ge=160, le=8192)
 
 
+class DaemonConfig(_Model):
+    """How `postselectd run` decides a file is complete, and how hard it works."""
+
+    # A file is rated once its size and modification time stayed unchanged this long.
+    # After the writer's close is seen (Linux), a short recheck is enough.
+    settle_seconds: float = Field(2.0, ge=0.05, le=600)
+    # Reconcile scan of every watched folder (also at start-up and after lost events).
+    # 0 turns the periodic scan off.
+    rescan_interval_minutes: float = Field(60, ge=0, le=10080)
+    # Worker processes for decoding and analysis: auto is one per core (at most 8).
+    workers: Literal["auto"] | int = "auto"
+    # A file that cannot be read is retried this many times, then left as failed.
+    max_retries: int = Field(3, ge=0, le=20)
+    # Wait before the first retry; it doubles for each further one.
+    retry_backoff_seconds: float = Field(10.0, ge=0.01, le=86400)
+    # File events waiting to be looked at; a full queue makes the watchers wait.
+    queue_size: int = Field(1000, ge=10, le=1_000_000)
+
+    @field_validator("workers")
+    @classmethod
+    def _workers(cls, value: Literal["auto"] | int) -> Literal["auto"] | int:
+        if value != "auto" and not 1 <= value <= 64:
+            raise ValueError("must be auto or a number from 1 to 64")
+        return value
+
+
 class Config(_Model):
     watch: list[WatchFolder] = Field(default_factory=list)
     # Where the journal and caches live; default: the per-user data folder.
@@ -93,6 +119,7 @@ class Config(_Model):
     analysis: AnalysisConfig = AnalysisConfig()
     rating: RatingPolicy = RatingPolicy()
     sidecar: SidecarConfig = SidecarConfig()
+    daemon: DaemonConfig = DaemonConfig()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("state_dir")
@@ -116,6 +143,11 @@ def user_data_dir() -> Path:
         return Path.home() / "Library" / "Application Support" / APP
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / APP
+
+
+def default_inbox() -> Path:
+    """What `postselectd run` watches when no folder is configured."""
+    return Path.home() / "Pictures" / "postselectd-inbox"
 
 
 def user_config_file() -> Path:
