@@ -1,0 +1,465 @@
+"""The journal: every file the daemon has seen and what was done with it, in sqlite.
+
+The only module that opens sqlite. The journal is also the daemon's queue: a file is
+written here as ``pending`` the moment an event names it, so a restart (even after
+SIGKILL) neither loses a queued file nor rates one twice. One writer (the daemon's main
+thread); ``postselectd status`` reads it concurrently (WAL).
+
+A file goes ``pending`` -> ``rated`` | ``failed`` (with a reason, after bounded retries)
+| ``skipped`` (gone before it was rated, or a JPEG whose raw is rated instead). While
+pending, ``size``/``mtime_ns`` are the last look at the file and ``due_at`` is when to look
+again: it is complete when that look finds the same size and mtime (the settle rule).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import pickle
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+JOURNAL_NAME = "journal.sqlite3"
+SCHEMA_VERSION = 1
+# How many analyses are kept for re-copied / renamed files (~6 KB each).
+ANALYSIS_CACHE_ENTRIES = 20_000
+FINGERPRINT_BYTES = 64 * 1024
+
+PENDING, RATED, FAILED, SKIPPED = "pending", "rated", "failed", "skipped"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (
+    path            TEXT PRIMARY KEY,
+    status          TEXT NOT NULL CHECK (status IN ('pending', 'rated', 'failed', 'skipped')),
+    size            INTEGER,
+    mtime_ns        INTEGER,
+    fingerprint     TEXT,
+    reason          TEXT,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    due_at          REAL,
+    claimed         INTEGER NOT NULL DEFAULT 0,
+    sidecar_started REAL,
+    rated_count     INTEGER NOT NULL DEFAULT 0,
+    stars           INTEGER,
+    label           TEXT,
+    result          TEXT,
+    elapsed_ms      REAL,
+    first_seen      REAL NOT NULL,
+    updated_at      REAL NOT NULL,
+    rated_at        REAL
+);
+CREATE INDEX IF NOT EXISTS files_due ON files (status, claimed, due_at);
+CREATE INDEX IF NOT EXISTS files_rated_at ON files (rated_at);
+CREATE TABLE IF NOT EXISTS watches (
+    path  TEXT PRIMARY KEY,
+    since REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS analyses (
+    fingerprint TEXT PRIMARY KEY,
+    version     TEXT NOT NULL,
+    scored      BLOB NOT NULL,
+    created     REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+
+
+class JournalError(Exception):
+    """The journal cannot be opened or used; str() says which file and why."""
+
+
+@dataclass(frozen=True)
+class Signature:
+    """What the settle rule compares: a file is complete when this stops changing."""
+
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> Signature:
+        return cls(st.st_size, st.st_mtime_ns)
+
+
+@dataclass(frozen=True)
+class Row:
+    path: Path
+    status: str
+    size: int | None
+    mtime_ns: int | None
+    fingerprint: str | None
+    reason: str | None
+    attempts: int
+    due_at: float | None
+    claimed: bool
+    sidecar_started: float | None
+    rated_count: int
+    stars: int | None
+    label: str | None
+    elapsed_ms: float | None
+    updated_at: float
+    rated_at: float | None
+
+    @property
+    def signature(self) -> Signature | None:
+        if self.size is None or self.mtime_ns is None:
+            return None
+        return Signature(self.size, self.mtime_ns)
+
+
+_ROW_COLUMNS = (
+    "path, status, size, mtime_ns, fingerprint, reason, attempts, due_at, claimed, "
+    "sidecar_started, rated_count, stars, label, elapsed_ms, updated_at, rated_at"
+)
+
+
+def _row(values: tuple) -> Row:
+    return Row(
+        Path(values[0]),
+        values[1],
+        values[2],
+        values[3],
+        values[4],
+        values[5],
+        values[6],
+        values[7],
+        bool(values[8]),
+        values[9],
+        values[10],
+        values[11],
+        values[12],
+        values[13],
+        values[14],
+        values[15],
+    )
+
+
+def fingerprint(path: Path, size: int | None = None) -> str:
+    """Content identity that never reads a whole raw: size + first and last 64 KB.
+
+    Two different frames differ in their first 64 KB (capture time, preview); a file cut
+    short differs in size. Cheap enough to run in the daemon's main thread.
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        if size is None:
+            size = os.fstat(f.fileno()).st_size
+        digest.update(str(size).encode())
+        digest.update(f.read(FINGERPRINT_BYTES))
+        if size > FINGERPRINT_BYTES:
+            f.seek(max(FINGERPRINT_BYTES, size - FINGERPRINT_BYTES))
+            digest.update(f.read(FINGERPRINT_BYTES))
+    return digest.hexdigest()
+
+
+def journal_path(state_dir: Path) -> Path:
+    return Path(state_dir) / JOURNAL_NAME
+
+
+class Journal:
+    """The daemon's only writer connection; every method commits before it returns."""
+
+    def __init__(self, state_dir: Path, *, readonly: bool = False):
+        self.path = journal_path(state_dir)
+        self.readonly = readonly
+        try:
+            if readonly:
+                if not self.path.exists():
+                    raise JournalError(f"{self.path}: no journal yet (the daemon has not run)")
+                uri = f"file:{self.path}?mode=ro"
+                self._db = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=10)
+            else:
+                Path(state_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
+                self._db = sqlite3.connect(self.path, isolation_level=None, timeout=10)
+                self._db.execute("PRAGMA journal_mode=WAL")
+                # WAL + NORMAL: a killed process loses nothing committed; only a power cut
+                # can lose the last commits (then a file is rated again, never torn).
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._db.executescript(_SCHEMA)
+                self._db.execute(
+                    "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)",
+                    (str(SCHEMA_VERSION),),
+                )
+        except sqlite3.Error as exc:
+            raise JournalError(f"{self.path}: cannot open the journal ({exc})") from None
+        self._inserted_analyses = 0
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- watches ---------------------------------------------------------------------
+
+    def watch_since(
+        self, folder: Path, *, catch_up: bool = False, now: float | None = None
+    ) -> float:
+        """When this folder's watch began: files older than that are not ours to rate.
+
+        The first start of a watch records now; ``catch_up`` records 0 (rate everything).
+        """
+        now = time.time() if now is None else now
+        key = str(folder)
+        if catch_up:
+            self._db.execute(
+                "INSERT INTO watches (path, since) VALUES (?, 0) "
+                "ON CONFLICT(path) DO UPDATE SET since = 0",
+                (key,),
+            )
+            return 0.0
+        found = self._db.execute("SELECT since FROM watches WHERE path = ?", (key,)).fetchone()
+        if found is not None:
+            return float(found[0])
+        self._db.execute("INSERT INTO watches (path, since) VALUES (?, ?)", (key, now))
+        return now
+
+    # --- reading ---------------------------------------------------------------------
+
+    def get(self, path: Path) -> Row | None:
+        found = self._db.execute(
+            f"SELECT {_ROW_COLUMNS} FROM files WHERE path = ?", (str(path),)
+        ).fetchone()
+        return None if found is None else _row(found)
+
+    def rows(self, status: str | None = None) -> list[Row]:
+        if status is None:
+            cursor = self._db.execute(f"SELECT {_ROW_COLUMNS} FROM files ORDER BY path")
+        else:
+            cursor = self._db.execute(
+                f"SELECT {_ROW_COLUMNS} FROM files WHERE status = ? ORDER BY path", (status,)
+            )
+        return [_row(r) for r in cursor]
+
+    def due(self, now: float, limit: int) -> list[Row]:
+        """Pending files, not with a worker, whose next look is due."""
+        cursor = self._db.execute(
+            f"SELECT {_ROW_COLUMNS} FROM files WHERE status = 'pending' AND claimed = 0 "
+            "AND due_at <= ? ORDER BY due_at LIMIT ?",
+            (now, limit),
+        )
+        return [_row(r) for r in cursor]
+
+    def next_due(self) -> float | None:
+        found = self._db.execute(
+            "SELECT MIN(due_at) FROM files WHERE status = 'pending' AND claimed = 0"
+        ).fetchone()
+        return None if found is None or found[0] is None else float(found[0])
+
+    def counts(self) -> dict[str, int]:
+        result = {PENDING: 0, RATED: 0, FAILED: 0, SKIPPED: 0}
+        for status, count in self._db.execute("SELECT status, COUNT(*) FROM files GROUP BY status"):
+            result[status] = count
+        return result
+
+    def rated_since(self, since: float) -> int:
+        found = self._db.execute(
+            "SELECT COUNT(*) FROM files WHERE status = 'rated' AND rated_at >= ?", (since,)
+        ).fetchone()
+        return int(found[0])
+
+    def retrying(self) -> int:
+        found = self._db.execute(
+            "SELECT COUNT(*) FROM files WHERE status = 'pending' AND attempts > 0"
+        ).fetchone()
+        return int(found[0])
+
+    def recent(self, status: str, limit: int) -> list[Row]:
+        order = "rated_at" if status == RATED else "updated_at"
+        cursor = self._db.execute(
+            f"SELECT {_ROW_COLUMNS} FROM files WHERE status = ? ORDER BY {order} DESC LIMIT ?",
+            (status, limit),
+        )
+        return [_row(r) for r in cursor]
+
+    # --- the settle rule ---------------------------------------------------------------
+
+    def touch(self, path: Path, sig: Signature | None, now: float, quiet: float) -> bool:
+        """Something happened to ``path``: queue it to be looked at after ``quiet`` seconds.
+
+        Returns False when there is nothing to do: the file is gone and was never queued,
+        or it is exactly the version already rated / failed / skipped.
+        """
+        row = self.get(path)
+        if sig is None:  # gone
+            if row is not None and row.status == PENDING and not row.claimed:
+                self.skip(path, "gone before it was rated", now)
+            return False
+        if row is None:
+            self._db.execute(
+                "INSERT INTO files (path, status, size, mtime_ns, due_at, first_seen, updated_at)"
+                " VALUES (?, 'pending', ?, ?, ?, ?, ?)",
+                (str(path), sig.size, sig.mtime_ns, now + quiet, now, now),
+            )
+            return True
+        if row.status != PENDING:
+            if row.signature == sig:
+                return False  # the same bytes we already dealt with
+            self._db.execute(
+                "UPDATE files SET status = 'pending', size = ?, mtime_ns = ?, fingerprint = NULL,"
+                " reason = NULL, attempts = 0, due_at = ?, updated_at = ? WHERE path = ?",
+                (sig.size, sig.mtime_ns, now + quiet, now, str(path)),
+            )
+            return True
+        if row.signature != sig:
+            # Written again: a new version, a fresh settle and a fresh set of retries.
+            self._db.execute(
+                "UPDATE files SET size = ?, mtime_ns = ?, fingerprint = NULL, attempts = 0,"
+                " reason = NULL, due_at = ?, updated_at = ? WHERE path = ?",
+                (sig.size, sig.mtime_ns, now + quiet, now, str(path)),
+            )
+        elif row.attempts == 0 and (row.due_at is None or row.due_at > now + quiet):
+            # Same bytes, a stronger hint that the writer is done (its close): look sooner.
+            self._db.execute(
+                "UPDATE files SET due_at = ?, updated_at = ? WHERE path = ?",
+                (now + quiet, now, str(path)),
+            )
+        return True
+
+    def resettle(self, path: Path, sig: Signature, due_at: float, now: float) -> None:
+        """Still changing when we looked: remember this look and look again later."""
+        self._db.execute(
+            "UPDATE files SET size = ?, mtime_ns = ?, fingerprint = NULL, attempts = 0,"
+            " due_at = ?, claimed = 0, updated_at = ? WHERE path = ?",
+            (sig.size, sig.mtime_ns, due_at, now, str(path)),
+        )
+
+    def forget(self, path: Path) -> None:
+        """A file renamed away inside the watch: its new name has (or gets) its own row."""
+        self._db.execute("DELETE FROM files WHERE path = ? AND claimed = 0", (str(path),))
+
+    # --- with a worker ---------------------------------------------------------------
+
+    def claim(self, path: Path, fp: str | None, now: float) -> None:
+        self._db.execute(
+            "UPDATE files SET claimed = 1, fingerprint = ?, updated_at = ? WHERE path = ?",
+            (fp, now, str(path)),
+        )
+
+    def unclaim(self, path: Path, due_at: float, now: float) -> None:
+        """Back to the queue without counting an attempt (shutdown, config change)."""
+        self._db.execute(
+            "UPDATE files SET claimed = 0, sidecar_started = NULL, due_at = ?, updated_at = ?"
+            " WHERE path = ?",
+            (due_at, now, str(path)),
+        )
+
+    def begin_sidecar(self, path: Path, now: float) -> None:
+        """Committed before the sidecar is written, so a crash in between is recognisable."""
+        self._db.execute(
+            "UPDATE files SET sidecar_started = ?, updated_at = ? WHERE path = ?",
+            (now, now, str(path)),
+        )
+
+    def rated(
+        self,
+        path: Path,
+        *,
+        stars: int | None,
+        label: str | None,
+        result: dict | None,
+        elapsed_ms: float | None,
+        now: float,
+    ) -> None:
+        self._db.execute(
+            "UPDATE files SET status = 'rated', claimed = 0, sidecar_started = NULL,"
+            " reason = NULL, due_at = NULL, rated_count = rated_count + 1, stars = ?,"
+            " label = ?, result = ?, elapsed_ms = ?, rated_at = ?, updated_at = ? WHERE path = ?",
+            (
+                stars,
+                label,
+                None if result is None else json.dumps(result, ensure_ascii=False),
+                elapsed_ms,
+                now,
+                now,
+                str(path),
+            ),
+        )
+
+    def attempt_failed(
+        self, path: Path, reason: str, now: float, *, max_retries: int, backoff: float
+    ) -> bool:
+        """Count a failed attempt: True when it will be retried, False when it is failed now."""
+        row = self.get(path)
+        attempts = (row.attempts if row else 0) + 1
+        if attempts > max_retries:
+            self._db.execute(
+                "UPDATE files SET status = 'failed', claimed = 0, sidecar_started = NULL,"
+                " reason = ?, attempts = ?, due_at = NULL, updated_at = ? WHERE path = ?",
+                (reason, attempts, now, str(path)),
+            )
+            return False
+        self._db.execute(
+            "UPDATE files SET claimed = 0, sidecar_started = NULL, reason = ?, attempts = ?,"
+            " due_at = ?, updated_at = ? WHERE path = ?",
+            (reason, attempts, now + backoff * 2 ** (attempts - 1), now, str(path)),
+        )
+        return True
+
+    def skip(self, path: Path, reason: str, now: float) -> None:
+        self._db.execute(
+            "UPDATE files SET status = 'skipped', claimed = 0, sidecar_started = NULL,"
+            " reason = ?, due_at = NULL, updated_at = ? WHERE path = ?",
+            (reason, now, str(path)),
+        )
+
+    def recover(self, now: float) -> list[Row]:
+        """At start-up: nothing is with a worker any more. Returns the files whose sidecar
+        write was interrupted, for the daemon to check before rating them again."""
+        interrupted = [
+            _row(r)
+            for r in self._db.execute(
+                f"SELECT {_ROW_COLUMNS} FROM files WHERE status = 'pending'"
+                " AND sidecar_started IS NOT NULL"
+            )
+        ]
+        self._db.execute("UPDATE files SET claimed = 0 WHERE claimed = 1")
+        return interrupted
+
+    # --- analyses of content seen before ---------------------------------------------
+
+    def cached_analysis(self, fp: str, version: str):
+        """The worker's result for identical content, or None (also if it will not load)."""
+        found = self._db.execute(
+            "SELECT scored FROM analyses WHERE fingerprint = ? AND version = ?", (fp, version)
+        ).fetchone()
+        if found is None:
+            return None
+        try:
+            # Our own record in the user's private state folder (mode 0700).
+            return pickle.loads(found[0])
+        except Exception:  # written by another postselectd version: just analyse again
+            log.debug("cached analysis %s unreadable", fp[:12], exc_info=True)
+            return None
+
+    def store_analysis(self, fp: str, version: str, scored: object, now: float) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO analyses (fingerprint, version, scored, created)"
+            " VALUES (?, ?, ?, ?)",
+            (fp, version, pickle.dumps(scored, protocol=pickle.HIGHEST_PROTOCOL), now),
+        )
+        self._inserted_analyses += 1
+        if self._inserted_analyses % 500 == 0:
+            self._db.execute(
+                "DELETE FROM analyses WHERE fingerprint NOT IN "
+                "(SELECT fingerprint FROM analyses ORDER BY created DESC LIMIT ?)",
+                (ANALYSIS_CACHE_ENTRIES,),
+            )
+
+    def iter_results(self) -> Iterator[tuple[Path, dict]]:
+        for path, text in self._db.execute(
+            "SELECT path, result FROM files WHERE result IS NOT NULL ORDER BY path"
+        ):
+            yield Path(path), json.loads(text)
