@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from collections import Counter
@@ -60,6 +61,61 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument(
         "--workers", type=int, default=None, help="worker processes (default: one per core)"
     )
+
+    run = sub.add_parser(
+        "run",
+        parents=[common],
+        help="watch folders and rate photos as they arrive (foreground; the service runs this)",
+    )
+    run.add_argument(
+        "--watch",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="DIR",
+        help="also watch this folder (recursively); repeat for several",
+    )
+    run.add_argument(
+        "--catch-up",
+        action="store_true",
+        help="also rate the photos already in the watched folders (default: only new ones)",
+    )
+
+    status = sub.add_parser(
+        "status", parents=[common], help="what the daemon has done: queue, rated, failed"
+    )
+    status.add_argument("--json", action="store_true", help="print one JSON object")
+    status.add_argument(
+        "--last", type=int, default=10, metavar="N", help="show the last N files (default 10)"
+    )
+
+    sub.add_parser(
+        "doctor",
+        parents=[common],
+        help="check config, models, watched folders, limits, disk and the service",
+    )
+
+    service = sub.add_parser(
+        "service", parents=[common], help="install or remove the background service"
+    )
+    service.add_argument("action", choices=["install", "uninstall"])
+    service.add_argument(
+        "--print",
+        dest="print_only",
+        action="store_true",
+        help="only print the service file(s); change nothing",
+    )
+    service.add_argument(
+        "--platform",
+        choices=["linux", "macos", "all"],
+        default=None,
+        help="which service manager (default: this system's; --print also takes all)",
+    )
+    service.add_argument(
+        "--no-start",
+        action="store_true",
+        help="write the service file, but do not enable or start it",
+    )
     return parser
 
 
@@ -82,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config, source = load_config(args.config)
     except ConfigError as exc:
+        if args.command == "doctor":  # a bad config is one of the things it reports
+            setup_logging(args.log_level or "info")
+            return cmd_doctor(args, None, str(exc))
         print(f"postselectd: bad config: {exc}", file=sys.stderr)
         return EXIT_USAGE
     setup_logging(args.log_level or config.log_level)
@@ -89,6 +148,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "score":
             return cmd_score(args, config)
+        if args.command == "run":
+            return cmd_run(args, config, source)
+        if args.command == "status":
+            return cmd_status(args, config)
+        if args.command == "doctor":
+            return cmd_doctor(args, config, source)
+        if args.command == "service":
+            return cmd_service(args, config)
     except UsageError as exc:
         print(f"postselectd: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -140,6 +207,246 @@ def cmd_score(args: argparse.Namespace, config: Config) -> int:
     summary = format_summary(results, elapsed, dry_run=args.dry_run)
     print(summary, file=sys.stderr if args.json else sys.stdout)
     return EXIT_FAILURES if any(r.error for r in results) else EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace, config: Config, source: str) -> int:
+    from postselectd.config import WatchFolder
+    from postselectd.daemon import Daemon, DaemonError
+
+    extra = []
+    for folder in args.watch:
+        if folder.exists() and not folder.is_dir():
+            raise UsageError(f"--watch {folder}: not a folder")
+        extra.append(WatchFolder(path=folder.expanduser().absolute()))
+    daemon = Daemon(
+        config,
+        config_source=source,
+        config_path=args.config,
+        extra_watches=extra,
+        catch_up=args.catch_up,
+        on_result=report_file,
+        log_level_fixed=args.log_level is not None,
+    )
+    try:
+        return daemon.run()
+    except DaemonError as exc:
+        log.error("postselectd: %s", exc)
+        return EXIT_USAGE
+
+
+def cmd_status(args: argparse.Namespace, config: Config) -> int:
+    from postselectd.daemon import running_daemon_pid
+    from postselectd.state import Journal, JournalError
+
+    state_dir = config.resolved_state_dir()
+    pid = running_daemon_pid(state_dir)
+    try:
+        journal = Journal(state_dir, readonly=True)
+    except JournalError as exc:
+        if args.json:
+            print(json.dumps({"journal": None, "running_pid": pid, "error": str(exc)}))
+        else:
+            print(f"postselectd: {exc}")
+        return EXIT_OK
+    with journal:
+        counts = journal.counts()
+        now = time.time()
+        last_hour = journal.rated_since(now - 3600)
+        last_10_min = journal.rated_since(now - 600)
+        report = {
+            "journal": str(journal.path),
+            "running_pid": pid,
+            "queue": counts["pending"],
+            "retrying": journal.retrying(),
+            "rated": counts["rated"],
+            "failed": counts["failed"],
+            "skipped": counts["skipped"],
+            "rated_last_hour": last_hour,
+            "rate_per_minute": round(last_10_min / 10.0, 1),
+            "last": [
+                {
+                    "path": str(r.path),
+                    "stars": r.stars,
+                    "label": r.label,
+                    "rated_at": r.rated_at,
+                }
+                for r in journal.recent("rated", max(0, args.last))
+            ],
+            "failures": [
+                {"path": str(r.path), "reason": r.reason, "attempts": r.attempts}
+                for r in journal.recent("failed", 1000)
+            ],
+        }
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False))
+        return EXIT_OK
+    running = f"running (pid {pid})" if pid else "not running"
+    lines = [
+        f"{'daemon':<14}{running}",
+        f"{'journal':<14}{report['journal']}",
+        f"{'queue':<14}{report['queue']}"
+        + (f" ({report['retrying']} waiting to retry)" if report["retrying"] else ""),
+        f"{'rated':<14}{report['rated']} ({last_hour} in the last hour)",
+        f"{'failed':<14}{report['failed']}",
+        f"{'skipped':<14}{report['skipped']}",
+        f"{'rate':<14}{report['rate_per_minute']} files/min (last 10 min)",
+    ]
+    if report["last"]:
+        lines.append("last rated:")
+        for item in report["last"]:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(item["rated_at"] or 0))
+            stars = "-" if item["stars"] is None else f"{item['stars']}*"
+            lines.append(f"  {when}  {stars:<3} {item['label'] or '-':<7} {item['path']}")
+    if report["failures"]:
+        lines.append("failed:")
+        for item in report["failures"]:
+            lines.append(f"  {item['path']}: {item['reason']} ({item['attempts']} attempts)")
+    print("\n".join(lines))
+    return EXIT_OK
+
+
+def cmd_doctor(args: argparse.Namespace, config: Config | None, source: str) -> int:
+    """Each check prints OK, WARN or FAIL with what to do; exit 1 when any FAIL."""
+    import shutil as _shutil
+
+    from postselectd.config import WatchFolder, default_inbox
+    from postselectd.daemon import running_daemon_pid
+    from postselectd.service import current_platform, installed_path, service_state
+    from postselectd.watcher import should_poll
+
+    results: list[tuple[str, str, str]] = []
+
+    def check(status: str, what: str, detail: str) -> None:
+        results.append((status, what, detail))
+
+    if config is None:
+        check("FAIL", "config", source)
+        config = Config()
+    else:
+        check("OK", "config", f"valid ({source})")
+
+    from postselectd.analysis import Analyzer, ModelError
+
+    try:
+        analyzer = Analyzer(config.analysis)
+        check("OK", "models", f"load ({analyzer.model_version})")
+    except ModelError as exc:
+        check("FAIL", "models", str(exc))
+
+    watches = list(config.watch) or [WatchFolder(path=default_inbox())]
+    folders = 0
+    for folder in watches:
+        path = folder.path
+        if not path.exists():
+            if path == default_inbox():
+                check("OK", f"watch {path}", "the default inbox; created when the daemon starts")
+            else:
+                check("WARN", f"watch {path}", "not there (watched once it appears)")
+            continue
+        if not path.is_dir():
+            check("FAIL", f"watch {path}", "not a folder")
+            continue
+        if not os.access(path, os.R_OK | os.X_OK):
+            check("FAIL", f"watch {path}", "not readable by this user")
+            continue
+        poll, mode = should_poll(folder)
+        count = _count_folders(path) if folder.recursive else 1
+        if not poll:
+            folders += count
+        check("OK", f"watch {path}", f"readable, {count} folder(s), {mode}")
+
+    limit_file = Path("/proc/sys/fs/inotify/max_user_watches")
+    if limit_file.exists():
+        limit = int(limit_file.read_text().split()[0])
+        detail = f"{folders} folder(s) to watch, limit {limit} (fs.inotify.max_user_watches)"
+        if folders > limit:
+            check("FAIL", "inotify watches", detail + ": raise it with sysctl")
+        elif folders > limit * 0.8:
+            check("WARN", "inotify watches", detail + ": close to the limit")
+        else:
+            check("OK", "inotify watches", detail)
+
+    state_dir = config.resolved_state_dir()
+    places = [("state folder", state_dir)] + [(f"disk of {w.path}", w.path) for w in watches]
+    for what, place in places:
+        probe = place
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        try:
+            free = _shutil.disk_usage(probe).free
+        except OSError as exc:
+            check("WARN", f"free space ({what})", str(exc))
+            continue
+        detail = f"{free / 2**30:.1f} GiB free at {probe}"
+        check("WARN" if free < 2**30 else "OK", f"free space ({what})", detail)
+    if state_dir.exists() and not os.access(state_dir, os.W_OK):
+        check("FAIL", "state folder", f"{state_dir} is not writable")
+
+    pid = running_daemon_pid(state_dir)
+    platform = current_platform()
+    service = service_state(platform)
+    where = installed_path(platform)
+    if service.installed:
+        check("OK", "service", f"installed ({where})")
+    else:
+        check("WARN", "service", "not installed: run `postselectd service install`")
+    if service.running or pid:
+        how = f"pid {pid}" if pid else service.detail
+        check("OK", "daemon", f"running ({how})")
+    else:
+        check("WARN", "daemon", f"not running ({service.detail})")
+
+    width = max(len(what) for _, what, _ in results)
+    for status, what, detail in results:
+        print(f"{status:<5} {what:<{width}}  {detail}")
+    return EXIT_FAILURES if any(status == "FAIL" for status, _, _ in results) else EXIT_OK
+
+
+def _count_folders(root: Path, cap: int = 1_000_000) -> int:
+    count = 0
+    for _folder, dirs, _files in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        count += 1
+        if count >= cap:
+            break
+    return count
+
+
+def cmd_service(args: argparse.Namespace, config: Config) -> int:
+    from postselectd.service import (
+        PLATFORMS,
+        ServiceError,
+        current_platform,
+        install,
+        render,
+        uninstall,
+    )
+
+    platform = args.platform or current_platform()
+    if args.print_only:
+        if args.action != "install":
+            raise UsageError("--print goes with install")
+        chosen = PLATFORMS if platform == "all" else (platform,)
+        for name in chosen:
+            if len(chosen) > 1:
+                print(f"# --- {name} ---")
+            print(render(name, config=args.config), end="")
+        return EXIT_OK
+    if platform == "all":
+        raise UsageError("--platform all only goes with --print")
+    if platform != current_platform():
+        raise UsageError(f"cannot install a {platform} service on this system (try --print)")
+    try:
+        if args.action == "install":
+            done = install(platform, config=args.config, start=not args.no_start)
+        else:
+            done = uninstall(platform, stop=not args.no_start)
+    except ServiceError as exc:
+        print(f"postselectd: {exc}", file=sys.stderr)
+        return EXIT_FAILURES
+    for line in done:
+        print(line)
+    return EXIT_OK
 
 
 def report_file(result) -> None:

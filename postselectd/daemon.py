@@ -1,0 +1,1076 @@
+"""`postselectd run`: the lifecycle of the background service, read top to bottom.
+
+    run() -> startup() -> main_loop() -> shutdown()
+
+The only module that knows about threads, processes, signals and the service manager.
+Threads (watchdog's observers, one scanner, the worker pool's listener) only put small
+messages into one bounded inbox; the main thread does everything else, so the journal
+has one writer and sidecars are written one at a time:
+
+    observers/scanner --Arrived/Scanned--> inbox --> main: journal (pending, settle)
+    main --(due, settled, fingerprint)--> a worker process --Analysed--> inbox
+    main: finish() (rating + sidecar) --> journal (rated / retry / failed)
+
+A signal only flips ``should_exit`` (a second one forces the exit); SIGHUP asks for a
+config reload, which a bad config refuses while the old one keeps running.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import multiprocessing
+import os
+import queue
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+
+from postselectd import __version__, watcher
+from postselectd.config import (
+    AnalysisConfig,
+    Config,
+    ConfigError,
+    WatchFolder,
+    default_inbox,
+    load_config,
+)
+from postselectd.pipeline import (
+    JPEG_SUFFIXES,
+    FileResult,
+    Scored,
+    analyze_file,
+    default_workers,
+    finish,
+    has_raw_sibling,
+)
+from postselectd.sidecar import read_sidecar, sidecar_paths
+from postselectd.state import Journal, JournalError, Row, Signature, fingerprint
+
+log = logging.getLogger("postselectd.daemon")
+
+# A file whose writer's close (or final rename) was seen only needs a short recheck.
+CLOSED_SETTLE_SECONDS = 0.25
+# The main loop wakes at least this often (signals, watchdog pings, folder checks).
+TICK_SECONDS = 1.0
+FOLDER_CHECK_SECONDS = 2.0
+# Overflow warnings come in bursts: one rescan after they stop.
+OVERFLOW_RESCAN_DELAY = 1.0
+# A worker stuck on one file this long is killed (a decoder in an endless loop).
+TASK_TIMEOUT_SECONDS = 120.0
+# SIGTERM: finish what the workers hold for at most this long, then re-queue the rest.
+DRAIN_SECONDS = 7.0
+STATUS_MIN_INTERVAL = 2.0
+WORKER_START_TIMEOUT = 120.0
+LOCK_NAME = "daemon.lock"
+
+
+class DaemonError(Exception):
+    """The daemon cannot start; str() is the reason for the user."""
+
+
+# --- messages into the inbox ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Arrived:
+    arrival: watcher.Arrival
+
+
+@dataclass(frozen=True)
+class Scanned:
+    path: Path
+    sig: Signature
+    newest: float  # max(mtime, ctime): when the file last arrived or changed
+    since: float | None  # files older than this were there before the watch began
+
+
+@dataclass(frozen=True)
+class ScanDone:
+    root: Path
+    files: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class WorkerReady:
+    worker: int
+    error: str | None
+
+
+@dataclass(frozen=True)
+class Analysed:
+    job: int
+    scored: Scored
+
+
+@dataclass(frozen=True)
+class WorkerDied:
+    job: int | None
+    exitcode: int | None
+
+
+# --- systemd notify ----------------------------------------------------------------
+
+
+class ServiceNotifier:
+    """sd_notify(3) in a few lines: a datagram to $NOTIFY_SOCKET; silent without one."""
+
+    def __init__(self, environ: dict | None = None):
+        env = os.environ if environ is None else environ
+        address = env.get("NOTIFY_SOCKET") or ""
+        if address.startswith("@"):  # abstract namespace
+            address = "\0" + address[1:]
+        self.address = address or None
+        self.watchdog_interval: float | None = None
+        usec = env.get("WATCHDOG_USEC")
+        pid = env.get("WATCHDOG_PID")
+        if usec and usec.isdigit() and int(usec) > 0 and (not pid or pid == str(os.getpid())):
+            self.watchdog_interval = int(usec) / 1e6 / 2  # ping at half the limit
+        self._socket: socket.socket | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.address is not None
+
+    def notify(self, *fields: str) -> bool:
+        if self.address is None:
+            return False
+        try:
+            if self._socket is None:
+                self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+                self._socket.setblocking(False)
+            self._socket.sendto("\n".join(fields).encode(), self.address)
+            return True
+        except OSError as exc:
+            log.debug("sd_notify %s failed: %s", fields, exc)
+            return False
+
+    def close(self) -> None:
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+
+
+# --- the worker pool ------------------------------------------------------------------
+
+
+def _worker_main(worker_id: int, tasks: Connection, results: Connection, config) -> None:
+    """A worker process: preview + analysis, one file at a time, until told to stop.
+
+    It ignores SIGINT/SIGTERM: the daemon stops it (or, if the daemon is gone, the closed
+    task pipe does), so a Ctrl-C or a service stop never tears a file out of its hands.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    from postselectd import pipeline
+
+    try:
+        pipeline._init_worker(config)
+    except Exception as exc:
+        results.send(("init-failed", worker_id, str(exc)))
+        return
+    results.send(("ready", worker_id, None))
+    while True:
+        try:
+            task = tasks.recv()
+        except (EOFError, OSError):
+            return
+        if task is None:
+            return
+        job, path = task
+        try:
+            scored = analyze_file(Path(path))
+        except Exception as exc:  # a bug, not a bad file: report it, keep the worker
+            scored = Scored(path=Path(path), analysis=None, error=f"internal error: {exc}")
+        try:
+            results.send(("done", job, scored))
+        except (BrokenPipeError, OSError):
+            return
+
+
+@dataclass
+class _Worker:
+    id: int
+    process: multiprocessing.process.BaseProcess
+    tasks: Connection
+    results: Connection
+    job: int | None = None
+    started_job_at: float = 0.0
+
+
+class WorkerPool:
+    """Worker processes that each hold at most one file, so when one dies we know which
+    file killed it; a dead worker is replaced and only its file pays.
+
+    A listener thread turns results and deaths into inbox messages (``post``).
+    """
+
+    def __init__(
+        self,
+        size: int,
+        config: AnalysisConfig,
+        post: Callable[[object], None],
+        target: Callable | None = None,
+    ):
+        self.size = size
+        self.config = config
+        self.post = post
+        self.target = target or _worker_main  # tests inject faults with their own
+        self._context = multiprocessing.get_context("spawn")
+        self._lock = threading.Lock()
+        self._workers: dict[int, _Worker] = {}
+        self._next_id = 0
+        self._closing = False
+        self._wake_r, self._wake_w = self._context.Pipe(duplex=False)
+        for _ in range(size):
+            self._spawn()
+        self._listener = threading.Thread(target=self._listen, name="workers", daemon=True)
+        self._listener.start()
+
+    def _spawn(self) -> None:
+        tasks_r, tasks_w = self._context.Pipe(duplex=False)
+        results_r, results_w = self._context.Pipe(duplex=False)
+        worker_id = self._next_id
+        self._next_id += 1
+        process = self._context.Process(
+            target=self.target,
+            args=(worker_id, tasks_r, results_w, self.config),
+            name=f"postselectd-worker-{worker_id}",
+            daemon=True,
+        )
+        process.start()
+        tasks_r.close()
+        results_w.close()
+        self._workers[worker_id] = _Worker(worker_id, process, tasks_w, results_r)
+
+    def idle(self) -> int:
+        with self._lock:
+            return sum(1 for w in self._workers.values() if w.job is None)
+
+    def busy(self) -> int:
+        with self._lock:
+            return sum(1 for w in self._workers.values() if w.job is not None)
+
+    def submit(self, job: int, path: Path) -> bool:
+        with self._lock:
+            for worker in self._workers.values():
+                if worker.job is None:
+                    try:
+                        worker.tasks.send((job, str(path)))
+                    except OSError:
+                        continue  # dying; the listener replaces it
+                    worker.job = job
+                    worker.started_job_at = time.monotonic()
+                    return True
+        return False
+
+    def kill_stuck(self, older_than: float) -> list[int]:
+        """Kill workers that have held one file too long; their deaths are reported."""
+        now = time.monotonic()
+        stuck = []
+        with self._lock:
+            for worker in self._workers.values():
+                if worker.job is not None and now - worker.started_job_at > older_than:
+                    stuck.append(worker.job)
+                    worker.process.kill()
+        return stuck
+
+    def pids(self) -> list[int]:
+        with self._lock:
+            return [w.process.pid for w in self._workers.values() if w.process.pid]
+
+    def _listen(self) -> None:
+        while True:
+            with self._lock:
+                if self._closing:
+                    return
+                by_result = {w.results: w for w in self._workers.values()}
+                by_sentinel = {w.process.sentinel: w for w in self._workers.values()}
+            ready = wait([self._wake_r, *by_result, *by_sentinel])
+            for item in ready:
+                if item is self._wake_r:
+                    return
+                if item in by_result:
+                    worker = by_result[item]
+                    try:
+                        message = item.recv()
+                    except (EOFError, OSError):
+                        self._died(worker)
+                        continue
+                    self._received(worker, message)
+            for item in ready:
+                if item in by_sentinel:
+                    worker = by_sentinel[item]
+                    # A result sent just before exiting was read above; then it died.
+                    if worker.results.poll():
+                        continue
+                    self._died(worker)
+
+    def _received(self, worker: _Worker, message: tuple) -> None:
+        kind, key, payload = message
+        if kind == "done":
+            with self._lock:
+                worker.job = None
+            self.post(Analysed(key, payload))
+        elif kind == "ready":
+            self.post(WorkerReady(worker.id, None))
+        elif kind == "init-failed":
+            self.post(WorkerReady(worker.id, payload))
+
+    def _died(self, worker: _Worker) -> None:
+        with self._lock:
+            if self._workers.get(worker.id) is not worker:
+                return
+            del self._workers[worker.id]
+            worker.process.join(timeout=1)
+            job = worker.job
+            for conn in (worker.tasks, worker.results):
+                conn.close()
+            if not self._closing:
+                self._spawn()
+        self.post(WorkerDied(job, worker.process.exitcode))
+
+    def close(self, timeout: float = 3.0) -> None:
+        """Ask every worker to stop; kill the ones still busy after ``timeout``."""
+        with self._lock:
+            self._closing = True
+            workers = list(self._workers.values())
+        self._wake_w.send(None)
+        self._listener.join(timeout=5)
+        for worker in workers:
+            try:
+                worker.tasks.send(None)
+            except OSError:
+                pass
+        deadline = time.monotonic() + timeout
+        for worker in workers:
+            worker.process.join(timeout=max(0.0, deadline - time.monotonic()))
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join(timeout=2)
+            for conn in (worker.tasks, worker.results):
+                conn.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+
+# --- the scanner -------------------------------------------------------------------
+
+
+class Scanner:
+    """Reconcile scans in their own thread (a share can take minutes to list); the
+    results go through the inbox, where the main thread compares them to the journal."""
+
+    def __init__(self, post: Callable[[object], bool]):
+        self.post = post
+        self._requests: queue.Queue = queue.Queue()
+        self._queued: set[tuple[Path, bool, float | None]] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="scanner", daemon=True)
+        self._thread.start()
+
+    def request(self, root: Path, recursive: bool, since: float | None, reason: str) -> None:
+        key = (root, recursive, since)
+        with self._lock:
+            if key in self._queued:
+                return
+            self._queued.add(key)
+        self._requests.put((key, reason))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._requests.put(None)
+        self._thread.join(timeout=2)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            item = self._requests.get()
+            if item is None:
+                return
+            (root, recursive, since), reason = item
+            with self._lock:
+                self._queued.discard((root, recursive, since))
+            count = 0
+            for path, st in watcher.scan(root, recursive, self._stop):
+                message = Scanned(path, Signature.of(st), max(st.st_mtime, st.st_ctime), since)
+                if not self.post(message):
+                    return
+                count += 1
+            self.post(ScanDone(root, count, reason))
+
+
+# --- the daemon --------------------------------------------------------------------
+
+
+@dataclass
+class _Job:
+    id: int
+    path: Path
+    sig: Signature
+    fingerprint: str | None
+
+
+class Daemon:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        config_source: str = "built-in defaults",
+        config_path: Path | None = None,
+        extra_watches: list[WatchFolder] | None = None,
+        catch_up: bool = False,
+        on_result: Callable[[FileResult], None] | None = None,
+        environ: dict | None = None,
+        log_level_fixed: bool = False,
+    ):
+        self.config_source = config_source
+        self.config_path = config_path
+        self.extra_watches = list(extra_watches or [])
+        self.catch_up = catch_up
+        self.on_result = on_result or (lambda result: None)
+        self.log_level_fixed = log_level_fixed  # --log-level given: a reload keeps it
+        self.notifier = ServiceNotifier(environ)
+        self.config = self._with_watches(config)
+        self.should_exit = False
+        self.force_exit = False
+        self.reload_requested = False
+        self.inbox: queue.Queue = queue.Queue(maxsize=self.config.daemon.queue_size)
+        self.journal: Journal | None = None
+        self.pool: WorkerPool | None = None
+        self.watcher: watcher.Watcher | None = None
+        self.scanner: Scanner | None = None
+        self.jobs: dict[int, _Job] = {}
+        self._job_ids = 0
+        self._since: dict[Path, float] = {}
+        self._lock_file = None
+        self._pool_stale = False
+        self._rated = self._failed = 0
+        self._rated_today = 0
+        self._today = time.localtime().tm_yday
+        self._next_rescan = 0.0
+        self._overflow_at: float | None = None
+        self._next_folder_check = 0.0
+        self._next_ping = 0.0
+        self._last_status = ""
+        self._last_status_at = 0.0
+        self._started_at = time.monotonic()
+        self._exit_code = 0
+        self._timed_out: set[int] = set()
+        self._overflowed = False
+
+    # --- the lifecycle --------------------------------------------------------------
+
+    def run(self) -> int:
+        """Start, work until a signal, stop. Returns the exit status."""
+        handlers = self._install_signal_handlers()
+        try:
+            self.startup()
+            if not self.should_exit:
+                self.main_loop()
+        finally:
+            self.shutdown()
+            for signum, previous in handlers.items():
+                signal.signal(signum, previous)
+        return self._exit_code
+
+    def startup(self) -> None:
+        state_dir = self.config.resolved_state_dir()
+        self._lock_state_dir(state_dir)
+        try:
+            self.journal = Journal(state_dir)
+        except JournalError as exc:
+            raise DaemonError(str(exc)) from None
+        self._recover_interrupted_sidecars()
+        self._rated_today = self.journal.rated_since(_local_midnight())
+        self.pool = WorkerPool(self._worker_count(), self.config.analysis, self._post)
+        self._wait_for_workers()
+        if self.should_exit:
+            return
+        self.watcher = watcher.Watcher(self._post_arrival, self._post_overflow)
+        self.scanner = Scanner(self._post_from_scanner)
+        described = [self._add_watch(folder, reason="start-up") for folder in self.config.watch]
+        log.info(
+            "postselectd %s started (pid %d): watching %s with %d worker%s; config: %s",
+            __version__,
+            os.getpid(),
+            "; ".join(described),
+            self.pool.size,
+            "" if self.pool.size == 1 else "s",
+            self.config_source,
+        )
+        self._schedule_rescan()
+        self.notifier.notify("READY=1", f"STATUS={self._status_text()}")
+
+    def main_loop(self) -> None:
+        while not self.should_exit:
+            timeout = self._tick()
+            try:
+                message = self.inbox.get(timeout=timeout)
+            except queue.Empty:
+                continue
+            self._handle(message)
+            # Drain what else arrived, without waiting: a storm is handled in batches.
+            for _ in range(500):
+                try:
+                    message = self.inbox.get_nowait()
+                except queue.Empty:
+                    break
+                self._handle(message)
+
+    def shutdown(self) -> None:
+        self.notifier.notify("STOPPING=1", "STATUS=stopping")
+        if self.watcher is not None:
+            self.watcher.stop()
+        if self.scanner is not None:
+            self.scanner.stop()
+        # Finish what the workers hold (their sidecars are written whole, or not at all).
+        deadline = time.monotonic() + DRAIN_SECONDS
+        while self.jobs and not self.force_exit and time.monotonic() < deadline:
+            try:
+                message = self.inbox.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if isinstance(message, Analysed | WorkerDied):
+                self._handle(message)
+            elif isinstance(message, Arrived | Scanned):
+                self._handle(message)  # recorded as pending; rated after the restart
+        if self.pool is not None:
+            self.pool.close(timeout=0.5 if self.force_exit else 3.0)
+        queued = 0
+        if self.journal is not None:
+            now = time.time()
+            for job in list(self.jobs.values()):
+                self.journal.unclaim(job.path, now, now)
+            self.jobs.clear()
+            queued = self.journal.counts()["pending"]
+            self.journal.close()
+        self.notifier.close()
+        self._unlock_state_dir()
+        if self.force_exit and self._exit_code == 0:
+            self._exit_code = 1
+        log.info(
+            "postselectd stopped (pid %d)%s: rated %d, failed %d in this run; %d still queued",
+            os.getpid(),
+            " (forced)" if self.force_exit else "",
+            self._rated,
+            self._failed,
+            queued,
+        )
+
+    # --- signals --------------------------------------------------------------------
+
+    def _install_signal_handlers(self) -> dict:
+        previous = {}
+        if threading.current_thread() is not threading.main_thread():
+            return previous
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.signal(signum, self._handle_exit)
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._handle_reload)
+        return previous
+
+    def _handle_exit(self, signum, frame) -> None:
+        if self.should_exit:
+            self.force_exit = True
+        self.should_exit = True
+
+    def _handle_reload(self, signum, frame) -> None:
+        self.reload_requested = True
+
+    # --- posting into the inbox (other threads) ------------------------------------
+
+    def _post(self, message: object) -> None:
+        # Blocking when full: the watcher or the pool waits (the kernel queues events
+        # meanwhile; an overflow there is caught and rescanned), memory does not grow.
+        # While stopping, give up instead: what is not journaled is found by the start-up
+        # scan, and a result not taken is analysed again.
+        while True:
+            try:
+                self.inbox.put(message, timeout=0.5)
+                return
+            except queue.Full:
+                if self.should_exit:
+                    return
+
+    def _post_arrival(self, arrival: watcher.Arrival) -> None:
+        self._post(Arrived(arrival))
+
+    def _post_overflow(self) -> None:
+        # A flag, not a message: the inbox may be full of the very storm that overflowed.
+        self._overflowed = True
+
+    def _post_from_scanner(self, message: object) -> bool:
+        while self.scanner is None or not self.scanner._stop.is_set():
+            try:
+                self.inbox.put(message, timeout=1.0)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    # --- one turn of the loop ------------------------------------------------------
+
+    def _tick(self) -> float:
+        """Timers and dispatch; returns how long the loop may sleep."""
+        now_m = time.monotonic()
+        if self.reload_requested:
+            self.reload_requested = False
+            self._reload()
+        if now_m >= self._next_folder_check:
+            self._next_folder_check = now_m + FOLDER_CHECK_SECONDS
+            self._check_folders()
+            for job in self.pool.kill_stuck(TASK_TIMEOUT_SECONDS):
+                self._timed_out.add(job)
+        if self._overflowed:
+            self._overflowed = False
+            if self._overflow_at is None:
+                log.warning("file events were lost (inotify queue overflow); rescanning soon")
+            self._overflow_at = now_m + OVERFLOW_RESCAN_DELAY
+        if self._overflow_at is not None and now_m >= self._overflow_at:
+            self._overflow_at = None
+            self._rescan_all("lost events (inotify queue overflow)")
+        if self._next_rescan and now_m >= self._next_rescan:
+            self._rescan_all("periodic reconcile")
+            self._schedule_rescan()
+        if self._pool_stale and not self.jobs:
+            self._replace_pool()
+        self._dispatch()
+        self._notify_status()
+        if self.notifier.watchdog_interval and now_m >= self._next_ping:
+            self.notifier.notify("WATCHDOG=1")
+            self._next_ping = now_m + self.notifier.watchdog_interval
+        # Sleep until the next file is due, a message arrives, or the next timer.
+        timeout = TICK_SECONDS
+        if self.notifier.watchdog_interval:
+            timeout = min(timeout, max(0.05, self._next_ping - now_m))
+        next_due = self.journal.next_due()
+        if next_due is not None and not self._pool_stale and self.pool.idle() > 0:
+            timeout = min(timeout, max(0.0, next_due - time.time()))
+        if self._overflow_at is not None:
+            timeout = min(timeout, max(0.0, self._overflow_at - now_m))
+        return timeout
+
+    def _handle(self, message: object) -> None:
+        if isinstance(message, Arrived):
+            self._arrived(message.arrival)
+        elif isinstance(message, Scanned):
+            self._scanned(message)
+        elif isinstance(message, Analysed):
+            self._analysed(message.job, message.scored)
+        elif isinstance(message, WorkerDied):
+            self._worker_died(message)
+        elif isinstance(message, ScanDone):
+            log.debug(
+                "%s scan of %s: %d photos looked at", message.reason, message.root, message.files
+            )
+        elif isinstance(message, WorkerReady):
+            if message.error:
+                log.error("a worker cannot load the models: %s", message.error)
+
+    # --- arrivals: into the journal as pending ---------------------------------------
+
+    def _settle_for(self, kind: str) -> float:
+        settle = self.config.daemon.settle_seconds
+        if kind in ("closed", "moved"):
+            return min(settle, CLOSED_SETTLE_SECONDS)
+        return settle
+
+    def _arrived(self, arrival: watcher.Arrival) -> None:
+        if arrival.kind == "folder":
+            # A folder moved or copied in: its files may give no events of their own.
+            folder = self._watch_of(arrival.path)
+            recursive = folder.recursive if folder else True
+            self.scanner.request(arrival.path, recursive, None, "new folder")
+            return
+        if arrival.moved_from is not None:
+            self.journal.forget(arrival.moved_from)
+        self._touch(arrival.path, self._settle_for(arrival.kind))
+
+    def _scanned(self, found: Scanned) -> None:
+        row = self.journal.get(found.path)
+        if row is None:
+            if found.since is not None and found.newest < found.since:
+                return  # there before the watch began: `--catch-up` or `score` rates it
+        elif row.status == "pending" or row.signature == found.sig:
+            return  # already queued, or already dealt with
+        self.journal.touch(found.path, found.sig, time.time(), self.config.daemon.settle_seconds)
+
+    def _touch(self, path: Path, quiet: float) -> None:
+        try:
+            sig = Signature.of(os.stat(path))
+        except OSError:
+            sig = None
+        self.journal.touch(path, sig, time.time(), quiet)
+
+    # --- dispatch: settled files to workers ------------------------------------------
+
+    def _dispatch(self) -> None:
+        if self._pool_stale or self.should_exit:
+            return
+        budget = 200  # cached results finished per turn; keeps the loop responsive
+        while budget > 0 and self.pool.idle() > 0:
+            now = time.time()
+            rows = self.journal.due(now, limit=max(8, self.pool.idle() * 2))
+            if not rows:
+                return
+            for row in rows:
+                budget -= 1
+                if self.pool.idle() == 0:
+                    return
+                self._start(row, now)
+
+    def _start(self, row: Row, now: float) -> None:
+        path = row.path
+        try:
+            st = os.stat(path)
+        except OSError:
+            self.journal.skip(path, "gone before it was rated", now)
+            return
+        sig = Signature.of(st)
+        if sig != row.signature:
+            # Still being written: look again once it has been quiet for the settle time.
+            self.journal.resettle(path, sig, now + self.config.daemon.settle_seconds, now)
+            return
+        if path.suffix.lower() in JPEG_SUFFIXES and has_raw_sibling(path):
+            self.journal.skip(path, "a raw of the same name is rated instead", now)
+            return
+        try:
+            fp = fingerprint(path, sig.size)
+        except OSError as exc:
+            self._attempt_failed(path, f"cannot read file ({exc.strerror or exc})")
+            return
+        self._job_ids += 1
+        job = _Job(self._job_ids, path, sig, fp)
+        cached = self.journal.cached_analysis(fp, __version__)
+        if cached is not None:
+            # The same content was analysed before (a re-copy or a rename): reuse it, but
+            # this name still gets its own sidecar.
+            self.journal.claim(path, fp, now)
+            self.jobs[job.id] = job
+            self._analysed(job.id, replace(cached, path=path), cached=True)
+            return
+        if self.pool.submit(job.id, path):
+            self.journal.claim(path, fp, now)
+            self.jobs[job.id] = job
+
+    # --- results -------------------------------------------------------------------
+
+    def _analysed(self, job_id: int, scored: Scored, cached: bool = False) -> None:
+        job = self.jobs.pop(job_id, None)
+        if job is None:
+            return
+        now = time.time()
+        try:
+            sig = Signature.of(os.stat(job.path))
+        except OSError:
+            self.journal.skip(job.path, "gone before it was rated", now)
+            return
+        if sig != job.sig:
+            # Rewritten while it was analysed: that analysis is of bytes no longer there.
+            self.journal.resettle(job.path, sig, now + self.config.daemon.settle_seconds, now)
+            return
+        if scored.analysis is None:
+            self._attempt_failed(job.path, scored.error or "no analysis")
+            return
+        if job.fingerprint and not cached:
+            self.journal.store_analysis(job.fingerprint, __version__, scored, now)
+        self._rate(scored)
+
+    def _rate(self, scored: Scored) -> None:
+        """The one place a file is rated and its sidecar written.
+
+        Burst grouping drops in here: hold a burst's frames until the burst is complete,
+        then call finish() for each of them.
+        """
+        path = scored.path
+        self.journal.begin_sidecar(path, time.time())
+        result = finish(scored, self.config)
+        if result.error:
+            self._attempt_failed(path, result.error)
+            return
+        self.journal.rated(
+            path,
+            stars=result.rating.stars if result.rating else None,
+            label=result.rating.label if result.rating else None,
+            result=result.as_json(),
+            elapsed_ms=result.elapsed_ms,
+            now=time.time(),
+        )
+        self._rated += 1
+        self._count_today()
+        self.on_result(result)
+
+    def _attempt_failed(self, path: Path, reason: str) -> None:
+        daemon = self.config.daemon
+        retry = self.journal.attempt_failed(
+            path,
+            reason,
+            time.time(),
+            max_retries=daemon.max_retries,
+            backoff=daemon.retry_backoff_seconds,
+        )
+        if retry:
+            row = self.journal.get(path)
+            wait_s = (row.due_at or time.time()) - time.time()
+            log.warning("%s: %s; retrying in %.1f s", path.name, reason, max(wait_s, 0))
+        else:
+            self._failed += 1
+            log.error("%s: failed: %s", path.name, reason)
+
+    def _worker_died(self, message: WorkerDied) -> None:
+        job = self.jobs.pop(message.job, None) if message.job is not None else None
+        if job is None:
+            if not self.should_exit:
+                log.warning("a worker process ended (exit status %s); replaced", message.exitcode)
+            return
+        if self.should_exit:
+            self.journal.unclaim(job.path, time.time(), time.time())
+            return
+        if job.id in self._timed_out:
+            self._timed_out.discard(job.id)
+            reason = f"analysis took longer than {TASK_TIMEOUT_SECONDS:.0f} s; stopped"
+        else:
+            reason = f"the decoder crashed on this file (worker exit status {message.exitcode})"
+        self._attempt_failed(job.path, reason)
+
+    def _recover_interrupted_sidecars(self) -> None:
+        """After a kill between sidecar write and journal commit: a sidecar that is already
+        written counts as rated, so a restart never rates a file twice."""
+        for row in self.journal.recover(time.time()):
+            written = sidecar_paths(row.path, self.config.sidecar.profiles)
+            try:
+                done = all(
+                    p.stat().st_mtime >= row.sidecar_started - 1.0
+                    and "Xmp.postselect.KeeperProbability" in read_sidecar(p)
+                    for p in written
+                )
+            except Exception:
+                done = False
+            if done:
+                self.journal.rated(
+                    row.path,
+                    stars=None,
+                    label=None,
+                    result=None,
+                    elapsed_ms=None,
+                    now=time.time(),
+                )
+                log.info("%s: its sidecar was written before the restart", row.path.name)
+
+    # --- watches, scans, reloads ---------------------------------------------------
+
+    def _add_watch(self, folder: WatchFolder, reason: str) -> str:
+        if folder.path == default_inbox() and not folder.path.exists():
+            try:
+                folder.path.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                log.warning("cannot create %s: %s", folder.path, exc.strerror or exc)
+        since = self.journal.watch_since(folder.path, catch_up=self.catch_up)
+        self._since[folder.path] = since
+        mode = self.watcher.add(folder)
+        notes = [("recursive" if folder.recursive else "this folder only"), mode]
+        if since == 0.0 and self.catch_up:
+            notes.append("catching up on what is there")
+        if not self.watcher.is_attached(folder.path):
+            log.warning("%s is not there (yet); it is watched once it appears", folder.path)
+            notes.append("not there yet")
+        else:
+            self.scanner.request(folder.path, folder.recursive, since, reason)
+        label = f"{folder.path} ({', '.join(notes)})"
+        if self._is_default_inbox(folder):
+            label += " [the default inbox: no folders configured]"
+        return label
+
+    def _is_default_inbox(self, folder: WatchFolder) -> bool:
+        return folder.path == default_inbox() and not self.extra_watches
+
+    def _watch_of(self, path: Path) -> WatchFolder | None:
+        for folder in self.config.watch:
+            if path == folder.path or folder.path in path.parents:
+                return folder
+        return None
+
+    def _rescan_all(self, reason: str) -> None:
+        log.info("rescanning watched folders: %s", reason)
+        for folder in self.config.watch:
+            if self.watcher.is_attached(folder.path):
+                self.scanner.request(
+                    folder.path, folder.recursive, self._since.get(folder.path), reason
+                )
+
+    def _schedule_rescan(self) -> None:
+        minutes = self.config.daemon.rescan_interval_minutes
+        self._next_rescan = time.monotonic() + minutes * 60 if minutes > 0 else 0.0
+
+    def _check_folders(self) -> None:
+        for path, change in self.watcher.check_folders():
+            folder = self._watch_of(path)
+            if change == "gone":
+                log.warning(
+                    "watched folder %s is gone (card removed or share unmounted?); "
+                    "watching resumes when it is back",
+                    path,
+                )
+            else:
+                log.info("watched folder %s is back; watching it again", path)
+                self.scanner.request(
+                    path,
+                    folder.recursive if folder else True,
+                    self._since.get(path),
+                    "folder came back",
+                )
+
+    def _with_watches(self, config: Config) -> Config:
+        watches = list(config.watch)
+        known = {w.path for w in watches}
+        watches += [w for w in self.extra_watches if w.path not in known]
+        if not watches:
+            watches = [WatchFolder(path=default_inbox())]
+        return config.model_copy(update={"watch": watches})
+
+    def _reload(self) -> None:
+        try:
+            new, source = load_config(self.config_path)
+        except ConfigError as exc:
+            log.error("config reload refused, the running config stays: %s", exc)
+            return
+        new = self._with_watches(new)
+        old = self.config
+        self.config = new
+        self.config_source = source
+        old_paths = {w.path: w for w in old.watch}
+        new_paths = {w.path: w for w in new.watch}
+        for path, folder in old_paths.items():
+            if new_paths.get(path) != folder:
+                self.watcher.remove(path)
+        added = [
+            self._add_watch(f, "config reload")
+            for p, f in new_paths.items()
+            if old_paths.get(p) != f
+        ]
+        if old.analysis != new.analysis or self._worker_count(old) != self._worker_count(new):
+            self._pool_stale = True  # replaced once the files in hand are done
+        if old.daemon.rescan_interval_minutes != new.daemon.rescan_interval_minutes:
+            self._schedule_rescan()
+        if not self.log_level_fixed:
+            logging.getLogger().setLevel(new.log_level.upper())
+        log.info(
+            "config reloaded from %s%s",
+            source,
+            (": now also watching " + "; ".join(added)) if added else "",
+        )
+
+    def _replace_pool(self) -> None:
+        self._pool_stale = False
+        self.pool.close()
+        self.pool = WorkerPool(self._worker_count(), self.config.analysis, self._post)
+        log.info("worker pool restarted with %d workers for the new config", self.pool.size)
+
+    def _worker_count(self, config: Config | None = None) -> int:
+        setting = (config or self.config).daemon.workers
+        return default_workers() if setting == "auto" else int(setting)
+
+    def _wait_for_workers(self) -> None:
+        """The first worker's model load says whether the models work at all."""
+        deadline = time.monotonic() + WORKER_START_TIMEOUT
+        while not self.should_exit and time.monotonic() < deadline:
+            try:
+                message = self.inbox.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if isinstance(message, WorkerReady):
+                if message.error:
+                    raise DaemonError(f"models unusable: {message.error}")
+                return
+            if isinstance(message, WorkerDied):
+                raise DaemonError(
+                    f"a worker process died while starting (exit status {message.exitcode})"
+                )
+        if not self.should_exit:
+            raise DaemonError(
+                f"the worker processes did not start within {WORKER_START_TIMEOUT:.0f} s"
+            )
+
+    # --- status for the service manager --------------------------------------------
+
+    def _count_today(self) -> None:
+        today = time.localtime().tm_yday
+        if today != self._today:
+            self._today = today
+            self._rated_today = 0
+        self._rated_today += 1
+
+    def _status_text(self) -> str:
+        pending = self.journal.counts()["pending"] if self.journal else 0
+        return (
+            f"queue {pending}, working on {len(self.jobs)}, "
+            f"rated today {self._rated_today}, failed this run {self._failed}"
+        )
+
+    def _notify_status(self) -> None:
+        if not self.notifier.enabled:
+            return
+        now = time.monotonic()
+        if now - self._last_status_at < STATUS_MIN_INTERVAL:
+            return
+        text = self._status_text()
+        if text != self._last_status:
+            self.notifier.notify(f"STATUS={text}")
+            self._last_status = text
+            self._last_status_at = now
+
+    # --- one daemon per state folder ----------------------------------------------
+
+    def _lock_state_dir(self, state_dir: Path) -> None:
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._lock_file = open(state_dir / LOCK_NAME, "a+")
+        except OSError as exc:
+            reason = exc.strerror or exc
+            raise DaemonError(f"cannot use state folder {state_dir}: {reason}") from None
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.seek(0)
+            other = self._lock_file.read().strip() or "?"
+            self._lock_file.close()
+            self._lock_file = None
+            raise DaemonError(
+                f"another postselectd (pid {other}) is already running on {state_dir}"
+            ) from None
+        self._lock_file.seek(0)
+        self._lock_file.truncate()
+        self._lock_file.write(f"{os.getpid()}\n")
+        self._lock_file.flush()
+
+    def _unlock_state_dir(self) -> None:
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+
+
+def running_daemon_pid(state_dir: Path) -> int | None:
+    """The pid of the daemon holding this state folder's lock, or None."""
+    path = Path(state_dir) / LOCK_NAME
+    try:
+        with open(path) as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                text = f.read().strip()
+                return int(text) if text.isdigit() else -1
+            fcntl.flock(f, fcntl.LOCK_UN)
+    except OSError:
+        return None
+    return None
+
+
+def _local_midnight() -> float:
+    t = time.localtime()
+    return time.mktime((t.tm_year, t.tm_mon, t.tm_mday, 0, 0, 0, 0, 0, -1))

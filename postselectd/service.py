@@ -1,0 +1,190 @@
+"""Service files: the systemd user unit and the launchd agent, rendered and installed.
+
+The templates live in ``service/`` (in a wheel: ``postselectd/_service``); this module
+fills in the interpreter and config paths, writes them to the user's service folder and
+asks the service manager to start them. ``--print`` only renders.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+UNIT_NAME = "postselectd.service"
+LAUNCHD_LABEL = "org.postselectd.daemon"
+PLATFORMS = ("linux", "macos")
+
+
+class ServiceError(Exception):
+    """Installing or removing the service failed; str() says what to do."""
+
+
+def current_platform() -> str:
+    return "macos" if sys.platform == "darwin" else "linux"
+
+
+def templates_dir() -> Path:
+    package = Path(__file__).resolve().parent
+    for candidate in (package / "_service", package.parent / "service"):
+        if (candidate / UNIT_NAME).is_file():
+            return candidate
+    raise ServiceError(f"service templates not found in {package / '_service'} (reinstall)")
+
+
+def command_line(python: str | None = None, config: Path | None = None) -> list[str]:
+    args = [python or sys.executable, "-m", "postselectd", "run"]
+    if config is not None:
+        args += ["--config", str(Path(config).expanduser().resolve())]
+    return args
+
+
+def _systemd_quote(arg: str) -> str:
+    """One ExecStart word: quoted, with systemd's specifier (%) and variable ($) escaped."""
+    escaped = arg.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%").replace("$", "$$")
+    return f'"{escaped}"'
+
+
+def render_systemd_unit(python: str | None = None, config: Path | None = None) -> str:
+    text = (templates_dir() / UNIT_NAME).read_text()
+    exec_start = " ".join(_systemd_quote(a) for a in command_line(python, config))
+    return text.replace("@EXEC_START@", exec_start)
+
+
+def launchd_log_file() -> Path:
+    return Path.home() / "Library" / "Logs" / "postselectd" / "postselectd.log"
+
+
+def render_launchd_plist(
+    python: str | None = None, config: Path | None = None, log_file: Path | None = None
+) -> str:
+    text = (templates_dir() / f"{LAUNCHD_LABEL}.plist").read_text()
+    arguments = "\n".join(f"    <string>{escape(a)}</string>" for a in command_line(python, config))
+    return text.replace("@PROGRAM_ARGUMENTS@", arguments).replace(
+        "@LOG_FILE@", escape(str(log_file or launchd_log_file()))
+    )
+
+
+def render(platform: str, python: str | None = None, config: Path | None = None) -> str:
+    if platform == "linux":
+        return render_systemd_unit(python, config)
+    if platform == "macos":
+        return render_launchd_plist(python, config)
+    raise ServiceError(f"unknown platform {platform!r}: one of {', '.join(PLATFORMS)}")
+
+
+def installed_path(platform: str) -> Path:
+    if platform == "macos":
+        return Path.home() / "Library" / "LaunchAgents" / f"{LAUNCHD_LABEL}.plist"
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "systemd" / "user" / UNIT_NAME
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    installed: bool
+    running: bool | None  # None: the service manager could not be asked
+    detail: str
+
+
+def _run(args: list[str], timeout: float = 15) -> subprocess.CompletedProcess:
+    return subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+
+
+def service_state(platform: str | None = None) -> ServiceState:
+    platform = platform or current_platform()
+    path = installed_path(platform)
+    installed = path.is_file()
+    try:
+        if platform == "macos":
+            if not shutil.which("launchctl"):
+                return ServiceState(installed, None, "launchctl not found")
+            done = _run(["launchctl", "print", f"gui/{os.getuid()}/{LAUNCHD_LABEL}"])
+            running = done.returncode == 0 and "state = running" in done.stdout
+            return ServiceState(installed, running, "launchd")
+        if not shutil.which("systemctl"):
+            return ServiceState(installed, None, "systemctl not found")
+        done = _run(["systemctl", "--user", "is-active", UNIT_NAME])
+        state = (done.stdout.strip() or done.stderr.strip() or "unknown").splitlines()[0]
+        if done.returncode != 0 and state not in ("inactive", "failed", "activating"):
+            return ServiceState(installed, None, f"systemd user manager: {state}")
+        return ServiceState(installed, state == "active", state)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return ServiceState(installed, None, str(exc))
+
+
+def install(
+    platform: str, python: str | None = None, config: Path | None = None, *, start: bool = True
+) -> list[str]:
+    """Write the service file and (with ``start``) enable and start it. Returns what was
+    done, one line each."""
+    text = render(platform, python, config)
+    path = installed_path(platform)
+    done = []
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+        if platform == "macos":
+            launchd_log_file().parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ServiceError(f"cannot write {path}: {exc.strerror or exc}") from None
+    done.append(f"wrote {path}")
+    if not start:
+        return done
+    if platform == "macos":
+        domain = f"gui/{os.getuid()}"
+        _run(["launchctl", "bootout", f"{domain}/{LAUNCHD_LABEL}"])  # an older copy, if any
+        steps = [["launchctl", "bootstrap", domain, str(path)]]
+    else:
+        steps = [
+            ["systemctl", "--user", "daemon-reload"],
+            ["systemctl", "--user", "enable", "--now", UNIT_NAME],
+        ]
+    for step in steps:
+        _checked(step)
+        done.append("ran " + " ".join(step))
+    return done
+
+
+def uninstall(platform: str, *, stop: bool = True) -> list[str]:
+    path = installed_path(platform)
+    done = []
+    if stop:
+        if platform == "macos":
+            step = ["launchctl", "bootout", f"gui/{os.getuid()}/{LAUNCHD_LABEL}"]
+        else:
+            step = ["systemctl", "--user", "disable", "--now", UNIT_NAME]
+        if path.exists():
+            _checked(step, allow_failure=True)
+            done.append("ran " + " ".join(step))
+    if path.exists():
+        try:
+            path.unlink()
+        except OSError as exc:
+            raise ServiceError(f"cannot remove {path}: {exc.strerror or exc}") from None
+        done.append(f"removed {path}")
+        if platform == "linux" and stop:
+            _checked(["systemctl", "--user", "daemon-reload"], allow_failure=True)
+    else:
+        done.append(f"{path} is not installed")
+    return done
+
+
+def _checked(step: list[str], allow_failure: bool = False) -> None:
+    if not shutil.which(step[0]):
+        if allow_failure:
+            return
+        raise ServiceError(f"{step[0]} not found: start the service by hand")
+    try:
+        result = _run(step, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ServiceError(f"{' '.join(step)}: {exc}") from None
+    if result.returncode != 0 and not allow_failure:
+        message = (result.stderr or result.stdout).strip()
+        raise ServiceError(f"{' '.join(step)} failed: {message}")

@@ -1,0 +1,688 @@
+"""`postselectd run` end to end: the real daemon process watching real folders.
+
+Files arrive the ways photographers' tools write them (slow card-reader copies, temp names
+renamed, folders moved in, a storm of 2,000 files), the daemon is killed and stopped in
+the middle of work, and the journal, the sidecars and the logs must say that every photo
+was rated exactly once and never before its copy finished.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import ROOT, shared_path
+
+from postselectd.sidecar import read_sidecar
+from postselectd.state import Journal
+
+pytestmark = pytest.mark.slow
+
+SETTLE = 0.5
+# The JpgFromRaw slot of a make_nef NEF (6000x4000): zeroed in the small test NEFs, which
+# are rated from their 1620x1080 preview. Zeros are holes on disk: 3.4 MB files, 0.3 MB used.
+JPG_FROM_RAW = (1189376, 2287892)
+
+
+# --- test files ---------------------------------------------------------------------
+
+
+class SmallNef:
+    """A NEF made by ../shared/tools/make_nef.py from a 64x64 face, written sparsely."""
+
+    def __init__(self, data: bytes):
+        self.size = len(data)
+        self.runs: list[tuple[int, bytes]] = []
+        block = 4096
+        i = 0
+        while i < len(data):
+            if any(data[i : i + block]):
+                j = i
+                while j < len(data) and any(data[j : j + block]):
+                    j += block
+                self.runs.append((i, data[i:j]))
+                i = j
+            else:
+                i += block
+
+    def write(self, path: Path, tag: int | None = None) -> Path:
+        """Write a copy; ``tag`` makes its content (and fingerprint) unique."""
+        with open(path, "wb") as f:
+            for offset, chunk in self.runs:
+                f.seek(offset)
+                f.write(chunk)
+            if tag is not None:  # inside the zeroed JpgFromRaw slot, in the last 64 KB
+                f.seek(self.size - 4096)
+                f.write(f"tag{tag:08d}".encode())
+            f.truncate(self.size)
+        return path
+
+
+@pytest.fixture(scope="session")
+def small_nef(tmp_path_factory) -> SmallNef:
+    tool = shared_path("tools", "make_nef.py")
+    face = shared_path("eval", "eyes-face", "eyes-face-0001.jpg")
+    out = tmp_path_factory.mktemp("small-nef") / "small.NEF"
+    subprocess.run(
+        [sys.executable, str(tool), str(face), str(out)], check=True, capture_output=True
+    )
+    data = bytearray(out.read_bytes())
+    offset, length = JPG_FROM_RAW
+    data[offset : offset + length] = bytes(length)
+    return SmallNef(bytes(data))
+
+
+@pytest.fixture(scope="session")
+def sample_nefs() -> list[Path]:
+    return sorted(shared_path("samples", "nef").glob("*.NEF"))
+
+
+# --- the daemon process -------------------------------------------------------------
+
+
+class DaemonProcess:
+    """`python -m postselectd run` with its home, config and data in tmp_path."""
+
+    def __init__(self, tmp_path: Path, watches: list[Path], **daemon_settings):
+        self.tmp = tmp_path
+        self.home = tmp_path / "home"
+        self.home.mkdir(exist_ok=True)
+        self.state_dir = tmp_path / "state"
+        self.config_path = tmp_path / "config.yaml"
+        self.settings = {
+            "settle_seconds": SETTLE,
+            "workers": 2,
+            "max_retries": 2,
+            "retry_backoff_seconds": 0.3,
+        }
+        self.settings.update(daemon_settings)
+        self.write_config(watches)
+        self.proc: subprocess.Popen | None = None
+        self.logs: list[Path] = []
+        self.env = dict(os.environ)
+        self.env.update(
+            HOME=str(self.home),
+            XDG_CONFIG_HOME=str(tmp_path / "xdg-config"),
+            XDG_DATA_HOME=str(tmp_path / "xdg-data"),
+            PYTHONUNBUFFERED="1",
+        )
+        for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
+            self.env.pop(name, None)
+
+    def write_config(self, watches: list[Path], extra: dict | None = None) -> None:
+        config = {
+            "watch": [{"path": str(w)} for w in watches],
+            "state_dir": str(self.state_dir),
+            "daemon": dict(self.settings),
+        }
+        config.update(extra or {})
+        self.config_path.write_text(yaml.safe_dump(config))
+
+    def start(self, *args: str, env: dict | None = None, wait: bool = True) -> None:
+        log = self.tmp / f"daemon-{len(self.logs) + 1}.log"
+        self.logs.append(log)
+        self._log_file = open(log, "w")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "postselectd",
+                "run",
+                "--config",
+                str(self.config_path),
+                "--log-level",
+                "info",
+                *args,
+            ],
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            env={**self.env, **(env or {})},
+            cwd=ROOT,
+        )
+        if wait:
+            self.wait_for(lambda: " started (pid " in self.log(), 90, "the start-up line")
+
+    def log(self, which: int = -1) -> str:
+        return self.logs[which].read_text() if self.logs else ""
+
+    def all_logs(self) -> str:
+        return "".join(p.read_text() for p in self.logs)
+
+    def wait_for(self, predicate, timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return
+            if self.proc is not None and self.proc.poll() is not None:
+                if predicate():
+                    return
+                raise AssertionError(
+                    f"daemon exited ({self.proc.returncode}) waiting for "
+                    f"{what}:\n{self.log()[-3000:]}"
+                )
+            time.sleep(0.05)
+        raise AssertionError(
+            f"timed out after {timeout} s waiting for {what}:\n{self.log()[-3000:]}"
+        )
+
+    def rows(self) -> dict[str, object]:
+        if not (self.state_dir / "journal.sqlite3").exists():
+            return {}
+        with Journal(self.state_dir, readonly=True) as journal:
+            return {str(r.path): r for r in journal.rows()}
+
+    def rated(self) -> int:
+        return sum(1 for r in self.rows().values() if r.status == "rated")
+
+    def send(self, signum: int) -> None:
+        self.proc.send_signal(signum)
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = 10) -> tuple[int, float]:
+        start = time.monotonic()
+        self.proc.send_signal(signum)
+        code = self.proc.wait(timeout=timeout)
+        self._log_file.close()
+        return code, time.monotonic() - start
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            self._log_file.close()
+
+
+@pytest.fixture
+def daemon_factory(tmp_path: Path):
+    made: list[DaemonProcess] = []
+
+    def make(watches: list[Path], **settings) -> DaemonProcess:
+        d = DaemonProcess(tmp_path, watches, **settings)
+        made.append(d)
+        return d
+
+    yield make
+    for d in made:
+        d.kill()
+
+
+def sidecar_of(raw: Path) -> Path:
+    return raw.with_suffix(".xmp")
+
+
+def assert_rated_once(daemon: DaemonProcess, raws: list[Path]) -> None:
+    """The journal says rated exactly once; one sidecar each that parses; no strays."""
+    rows = daemon.rows()
+    for raw in raws:
+        row = rows.get(str(raw))
+        assert row is not None, f"{raw.name} is not in the journal"
+        assert row.status == "rated", f"{raw.name}: {row.status} ({row.reason})"
+        assert row.rated_count == 1, f"{raw.name} was rated {row.rated_count} times"
+        props = read_sidecar(sidecar_of(raw))
+        assert props.get("Xmp.xmp.Rating"), f"{sidecar_of(raw).name} has no rating"
+    # Nothing half-written left behind: no temp files, no sidecars of temp names.
+    for folder in {raw.parent for raw in raws}:
+        for name in os.listdir(folder):
+            assert not name.startswith(".") or not name.endswith(".xmp"), name
+            assert ".tmp" not in name, name
+
+
+def logged_names(text: str) -> list[str]:
+    """The file names of the one-line-per-rated-file INFO lines."""
+    return re.findall(r"^(\S+): (?:\d\*|reject) ", text, re.M)
+
+
+# --- arrivals -----------------------------------------------------------------------
+
+
+def test_every_way_a_file_arrives_is_rated_once_and_only_when_complete(
+    daemon_factory, tmp_path, sample_nefs, small_nef
+):
+    watch = tmp_path / "import"
+    watch.mkdir()
+    daemon = daemon_factory([watch])
+    daemon.start()
+    expected: list[Path] = []
+    seen_early: list[str] = []
+
+    # 1. A card reader: a real NEF in 64 KB chunks, slowly, one open and one close.
+    def card_reader(source: Path, target: Path) -> None:
+        with open(source, "rb") as src, open(target, "wb") as dst:
+            while chunk := src.read(64 * 1024):
+                dst.write(chunk)
+                dst.flush()
+                if sidecar_of(target).exists():
+                    seen_early.append(target.name)
+                time.sleep(0.03)
+
+    # 2. A file that keeps growing for several settle times, in several opens (a
+    #    tethering tool appending); not rated until it stops.
+    def grower(source: Path, target: Path) -> None:
+        data = source.read_bytes()
+        step = len(data) // 12
+        for i in range(0, len(data), step):
+            with open(target, "ab") as f:
+                f.write(data[i : i + step])
+            if sidecar_of(target).exists():
+                seen_early.append(target.name)
+            time.sleep(0.25)
+
+    writers = [
+        threading.Thread(target=card_reader, args=(sample_nefs[0], watch / "CARD_0001.NEF")),
+        threading.Thread(target=card_reader, args=(sample_nefs[1], watch / "CARD_0002.NEF")),
+        threading.Thread(target=grower, args=(sample_nefs[2], watch / "GROW_0001.NEF")),
+    ]
+    expected += [watch / "CARD_0001.NEF", watch / "CARD_0002.NEF", watch / "GROW_0001.NEF"]
+    for w in writers:
+        w.start()
+
+    # 3. Temp name, then rename: a downloader's .part and rsync's .NAME.XXXXXX.
+    part = watch / "PART_0001.NEF.part"
+    shutil.copyfile(sample_nefs[3], part)
+    os.rename(part, watch / "PART_0001.NEF")
+    rsync_temp = watch / ".RSYNC_0001.NEF.Xa81kQ"
+    shutil.copyfile(sample_nefs[4], rsync_temp)
+    os.rename(rsync_temp, watch / "RSYNC_0001.NEF")
+    expected += [watch / "PART_0001.NEF", watch / "RSYNC_0001.NEF"]
+
+    # 4. A whole folder moved in (mv from elsewhere on the disk: only Created events).
+    outside = tmp_path / "outside" / "2026-05-01"
+    outside.mkdir(parents=True)
+    for i in range(5):
+        small_nef.write(outside / f"MOVED_{i:04d}.NEF", tag=i)
+    os.rename(outside, watch / "2026-05-01")
+    expected += [watch / "2026-05-01" / f"MOVED_{i:04d}.NEF" for i in range(5)]
+
+    # 5. A hardlink (Created only) and a preallocate-close-reopen-fill writer.
+    linked = tmp_path / "outside" / "LINK_0001.NEF"
+    small_nef.write(linked, tag=100)
+    os.link(linked, watch / "LINK_0001.NEF")
+    expected.append(watch / "LINK_0001.NEF")
+    prealloc = watch / "PREALLOC_0001.NEF"
+    data = sample_nefs[5].read_bytes()
+    with open(prealloc, "wb") as f:
+        f.truncate(len(data))
+    time.sleep(0.4)
+    with open(prealloc, "r+b") as f:
+        f.write(data)
+    expected.append(prealloc)
+
+    # 6. A file that stays truncated: retried, then failed with its reason.
+    truncated = watch / "TRUNC_0001.NEF"
+    truncated.write_bytes(sample_nefs[6].read_bytes()[:30000])
+    # 7. Things that are not photos to rate.
+    (watch / "._CARD_0001.NEF").write_bytes(b"\0" * 4096)  # AppleDouble
+    (watch / "notes.txt").write_text("hello")
+    shutil.copyfile(sample_nefs[7], watch / "PAIR_0001.NEF")
+    (watch / "PAIR_0001.JPG").write_bytes(b"\xff\xd8\xff\xd9")  # the camera's JPEG
+    expected.append(watch / "PAIR_0001.NEF")
+
+    for w in writers:
+        w.join()
+    daemon.wait_for(lambda: all(sidecar_of(p).exists() for p in expected), 60, "all sidecars")
+    daemon.wait_for(
+        lambda: (
+            daemon.rows().get(str(truncated)) is not None
+            and daemon.rows()[str(truncated)].status == "failed"
+        ),
+        30,
+        "the truncated file to fail",
+    )
+    assert seen_early == [], f"rated before the copy finished: {seen_early}"
+    code, took = daemon.stop()
+    assert code == 0, daemon.log()
+    assert_rated_once(daemon, expected)
+
+    rows = daemon.rows()
+    failed = rows[str(truncated)]
+    assert failed.attempts == 3 and failed.reason  # 1 try + 2 retries, with the reason
+    assert re.search(r"TRUNC_0001\.NEF: .*retrying in", daemon.log())
+    assert re.search(r"TRUNC_0001\.NEF: failed: ", daemon.log())
+    assert not sidecar_of(truncated).exists()
+    assert str(watch / "._CARD_0001.NEF") not in rows
+    assert not (watch / "._CARD_0001.xmp").exists()
+    pair_jpeg = rows.get(str(watch / "PAIR_0001.JPG"))
+    assert pair_jpeg is None or pair_jpeg.status == "skipped"
+    assert not any(name.startswith(".RSYNC") for name in os.listdir(watch))
+    # One INFO line per rated file, each file once.
+    names = logged_names(daemon.log())
+    assert sorted(names) == sorted(p.name for p in expected)
+
+
+def test_storm_of_2000_files_loses_none(daemon_factory, tmp_path, small_nef):
+    watch = tmp_path / "card"
+    watch.mkdir()
+    daemon = daemon_factory([watch], queue_size=200)
+    daemon.start()
+    raws = []
+    for folder in range(4):  # a card: 4 folders of 500 (100NIKON, 101NIKON, ...)
+        sub = watch / f"{100 + folder}NIKON"
+        sub.mkdir()
+        for i in range(500):
+            raws.append(small_nef.write(sub / f"DSC_{folder * 500 + i:04d}.NEF"))
+    daemon.wait_for(lambda: daemon.rated() >= len(raws), 150, "2,000 files rated")
+    code, _ = daemon.stop()
+    assert code == 0
+    assert_rated_once(daemon, raws)
+    assert len(list(watch.rglob("*.xmp"))) == len(raws)
+    assert len(logged_names(daemon.log())) == len(raws)
+
+
+# --- killed and stopped -------------------------------------------------------------
+
+
+def test_sigkill_mid_load_then_restart_rates_every_file_exactly_once(
+    daemon_factory, tmp_path, small_nef
+):
+    watch = tmp_path / "card"
+    watch.mkdir()
+    daemon = daemon_factory([watch])
+    daemon.start()
+    raws = [small_nef.write(watch / f"DSC_{i:04d}.NEF", tag=i % 150) for i in range(600)]
+    daemon.wait_for(lambda: daemon.rated() >= 120, 60, "a fifth of the files rated")
+    daemon.proc.kill()  # SIGKILL: no chance to tidy up
+    daemon.proc.wait(timeout=10)
+    assert daemon.rated() < len(raws), "the load finished before the kill: make it bigger"
+    daemon.start()
+    daemon.wait_for(lambda: daemon.rated() >= len(raws), 120, "every file rated")
+    code, _ = daemon.stop()
+    assert code == 0
+    assert_rated_once(daemon, raws)
+    names = logged_names(daemon.all_logs())
+    assert len(names) == len(set(names)), "a file was rated in both runs"
+
+
+def test_sigterm_with_work_in_flight_exits_0_and_restart_finishes(
+    daemon_factory, tmp_path, sample_nefs, small_nef
+):
+    watch = tmp_path / "tether"
+    watch.mkdir()
+    sock_path = tmp_path / "notify.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(str(sock_path))
+    listener.settimeout(0.2)
+    daemon = daemon_factory([watch])
+    daemon.start(env={"NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "1000000"})
+    # Full-size samples (real analysis in the workers) and many unique small ones.
+    raws = [shutil.copyfile(src, watch / f"BIG_{i:04d}.NEF") for i, src in enumerate(sample_nefs)]
+    raws += [small_nef.write(watch / f"DSC_{i:04d}.NEF", tag=1000 + i) for i in range(150)]
+    daemon.wait_for(lambda: daemon.rated() >= 20, 60, "work in flight")
+    code, took = daemon.stop(signal.SIGTERM, timeout=15)
+    assert code == 0, daemon.log()
+    assert took < 10, f"took {took:.1f} s to stop"
+    assert "stopped (pid" in daemon.log()
+
+    messages = []
+    while True:
+        try:
+            messages.append(listener.recv(4096).decode())
+        except TimeoutError:
+            break
+    listener.close()
+    fields = [line for m in messages for line in m.split("\n")]
+    assert "READY=1" in fields and "STOPPING=1" in fields and "WATCHDOG=1" in fields
+    assert fields.index("READY=1") < fields.index("STOPPING=1")
+    assert any(re.match(r"STATUS=queue \d+, working on \d+, rated today \d+", f) for f in fields)
+
+    # The journal is consistent: nothing claimed by a worker, no half-done sidecar step,
+    # and a sidecar exists exactly for the rated files.
+    rows = daemon.rows()
+    rated_before = {p for p, r in rows.items() if r.status == "rated"}
+    assert len(rated_before) < len(raws), "everything finished before SIGTERM"
+    for path, row in rows.items():
+        assert not row.claimed and row.sidecar_started is None, path
+        assert sidecar_of(Path(path)).exists() == (row.status == "rated"), path
+
+    daemon.start()
+    daemon.wait_for(lambda: daemon.rated() >= len(raws), 120, "the rest rated")
+    code, _ = daemon.stop()
+    assert code == 0
+    assert_rated_once(daemon, raws)
+
+
+def test_second_signal_forces_exit(daemon_factory, tmp_path, small_nef):
+    watch = tmp_path / "in"
+    watch.mkdir()
+    daemon = daemon_factory([watch])
+    daemon.start()
+    for i in range(200):
+        small_nef.write(watch / f"DSC_{i:04d}.NEF", tag=5000 + i)
+    daemon.wait_for(lambda: daemon.rated() >= 5, 60, "work in flight")
+    daemon.send(signal.SIGINT)
+    daemon.send(signal.SIGINT)
+    code = daemon.proc.wait(timeout=10)
+    assert "stopped (pid" in daemon.log()
+    assert code in (0, 1)
+    rows = daemon.rows()
+    assert not any(r.claimed for r in rows.values())
+
+
+# --- first start, catch-up, restarts ---------------------------------------------------
+
+
+def test_first_start_rates_only_new_files_and_catch_up_rates_the_rest(
+    daemon_factory, tmp_path, small_nef
+):
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    old = [small_nef.write(archive / f"OLD_{i:04d}.NEF", tag=7000 + i) for i in range(3)]
+    time.sleep(0.05)
+    daemon = daemon_factory([archive])
+    daemon.start()
+    new = small_nef.write(archive / "NEW_0001.NEF", tag=7100)
+    daemon.wait_for(lambda: sidecar_of(new).exists(), 30, "the new file's sidecar")
+    time.sleep(SETTLE * 3)  # the start-up scan has long finished
+    assert not any(sidecar_of(p).exists() for p in old), "old files were rated"
+    assert daemon.stop()[0] == 0
+
+    # While the daemon is down a file arrives: the start-up reconcile scan finds it.
+    while_down = small_nef.write(archive / "DOWN_0001.NEF", tag=7200)
+    daemon.start()
+    daemon.wait_for(lambda: sidecar_of(while_down).exists(), 30, "the file from downtime")
+    assert not any(sidecar_of(p).exists() for p in old)
+    assert daemon.stop()[0] == 0
+
+    daemon.start("--catch-up")
+    daemon.wait_for(lambda: all(sidecar_of(p).exists() for p in old), 30, "catch-up")
+    assert daemon.stop()[0] == 0
+    assert_rated_once(daemon, [*old, new, while_down])
+    assert "catching up" in daemon.log()
+
+
+def test_no_config_watches_the_default_inbox_and_says_so(tmp_path, small_nef):
+    home = tmp_path / "home"
+    env = dict(
+        os.environ,
+        HOME=str(home),
+        XDG_CONFIG_HOME=str(tmp_path / "xdg-config"),
+        XDG_DATA_HOME=str(tmp_path / "xdg-data"),
+    )
+    env.pop("NOTIFY_SOCKET", None)
+    log = tmp_path / "log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "postselectd", "run"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=ROOT,
+        )
+    try:
+        inbox = home / "Pictures" / "postselectd-inbox"
+        deadline = time.monotonic() + 60
+        while " started (pid " not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        first = log.read_text().splitlines()[0]
+        assert str(inbox) in first and "default inbox" in first
+        assert inbox.is_dir()
+        raw = small_nef.write(inbox / "DSC_0001.NEF")
+        deadline = time.monotonic() + 30
+        while not sidecar_of(raw).exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert sidecar_of(raw).exists()
+        # The journal is in the per-user data folder.
+        assert (tmp_path / "xdg-data" / "postselectd" / "journal.sqlite3").exists()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+
+
+def test_a_second_daemon_on_the_same_state_refuses_to_start(daemon_factory, tmp_path):
+    watch = tmp_path / "in"
+    watch.mkdir()
+    daemon = daemon_factory([watch])
+    daemon.start()
+    second = subprocess.run(
+        [sys.executable, "-m", "postselectd", "run", "--config", str(daemon.config_path)],
+        capture_output=True,
+        text=True,
+        env=daemon.env,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert second.returncode == 2
+    assert f"already running on {daemon.state_dir}" in second.stderr
+    assert daemon.proc.poll() is None
+    assert daemon.stop()[0] == 0
+
+
+# --- folders that come and go, reloads ---------------------------------------------------
+
+
+def test_a_card_pulled_and_put_back_is_watched_again(daemon_factory, tmp_path, small_nef):
+    card = tmp_path / "media" / "NIKON D7100"
+    card.mkdir(parents=True)
+    later = tmp_path / "media" / "not-mounted-yet"
+    daemon = daemon_factory([card, later])
+    daemon.start()
+    assert "not-mounted-yet is not there (yet)" in daemon.log()
+    first = small_nef.write(card / "DSC_0001.NEF", tag=8000)
+    daemon.wait_for(lambda: sidecar_of(first).exists(), 30, "first sidecar")
+
+    os.rename(card, tmp_path / "media" / "pulled")  # the card is gone
+    daemon.wait_for(lambda: "NIKON D7100 is gone" in daemon.log(), 10, "gone logged")
+    card.mkdir()  # ... and back
+    daemon.wait_for(lambda: "NIKON D7100 is back" in daemon.log(), 10, "back logged")
+    second = small_nef.write(card / "DSC_0002.NEF", tag=8001)
+    daemon.wait_for(lambda: sidecar_of(second).exists(), 30, "sidecar after return")
+
+    later.mkdir()  # a folder that appears after start-up
+    daemon.wait_for(lambda: "not-mounted-yet is back" in daemon.log(), 10, "attached")
+    third = small_nef.write(later / "DSC_0003.NEF", tag=8002)
+    daemon.wait_for(lambda: sidecar_of(third).exists(), 30, "sidecar in the new folder")
+    assert daemon.stop()[0] == 0
+    assert_rated_once(daemon, [second, third])
+    assert daemon.rows()[str(first)].rated_count == 1
+
+
+def test_sighup_reloads_the_config_and_refuses_a_bad_one(daemon_factory, tmp_path, small_nef):
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    daemon = daemon_factory([first])
+    daemon.start()
+
+    good_config = daemon.config_path.read_text()
+    daemon.config_path.write_text(good_config + "rating:\n  select_treshold: 0.8\n")
+    daemon.send(signal.SIGHUP)
+    daemon.wait_for(lambda: "config reload refused" in daemon.log(), 10, "the refusal")
+    assert "rating.select_treshold: unknown key" in daemon.log()
+    raw = small_nef.write(first / "DSC_0001.NEF", tag=9000)
+    daemon.wait_for(lambda: sidecar_of(raw).exists(), 30, "still rating on the old config")
+
+    daemon.write_config([first, second])
+    daemon.send(signal.SIGHUP)
+    daemon.wait_for(lambda: "config reloaded" in daemon.log(), 10, "the reload")
+    raw2 = small_nef.write(second / "DSC_0002.NEF", tag=9001)
+    daemon.wait_for(lambda: sidecar_of(raw2).exists(), 30, "the new watch working")
+    assert daemon.stop()[0] == 0
+    assert_rated_once(daemon, [raw, raw2])
+
+
+def test_a_renamed_or_recopied_file_reuses_its_analysis_and_gets_its_own_sidecar(
+    daemon_factory, tmp_path, sample_nefs
+):
+    watch = tmp_path / "in"
+    watch.mkdir()
+    daemon = daemon_factory([watch])
+    daemon.start()
+    original = shutil.copyfile(sample_nefs[8], watch / "DSC_0001.NEF")
+    daemon.wait_for(lambda: sidecar_of(original).exists(), 30, "first sidecar")
+    copy = shutil.copyfile(sample_nefs[8], watch / "COPY_0001.NEF")
+    daemon.wait_for(lambda: sidecar_of(copy).exists(), 30, "the copy's sidecar")
+    assert daemon.stop()[0] == 0
+    rows = daemon.rows()
+    assert rows[str(original)].fingerprint == rows[str(copy)].fingerprint
+    first = read_sidecar(sidecar_of(original))
+    again = read_sidecar(sidecar_of(copy))
+    key = "Xmp.postselect.KeeperProbability"
+    assert first[key] == again[key]
+    assert rows[str(copy)].elapsed_ms is not None
+
+
+# --- status and doctor --------------------------------------------------------------
+
+
+def test_status_reports_queue_rated_failed_with_reasons_and_last_files(
+    daemon_factory, tmp_path, small_nef
+):
+    watch = tmp_path / "in"
+    watch.mkdir()
+    daemon = daemon_factory([watch], max_retries=0)
+    daemon.start()
+    good = small_nef.write(watch / "GOOD_0001.NEF", tag=9500)
+    bad = watch / "BAD_0001.NEF"
+    bad.write_bytes(b"this is not a raw file at all" * 10)
+    daemon.wait_for(lambda: sidecar_of(good).exists(), 30, "the good one rated")
+    daemon.wait_for(
+        lambda: (
+            daemon.rows().get(str(bad)) is not None and daemon.rows()[str(bad)].status == "failed"
+        ),
+        30,
+        "the bad one failed",
+    )
+
+    def status(*args):
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "postselectd",
+                "status",
+                "--config",
+                str(daemon.config_path),
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            env=daemon.env,
+            cwd=ROOT,
+            timeout=60,
+        )
+
+    running = status()
+    assert running.returncode == 0, running.stderr
+    assert f"running (pid {daemon.proc.pid})" in running.stdout
+    assert re.search(r"^rated\s+1 ", running.stdout, re.M)
+    assert re.search(r"^failed\s+1$", running.stdout, re.M)
+    assert re.search(r"^queue\s+0", running.stdout, re.M)
+    assert f"{bad}: " in running.stdout and "(1 attempts)" in running.stdout
+    assert str(good) in running.stdout
+    assert daemon.stop()[0] == 0
+
+    import json
+
+    stopped = json.loads(status("--json").stdout)
+    assert stopped["running_pid"] is None
+    assert stopped["rated"] == 1 and stopped["failed"] == 1 and stopped["queue"] == 0
+    assert stopped["failures"][0]["path"] == str(bad) and stopped["failures"][0]["reason"]
+    assert stopped["last"][0]["path"] == str(good) and 1 <= stopped["last"][0]["stars"] <= 5
