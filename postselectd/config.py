@@ -2,7 +2,7 @@
 
 Loaded from YAML (``--config FILE``, else the per-user config file, else the built-in
 defaults). A bad value fails at load time with the field's path and a reason a
-photographer can act on: ``sidecar.profiles.0: must be one of lightroom, darktable``.
+photographer can act on: ``sidecar.profiles.0: must be one of lightroom, darktable, ...``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 APP = "postselectd"
 
-Profile = Literal["lightroom", "darktable"]
+Profile = Literal["lightroom", "darktable", "digikam", "photomechanic"]
 
 
 class ConfigError(Exception):
@@ -53,7 +53,7 @@ class RatingPolicy(_Model):
     select_threshold: float = Field(0.90, ge=0.0, le=1.0)
     three_stars_from: float = Field(0.60, ge=0.0, le=1.0)
     two_stars_from: float = Field(0.30, ge=0.0, le=1.0)
-    # Best frame of a burst that is also a select gets 5 stars instead of 4.
+    # The best frame of a burst gets one star more (5 at most; never a reject).
     best_of_burst_bonus: bool = True
     # xmp:Rating=-1 marks a reject in Lightroom/Bridge, but RawTherapee and digiKam ignore it.
     reject_rating: bool = False
@@ -71,8 +71,10 @@ class RatingPolicy(_Model):
 
 
 class SidecarConfig(_Model):
-    # lightroom: DSC_0001.xmp (Lightroom, Bridge, Capture One, Photo Mechanic);
-    # darktable: DSC_0001.NEF.xmp (darktable, digiKam). Both at once write both.
+    # lightroom: DSC_0001.xmp (Lightroom, Bridge, Capture One, Photo Mechanic, ...);
+    # darktable: DSC_0001.NEF.xmp with darktable:colorlabels; digikam: DSC_0001.NEF.xmp
+    # with digiKam's color and pick labels; photomechanic: DSC_0001.xmp with
+    # photomechanic:ColorClass. Several at once: profiles naming one file share it.
     profiles: list[Profile] = Field(default_factory=lambda: ["lightroom"], min_length=1)
 
 

@@ -5,11 +5,11 @@ analysis and the config, short enough to read in a minute. Defaults follow the o
 work: a select needs p >= 0.90, and recall comes first: a frame is only rejected for a
 concrete reason (closed eyes, blur, bad exposure), never for a middling score alone.
 
-    5 stars  select and best of its burst
     4 stars  select (p >= 0.90)
     3 stars  0.60 <= p < 0.90
     2 stars  0.30 <= p < 0.60
     1 star   p < 0.30, or a hard reason (reject)
+    +1 star  best frame of its burst (not for a reject; 5 at most)
 """
 
 from __future__ import annotations
@@ -44,12 +44,12 @@ def rate(
         verdict, stars = REJECT, 1
     elif p >= policy.select_threshold:
         verdict, stars = SELECT, 4
-        if best_of_burst and policy.best_of_burst_bonus:
-            stars = 5
     elif p >= policy.three_stars_from:
         verdict, stars = "", 3
     else:
         verdict, stars = "", 2
+    if best_of_burst and policy.best_of_burst_bonus and verdict != REJECT:
+        stars = min(5, stars + 1)
 
     if verdict == REJECT and policy.reject_rating:
         stars = -1

@@ -40,8 +40,11 @@ def test_best_of_burst_select_gets_five_stars_and_its_burst_keyword():
     assert rating.keywords == ("select", "best of burst", "burst 0007")
 
 
-def test_best_of_burst_does_not_lift_a_middling_frame():
-    assert rate(0.7, (), POLICY, best_of_burst=True).stars == 3
+def test_best_of_burst_gets_one_more_star_but_never_lifts_a_reject():
+    assert rate(0.7, (), POLICY, best_of_burst=True).stars == 4
+    assert rate(0.4, (), POLICY, best_of_burst=True).stars == 3
+    assert rate(0.1, (), POLICY, best_of_burst=True).stars == 1
+    assert rate(0.7, (), RatingPolicy(best_of_burst_bonus=False), best_of_burst=True).stars == 3
 
 
 def test_reject_rating_minus_one_only_when_asked():

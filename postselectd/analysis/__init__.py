@@ -1,25 +1,27 @@
 """What the CNNs and measurements say about one preview.
 
-``Analyzer.analyze(preview) -> Analysis``: the only package that runs onnxruntime. The
-keeper probability here is the first version (issue "Rating quality" replaces it with a
-trained head): it is driven by the subject's sharpness and the exposure, and it is
-deliberately generous — recall first, a weak signal never rejects a frame.
+``Analyzer.analyze(image) -> Analysis``: the only package that runs onnxruntime. The
+keeper probability comes from a small trained head (models/keeper_head.onnx, made by
+models/train_default.py) over postselectd's own measurements (multi-scale sharpness of
+the sharpest part of the frame, blur direction, noise, exposure histogram) and the
+EfficientNet-Lite0 embedding. It also says which kind of fault it sees; that becomes a
+reason only with a majority of the probability (recall first).
 """
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from postselectd.analysis import measure
+from postselectd.analysis.faces import Face, FaceAnalyzer, eyes_closed_reason, face_focus
 from postselectd.analysis.measure import Exposure, Sharpness
 from postselectd.analysis.runtime import ModelError, OnnxModel, choose_providers, models_dir
 from postselectd.config import AnalysisConfig
 
-__all__ = ["Analysis", "Analyzer", "ModelError", "REASONS"]
+__all__ = ["Analysis", "Analyzer", "Face", "ModelError", "REASONS"]
 
 # The fixed vocabulary of reasons, as the photographer reads them in the editor.
 OUT_OF_FOCUS = "out of focus"
@@ -29,14 +31,27 @@ UNDEREXPOSED = "underexposed"
 EYES_CLOSED = "eyes closed"
 REASONS = (EYES_CLOSED, OUT_OF_FOCUS, MOTION_BLUR, OVEREXPOSED, UNDEREXPOSED)
 
-# Subject sharpness (Laplacian variance at 1024 px) that is an even bet; measured on
-# ../shared/eval/blur: sharp frames 1285-40000, blurred ones 53-522.
-SHARPNESS_MIDPOINT = 700.0
-SHARPNESS_SLOPE = 6.0  # per decade
-# Below this probability of being sharp the frame carries a blur reason.
-BLURRED_BELOW = 0.35
-# Gradient coherence above which lost detail is called motion blur rather than defocus.
-MOTION_ANISOTROPY = 0.6
+# A reason is given when its class has the majority of the head's probability, or when the
+# frame is a reject anyway (keeper probability below the policy's two-star line) and this
+# is the most likely fault: recall first, a weak signal never rejects a frame.
+REASON_MIN_PROBABILITY = 0.5
+REJECT_BELOW = 0.30
+# Strong evidence of a missed shot without faces: the sharpest tenth of the frame is still
+# soft. eval/blur: sharp frames 1285-40000, blurred ones 53-522 (Laplacian variance of the
+# sharpest tiles at 1024 px).
+BLURRED_SUBJECT_BELOW = 700.0
+# Blur that keeps its detail in one direction is motion; evenly lost detail is defocus.
+MOTION_DIRECTIONALITY = 0.55
+# The face's own detail at 48 px; eval/faceblur: sharp >= 0.49, blurred <= 0.48.
+FACE_SOFT_BELOW = 0.45
+# Underexposure: the brightest 1% of the frame stays below 62% grey while the midtones
+# sit at 20-35% (a histogram cut short on the right). Intentional low-key frames keep
+# some highlights; one of 123 natural photos (a dark wallpaper) still trips it.
+UNDER_P99_BELOW = 0.62
+UNDER_P50 = (0.20, 0.35)
+# Overexposure of people: main subjects' faces mostly bright with clipped skin.
+FACE_CLIPPED_ABOVE = 0.10
+FACE_LUMA_ABOVE = 160.0
 
 
 @dataclass(frozen=True)
@@ -47,6 +62,9 @@ class Analysis:
     exposure: Exposure
     model_version: str
     embedding: np.ndarray | None = field(default=None, repr=False, compare=False)
+    # P(keeper), P(out of focus), P(motion blur), P(overexposed), P(underexposed)
+    class_probabilities: tuple[tuple[str, float], ...] = ()
+    faces: tuple[Face, ...] = ()
     timings_ms: tuple[tuple[str, float], ...] = ()
 
 
@@ -58,54 +76,150 @@ class Analyzer:
         providers = choose_providers(config.providers)
         directory = models_dir()
         self.backbone = OnnxModel(directory / "efficientnet_lite0.onnx", config.threads, providers)
+        self.head = KeeperHead(directory / "keeper_head.onnx", config.threads, providers)
+        self.faces = FaceAnalyzer(directory, config.threads, providers)
         self.providers = providers
-        self.model_version = f"postselectd-v1+{self.backbone.name}-{self.backbone.version}"
+        self.model_version = (
+            f"keeper_head-{self.head.version}+{self.backbone.name}-{self.backbone.version}"
+        )
 
     def analyze(self, image: np.ndarray) -> Analysis:
         timings: list[tuple[str, float]] = []
-        start = time.perf_counter()
-        gray = measure.luminance(image)
-        sharp = measure.sharpness(gray)
-        expo = measure.exposure(gray)
-        timings.append(("measure", (time.perf_counter() - start) * 1000))
+
+        def timed(stage: str, start: float) -> None:
+            timings.append((stage, (time.perf_counter() - start) * 1000))
 
         start = time.perf_counter()
-        batch = self.backbone.prepare(image)[None]
-        outputs = self.backbone.run(batch)
-        embedding = outputs.get("embedding")
-        embedding = None if embedding is None else embedding[0].astype(np.float32)
-        timings.append(("backbone", (time.perf_counter() - start) * 1000))
+        measured = measure.measure_all(image)
+        timed("measure", start)
+        start = time.perf_counter()
+        embedding = self.backbone.run(self.backbone.prepare(image)[None])["embedding"][0]
+        embedding = embedding.astype(np.float32)
+        timed("backbone", start)
+        start = time.perf_counter()
+        probabilities = self.head.classify(measured.features, embedding)
+        timed("keeper_head", start)
+        start = time.perf_counter()
+        faces = self.faces.analyze(image)
+        timed("faces", start)
 
-        probability, reasons = first_keeper_probability(sharp, expo)
+        keeper, reasons = judge(probabilities, measured, faces, image)
         return Analysis(
-            keeper_probability=probability,
+            keeper_probability=round(float(keeper), 4),
             reasons=reasons,
-            sharpness=sharp,
-            exposure=expo,
+            sharpness=measured.sharpness,
+            exposure=measured.exposure,
             model_version=self.model_version,
             embedding=embedding,
             timings_ms=tuple(timings),
+            class_probabilities=tuple((k, round(float(v), 4)) for k, v in probabilities.items()),
+            faces=faces,
         )
 
 
-def _sigmoid(x: float) -> float:
-    return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, x))))
+def judge(
+    probabilities: dict[str, float],
+    measured: measure.Measurements,
+    faces: tuple[Face, ...],
+    image: np.ndarray,
+) -> tuple[float, tuple[str, ...]]:
+    """Keeper probability and reasons from the head, the measurements and the faces.
 
-
-def first_keeper_probability(sharp: Sharpness, expo: Exposure) -> tuple[float, tuple[str, ...]]:
-    """Probability that a photographer keeps the frame, and the hard reasons against it."""
+    People come first: with a main subject's face in the frame, its eyes and face decide
+    focus (a sharp face on a soft background is a keeper, a soft face is not), whatever
+    the frame as a whole says.
+    """
+    p = dict(probabilities)
     reasons: list[str] = []
-    p_sharp = _sigmoid(
-        SHARPNESS_SLOPE * (math.log10(max(sharp.subject, 1e-3)) - math.log10(SHARPNESS_MIDPOINT))
+    if eyes_closed_reason(faces):
+        reasons.append(EYES_CLOSED)
+
+    blur_kind = (
+        MOTION_BLUR
+        if measured.sharpness.anisotropy >= MOTION_DIRECTIONALITY
+        or p[MOTION_BLUR] > p[OUT_OF_FOCUS] * 2
+        else OUT_OF_FOCUS
     )
-    if p_sharp < BLURRED_BELOW:
-        reasons.append(MOTION_BLUR if sharp.anisotropy >= MOTION_ANISOTROPY else OUT_OF_FOCUS)
-    p_exposure = 1.0
-    # Generous: high-key and low-key frames are intentional; only the extreme is a reason.
-    if expo.clipped_highlights > 0.30 or expo.median_luminance > 235:
+    focus = face_focus(faces)
+    if focus.main_subjects:
+        # The face's detail at its own scale decides; the eyes' edge crispness alone is
+        # fooled by motion streaks (eval/blur-0010) and by upscaled previews.
+        if focus.face_sharpness >= FACE_SOFT_BELOW:
+            # The subject is sharp: what the head took for blur is the background.
+            p[KEEPER] += p[OUT_OF_FOCUS] + p[MOTION_BLUR]
+            p[OUT_OF_FOCUS] = p[MOTION_BLUR] = 0.0
+        else:
+            reasons.append(blur_kind)
+    else:
+        blur = p[OUT_OF_FOCUS] + p[MOTION_BLUR]
+        if (
+            measured.sharpness.subject < BLURRED_SUBJECT_BELOW
+            or blur >= REASON_MIN_PROBABILITY
+            or (p[KEEPER] < REJECT_BELOW and blur >= max(p[OVEREXPOSED], p[UNDEREXPOSED]))
+        ):
+            reasons.append(blur_kind)
+
+    features = dict(zip(measure.FEATURE_NAMES, measured.features.tolist(), strict=True))
+    under = p[UNDEREXPOSED] >= REASON_MIN_PROBABILITY or (
+        features["luma_p99"] < UNDER_P99_BELOW
+        and UNDER_P50[0] <= features["luma_p50"] <= UNDER_P50[1]
+    )
+    over = p[OVEREXPOSED] >= REASON_MIN_PROBABILITY or _faces_overexposed(faces, image)
+    if over and not under:
         reasons.append(OVEREXPOSED)
-        p_exposure = 0.25
-    elif expo.crushed_shadows > 0.50 or expo.median_luminance < 12:
+    elif under and not over:
         reasons.append(UNDEREXPOSED)
-        p_exposure = 0.25
-    return round(p_sharp * p_exposure, 4), tuple(reasons)
+    return p[KEEPER], tuple(reasons)
+
+
+def _faces_overexposed(faces: tuple[Face, ...], image: np.ndarray) -> bool:
+    """Main subjects' skin clipped: the centre half of each main face, median over faces."""
+    clipped, luma = [], []
+    for face in faces:
+        if not face.is_main_subject:
+            continue
+        x, y, w, h = (int(v) for v in face.box)
+        x0, y0 = max(0, x + w // 4), max(0, y + h // 4)
+        skin = image[y0 : y0 + max(1, h // 2), x0 : x0 + max(1, w // 2)]
+        if skin.size == 0:
+            continue
+        clipped.append(float((skin.max(axis=2) >= 250).mean()))
+        luma.append(float(measure.luminance(skin).mean()))
+    if not clipped:
+        return False
+    return (
+        float(np.median(clipped)) >= FACE_CLIPPED_ABOVE
+        and float(np.median(luma)) >= FACE_LUMA_ABOVE
+    )
+
+
+KEEPER = "keeper"
+
+
+class KeeperHead:
+    """The trained head (models/train_default.py): measurements + embedding -> classes."""
+
+    def __init__(self, path, threads: int, providers: list[str]):
+        import json
+
+        from postselectd.analysis.runtime import load_session
+
+        self.session, meta = load_session(path, threads, providers)
+        try:
+            self.classes = tuple(json.loads(meta["postselectd.classes"]))
+            features = tuple(json.loads(meta["postselectd.features"]))
+        except (KeyError, ValueError) as exc:
+            raise ModelError(f"{path}: model metadata incomplete ({exc})") from None
+        if features != measure.FEATURE_NAMES or self.classes[0] != KEEPER:
+            raise ModelError(
+                f"{path}: trained for other measurements than this postselectd computes "
+                "(retrain with models/train_default.py)"
+            )
+        self.version = meta.get("postselectd.version", "0")
+
+    def classify(self, features: np.ndarray, embedding: np.ndarray) -> dict[str, float]:
+        (probabilities,) = self.session.run(
+            None,
+            {"features": features[None].astype(np.float32), "embedding": embedding[None]},
+        )
+        return dict(zip(self.classes, probabilities[0].tolist(), strict=True))

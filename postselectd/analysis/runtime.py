@@ -74,30 +74,38 @@ def _parse_normalization(text: str) -> tuple[float, float]:
     raise ValueError(f"unreadable normalization {text!r}")
 
 
+def load_session(
+    path: Path, threads: int = 1, providers: list[str] | None = None
+) -> tuple[ort.InferenceSession, dict[str, str]]:
+    """An onnxruntime session set up for a background service, and the model's metadata."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: model file is missing")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    # Spinning threads burn most of a core while the daemon waits for files.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(
+            str(path), options, providers=providers or ["CPUExecutionProvider"]
+        )
+    except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{path}: cannot load model ({first[:200]})") from None
+    return session, dict(session.get_modelmeta().custom_metadata_map)
+
+
 class OnnxModel:
     """One ONNX session with its input contract."""
 
     def __init__(self, path: Path, threads: int = 1, providers: list[str] | None = None):
         self.path = Path(path)
-        if not self.path.is_file():
-            raise ModelError(f"{self.path}: model file is missing")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        # Spinning threads burn most of a core while the daemon waits for files.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-        options.log_severity_level = 3
-        try:
-            self.session = ort.InferenceSession(
-                str(self.path), options, providers=providers or ["CPUExecutionProvider"]
-            )
-        except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelError(f"{self.path}: cannot load model ({first[:200]})") from None
-        meta = self.session.get_modelmeta().custom_metadata_map
-        self.metadata = dict(meta)
+        self.session, meta = load_session(self.path, threads, providers)
+        self.metadata = meta
         self.name = meta.get("postselectd.name", self.path.stem)
         self.version = meta.get("postselectd.version", "0")
         try:

@@ -1,0 +1,115 @@
+"""Rating quality on small real examples from ../shared (full numbers: bench/eval_quality.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import shared_path
+
+from postselectd.analysis import Analyzer, KeeperHead, judge, measure
+from postselectd.analysis.runtime import models_dir
+from postselectd.preview import load_preview
+
+BLUR = {"out of focus", "motion blur"}
+
+
+@pytest.fixture(scope="module")
+def analyzer() -> Analyzer:
+    return Analyzer()
+
+
+def analyze(analyzer: Analyzer, *parts: str):
+    return analyzer.analyze(load_preview(shared_path(*parts)).image)
+
+
+def test_the_sharp_frame_of_a_triplet_wins_and_the_blurred_ones_say_why(analyzer):
+    sharp = analyze(analyzer, "eval", "blur", "blur-0003.jpg")
+    defocused = analyze(analyzer, "eval", "blur", "blur-0001.jpg")
+    moved = analyze(analyzer, "eval", "blur", "blur-0002.jpg")
+    assert not set(sharp.reasons) & BLUR
+    assert sharp.keeper_probability > max(defocused.keeper_probability, moved.keeper_probability)
+    assert "out of focus" in defocused.reasons
+    assert "motion blur" in moved.reasons
+
+
+@pytest.mark.parametrize("name", ["blur-0011.jpg", "blur-0012.jpg"])
+def test_sharp_subject_on_a_soft_background_is_not_blurred(analyzer, name):
+    assert not set(analyze(analyzer, "eval", "blur", name).reasons) & BLUR
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("blur-0013.jpg", set()),
+        ("blur-0014.jpg", {"overexposed"}),
+        ("blur-0015.jpg", {"underexposed"}),
+    ],
+)
+def test_exposure_reasons(analyzer, name, expected):
+    reasons = set(analyze(analyzer, "eval", "blur", name).reasons)
+    assert reasons & {"overexposed", "underexposed"} == expected
+
+
+def test_closed_eyes_are_a_reason(analyzer):
+    result = analyze(analyzer, "eval", "eyes-face", "eyes-face-0003.jpg")
+    assert "eyes closed" in result.reasons
+
+
+def test_open_sharp_face_is_neither_closed_nor_blurred(analyzer):
+    folder = shared_path("eval", "faceblur")
+    sharp = [
+        line.split("\t")[0]
+        for line in (folder / "labels.tsv").read_text().splitlines()
+        if "\tface_sharp\t" in line
+    ]
+    result = analyzer.analyze(load_preview(folder / sharp[0]).image)
+    assert "eyes closed" not in result.reasons
+    assert not set(result.reasons) & BLUR
+
+
+def test_portrait_nef_is_analysed_upright_with_its_faces(analyzer):
+    result = analyze(analyzer, "samples", "nef", "DSC_0108.NEF")
+    assert result.faces and not set(result.reasons) & BLUR
+
+
+def test_keeper_head_matches_the_measurements_it_was_trained_on():
+    head = KeeperHead(models_dir() / "keeper_head.onnx", 1, ["CPUExecutionProvider"])
+    assert head.classes[0] == "keeper"
+    features = np.zeros(len(measure.FEATURE_NAMES), np.float32)
+    probabilities = head.classify(features, np.zeros(1280, np.float32))
+    assert set(probabilities) == set(head.classes)
+    assert abs(sum(probabilities.values()) - 1.0) < 1e-4
+
+
+def test_a_sharp_face_overrules_a_soft_frame():
+    """The frame-level head may call a portrait soft; the face's own detail decides."""
+    from postselectd.analysis.faces import Face
+
+    face = Face(
+        box=(100, 100, 200, 200),
+        score=0.9,
+        size=200,
+        left_eye_openness=0.3,
+        right_eye_openness=0.3,
+        eyes_closed=False,
+        eye_sharpness=0.5,
+        face_sharpness=0.7,
+        yaw=0,
+        pitch=0,
+        looking_down=False,
+        is_main_subject=True,
+    )
+    image = np.full((600, 900, 3), 120, np.uint8)
+    measured = measure.measure_all(image)
+    probabilities = {
+        "keeper": 0.2,
+        "out of focus": 0.7,
+        "motion blur": 0.1,
+        "overexposed": 0.0,
+        "underexposed": 0.0,
+    }
+    keeper, reasons = judge(probabilities, measured, (face,), image)
+    assert keeper == pytest.approx(1.0) and not set(reasons) & BLUR
+    soft = Face(**{**face.__dict__, "face_sharpness": 0.2})
+    keeper, reasons = judge(probabilities, measured, (soft,), image)
+    assert "out of focus" in reasons
