@@ -24,7 +24,12 @@ from postselectd.bursts import BurstInfo, Frame, group_bursts
 from postselectd.config import AnalysisConfig, Config
 from postselectd.preview import PreviewError, load_preview
 from postselectd.rating import Rating, rate
-from postselectd.sidecar import SidecarContent, SidecarError, write_sidecars
+from postselectd.sidecar import (
+    SidecarContent,
+    SidecarError,
+    names_shared_sidecar,
+    write_sidecars,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +46,7 @@ class Scored:
     format_name: str | None = None
     camera: str | None = None
     capture_time: datetime | None = None
+    preview_size: tuple[int, int] = (0, 0)
     notes: tuple[str, ...] = ()
     error: str | None = None
     elapsed_ms: float = 0.0
@@ -70,6 +76,8 @@ class FileResult:
             "sidecar": [str(p) for p in self.sidecars],
             "rating": self.rating.stars if self.rating else None,
             "label": self.rating.label if self.rating else None,
+            "verdict": self.rating.verdict if self.rating else None,
+            "keywords": list(self.rating.keywords) if self.rating else [],
             "keeper_probability": self.keeper_probability,
             "reasons": list(self.reasons),
             "faces": self.faces,
@@ -108,8 +116,46 @@ def has_raw_sibling(path: Path) -> bool:
     return False
 
 
-def find_photos(paths: Iterable[Path]) -> Iterator[Path]:
-    """Photos under the given files and folders, in name order; symlink loops are cut."""
+def _sidecar_rank(path: Path) -> int:
+    suffix = path.suffix.lower()
+    if suffix == ".dng":
+        return 1  # often converted from the camera's raw beside it
+    if suffix in rawmeta.RAW_SUFFIXES:
+        return 0
+    return 2 if suffix in (".tif", ".tiff") else 3
+
+
+def shared_sidecar_owner(path: Path) -> Path:
+    """Which file of a same-name set (DSC_0001.NEF, .DNG, .JPG) writes DSC_0001.xmp.
+
+    Two files must never write one sidecar: the camera's raw wins, then a DNG, then a
+    TIFF, then a JPEG; the others are left alone for profiles that use that name.
+    """
+    owners = [path]
+    try:
+        for sibling in path.parent.iterdir():
+            if sibling.stem == path.stem and sibling != path and is_candidate(sibling):
+                owners.append(sibling)
+    except OSError:
+        pass
+    return min(owners, key=lambda p: (_sidecar_rank(p), p.name))
+
+
+def sidecar_profiles_for(path: Path, profiles: Iterable[str]) -> list[str]:
+    """The profiles this file writes: none whose DSC_0001.xmp belongs to a sibling."""
+    profiles = list(profiles)
+    if any(names_shared_sidecar(p) for p in profiles) and shared_sidecar_owner(path) != path:
+        return [p for p in profiles if not names_shared_sidecar(p)]
+    return profiles
+
+
+def find_photos(paths: Iterable[Path], profiles: Iterable[str] | None = None) -> Iterator[Path]:
+    """Photos under the given files and folders, in name order; symlink loops are cut.
+
+    With ``profiles``, a file whose every sidecar would be a sibling's (DSC_0001.DNG next
+    to DSC_0001.NEF with the lightroom profile) is not listed.
+    """
+    profiles = list(profiles) if profiles is not None else None
     for root in paths:
         root = Path(root)
         if root.is_file():
@@ -129,8 +175,11 @@ def find_photos(paths: Iterable[Path]) -> Iterator[Path]:
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             for name in sorted(files):
                 path = Path(folder) / name
-                if is_candidate(path) and not has_raw_sibling(path):
-                    yield path
+                if not is_candidate(path) or has_raw_sibling(path):
+                    continue
+                if profiles is not None and not sidecar_profiles_for(path, profiles):
+                    continue
+                yield path
 
 
 # --- the worker side ----------------------------------------------------------------
@@ -169,6 +218,7 @@ def analyze_file(
         format_name=preview.format_name,
         camera=preview.camera,
         capture_time=preview.capture_time,
+        preview_size=(preview.width, preview.height),
         notes=preview.notes,
         elapsed_ms=_ms(start),
         timings_ms=(("preview", decoded),) + analysis.timings_ms,
@@ -193,7 +243,17 @@ def sidecar_content(scored: Scored, rating: Rating, config: Config) -> SidecarCo
         ("ClippedHighlights", f"{a.exposure.clipped_highlights:.4f}"),
         ("CrushedShadows", f"{a.exposure.crushed_shadows:.4f}"),
         ("PreviewSource", scored.preview_source or ""),
+        ("Probabilities", " ".join(f"{k}={v:.3f}" for k, v in a.class_probabilities)),
+        ("Faces", str(len(a.faces))),
     )
+    if a.faces:
+        details += (
+            # Boxes in the upright preview's pixels (PreviewSize), for the report.
+            ("PreviewSize", f"{scored.preview_size[0]}x{scored.preview_size[1]}"),
+            ("FaceBoxes", "; ".join(",".join(str(round(v)) for v in f.box) for f in a.faces)),
+            ("EyeOpenness", "; ".join(_openness(f) for f in a.faces)),
+            ("FaceSharpness", "; ".join(f"{f.face_sharpness:.2f}" for f in a.faces)),
+        )
     return SidecarContent(
         stars=rating.stars,
         label=rating.label,
@@ -203,7 +263,14 @@ def sidecar_content(scored: Scored, rating: Rating, config: Config) -> SidecarCo
         reasons=a.reasons,
         model_version=a.model_version,
         details=details,
+        verdict=rating.verdict,
     )
+
+
+def _openness(face) -> str:
+    if face.left_eye_openness is None or face.right_eye_openness is None:
+        return "-"
+    return f"{face.left_eye_openness:.2f}/{face.right_eye_openness:.2f}"
 
 
 def frame_of(scored: Scored) -> Frame:
@@ -248,11 +315,18 @@ def finish(
             + (("BurstId", f"{burst.burst_id:04d}"), ("BurstSize", str(burst.size))),
         )
     start = time.perf_counter()
+    profiles = sidecar_profiles_for(scored.path, config.sidecar.profiles)
     try:
+        if not profiles:
+            owner = shared_sidecar_owner(scored.path)
+            raise SidecarError(
+                f"{scored.path.name}: shares {owner.with_suffix('.xmp').name} with {owner.name}, "
+                "which is rated instead; left alone"
+            )
         results = write_sidecars(
             scored.path,
             content,
-            config.sidecar.profiles,
+            profiles,
             force=force,
             dry_run=dry_run,
         )
@@ -275,6 +349,7 @@ def finish(
         keeper_probability=a.keeper_probability,
         reasons=a.reasons,
         kept_human_rating=kept,
+        faces=len(a.faces),
         burst=burst.burst_id if burst else None,
         best_of_burst=bool(burst and burst.best_of_burst),
         preview_source=scored.preview_source,
