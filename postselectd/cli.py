@@ -184,7 +184,7 @@ def cmd_score(args: argparse.Namespace, config: Config) -> int:
     if args.workers is not None and args.workers < 1:
         raise UsageError("--workers must be at least 1")
     _model_check(config)
-    files = list(find_photos(args.paths))
+    files = list(find_photos(args.paths, config.sidecar.profiles))
     if not files:
         log.warning("no photos found under %s", ", ".join(str(p) for p in args.paths))
     progress = Progress(len(files), enabled=sys.stderr.isatty())

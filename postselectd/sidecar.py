@@ -9,12 +9,17 @@ The only module that calls pyexiv2. Rules it keeps:
   its own ``postselect:`` namespace and only changes a value that still equals that.
 - Atomic: exiv2 rewrites files in place (truncate, write, no fsync), so the edit happens on
   a temp copy in the same folder under a per-folder lock, is fsynced, and replaces the
-  sidecar with ``os.replace``. An editor that wrote the sidecar meanwhile is merged again.
+  sidecar. Editors do not take our lock: the sidecar is re-read just before the swap and an
+  editor's newer version is merged into again; on Linux the swap is an atomic exchange, so
+  a version an editor slipped in after that check is caught and merged too.
+- Editors speak dialects (``DIALECTS``): the sidecar's name and which label/pick
+  properties are written. Two profiles that name the same file write one file.
 - An existing sidecar that is not valid XMP is reported and left alone.
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl
 import logging
@@ -22,7 +27,9 @@ import os
 import re
 import secrets
 import stat
+import sys
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -37,6 +44,10 @@ log = logging.getLogger(__name__)
 
 NS_URI = "http://ns.postselectd.org/xmp/1.0/"
 NS_PREFIX = "postselect"
+# exiv2 knows digiKam's namespace; darktable's and Photo Mechanic's must be registered
+# (under the URIs and prefixes those programs write themselves).
+DARKTABLE_URI = "http://darktable.sf.net/"
+PHOTOMECHANIC_URI = "http://ns.camerabits.com/photomechanic/1.0/"
 _RDF = "{http://www.w3.org/1999/02/22-rdf-syntax-ns#}RDF"
 
 # exiv2 needs >= 80 bytes and an XMP packet to open a standalone .xmp file.
@@ -51,10 +62,15 @@ TEMPLATE = (
 MAX_SIDECAR_BYTES = 16 * 1024 * 1024  # a larger "sidecar" is not one we should touch
 
 pyexiv2.set_log_level(3)  # errors only: 4 would also hide failed writes
-try:
-    pyexiv2.registerNs(NS_URI, NS_PREFIX)
-except Exception:  # already registered in this process
-    pass
+for _uri, _prefix in (
+    (NS_URI, NS_PREFIX),
+    (DARKTABLE_URI, "darktable"),
+    (PHOTOMECHANIC_URI, "photomechanic"),
+):
+    try:
+        pyexiv2.registerNs(_uri, _prefix)
+    except Exception:  # already registered in this process
+        pass
 
 
 class SidecarError(Exception):
@@ -66,7 +82,7 @@ class SidecarContent:
     """What postselectd wants a sidecar to say about one photo."""
 
     stars: int
-    label: str | None
+    label: str | None  # xmp:Label text (free text: Lightroom matches it by name)
     keywords: tuple[str, ...]  # leaves, e.g. ("select",) or ("reject", "motion blur")
     keyword_parent: str
     keeper_probability: float
@@ -74,6 +90,7 @@ class SidecarContent:
     model_version: str
     # Numbers behind the verdict, written as postselect:<Name>.
     details: tuple[tuple[str, str], ...] = ()
+    verdict: str = ""  # "select", "reject" or "" (undecided): digiKam's pick label
 
 
 @dataclass(frozen=True)
@@ -83,12 +100,110 @@ class SidecarResult:
     rating_written: bool  # False: a person's rating (or label) was kept
     kept_rating: str | None  # the person's rating that was left alone
     kept_label: str | None
+    kept_pick: str | None = None
+
+
+# --- dialects -------------------------------------------------------------------------
+
+# The five colors every editor here has, with Bridge's default label words for them.
+COLORS = ("red", "yellow", "green", "blue", "purple")
+_COLOR_WORDS = {
+    **{c: c for c in COLORS},
+    "select": "red",
+    "second": "yellow",
+    "approved": "green",
+    "review": "blue",
+    "to do": "purple",
+}
+_DIGIKAM_COLOR = {"red": "1", "yellow": "3", "green": "4", "blue": "5", "purple": "6"}
+# Photo Mechanic's default color classes: 1 red, 2 orange, 3 yellow, 4 green, 5 blue, 6 purple.
+_PHOTOMECHANIC_CLASS = {"red": "1", "yellow": "3", "green": "4", "blue": "5", "purple": "6"}
+_DIGIKAM_PICK = {"reject": "1", "": "2", "select": "3"}  # rejected, pending, accepted
+
+
+def color_of(label: str | None) -> str | None:
+    """The color a label text means (Lightroom's or Bridge's words), or None."""
+    if not label:
+        return None
+    return _COLOR_WORDS.get(" ".join(label.lower().split()))
+
+
+@dataclass(frozen=True)
+class Guarded:
+    """A label or pick property a person may set, so postselectd only changes its own value.
+
+    What postselectd wrote is recorded as postselect:<record>; a value that differs from the
+    record (or, with no record, any value but ``unset``) is a person's and is kept.
+    """
+
+    key: str
+    record: str
+    group: str  # "label" or "pick": a person's value anywhere in a group keeps the group
+    unset: tuple[str, ...] = ()
+    is_list: bool = False
+
+    def value(self, content: SidecarContent) -> str | None:
+        """What this property says for the verdict (a list joined by ','), None: absent."""
+        color = color_of(content.label)
+        if self.key == "Xmp.xmp.Label":
+            return content.label or None
+        if self.key == "Xmp.darktable.colorlabels":
+            return str(COLORS.index(color)) if color else None
+        if self.key == "Xmp.digiKam.ColorLabel":
+            return _DIGIKAM_COLOR.get(color or "")
+        if self.key == "Xmp.digiKam.PickLabel":
+            return _DIGIKAM_PICK.get(content.verdict)
+        if self.key == "Xmp.photomechanic.ColorClass":
+            return _PHOTOMECHANIC_CLASS.get(color or "")
+        raise KeyError(self.key)
+
+
+XMP_LABEL = Guarded("Xmp.xmp.Label", "WrittenLabel", "label")
+DARKTABLE_COLORS = Guarded("Xmp.darktable.colorlabels", "WrittenColorLabels", "label", is_list=True)
+DIGIKAM_COLOR = Guarded("Xmp.digiKam.ColorLabel", "WrittenColorLabel", "label", unset=("0",))
+DIGIKAM_PICK = Guarded("Xmp.digiKam.PickLabel", "WrittenPickLabel", "pick", unset=("0",))
+PHOTOMECHANIC_CLASS = Guarded(
+    "Xmp.photomechanic.ColorClass", "WrittenColorClass", "label", unset=("0",)
+)
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """How one family of editors wants its sidecar: its name and its label/pick properties.
+
+    Every dialect also gets xmp:Rating, dc:subject + lr:hierarchicalSubject keywords and the
+    postselect: numbers. photoshop:Urgency is never written: digiKam and Capture One read it
+    with different meanings.
+    """
+
+    name: str
+    names_after_raw: bool  # DSC_0001.NEF.xmp, else DSC_0001.xmp
+    guarded: tuple[Guarded, ...]
+    tags_list: bool = False  # digiKam:TagsList ("PostSelect/select")
+
+
+DIALECTS: dict[str, Dialect] = {
+    d.name: d
+    for d in (
+        # Lightroom Classic, Bridge/ACR, Capture One, Photo Mechanic, Excire, FastRawViewer.
+        Dialect("lightroom", False, (XMP_LABEL,)),
+        # darktable reads darktable:colorlabels first, xmp:Label when that is absent.
+        Dialect("darktable", True, (XMP_LABEL, DARKTABLE_COLORS)),
+        Dialect("digikam", True, (DIGIKAM_COLOR, DIGIKAM_PICK), tags_list=True),
+        Dialect("photomechanic", False, (XMP_LABEL, PHOTOMECHANIC_CLASS)),
+    )
+}
+
+
+def names_shared_sidecar(profile: str) -> bool:
+    """True when the profile names the sidecar DSC_0001.xmp, which a DSC_0001.JPG would share."""
+    return not DIALECTS[profile].names_after_raw
 
 
 def sidecar_path(photo: Path, profile: str) -> Path:
     """Lightroom & co. read DSC_0001.xmp; darktable and digiKam read DSC_0001.NEF.xmp."""
     photo = Path(photo)
-    if profile == "darktable":
+    if DIALECTS[profile].names_after_raw:
         wanted = photo.with_name(photo.name + ".xmp")
     else:
         wanted = photo.with_suffix(".xmp")
@@ -104,7 +219,15 @@ def sidecar_path(photo: Path, profile: str) -> Path:
 
 
 def sidecar_paths(photo: Path, profiles: Iterable[str]) -> list[Path]:
-    return list(dict.fromkeys(sidecar_path(photo, p) for p in profiles))
+    return list(_by_path(photo, profiles))
+
+
+def _by_path(photo: Path, profiles: Iterable[str]) -> dict[Path, list[str]]:
+    """Profiles grouped by the file they name: lightroom + photomechanic write one file."""
+    groups: dict[Path, list[str]] = {}
+    for profile in profiles:
+        groups.setdefault(sidecar_path(photo, profile), []).append(profile)
+    return groups
 
 
 def write_sidecars(
@@ -116,41 +239,58 @@ def write_sidecars(
     dry_run: bool = False,
 ) -> list[SidecarResult]:
     return [
-        write_sidecar(path, content, force=force, dry_run=dry_run)
-        for path in sidecar_paths(photo, profiles)
+        write_sidecar(path, content, profiles=group, force=force, dry_run=dry_run)
+        for path, group in _by_path(photo, profiles).items()
     ]
 
 
 def write_sidecar(
-    path: Path, content: SidecarContent, *, force: bool = False, dry_run: bool = False
+    path: Path,
+    content: SidecarContent,
+    *,
+    profiles: Iterable[str] = ("lightroom",),
+    force: bool = False,
+    dry_run: bool = False,
 ) -> SidecarResult:
     path = Path(path)
     folder = path.parent
+    dialects = [DIALECTS[p] for p in profiles]
     with _folder_lock(folder):
-        for _attempt in range(5):
-            before = _read_existing(path)
+        base = _read_settled(path)
+        for attempt in range(10):
+            if attempt:
+                # An editor is writing (they write in bursts): give it a moment.
+                time.sleep(min(0.2, 0.005 * 2**attempt) * (0.5 + secrets.randbelow(100) / 100))
+                base = _read_settled(path)
             work_dir = Path(tempfile.gettempdir()) if dry_run else folder
-            tmp = _make_temp(work_dir, path.name, before if before is not None else TEMPLATE)
+            tmp = _make_temp(work_dir, path.name, base if base is not None else TEMPLATE)
             try:
-                if before is not None and not dry_run:
+                if base is not None and not dry_run:
                     _copy_mode(path, tmp)
-                result = _edit(tmp, path, content, force=force, created=before is None)
+                result = _edit(tmp, path, content, dialects, force=force, created=base is None)
                 if dry_run:
                     return result
                 _fsync_file(tmp)
-                if _read_existing(path) != before:
-                    # An editor wrote the sidecar while we worked: merge into its version.
-                    continue
-                os.replace(tmp, path)
-                _fsync_dir(folder)
-                return result
+                if _read_bytes(path) != base:
+                    continue  # an editor wrote the sidecar while we worked: merge into its version
+                if base is None:
+                    if not _create_new(tmp, path):
+                        continue
+                    _fsync_dir(folder)
+                    return result
+                displaced = _swap_in(tmp, path)
+                if displaced is None or displaced == base:
+                    _fsync_dir(folder)
+                    return result
+                # An editor replaced the sidecar between the check and the swap. Swap its
+                # version straight back (ours was live for microseconds) and merge again.
+                log.debug("%s: an editor wrote it during the swap; merging again", path.name)
+                _exchange(tmp, path)
             except OSError as exc:
                 raise SidecarError(_os_reason(exc, path)) from None
             finally:
                 try:
                     os.unlink(tmp)
-                except FileNotFoundError:
-                    pass
                 except OSError:
                     pass
         raise SidecarError(f"{path.name}: another program keeps rewriting it; try again later")
@@ -168,8 +308,28 @@ def read_sidecar(path: Path) -> dict[str, object]:
         img.close()
 
 
+def _guard_group(current: dict[str, object], fields: list[Guarded]) -> tuple[bool, str | None]:
+    """(a person set one of these properties, the first such value for the report)."""
+    for field in fields:
+        theirs = _joined(current.get(field.key))
+        ours = _text(current.get(f"Xmp.{NS_PREFIX}.{field.record}"))
+        if ours is None:
+            human = theirs is not None and theirs not in field.unset
+        else:
+            human = theirs != (None if ours == "none" else ours)
+        if human:
+            return True, theirs or ""
+    return False, None
+
+
 def _edit(
-    tmp: Path, final: Path, content: SidecarContent, *, force: bool, created: bool
+    tmp: Path,
+    final: Path,
+    content: SidecarContent,
+    dialects: list[Dialect],
+    *,
+    force: bool,
+    created: bool,
 ) -> SidecarResult:
     try:
         img = pyexiv2.Image(str(tmp))
@@ -188,6 +348,7 @@ def _edit(
         # A list given to modify_xmp replaces the array; an empty one leaves an empty
         # array element, removed below. (Deleting dc:subject with None does not work.)
         deletions: dict[str, None] = {}
+        emptied: set[str] = set()  # our arrays that end up empty and go away
         ours_rating = _text(current.get(f"Xmp.{NS_PREFIX}.WrittenRating"))
         theirs_rating = _text(current.get("Xmp.xmp.Rating"))
         if ours_rating is None:
@@ -201,21 +362,28 @@ def _edit(
         else:
             kept_rating = theirs_rating
 
-        ours_label = _text(current.get(f"Xmp.{NS_PREFIX}.WrittenLabel"))
-        theirs_label = _text(current.get("Xmp.xmp.Label"))
-        if ours_label is None:
-            human_label = theirs_label is not None
-        else:
-            human_label = theirs_label != (None if ours_label == "none" else ours_label)
-        kept_label = None
-        if force or not human_label:
-            if content.label:
-                changes["Xmp.xmp.Label"] = content.label
-            else:
-                deletions["Xmp.xmp.Label"] = None
-            changes[f"Xmp.{NS_PREFIX}.WrittenLabel"] = content.label or "none"
-        else:
-            kept_label = theirs_label or ""
+        # Label and pick properties, each dialect's own; a person's value in one keeps the
+        # whole group (a darktable color label set by hand also keeps our xmp:Label as is).
+        guarded = list(dict.fromkeys(g for d in dialects for g in d.guarded))
+        kept: dict[str, str | None] = {}
+        for group in ("label", "pick"):
+            fields = [g for g in guarded if g.group == group]
+            human, theirs = _guard_group(current, fields)
+            if human and not force:
+                kept[group] = theirs
+                continue
+            for field in fields:
+                value = field.value(content)
+                if field.is_list:
+                    changes[field.key] = value.split(",") if value else []
+                    if not value:
+                        emptied.add(field.key)
+                elif value is None:
+                    deletions[field.key] = None
+                else:
+                    changes[field.key] = value
+                changes[f"Xmp.{NS_PREFIX}.{field.record}"] = value or "none"
+        kept_label, kept_pick = kept.get("label"), kept.get("pick")
 
         # Keywords: replace only PostSelect's own, keep everyone else's in their order.
         prefix = content.keyword_parent + "|"
@@ -227,12 +395,27 @@ def _edit(
         new_leaves = [k for k in content.keywords if k not in subjects]
         hierarchical += [prefix + k for k in content.keywords]
         subjects += new_leaves
-        if deletions:
-            img.modify_xmp(deletions)
         changes["Xmp.lr.hierarchicalSubject"] = hierarchical
         changes["Xmp.dc.subject"] = subjects
         changes[f"Xmp.{NS_PREFIX}.WrittenKeywords"] = new_leaves
+        if any(d.tags_list for d in dialects):
+            slash = content.keyword_parent + "/"
+            tags = [
+                k for k in _list(current.get("Xmp.digiKam.TagsList")) if not k.startswith(slash)
+            ]
+            tags += [slash + k for k in content.keywords]
+            changes["Xmp.digiKam.TagsList"] = tags
+            if not tags:
+                emptied.add("Xmp.digiKam.TagsList")
+        for key in ("Xmp.lr.hierarchicalSubject", "Xmp.dc.subject"):
+            # An empty array someone else left there stays (every key survives).
+            if not changes[key] and current.get(key) != []:
+                emptied.add(key)
         changes[f"Xmp.{NS_PREFIX}.Reasons"] = list(content.reasons)
+        if not content.reasons:
+            emptied.add(f"Xmp.{NS_PREFIX}.Reasons")
+        if not new_leaves:
+            emptied.add(f"Xmp.{NS_PREFIX}.WrittenKeywords")
         changes[f"Xmp.{NS_PREFIX}.KeeperProbability"] = f"{content.keeper_probability:.4f}"
         changes[f"Xmp.{NS_PREFIX}.ModelVersion"] = content.model_version
         changes[f"Xmp.{NS_PREFIX}.RatedAt"] = (
@@ -240,11 +423,15 @@ def _edit(
         )
         for name, value in content.details:
             changes[f"Xmp.{NS_PREFIX}.{name}"] = value
+        if deletions:
+            img.modify_xmp(deletions)
         img.modify_xmp(changes)
         # pyexiv2 writes every list as rdf:Seq; dc:subject and lr:hierarchicalSubject are
         # Bags (digiKam flattens a Seq hierarchicalSubject). Fix them in the packet.
+        # Only arrays we emptied are dropped: darktable's empty history Seq must stay.
         raw = img.read_raw_xmp()
-        fixed = _drop_empty_arrays(_seq_to_bag(raw, ("dc:subject", "lr:hierarchicalSubject")))
+        bagged = _seq_to_bag(raw, ("dc:subject", "lr:hierarchicalSubject"))
+        fixed = _drop_empty_arrays(bagged, [_qname(k) for k in sorted(emptied)])
         if fixed != raw:
             img.modify_raw_xmp(fixed)
     except SidecarError:
@@ -256,14 +443,23 @@ def _edit(
     return SidecarResult(
         path=final,
         created=created,
-        rating_written=kept_rating is None and kept_label is None,
+        rating_written=kept_rating is None and kept_label is None and kept_pick is None,
         kept_rating=kept_rating,
         kept_label=kept_label,
+        kept_pick=kept_pick,
     )
+
+
+def _qname(key: str) -> str:
+    """Xmp.dc.subject -> dc:subject (the element name in the packet)."""
+    _, prefix, name = key.split(".", 2)
+    return f"{prefix}:{name}"
 
 
 def _seq_to_bag(packet: str, properties: tuple[str, ...]) -> str:
     for prop in properties:
+        if f"<{prop}>" not in packet:
+            continue
         packet = re.sub(
             rf"(<{re.escape(prop)}>\s*)<rdf:Seq>(.*?)</rdf:Seq>",
             r"\1<rdf:Bag>\2</rdf:Bag>",
@@ -273,8 +469,23 @@ def _seq_to_bag(packet: str, properties: tuple[str, ...]) -> str:
     return packet
 
 
-def _drop_empty_arrays(packet: str) -> str:
-    return re.sub(r"\s*<([\w.-]+:[\w.-]+)>\s*<rdf:(?:Seq|Bag|Alt)\s*/>\s*</\1>", "", packet)
+def _drop_empty_arrays(packet: str, properties: Iterable[str]) -> str:
+    for prop in properties:
+        if f"<{prop}>" not in packet:
+            continue
+        # (?<!\s): start only where a whitespace run starts. The packet ends in ~2 KB of
+        # padding spaces that an unanchored leading \s* rescans from every position.
+        packet = re.sub(
+            rf"(?<!\s)\s*<({re.escape(prop)})>\s*<rdf:(?:Seq|Bag|Alt)\s*/>\s*</\1>", "", packet
+        )
+    return packet
+
+
+def _joined(value: object) -> str | None:
+    """A property's value for comparing with our record: lists joined by ','."""
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value) or None
+    return _text(value)
 
 
 def _text(value: object) -> str | None:
@@ -330,6 +541,80 @@ def _read_existing(path: Path) -> bytes | None:
         raise SidecarError(_os_reason(exc, path)) from None
     validate_xmp(data, path.name)
     return data
+
+
+def _read_bytes(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+def _read_settled(path: Path, attempts: int = 10, pause: float = 0.02) -> bytes | None:
+    """The sidecar, valid; a file that is invalid only because an editor is mid-write
+    (exiv2-based editors rewrite in place) is read again once it changes."""
+    for _ in range(attempts):
+        try:
+            return _read_existing(path)
+        except SidecarError:
+            seen = _read_bytes(path)
+            time.sleep(pause)
+            if _read_bytes(path) == seen:
+                raise  # not moving: really not XMP
+    return _read_existing(path)
+
+
+def _create_new(tmp: Path, path: Path) -> bool:
+    """Put a new sidecar in place unless one appeared meanwhile (False: merge into that)."""
+    try:
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+            raise
+    # No hard links (exFAT, some network shares): the check just before is all we have.
+    if path.exists():
+        return False
+    os.replace(tmp, path)
+    return True
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+_renameat2 = None
+if sys.platform.startswith("linux"):
+    try:
+        _renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):  # glibc < 2.28, musl
+        _renameat2 = None
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two names (Linux renameat2 RENAME_EXCHANGE); False: unsupported."""
+    if _renameat2 is None:
+        return False
+    if _renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _swap_in(tmp: Path, path: Path) -> bytes | None:
+    """Replace path by tmp; return what was replaced, as read after the swap.
+
+    On Linux this is an atomic exchange: the old sidecar lands at tmp's name, so a version
+    an editor put in place after our last check is seen (and swapped back) rather than
+    silently replaced. Elsewhere, or where the filesystem refuses, os.replace; None:
+    nothing to compare.
+    """
+    if _exchange(tmp, path):
+        return tmp.read_bytes()
+    os.replace(tmp, path)
+    return None
 
 
 def _make_temp(folder: Path, name: str, data: bytes) -> Path:

@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import stat
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -237,3 +238,177 @@ def test_read_only_folder_gives_a_clear_error(photo: Path):
             write_sidecars(photo, SELECT, ["lightroom"])
     finally:
         os.chmod(photo.parent, 0o755)
+
+
+# --- dialects ---------------------------------------------------------------------------
+
+ALL = ["lightroom", "darktable", "digikam", "photomechanic"]
+
+
+def _reject(label: str | None = "Red") -> SidecarContent:
+    return SidecarContent(
+        stars=1,
+        label=label,
+        keywords=("reject",),
+        keyword_parent="PostSelect",
+        keeper_probability=0.1,
+        reasons=("motion blur",),
+        model_version="test-1",
+        verdict="reject",
+    )
+
+
+def test_each_profile_writes_its_editors_dialect(photo: Path):
+    results = write_sidecars(photo, replace(SELECT, verdict="select"), ALL)
+    # lightroom + photomechanic share DSC_0001.xmp; darktable + digikam DSC_0001.NEF.xmp.
+    assert [r.path.name for r in results] == ["DSC_0001.xmp", "DSC_0001.NEF.xmp"]
+    short, long = (read_sidecar(r.path) for r in results)
+    assert short["Xmp.xmp.Label"] == "Green"
+    assert short["Xmp.photomechanic.ColorClass"] == "4"
+    assert "Xmp.digiKam.ColorLabel" not in short and "Xmp.darktable.colorlabels" not in short
+    assert long["Xmp.darktable.colorlabels"] == ["2"]
+    assert long["Xmp.digiKam.ColorLabel"] == "4"
+    assert long["Xmp.digiKam.PickLabel"] == "3"
+    assert long["Xmp.digiKam.TagsList"] == ["PostSelect/select"]
+    for xmp in (short, long):
+        assert xmp["Xmp.xmp.Rating"] == "4"
+        assert not any("Urgency" in key for key in xmp)
+    # darktable writes its color labels as an rdf:Seq of numbers; so do we.
+    assert re.search(
+        r"<darktable:colorlabels>\s*<rdf:Seq>\s*<rdf:li>2</rdf:li>", results[1].path.read_text()
+    )
+
+
+@pytest.mark.parametrize(
+    ("label", "darktable", "digikam", "photomechanic"),
+    [
+        ("Red", ["0"], "1", "1"),
+        ("Purple", ["4"], "6", "6"),
+        ("Second", ["1"], "3", "3"),  # Bridge's words
+        ("To Do", ["4"], "6", "6"),
+        ("Keeper", None, None, None),  # a custom Lightroom label: text only
+    ],
+)
+def test_label_words_map_to_each_editors_color_numbers(
+    photo, label, darktable, digikam, photomechanic
+):
+    write_sidecars(photo, _reject(label), ALL)
+    short = read_sidecar(photo.with_suffix(".xmp"))
+    long = read_sidecar(photo.with_name("DSC_0001.NEF.xmp"))
+    assert short["Xmp.xmp.Label"] == label and long["Xmp.xmp.Label"] == label
+    assert long.get("Xmp.darktable.colorlabels") == darktable
+    assert long.get("Xmp.digiKam.ColorLabel") == digikam
+    assert short.get("Xmp.photomechanic.ColorClass") == photomechanic
+    assert long["Xmp.digiKam.PickLabel"] == "1"
+
+
+def test_undecided_frame_is_pending_in_digikam_and_has_no_color(photo: Path):
+    write_sidecars(photo, _reject(), ["digikam", "darktable"])
+    write_sidecars(photo, MAYBE, ["digikam", "darktable"])
+    xmp = read_sidecar(photo.with_name("DSC_0001.NEF.xmp"))
+    assert xmp["Xmp.digiKam.PickLabel"] == "2"
+    for key in (
+        "Xmp.digiKam.ColorLabel",
+        "Xmp.darktable.colorlabels",
+        "Xmp.xmp.Label",
+        "Xmp.digiKam.TagsList",
+    ):
+        assert key not in xmp, key
+
+
+def test_a_persons_darktable_color_label_is_never_overwritten(photo: Path):
+    sidecar = photo.with_name("DSC_0001.NEF.xmp")
+    shutil.copy(DATA / "darktable_sidecar.xmp", sidecar)  # purple, set in darktable
+    [result] = write_sidecars(photo, _reject(), ["darktable"])
+    assert result.kept_label == "4"
+    xmp = read_sidecar(sidecar)
+    assert xmp["Xmp.darktable.colorlabels"] == ["4"]
+    assert "Xmp.xmp.Label" not in xmp  # the label group is the person's: no Red beside it
+    assert xmp["Xmp.xmp.Rating"] == "1"  # darktable's 0 stars meant "not rated"
+
+
+def test_a_persons_digikam_pick_is_never_overwritten(photo: Path):
+    [first] = write_sidecars(photo, _reject(), ["digikam"])
+    first.path.write_text(
+        first.path.read_text().replace('digiKam:PickLabel="1"', 'digiKam:PickLabel="3"')
+    )
+    [second] = write_sidecars(photo, replace(SELECT, verdict="select"), ["digikam"])
+    assert second.kept_pick == "3" and not second.rating_written
+    xmp = read_sidecar(first.path)
+    assert xmp["Xmp.digiKam.PickLabel"] == "3"
+    assert xmp["Xmp.digiKam.ColorLabel"] == "4"  # the color was still ours: it follows
+
+
+def test_every_key_of_a_darktable_sidecar_survives(photo: Path):
+    """tests/data/darktable_sidecar.xmp was written by darktable 4.2.1 (import, a purple
+    label, a People|Anna tag, an export that applied its default modules: 10 history
+    entries, and empty masks_history)."""
+    sidecar = photo.with_name("DSC_0001.NEF.xmp")
+    shutil.copy(DATA / "darktable_sidecar.xmp", sidecar)
+    before = read_sidecar(sidecar)
+    assert before["Xmp.darktable.masks_history"] == []
+    assert any(k.startswith("Xmp.darktable.history[10]") for k in before)
+    write_sidecars(photo, REJECT, ["darktable", "digikam"])
+    write_sidecars(photo, MAYBE, ["darktable", "digikam"])
+    after = read_sidecar(sidecar)
+    for key, value in before.items():
+        assert key in after, f"{key} was lost"
+        if key not in ("Xmp.xmp.Rating", "Xmp.dc.subject", "Xmp.lr.hierarchicalSubject"):
+            assert after[key] == value, f"{key} changed"
+    assert after["Xmp.lr.hierarchicalSubject"] == ["People|Anna"]
+
+
+# --- living next to an editor -----------------------------------------------------------
+
+EDITOR = r"""
+import os, random, sys, time
+path, stop = sys.argv[1], sys.argv[2]
+n = 0
+while not os.path.exists(stop):
+    text = open(path, encoding="utf-8").read()
+    n += 1
+    if "xmlns:editor=" not in text:
+        text = text.replace("<rdf:Description ",
+                            '<rdf:Description xmlns:editor="http://example.com/editor/" ', 1)
+    text = text.replace("<rdf:Description ", f'<rdf:Description editor:Edit{n}="{n}" ', 1)
+    tmp = path + f".editor-{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as out:
+        out.write(text)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, path)  # its own temp + rename, as Lightroom does; no lock
+    time.sleep(random.uniform(0.02, 0.08))  # Lightroom: once per change
+print(n)
+"""
+
+
+def test_an_editor_rewriting_the_sidecar_meanwhile_loses_nothing(photo: Path, tmp_path: Path):
+    import subprocess
+    import sys
+    import time
+
+    [first] = write_sidecars(photo, SELECT, ["lightroom"])
+    stop = tmp_path.parent / f"{tmp_path.name}-stop"
+    editor = subprocess.Popen(
+        [sys.executable, "-c", EDITOR, str(first.path), str(stop)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    started = time.monotonic()
+    writes = 0
+    try:
+        while time.monotonic() - started < 3.0:
+            write_sidecars(photo, SELECT if writes % 2 else REJECT, ["lightroom"])
+            writes += 1
+    finally:
+        stop.touch()
+        edits = int(editor.communicate(timeout=30)[0])
+    last = write_sidecars(photo, REJECT, ["lightroom"])[0]
+    assert edits > 20 and writes > 50, f"too little overlap ({edits} edits, {writes} writes)"
+    xmp = read_sidecar(last.path)  # parses
+    # Every edit the editor made is there: postselectd never replaced a version it had not
+    # merged into (each editor round builds on the file it read, so a lost one leaves a gap).
+    present = sorted(int(k[len("Xmp.editor.Edit") :]) for k in xmp if k.startswith("Xmp.editor."))
+    assert present == list(range(1, edits + 1))
+    assert xmp["Xmp.xmp.Rating"] == "1" and xmp["Xmp.xmp.Label"] == "Red"
+    assert sorted(p.name for p in photo.parent.iterdir()) == ["DSC_0001.NEF", "DSC_0001.xmp"]

@@ -1,0 +1,79 @@
+"""Files that share a name (DSC_0001.NEF + .JPG / .DNG) never write one sidecar twice."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import copy_file, run_cli, shared_path
+
+from postselectd.pipeline import find_photos, shared_sidecar_owner, sidecar_profiles_for
+
+
+def _touch(folder: Path, *names: str) -> None:
+    for name in names:
+        (folder / name).write_bytes(b"x")
+
+
+def test_the_camera_raw_owns_the_shared_sidecar_name(tmp_path: Path):
+    _touch(tmp_path, "DSC_0001.NEF", "DSC_0001.DNG", "DSC_0001.JPG", "DSC_0002.DNG")
+    for name in ("DSC_0001.NEF", "DSC_0001.DNG", "DSC_0001.JPG"):
+        assert shared_sidecar_owner(tmp_path / name) == tmp_path / "DSC_0001.NEF"
+    assert shared_sidecar_owner(tmp_path / "DSC_0002.DNG") == tmp_path / "DSC_0002.DNG"
+
+
+@pytest.mark.parametrize(
+    ("profiles", "rated"),
+    [
+        (["lightroom"], ["DSC_0001.NEF"]),
+        (["photomechanic"], ["DSC_0001.NEF"]),
+        # DSC_0001.NEF.xmp and DSC_0001.DNG.xmp are two files: both raws are rated.
+        (["darktable"], ["DSC_0001.DNG", "DSC_0001.NEF"]),
+        (["lightroom", "digikam"], ["DSC_0001.DNG", "DSC_0001.NEF"]),
+    ],
+)
+def test_a_file_is_listed_only_when_it_has_a_sidecar_of_its_own(tmp_path, profiles, rated):
+    _touch(tmp_path, "DSC_0001.NEF", "DSC_0001.DNG", "DSC_0001.JPG")
+    assert [p.name for p in find_photos([tmp_path], profiles)] == rated
+
+
+def test_a_dng_beside_its_raw_writes_only_its_own_named_sidecar(tmp_path: Path):
+    _touch(tmp_path, "DSC_0001.NEF", "DSC_0001.DNG")
+    dng = tmp_path / "DSC_0001.DNG"
+    assert sidecar_profiles_for(dng, ["lightroom", "darktable"]) == ["darktable"]
+    assert sidecar_profiles_for(tmp_path / "DSC_0001.NEF", ["lightroom", "darktable"]) == [
+        "lightroom",
+        "darktable",
+    ]
+
+
+@pytest.mark.parametrize("profile", ["lightroom", "photomechanic"])
+def test_raw_and_jpeg_end_with_one_sidecar_carrying_the_raws_rating(tmp_path, profile):
+    folder = tmp_path / "pair"
+    copy_file(shared_path("samples", "nef", "DSC_0101.NEF"), folder, "DSC_0001.NEF")
+    # The JPEG is a sharp photo, the raw a blurred one: the ratings would differ.
+    copy_file(shared_path("samples", "nef", "DSC_0113.NEF"), folder, "DSC_0001.JPG")
+    config = tmp_path / "config.yaml"
+    config.write_text(f"sidecar:\n  profiles: [{profile}]\n")
+    result = run_cli("score", "--json", "--config", str(config), str(folder))
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "DSC_0001.JPG",
+        "DSC_0001.NEF",
+        "DSC_0001.xmp",
+    ]
+    [record] = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    assert Path(record["path"]).name == "DSC_0001.NEF"
+    text = (folder / "DSC_0001.xmp").read_text()
+    assert f'xmp:Rating="{record["rating"]}"' in text
+
+
+def test_a_dng_named_on_the_command_line_beside_its_raw_is_left_alone(tmp_path: Path):
+    folder = tmp_path / "pair"
+    copy_file(shared_path("samples", "nef", "DSC_0102.NEF"), folder, "DSC_0001.NEF")
+    copy_file(shared_path("samples", "nef", "DSC_0102.NEF"), folder, "DSC_0001.DNG")
+    result = run_cli("score", str(folder / "DSC_0001.DNG"))
+    assert result.returncode == 1
+    assert "DSC_0001.DNG: shares DSC_0001.xmp with DSC_0001.NEF" in result.stderr
+    assert not (folder / "DSC_0001.xmp").exists()
