@@ -1,0 +1,243 @@
+"""darktable as a real reader: it imports what postselectd wrote, and keeps its own edits.
+
+darktable (Debian's) runs headless under Xvfb with a throw-away config dir and library. It
+does not exit by itself: the test polls the library (SQLite: stars are images.flags & 7,
+color labels are rows of color_labels) and then stops darktable's process group.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import copy_file, need_tool, run_cli, shared_path
+
+pytestmark = pytest.mark.slow
+
+COLOR_INDEX = {"Red": 0, "Yellow": 1, "Green": 2, "Blue": 3, "Purple": 4}
+PURPLE = 4
+
+# Run by darktable itself (--luacmd): it imports the folder, gives one photo a color label
+# and a keyword as a person would, and exports every photo, which applies darktable's
+# default modules and writes them as darktable:history into NAME.NEF.xmp.
+EDIT_LUA = """
+local dt = require "darktable"
+dt.register_event("postselectd-test", "post-import-film", function(event, film)
+  local fmt = dt.new_format("jpeg")
+  fmt.max_width = 64
+  fmt.max_height = 64
+  for i = 1, #film do
+    local img = film[i]
+    if img.filename == "DSC_0104.NEF" then img.purple = true end
+    dt.tags.attach(dt.tags.create("People|Anna"), img)
+    fmt:write_image(img, "{out}/" .. img.filename .. ".jpg")
+  end
+  local done = io.open("{out}/done", "w")
+  done:write("ok")
+  done:close()
+end)
+dt.database.import("{folder}")
+"""
+
+
+def _tools() -> tuple[str, str]:
+    return need_tool("darktable"), need_tool("xvfb-run")
+
+
+def _query(db: Path, sql: str) -> list[tuple]:
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
+    except sqlite3.Error:
+        return []
+    try:
+        return con.execute(sql).fetchall()
+    except sqlite3.Error:  # not created yet, or darktable is writing
+        return []
+    finally:
+        con.close()
+
+
+def library_view(home: Path) -> dict[str, tuple[int, list[int], int]]:
+    """Per file name: (stars, color labels, history entries) as darktable's library has them."""
+    db = home / "library.db"
+    stars = dict(_query(db, "SELECT id, flags & 7 FROM images"))
+    names = dict(_query(db, "SELECT id, filename FROM images"))
+    colors: dict[int, list[int]] = {}
+    for imgid, color in _query(db, "SELECT imgid, color FROM color_labels ORDER BY color"):
+        colors.setdefault(imgid, []).append(color)
+    history = dict(_query(db, "SELECT imgid, COUNT(*) FROM history GROUP BY imgid"))
+    return {names[i]: (stars[i], colors.get(i, []), history.get(i, 0)) for i in names if i in stars}
+
+
+def run_darktable(
+    home: Path, args: list[str], until, *, timeout: float = 90
+) -> dict[str, tuple[int, list[int], int]]:
+    """Start darktable, poll until ``until(view)`` holds (or time runs out), stop it."""
+    darktable, xvfb_run = _tools()
+    home.mkdir(parents=True, exist_ok=True)
+    # A fresh import gets 0 stars, not darktable's default of 1 (which postselectd would
+    # have to take for a person's rating): the README tells darktable users the same.
+    (home / "darktablerc").write_text("ui_last/import_initial_rating=0\n")
+    log = (home / "darktable.log").open("wb")
+    cmd = [xvfb_run, "-a", darktable, "--configdir", str(home)]
+    cmd += ["--library", str(home / "library.db"), *args]
+    proc = subprocess.Popen(
+        cmd,
+        env={**os.environ, "HOME": str(home)},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    view: dict = {}
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                break
+            view = library_view(home)
+            if until(view):
+                time.sleep(0.5)  # let darktable finish the sidecar it may be writing
+                return library_view(home)
+            time.sleep(0.25)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(proc.pid, sig)
+                proc.wait(timeout=10)
+                break
+            except ProcessLookupError:
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        log.close()
+    tail = (home / "darktable.log").read_bytes()[-2000:].decode(errors="replace")
+    pytest.fail(f"darktable did not get there in {timeout:.0f} s; last view {view}; log:\n{tail}")
+
+
+def score(folder: Path, profile: str = "darktable") -> dict[str, dict]:
+    config = folder.parent / "config.yaml"
+    config.write_text(f"sidecar:\n  profiles: [{profile}]\n")
+    result = run_cli("score", "--json", "--config", str(config), str(folder))
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    return {Path(r["path"]).name: r for r in records}
+
+
+def exiftool_tags(path: Path) -> dict:
+    out = subprocess.run(
+        [need_tool("exiftool"), "-json", "-G1", "-a", "-n", "-struct", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    [tags] = json.loads(out.stdout)
+    return {k: v for k, v in tags.items() if not k.startswith(("System:", "ExifTool:", "File:"))}
+
+
+def test_darktable_library_shows_the_ratings_and_labels_postselectd_wrote(tmp_path: Path):
+    _tools()
+    folder = tmp_path / "shoot"
+    for nef in sorted(shared_path("samples", "nef").glob("*.NEF")):
+        copy_file(nef, folder)
+    records = score(folder)
+    assert len(records) == 13
+    expected = {
+        name: (r["rating"], [COLOR_INDEX[r["label"]]] if r["label"] in COLOR_INDEX else [])
+        for name, r in records.items()
+    }
+
+    def matches(view) -> bool:
+        return {name: v[:2] for name, v in view.items()} == expected
+
+    started = time.monotonic()
+    view = run_darktable(tmp_path / "darktable", [str(folder)], matches)
+    print(f"darktable import of 13 rated NEFs: {time.monotonic() - started:.1f} s")
+    assert {name: v[:2] for name, v in view.items()} == expected
+    # Keywords: darktable makes tags of lr:hierarchicalSubject (names in data.db).
+    db = tmp_path / "darktable" / "library.db"
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        con.execute(f"ATTACH DATABASE 'file:{db.parent / 'data.db'}?mode=ro' AS data")
+        rows = con.execute(
+            "SELECT i.filename, t.name FROM images i JOIN tagged_images ti ON ti.imgid = i.id "
+            "JOIN data.tags t ON t.id = ti.tagid WHERE t.name LIKE 'PostSelect|%'"
+        ).fetchall()
+    finally:
+        con.close()
+    tags: dict[str, set[str]] = {}
+    for name, tag in rows:
+        tags.setdefault(name, set()).add(tag)
+    for name, record in records.items():
+        assert tags.get(name, set()) == {f"PostSelect|{k}" for k in record["keywords"]}, name
+
+
+def test_a_sidecar_darktable_wrote_keeps_its_history_and_the_persons_label(tmp_path: Path):
+    _tools()
+    folder = tmp_path / "edited"
+    for name in ("DSC_0101.NEF", "DSC_0104.NEF"):
+        copy_file(shared_path("samples", "nef", name), folder)
+    out = tmp_path / "export"
+    out.mkdir()
+    lua = tmp_path / "edit.lua"
+    lua.write_text(EDIT_LUA.replace("{out}", str(out)).replace("{folder}", str(folder)))
+
+    # 1. darktable imports and edits the folder, writing its own sidecars with history.
+    run_darktable(
+        tmp_path / "darktable-1",
+        ["--luacmd", f'dofile("{lua}")'],
+        lambda view: len(view) == 2 and (out / "done").exists(),
+    )
+    sidecars = {name: folder / f"{name}.xmp" for name in ("DSC_0101.NEF", "DSC_0104.NEF")}
+    before = {name: exiftool_tags(path) for name, path in sidecars.items()}
+    for tags in before.values():
+        assert tags.get("XMP-darktable:History_end", 0) > 0, f"darktable wrote no history: {tags}"
+        assert tags.get("XMP-xmp:Rating") == 0  # darktable's import rating, set to 0 stars
+
+    # 2. postselectd rates the folder.
+    records = score(folder)
+    ours = {
+        "XMP-xmp:Rating",
+        "XMP-xmp:Label",
+        "XMP-darktable:Colorlabels",
+        "XMP-dc:Subject",
+        "XMP-lr:HierarchicalSubject",
+    }
+    for name, path in sidecars.items():
+        after = exiftool_tags(path)
+        for key, value in before[name].items():
+            assert key in after, f"{name}: {key} lost"
+            if key not in ours:
+                assert after[key] == value, f"{name}: {key} changed"
+        assert after["XMP-xmp:Rating"] == records[name]["rating"]
+        assert "People|Anna" in after["XMP-lr:HierarchicalSubject"]
+
+    # The person's purple label on DSC_0104 stays; DSC_0101 gets postselectd's label.
+    def colors(name: str) -> list[int]:
+        value = exiftool_tags(sidecars[name]).get("XMP-darktable:Colorlabels", [])
+        return value if isinstance(value, list) else [value]
+
+    assert colors("DSC_0104.NEF") == [PURPLE]
+    label = records["DSC_0101.NEF"]["label"]
+    assert colors("DSC_0101.NEF") == ([COLOR_INDEX[label]] if label in COLOR_INDEX else [])
+
+    # 3. A fresh darktable library imports the result: history, stars and labels all there.
+    expected = {
+        "DSC_0101.NEF": (
+            records["DSC_0101.NEF"]["rating"],
+            [COLOR_INDEX[label]] if label in COLOR_INDEX else [],
+            before["DSC_0101.NEF"]["XMP-darktable:History_end"],
+        ),
+        "DSC_0104.NEF": (
+            records["DSC_0104.NEF"]["rating"],
+            [PURPLE],
+            before["DSC_0104.NEF"]["XMP-darktable:History_end"],
+        ),
+    }
+    view = run_darktable(tmp_path / "darktable-2", [str(folder)], lambda v: v == expected)
+    assert view == expected
