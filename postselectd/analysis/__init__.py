@@ -75,7 +75,9 @@ class Analyzer:
         config = config or AnalysisConfig()
         providers = choose_providers(config.providers)
         directory = models_dir()
-        self.backbone = OnnxModel(directory / "efficientnet_lite0.onnx", config.threads, providers)
+        self.backbone = OnnxModel(
+            directory / "efficientnet_lite0.onnx", config.threads, providers, outputs=("embedding",)
+        )
         self.head = KeeperHead(directory / "keeper_head.onnx", config.threads, providers)
         self.faces = FaceAnalyzer(directory, config.threads, providers)
         self.providers = providers

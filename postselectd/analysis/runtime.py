@@ -8,6 +8,7 @@ models/build_models.py, so the code never hard-codes it.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,8 +30,18 @@ class ModelError(Exception):
     """A model file that is missing, corrupt or of the wrong shape; str() says which."""
 
 
+MODELS_ENV = "POSTSELECTD_MODELS"
+
+
 def models_dir() -> Path:
-    """The ONNX models: inside the installed package, else the repository's models/."""
+    """The ONNX models: $POSTSELECTD_MODELS if set (a folder of your own models, e.g. a
+    quantized build), else inside the installed package, else the repository's models/."""
+    override = os.environ.get(MODELS_ENV)
+    if override:
+        folder = Path(override).expanduser()
+        if not folder.is_dir():
+            raise ModelError(f"{MODELS_ENV}={override}: not a folder")
+        return folder
     package = Path(__file__).resolve().parent.parent
     for candidate in (package / "_models", package.parent / "models"):
         if candidate.is_dir() and any(candidate.glob("*.onnx")):
@@ -102,7 +113,13 @@ def load_session(
 class OnnxModel:
     """One ONNX session with its input contract."""
 
-    def __init__(self, path: Path, threads: int = 1, providers: list[str] | None = None):
+    def __init__(
+        self,
+        path: Path,
+        threads: int = 1,
+        providers: list[str] | None = None,
+        outputs: tuple[str, ...] = (),
+    ):
         self.path = Path(path)
         self.session, meta = load_session(self.path, threads, providers)
         self.metadata = meta
@@ -125,6 +142,12 @@ class OnnxModel:
                 f"{self.path}: input shape {shape} does not match its metadata {expected}"
             )
         self.output_names = [o.name for o in self.session.get_outputs()]
+        missing = [name for name in outputs if name not in self.output_names]
+        if missing or meta.get("postselectd.name", self.path.stem) != self.path.stem:
+            raise ModelError(
+                f"{self.path}: this is the {meta.get('postselectd.name', 'unknown')} model "
+                f"(outputs {', '.join(self.output_names)}), not {self.path.stem}"
+            )
 
     def prepare(self, image: np.ndarray) -> np.ndarray:
         """An RGB uint8 image -> one normalized input tensor (no batch axis)."""
