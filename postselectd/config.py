@@ -85,6 +85,43 @@ class AnalysisConfig(_Model):
     threads: int = Field(1, ge=1, le=64)
     # Smallest long side (px) of the embedded preview used for analysis.
     preview_min_size: int = Field(1024, ge=160, le=8192)
+    # Used only with `model: personal`: a personal model file, or a folder whose newest
+    # model is used. None: the folder `postselectd train` writes to (<state_dir>/personal).
+    personal_model: Path | None = None
+
+    @field_validator("personal_model")
+    @classmethod
+    def _expand_model(cls, value: Path | None) -> Path | None:
+        return None if value is None else Path(os.path.expandvars(str(value))).expanduser()
+
+
+class TrainConfig(_Model):
+    """What `postselectd train` takes for a select or a reject in the ratings you made."""
+
+    # A select: this many stars or more (or a pick flag, or a select label).
+    select_from_stars: int = Field(3, ge=1, le=5)
+    # A reject: this many stars or fewer, but more than 0 (or a reject flag or label).
+    # 0: stars never mean a reject.
+    reject_up_to_stars: int = Field(1, ge=0, le=4)
+    # Color labels by name (Lightroom text, or the colors of darktable, digiKam, Photo
+    # Mechanic); Bridge's words (Select, Second, Approved, Review, To Do) work too.
+    select_labels: list[str] = Field(default_factory=lambda: ["Green"])
+    reject_labels: list[str] = Field(default_factory=lambda: ["Red"])
+    # darktable gives every imported photo 1 star, so there 1 star means "not rated yet"
+    # unless this is true (reject in darktable with its reject flag or a red label).
+    darktable_one_star_is_reject: bool = False
+    # The threshold is chosen on held-out shoots so that this share of your selects is
+    # kept: losing a good frame is worse than looking at a bad one.
+    target_recall: float = Field(0.95, ge=0.5, le=0.999)
+
+    @model_validator(mode="after")
+    def _apart(self) -> TrainConfig:
+        if self.reject_up_to_stars >= self.select_from_stars:
+            raise ValueError(
+                "must satisfy reject_up_to_stars < select_from_stars "
+                f"(got {self.reject_up_to_stars}, {self.select_from_stars})"
+            )
+        return self
 
 
 class DaemonConfig(_Model):
@@ -122,6 +159,7 @@ class Config(_Model):
     rating: RatingPolicy = RatingPolicy()
     sidecar: SidecarConfig = SidecarConfig()
     daemon: DaemonConfig = DaemonConfig()
+    train: TrainConfig = TrainConfig()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("state_dir")
@@ -131,6 +169,21 @@ class Config(_Model):
 
     def resolved_state_dir(self) -> Path:
         return self.state_dir or user_data_dir()
+
+    def personal_models_dir(self) -> Path:
+        """Where `postselectd train` writes personal models (and their model cards)."""
+        return self.resolved_state_dir() / "personal"
+
+    @model_validator(mode="after")
+    def _personal_model(self) -> Config:
+        # The worker processes get only the analysis section, so it carries the model
+        # choice: a personal model location with `model: personal`, none otherwise.
+        wanted = self.analysis.personal_model or self.personal_models_dir()
+        chosen = wanted if self.model == "personal" else None
+        if chosen != self.analysis.personal_model:
+            analysis = self.analysis.model_copy(update={"personal_model": chosen})
+            object.__setattr__(self, "analysis", analysis)  # frozen: set once, while validating
+        return self
 
 
 def user_config_dir() -> Path:
