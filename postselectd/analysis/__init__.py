@@ -18,6 +18,7 @@ import numpy as np
 from postselectd.analysis import measure
 from postselectd.analysis.faces import Face, FaceAnalyzer, eyes_closed_reason, face_focus
 from postselectd.analysis.measure import Exposure, Sharpness
+from postselectd.analysis.personal import PersonalHead, on_policy_scale, taste_features
 from postselectd.analysis.runtime import ModelError, OnnxModel, choose_providers, models_dir
 from postselectd.config import AnalysisConfig
 
@@ -66,6 +67,8 @@ class Analysis:
     class_probabilities: tuple[tuple[str, float], ...] = ()
     faces: tuple[Face, ...] = ()
     timings_ms: tuple[tuple[str, float], ...] = ()
+    # The measurements in measure.FEATURE_NAMES order (what `postselectd train` learns from).
+    measurements: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
 class Analyzer:
@@ -84,6 +87,12 @@ class Analyzer:
         self.model_version = (
             f"keeper_head-{self.head.version}+{self.backbone.name}-{self.backbone.version}"
         )
+        # model: personal: the photographer's own head gives the keeper probability;
+        # the reasons stay the default analysis's (analysis/personal.py).
+        self.personal: PersonalHead | None = None
+        if config.personal_model is not None:
+            self.personal = PersonalHead(config.personal_model, config.threads, providers)
+            self.model_version = f"{self.personal.name}+{self.model_version}"
 
     def analyze(self, image: np.ndarray) -> Analysis:
         timings: list[tuple[str, float]] = []
@@ -106,6 +115,16 @@ class Analyzer:
         timed("faces", start)
 
         keeper, reasons = judge(probabilities, measured, faces, image)
+        class_probabilities = tuple((k, round(float(v), 4)) for k, v in probabilities.items())
+        if self.personal is not None:
+            start = time.perf_counter()
+            taste = taste_features(
+                measured.features, probabilities, keeper, reasons, faces, max(image.shape[:2])
+            )
+            p_select = self.personal.select_probability(taste, embedding)
+            keeper = on_policy_scale(p_select, self.personal.threshold, REJECT_BELOW)
+            class_probabilities += (("select", round(p_select, 4)),)
+            timed("personal_head", start)
         return Analysis(
             keeper_probability=round(float(keeper), 4),
             reasons=reasons,
@@ -114,8 +133,9 @@ class Analyzer:
             model_version=self.model_version,
             embedding=embedding,
             timings_ms=tuple(timings),
-            class_probabilities=tuple((k, round(float(v), 4)) for k, v in probabilities.items()),
+            class_probabilities=class_probabilities,
             faces=faces,
+            measurements=measured.features,
         )
 
 

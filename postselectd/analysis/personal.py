@@ -1,0 +1,137 @@
+"""The personal head: P(this photographer selects the frame), learnt by `postselectd train`.
+
+It reads what the Analyzer already computed for a frame, never anything else, so training
+(postselectd/train.py) and rating use one code path: the measurements, the default head's
+class probabilities and verdict, the faces, and the EfficientNet-Lite0 embedding.
+
+Its output is a calibrated probability; its metadata carries the threshold chosen on
+held-out shoots for the photographer's target recall. The rating policy rejects below
+``REJECT_BELOW`` (its two-star line), so the Analyzer puts that threshold there
+(``on_policy_scale``): a frame the personal model would keep is never a reject for a
+middling score, which is the promise behind the target recall.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from postselectd.analysis import measure
+from postselectd.analysis.faces import Face, eyes_closed_reason, face_focus
+from postselectd.analysis.runtime import ModelError, load_session
+
+# Class order of the default head (models/keeper_head.onnx) and the reasons judge() gives.
+DEFAULT_CLASSES = ("keeper", "out of focus", "motion blur", "overexposed", "underexposed")
+REASON_NAMES = ("eyes closed", "out of focus", "motion blur", "overexposed", "underexposed")
+FACE_FACTS = (
+    "faces",
+    "main_subjects",
+    "largest_face",  # the largest face's width / the frame's long side
+    "eyes_closed",
+    "least_open_eye",  # lid gap / eye width of the least open main-subject eye
+    "face_sharpness",
+    "eye_sharpness",
+)
+# The numbers the personal head reads beside the embedding, in this order. Written into
+# the model's metadata and checked at load: a model from another version is refused.
+TASTE_FEATURES = (
+    measure.FEATURE_NAMES
+    + tuple(f"p_{name.replace(' ', '_')}" for name in DEFAULT_CLASSES)
+    + ("keeper_probability",)
+    + tuple(f"reason_{name.replace(' ', '_')}" for name in REASON_NAMES)
+    + FACE_FACTS
+)
+OPEN_EYE = 0.35  # what "no face, no closed eye" looks like to the head
+MODEL_GLOB = "personal-*.onnx"
+
+
+def taste_features(
+    measurements: np.ndarray,
+    class_probabilities: dict[str, float],
+    keeper_probability: float,
+    reasons: tuple[str, ...],
+    faces: tuple[Face, ...],
+    long_side: int,
+) -> np.ndarray:
+    """The TASTE_FEATURES vector of one analysed frame (float32)."""
+    focus = face_focus(faces)
+    main = [f for f in faces if f.is_main_subject]
+    openness = [
+        e for f in main for e in (f.left_eye_openness, f.right_eye_openness) if e is not None
+    ]
+    facts = [
+        float(len(faces)),
+        float(len(main)),
+        max((f.size for f in faces), default=0.0) / max(1, long_side),
+        float(eyes_closed_reason(faces)),
+        min(openness, default=OPEN_EYE),
+        focus.face_sharpness,
+        focus.eye_sharpness,
+    ]
+    vector = np.concatenate(
+        [
+            np.asarray(measurements, np.float32),
+            [class_probabilities.get(name, 0.0) for name in DEFAULT_CLASSES],
+            [keeper_probability],
+            [float(name in reasons) for name in REASON_NAMES],
+            facts,
+        ]
+    ).astype(np.float32)
+    assert vector.shape == (len(TASTE_FEATURES),)
+    return vector
+
+
+def on_policy_scale(p_select: float, threshold: float, reject_below: float) -> float:
+    """P(select) warped piecewise-linearly so that ``threshold`` lands on ``reject_below``.
+
+    Monotone, 0 stays 0 and 1 stays 1; with threshold == reject_below it is the identity.
+    """
+    t = min(max(threshold, 1e-6), 1 - 1e-6)
+    if p_select < t:
+        return reject_below * p_select / t
+    return reject_below + (1 - reject_below) * (p_select - t) / (1 - t)
+
+
+def newest_model(location: Path) -> Path:
+    """``location`` itself when it is a model file, else the newest model in that folder."""
+    location = Path(location).expanduser()
+    if location.is_file():
+        return location
+    found = sorted(location.glob(MODEL_GLOB)) if location.is_dir() else []
+    if not found:
+        raise ModelError(
+            f"model: personal, but there is no personal model in {location} yet: "
+            "run `postselectd train PATH...` on folders you have rated, or set model: default"
+        )
+    return found[-1]  # names carry the training time: personal-YYYYMMDD-HHMMSS.onnx
+
+
+class PersonalHead:
+    """One personal model file (ONNX): taste features + embedding -> P(select)."""
+
+    def __init__(self, location: Path, threads: int = 1, providers: list[str] | None = None):
+        self.path = newest_model(location)
+        self.session, meta = load_session(self.path, threads, providers)
+        try:
+            features = tuple(json.loads(meta["postselectd.features"]))
+            self.threshold = float(meta["postselectd.threshold"])
+            self.name = meta.get("postselectd.name", self.path.stem)
+        except (KeyError, ValueError) as exc:
+            raise ModelError(f"{self.path}: model metadata incomplete ({exc})") from None
+        if features != TASTE_FEATURES:
+            raise ModelError(
+                f"{self.path}: made by another version of postselectd "
+                "(run `postselectd train` again)"
+            )
+
+    def select_probability(self, features: np.ndarray, embedding: np.ndarray) -> float:
+        (p,) = self.session.run(
+            None,
+            {
+                "features": np.asarray(features, np.float32)[None],
+                "embedding": np.asarray(embedding, np.float32)[None],
+            },
+        )
+        return float(p.reshape(-1)[0])
