@@ -1,0 +1,850 @@
+"""The personal model: learn a photographer's own taste from the ratings they already made.
+
+    ratings (ratings_sources) -> features (the Analyzer, cached per file) -> split by shoot
+    -> head + calibration + threshold (numpy) -> held-out numbers -> ONNX head + model card
+
+- **Features** are exactly what the Analyzer computes for a frame when it rates it
+  (analysis/personal.py TASTE_FEATURES: measurements, the default head's view, faces; plus
+  the EfficientNet-Lite0 embedding), made by the same code from the same preview, in
+  worker processes. They are cached per file fingerprint (size + sha256 of the first and
+  last 64 KB; a file whose size and mtime are unchanged is not even opened again), so a
+  second training run reads no photo.
+- **Selects are mirrored**: each select also trains with the embedding of its horizontally
+  flipped preview (a second backbone run, cached too); a flipped frame is the same choice.
+- **Split by shoot** (the folder, select/ and reject/ taken off, and the capture day): no
+  shoot is on both sides, or near-identical frames of one burst would flatter the numbers.
+- **Head**: L2-regularized logistic regression over the standardized features and the
+  embedding reduced by PCA, with class weights (selects and rejects weigh the same in
+  total; a person's correction of postselectd's rating weighs CORRECTION_WEIGHT times).
+  Fitted by Newton's method: a few hundred frames, a few dozen dimensions, milliseconds.
+- **Calibration and threshold**: out-of-fold predictions over the training shoots (grouped
+  by shoot) fit a Platt scaling and give the threshold that keeps ``target_recall`` of the
+  selects. The reported recall / precision / AUC are on held-out shoots the whole
+  procedure never saw; the saved model is then fitted the same way on every shoot.
+- **Output**: ``<state_dir>/personal/personal-YYYYMMDD-HHMMSS.onnx`` (written without the
+  `onnx` package, by onnx_export.py) with the model card in its metadata, as
+  ``.json`` and as a readable ``.txt`` beside it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from postselectd.analysis.personal import TASTE_FEATURES
+from postselectd.config import AnalysisConfig, Config, TrainConfig
+from postselectd.onnx_export import Graph, model_bytes
+from postselectd.ratings_sources import (
+    CORRECTION,
+    SELECT,
+    CatalogIndex,
+    RatingsSourceError,
+    Verdict,
+    collect_verdicts,
+    read_darktable_library,
+    read_lightroom_catalog,
+    shoot_folder,
+)
+
+log = logging.getLogger(__name__)
+
+MIN_PER_CLASS = 8  # fewer selects or rejects than this teach nothing reliable
+MIN_SHOOTS = 4  # fewer: consecutive blocks of frames stand in for shoots
+BLOCK = 20  # frames per stand-in shoot
+HELD_OUT = 0.3  # share of shoots held out for the numbers on the model card
+FOLDS = 5
+CORRECTION_WEIGHT = 3.0
+PCA_DIMS = 32
+L2_CHOICES = (0.3, 1.0, 3.0, 10.0)
+SEED = 20261201
+CACHE_VERSION = "1"
+FINGERPRINT_BYTES = 64 * 1024
+KEEPER = TASTE_FEATURES.index("keeper_probability")
+REASONS = [i for i, name in enumerate(TASTE_FEATURES) if name.startswith("reason_")]
+
+
+class TrainError(Exception):
+    """Training cannot give a useful model; str() says why and what to do."""
+
+
+# --- features, cached per file ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One rated photo with its features."""
+
+    path: Path
+    verdict: Verdict
+    taste: np.ndarray  # TASTE_FEATURES
+    embedding: np.ndarray  # 1280
+    mirrored: np.ndarray  # embedding of the horizontally flipped preview
+    capture_day: str  # YYYY-MM-DD, "" when unknown
+
+
+def fingerprint(path: Path) -> str:
+    """Size + sha256 of the first and last 64 KB: cheap, and survives renames and copies."""
+    size = path.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    with path.open("rb") as f:
+        digest.update(f.read(FINGERPRINT_BYTES))
+        if size > FINGERPRINT_BYTES:
+            f.seek(max(FINGERPRINT_BYTES, size - FINGERPRINT_BYTES))
+            digest.update(f.read(FINGERPRINT_BYTES))
+    return digest.hexdigest()[:32]
+
+
+class FeatureCache:
+    """``<state_dir>/train-cache``: one .npz per file fingerprint, and an index from
+    (path, size, mtime) to fingerprint so an unchanged file is not read at all."""
+
+    def __init__(self, folder: Path, version: str):
+        self.folder = folder
+        self.version = version
+        self.index_path = folder / "index.json"
+        try:
+            self.index: dict[str, list] = json.loads(self.index_path.read_text())
+        except (OSError, ValueError):
+            self.index = {}
+
+    def key(self, path: Path) -> str:
+        st = path.stat()
+        known = self.index.get(str(path.absolute()))
+        if known and known[0] == st.st_size and known[1] == st.st_mtime_ns:
+            return known[2]
+        fp = fingerprint(path)
+        self.index[str(path.absolute())] = [st.st_size, st.st_mtime_ns, fp]
+        return fp
+
+    def get(self, fp: str) -> dict[str, np.ndarray] | None:
+        try:
+            with np.load(self.folder / f"{fp}.npz") as data:
+                if str(data["version"]) != self.version:
+                    return None
+                return {k: data[k] for k in data.files}
+        except (OSError, KeyError, ValueError):
+            return None
+
+    def put(self, fp: str, values: dict[str, np.ndarray]) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = self.folder / f".{fp}.{os.getpid()}.npz"
+        np.savez(tmp, version=np.array(self.version), **values)
+        os.replace(tmp, self.folder / f"{fp}.npz")
+
+    def save_index(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = self.index_path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(self.index))
+        os.replace(tmp, self.index_path)
+
+
+_ANALYZER = None
+_MIN_SIZE = 1024
+
+
+def _init_worker(config: AnalysisConfig) -> None:
+    global _ANALYZER, _MIN_SIZE
+    from postselectd.analysis import Analyzer
+
+    _ANALYZER = Analyzer(config)
+    _MIN_SIZE = config.preview_min_size
+
+
+def extract(path: Path) -> dict[str, np.ndarray] | str:
+    """A frame's features through the Analyzer (the default model), or why not."""
+    from postselectd.analysis.personal import taste_features
+    from postselectd.preview import PreviewError, load_preview
+
+    assert _ANALYZER is not None
+    try:
+        preview = load_preview(path, min_size=_MIN_SIZE)
+    except PreviewError as exc:
+        return str(exc)
+    image = preview.image
+    analysis = _ANALYZER.analyze(image)
+    backbone = _ANALYZER.backbone
+    mirrored = backbone.run(backbone.prepare(np.ascontiguousarray(image[:, ::-1]))[None])
+    taste = taste_features(
+        analysis.measurements,
+        dict(analysis.class_probabilities),
+        analysis.keeper_probability,
+        analysis.reasons,
+        analysis.faces,
+        max(image.shape[:2]),
+    )
+    day = preview.capture_time.strftime("%Y-%m-%d") if preview.capture_time else ""
+    return {
+        "taste": taste,
+        "embedding": np.asarray(analysis.embedding, np.float32),
+        "mirrored": np.asarray(mirrored["embedding"][0], np.float32),
+        "capture_day": np.array(day),
+    }
+
+
+def cache_version(config: AnalysisConfig) -> str:
+    """Changes whenever the features would: the models, the feature list, the preview size."""
+    from postselectd.analysis.runtime import models_dir
+
+    parts = [CACHE_VERSION, json.dumps(TASTE_FEATURES), str(config.preview_min_size)]
+    for name in ("efficientnet_lite0.onnx", "keeper_head.onnx"):
+        st = (models_dir() / name).stat()
+        parts.append(f"{name}:{st.st_size}")
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+def extract_all(
+    verdicts: list[Verdict],
+    config: Config,
+    *,
+    workers: int = 2,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> tuple[list[Frame], dict[str, int]]:
+    """Features for every rated photo: from the cache, else from worker processes."""
+    analysis = config.analysis.model_copy(update={"personal_model": None})  # learn from default
+    cache = FeatureCache(config.resolved_state_dir() / "train-cache", cache_version(analysis))
+    frames: list[Frame] = []
+    counts = Counter()
+    todo: list[tuple[Verdict, str]] = []
+    for verdict in verdicts:
+        try:
+            fp = cache.key(verdict.path)
+        except OSError as exc:
+            log.warning("%s: cannot read (%s); left out", verdict.path.name, exc.strerror or exc)
+            counts["unreadable"] += 1
+            continue
+        values = cache.get(fp)
+        if values is None:
+            todo.append((verdict, fp))
+        else:
+            counts["cached"] += 1
+            frames.append(_frame(verdict, values))
+    total, done = len(verdicts), len(frames)
+    if on_progress:
+        on_progress(done, total)
+    if todo:
+        import multiprocessing
+
+        pool = ProcessPoolExecutor(
+            max_workers=max(1, min(workers, len(todo))),
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init_worker,
+            initargs=(analysis,),
+        )
+        try:
+            pending = list(todo)
+            in_flight: dict[Future, tuple[Verdict, str]] = {}
+            while pending or in_flight:
+                while pending and len(in_flight) < workers * 4:
+                    item = pending.pop(0)
+                    in_flight[pool.submit(extract, item[0].path)] = item
+                finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    verdict, fp = in_flight.pop(future)
+                    try:
+                        result = future.result()
+                    except BrokenProcessPool:
+                        raise TrainError(
+                            f"{verdict.path}: the decoder crashed; move the file away and retry"
+                        ) from None
+                    if isinstance(result, str):
+                        log.warning("%s: %s; left out", verdict.path.name, result)
+                        counts["unreadable"] += 1
+                    else:
+                        cache.put(fp, result)
+                        frames.append(_frame(verdict, result))
+                        counts["analysed"] += 1
+                    done += 1
+                    if on_progress:
+                        on_progress(done, total)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            cache.save_index()
+    else:
+        cache.save_index()
+    frames.sort(key=lambda f: str(f.path))
+    return frames, dict(counts)
+
+
+def _frame(verdict: Verdict, values: dict[str, np.ndarray]) -> Frame:
+    return Frame(
+        path=verdict.path,
+        verdict=verdict,
+        taste=np.asarray(values["taste"], np.float32),
+        embedding=np.asarray(values["embedding"], np.float32),
+        mirrored=np.asarray(values["mirrored"], np.float32),
+        capture_day=str(values["capture_day"]),
+    )
+
+
+# --- the data set --------------------------------------------------------------------------
+
+
+@dataclass
+class Dataset:
+    X: np.ndarray  # taste features
+    E: np.ndarray  # embeddings
+    M: np.ndarray  # embeddings of the mirrored previews
+    y: np.ndarray  # 1 select, 0 reject
+    weight: np.ndarray  # 1, or CORRECTION_WEIGHT for a person's correction of our rating
+    shoot: np.ndarray  # shoot index per frame
+    shoot_names: list[str]
+    stand_in_shoots: bool = False  # too few real shoots: blocks of consecutive frames
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+def build_dataset(frames: list[Frame]) -> Dataset:
+    keys = [(str(shoot_folder(f.path)), f.capture_day) for f in frames]
+    names = sorted(set(keys))
+    stand_in = False
+    if len(names) < MIN_SHOOTS:
+        # One or two shoots: consecutive frames (a burst stays together) stand in.
+        stand_in = True
+        order = sorted(range(len(frames)), key=lambda i: (keys[i], frames[i].path.name))
+        keys = [("", "")] * len(frames)
+        for rank, i in enumerate(order):
+            keys[i] = (f"frames {rank // BLOCK * BLOCK + 1}-", "")
+        names = sorted(set(keys))
+    index = {k: i for i, k in enumerate(names)}
+    return Dataset(
+        X=np.stack([f.taste for f in frames]),
+        E=np.stack([f.embedding for f in frames]),
+        M=np.stack([f.mirrored for f in frames]),
+        y=np.array([f.verdict.verdict == SELECT for f in frames], dtype=np.int64),
+        weight=np.array(
+            [CORRECTION_WEIGHT if f.verdict.source == CORRECTION else 1.0 for f in frames]
+        ),
+        shoot=np.array([index[k] for k in keys]),
+        shoot_names=[" ".join(p for p in k if p) for k in names],
+        stand_in_shoots=stand_in,
+    )
+
+
+def check_classes(selects: int, rejects: int, where: str) -> None:
+    if selects == 0 and rejects == 0:
+        raise TrainError(f"no rated photos {where}")
+    if selects == 0 or rejects == 0:
+        have, missing = ("selects", "rejects") if rejects == 0 else ("rejects", "selects")
+        raise TrainError(
+            f"all {selects + rejects} rated photos {where} are {have}: the model needs "
+            f"{missing} too (at least {MIN_PER_CLASS}) to learn what you leave out"
+        )
+    if min(selects, rejects) < MIN_PER_CLASS:
+        raise TrainError(
+            f"only {selects} selects and {rejects} rejects {where}: at least {MIN_PER_CLASS} "
+            "of each are needed"
+        )
+
+
+# --- the head --------------------------------------------------------------------------------
+
+
+@dataclass
+class Head:
+    """standardize(features) | PCA(embedding), standardized -> logistic -> Platt -> P(select)."""
+
+    x_mean: np.ndarray
+    x_std: np.ndarray
+    e_mean: np.ndarray
+    pca: np.ndarray  # 1280 x k
+    p_mean: np.ndarray
+    p_std: np.ndarray
+    w: np.ndarray
+    b: float
+    l2: float
+    scale: float = 1.0  # Platt: p = sigmoid(scale * logit + shift)
+    shift: float = 0.0
+    threshold: float = 0.5
+
+    def design(self, X: np.ndarray, E: np.ndarray) -> np.ndarray:
+        xs = (X - self.x_mean) / self.x_std
+        ps = ((E - self.e_mean) @ self.pca - self.p_mean) / self.p_std
+        return np.hstack([xs, ps])
+
+    def logit(self, X: np.ndarray, E: np.ndarray) -> np.ndarray:
+        return self.design(X, E) @ self.w + self.b
+
+    def proba(self, X: np.ndarray, E: np.ndarray) -> np.ndarray:
+        return _sigmoid(self.scale * self.logit(X, E) + self.shift)
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))
+
+
+def principal_axes(E: np.ndarray, k: int, seed: int = SEED) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, 1280 x k axes) of the embeddings: a randomized SVD (Halko et al.), since a
+    full SVD of 1,000 x 1280 takes seconds on a laptop core and only k axes are kept."""
+    mean = E.mean(0)
+    centered = (E - mean).astype(np.float64)
+    k = int(min(k, *centered.shape))
+    rng = np.random.default_rng(seed)
+    Y = centered @ rng.standard_normal((centered.shape[1], min(k + 10, centered.shape[1])))
+    for _ in range(2):  # power iterations sharpen the leading axes
+        Y, _ = np.linalg.qr(Y)
+        Y = centered @ (centered.T @ Y)
+    Q, _ = np.linalg.qr(Y)
+    _, _, vt = np.linalg.svd(Q.T @ centered, full_matrices=False)
+    return mean, vt[:k].T
+
+
+def fit_head(
+    X: np.ndarray,
+    E: np.ndarray,
+    y: np.ndarray,
+    weight: np.ndarray,
+    l2: float,
+    axes: tuple[np.ndarray, np.ndarray] | None = None,
+) -> Head:
+    """Weighted L2 logistic regression by Newton's method (class-balanced weights)."""
+    x_mean, x_std = X.mean(0), X.std(0) + 1e-6
+    e_mean, pca = axes if axes is not None else principal_axes(E, PCA_DIMS)
+    projected = (E - e_mean) @ pca
+    head = Head(
+        x_mean,
+        x_std,
+        e_mean,
+        pca,
+        projected.mean(0),
+        projected.std(0) + 1e-6,
+        np.zeros(X.shape[1] + pca.shape[1]),
+        0.0,
+        l2,
+    )
+    Z = np.hstack([head.design(X, E), np.ones((len(y), 1))])
+    pos = weight[y == 1].sum()
+    neg = weight[y == 0].sum()
+    sample = weight * np.where(y == 1, 0.5 / pos, 0.5 / neg)  # sums to 1
+    beta = np.zeros(Z.shape[1])
+    ridge = np.full(Z.shape[1], l2 / len(y))
+    ridge[-1] = 0.0  # the intercept is not shrunk
+    for _ in range(50):
+        p = _sigmoid(Z @ beta)
+        gradient = Z.T @ (sample * (p - y)) + ridge * beta
+        hessian = (Z * (sample * p * (1 - p))[:, None]).T @ Z + np.diag(ridge + 1e-9)
+        step = np.linalg.solve(hessian, gradient)
+        beta -= step
+        if np.abs(step).max() < 1e-7:
+            break
+    head.w, head.b = beta[:-1], float(beta[-1])
+    return head
+
+
+def _augment(X, E, M, y, weight):
+    """Selects once more, with the embedding of their mirrored preview."""
+    selects = y == 1
+    return (
+        np.vstack([X, X[selects]]),
+        np.vstack([E, M[selects]]),
+        np.concatenate([y, y[selects]]),
+        np.concatenate([weight, weight[selects]]),
+    )
+
+
+def _folds(shoots: np.ndarray, y: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
+    """Groups of shoots (as even in selects as a greedy fill makes them) for out-of-fold
+    predictions; each fold is a boolean mask over the frames."""
+    rng = np.random.default_rng(seed)
+    unique = rng.permutation(np.unique(shoots))
+    k = max(2, min(k, len(unique)))
+    load = np.zeros((k, 2))
+    assignment = {}
+    # Largest shoots first, each into the fold with the fewest frames of its majority class.
+    sizes = {
+        s: (int((y[shoots == s] == 1).sum()), int((y[shoots == s] == 0).sum())) for s in unique
+    }
+    for s in sorted(unique, key=lambda s: -sum(sizes[s])):
+        cls = 0 if sizes[s][0] >= sizes[s][1] else 1
+        fold = int(np.argmin(load[:, cls] + 1e-3 * load.sum(1)))
+        assignment[s] = fold
+        load[fold] += sizes[s]
+    fold_of = np.array([assignment[s] for s in shoots])
+    return [fold_of == f for f in range(k)]
+
+
+def _out_of_fold(data: Dataset, rows: np.ndarray, l2: float, seed: int, axes) -> np.ndarray:
+    """Logits for ``rows``, each from a head that never saw its shoot (the embedding axes,
+    which know no labels, are shared)."""
+    logits = np.full(len(rows), np.nan)
+    for test in _folds(data.shoot[rows], data.y[rows], FOLDS, seed):
+        train = rows[~test]
+        if len(np.unique(data.y[train])) < 2:
+            continue
+        head = fit_head(
+            *_augment(
+                data.X[train], data.E[train], data.M[train], data.y[train], data.weight[train]
+            ),
+            l2,
+            axes,
+        )
+        logits[test] = head.logit(data.X[rows[test]], data.E[rows[test]])
+    return logits
+
+
+def _platt(logits: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """(scale, shift) minimizing the log loss of sigmoid(scale * logit + shift)."""
+    # Platt's targets keep a perfectly separated set from pushing the scale to infinity.
+    n1, n0 = y.sum(), (1 - y).sum()
+    target = np.where(y == 1, (n1 + 1) / (n1 + 2), 1 / (n0 + 2))
+    a, b = 1.0, 0.0
+    for _ in range(100):
+        p = _sigmoid(a * logits + b)
+        g = np.array([((p - target) * logits).sum(), (p - target).sum()])
+        s = p * (1 - p)
+        H = np.array([[(s * logits**2).sum(), (s * logits).sum()], [(s * logits).sum(), s.sum()]])
+        step = np.linalg.solve(H + 1e-9 * np.eye(2), g)
+        a, b = a - step[0], b - step[1]
+        if np.abs(step).max() < 1e-9:
+            break
+    return float(a), float(b)
+
+
+def threshold_for_recall(p: np.ndarray, y: np.ndarray, target: float) -> float:
+    """The highest threshold that still keeps ``target`` of the selects (p >= threshold)."""
+    selects = np.sort(p[y == 1])
+    allowed_misses = int(math.floor((1.0 - target) * len(selects) + 1e-9))
+    return float(selects[allowed_misses])
+
+
+def fit(data: Dataset, rows: np.ndarray, target_recall: float) -> tuple[Head, dict]:
+    """The whole procedure on ``rows``: choose L2, calibrate and set the threshold out of
+    fold (by shoot), then fit on all of ``rows``."""
+    y = data.y[rows]
+    axes = principal_axes(np.vstack([data.E[rows], data.M[rows][y == 1]]), PCA_DIMS)
+    best = None
+    for l2 in L2_CHOICES:
+        logits = _out_of_fold(data, rows, l2, SEED, axes)
+        known = ~np.isnan(logits)
+        a, b = _platt(logits[known], y[known])
+        p = _sigmoid(a * logits[known] + b)
+        loss = -np.mean(y[known] * np.log(p + 1e-12) + (1 - y[known]) * np.log(1 - p + 1e-12))
+        if best is None or loss < best[0]:
+            best = (loss, l2, a, b, p, y[known])
+    loss, l2, a, b, p, y_known = best
+    head = fit_head(
+        *_augment(data.X[rows], data.E[rows], data.M[rows], y, data.weight[rows]), l2, axes
+    )
+    head.scale, head.shift = a, b
+    head.threshold = threshold_for_recall(p, y_known, target_recall)
+    return head, {"l2": l2, "out_of_fold_log_loss": round(float(loss), 4)}
+
+
+# --- numbers -------------------------------------------------------------------------------
+
+
+def roc_auc(p: np.ndarray, y: np.ndarray) -> float:
+    pos, neg = p[y == 1], p[y == 0]
+    if not len(pos) or not len(neg):
+        return float("nan")
+    # Mann-Whitney U with average ranks for ties.
+    values = np.concatenate([pos, neg])
+    order = np.argsort(values, kind="stable")
+    ranks = np.empty(len(values))
+    sorted_values = values[order]
+    i = 0
+    while i < len(values):
+        j = i
+        while j + 1 < len(values) and sorted_values[j + 1] == sorted_values[i]:
+            j += 1
+        ranks[order[i : j + 1]] = (i + j) / 2.0 + 1
+        i = j + 1
+    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+
+
+def recall_precision(kept: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    selects = y == 1
+    recall = float(kept[selects].mean()) if selects.any() else float("nan")
+    precision = float(selects[kept].mean()) if kept.any() else float("nan")
+    return recall, precision
+
+
+def default_keeps(X: np.ndarray, two_stars_from: float) -> np.ndarray:
+    """What the shipped model keeps (not a reject): no reason and p >= the 2-star line."""
+    return (X[:, KEEPER] >= two_stars_from) & (X[:, REASONS].sum(1) == 0)
+
+
+def split_held_out(data: Dataset, seed: int = SEED) -> np.ndarray:
+    """A boolean mask of held-out frames: ~HELD_OUT of the shoots, with both classes on
+    both sides (another draw when a side would miss one)."""
+    shoots = np.unique(data.shoot)
+    n_test = max(1, round(len(shoots) * HELD_OUT))
+    for attempt in range(50):
+        rng = np.random.default_rng(seed + attempt)
+        test_shoots = rng.permutation(shoots)[:n_test]
+        test = np.isin(data.shoot, test_shoots)
+        ys, yt = data.y[~test], data.y[test]
+        if ys.sum() >= 2 and (1 - ys).sum() >= 2 and yt.sum() >= 1 and (1 - yt).sum() >= 1:
+            return test
+    raise TrainError(
+        "cannot hold out shoots with both selects and rejects in them: rate photos in more "
+        "folders (shoots), or more of each kind"
+    )
+
+
+def evaluate(data: Dataset, test: np.ndarray, rules: TrainConfig, two_stars_from: float) -> dict:
+    """Fit on the other shoots, report on ``test``, beside the shipped model."""
+    rows = np.flatnonzero(~test)
+    head, info = fit(data, rows, rules.target_recall)
+    p = head.proba(data.X[test], data.E[test])
+    y = data.y[test]
+    recall, precision = recall_precision(p >= head.threshold, y)
+    d_recall, d_precision = recall_precision(default_keeps(data.X[test], two_stars_from), y)
+    return {
+        "recall": round(recall, 4),
+        "precision": round(precision, 4),
+        "auc": round(roc_auc(p, y), 4),
+        "threshold": round(head.threshold, 4),
+        "default_recall": round(d_recall, 4),
+        "default_precision": round(d_precision, 4),
+        "default_auc": round(roc_auc(data.X[test, KEEPER], y), 4),
+        "held_out": {
+            "shoots": int(len(np.unique(data.shoot[test]))),
+            "images": int(test.sum()),
+            "selects": int(y.sum()),
+            "rejects": int((1 - y).sum()),
+        },
+        **info,
+    }
+
+
+# --- the whole command -----------------------------------------------------------------------
+
+
+@dataclass
+class TrainResult:
+    card: dict
+    model_path: Path | None = None
+    frames: list[Frame] = field(default_factory=list, repr=False)
+
+
+def find_rated(
+    paths: Iterable[Path],
+    config: Config,
+    lrcat: Path | None = None,
+    darktable_db: Path | None = None,
+) -> tuple[list[Verdict], dict]:
+    """Every photo under ``paths`` with the photographer's verdict on it."""
+    from postselectd.pipeline import find_photos
+
+    photos: list[tuple[Path, Path]] = []
+    seen: set[Path] = set()
+    for root in paths:
+        root = Path(root)
+        if not root.exists():
+            raise TrainError(f"{root}: no such file or folder")
+        for photo in find_photos([root]):
+            if photo not in seen:
+                seen.add(photo)
+                photos.append((photo, root if root.is_dir() else root.parent))
+    if not photos:
+        raise TrainError("no photos under " + ", ".join(str(p) for p in paths))
+    try:
+        lightroom = CatalogIndex(read_lightroom_catalog(lrcat)) if lrcat else None
+        darktable = CatalogIndex(read_darktable_library(darktable_db)) if darktable_db else None
+    except RatingsSourceError as exc:
+        raise TrainError(str(exc)) from None
+    verdicts, skipped = collect_verdicts(
+        photos, config.train, lightroom=lightroom, darktable=darktable
+    )
+    info = {"photos_found": len(photos), "not_used": skipped}
+    return verdicts, info
+
+
+def train(
+    paths: Iterable[Path],
+    config: Config,
+    *,
+    lrcat: Path | None = None,
+    darktable_db: Path | None = None,
+    evaluate_only: bool = False,
+    workers: int = 2,
+    on_progress: Callable[[int, int], None] | None = None,
+    out_dir: Path | None = None,
+) -> TrainResult:
+    started = time.perf_counter()
+    paths = list(paths)
+    verdicts, info = find_rated(paths, config, lrcat, darktable_db)
+    selects = sum(v.verdict == SELECT for v in verdicts)
+    where = "under " + ", ".join(str(p) for p in paths)
+    if not verdicts:
+        raise TrainError(
+            f"none of the {info['photos_found']} photos {where} carries a rating read as a "
+            "select or a reject (see `train:` in the config for what counts)"
+        )
+    check_classes(selects, len(verdicts) - selects, where)
+    frames, counts = extract_all(verdicts, config, workers=workers, on_progress=on_progress)
+    selects = sum(f.verdict.verdict == SELECT for f in frames)
+    check_classes(selects, len(frames) - selects, "that could be read")
+    data = build_dataset(frames)
+    extracted = time.perf_counter()
+
+    test = split_held_out(data)
+    metrics = evaluate(data, test, config.train, config.rating.two_stars_from)
+    card = {
+        "images": len(data),
+        "shoots": len(data.shoot_names),
+        "selects": int(data.y.sum()),
+        "rejects": int((1 - data.y).sum()),
+        **{k: metrics[k] for k in ("recall", "precision", "auc", "threshold")},
+        "default_recall": metrics["default_recall"],
+        "default_precision": metrics["default_precision"],
+        "default_auc": metrics["default_auc"],
+        "target_recall": config.train.target_recall,
+        "held_out": metrics["held_out"],
+        "stand_in_shoots": data.stand_in_shoots,
+        "sources": dict(Counter(f.verdict.source for f in frames)),
+        "corrections": int(sum(f.verdict.source == CORRECTION for f in frames)),
+        "mirrored_selects": int(data.y.sum()),
+        "photos_found": info["photos_found"],
+        "not_used": {
+            **info["not_used"],
+            **({"unreadable": counts["unreadable"]} if counts.get("unreadable") else {}),
+        },
+        "features": {"cached": counts.get("cached", 0), "analysed": counts.get("analysed", 0)},
+        "created": datetime.now().astimezone().isoformat(timespec="seconds"),
+        "model": None,
+        "seconds": {"features": round(extracted - started, 1)},
+    }
+    model_path = None
+    if not evaluate_only:
+        head, fitted = fit(data, np.arange(len(data)), config.train.target_recall)
+        card["threshold"] = round(head.threshold, 4)
+        card["held_out"]["threshold"] = metrics["threshold"]
+        card["l2"] = fitted["l2"]
+        model_path = write_model(head, card, out_dir or config.personal_models_dir())
+        card["model"] = str(model_path)
+    card["seconds"]["total"] = round(time.perf_counter() - started, 1)
+    if model_path is not None:
+        write_card(card, model_path)
+    return TrainResult(card=card, model_path=model_path, frames=frames)
+
+
+# --- writing the model ------------------------------------------------------------------------
+
+
+def head_graph(head: Head) -> Graph:
+    """P(select) as an ONNX graph; standardization, PCA and Platt scaling folded in."""
+    nf, nk = len(TASTE_FEATURES), head.pca.shape[1]
+    g = Graph(
+        "personal_head",
+        inputs=[("features", ("batch", nf)), ("embedding", ("batch", 1280))],
+        outputs=[("select_probability", ("batch", 1))],
+    )
+    xs = g.node(
+        "Div",
+        [
+            g.node("Sub", ["features", g.const("x_mean", head.x_mean)], "xc"),
+            g.const("x_std", head.x_std),
+        ],
+        "xs",
+    )
+    ep = g.node(
+        "MatMul",
+        [
+            g.node("Sub", ["embedding", g.const("e_mean", head.e_mean)], "ec"),
+            g.const("pca", head.pca),
+        ],
+        "ep",
+    )
+    ps = g.node(
+        "Div",
+        [g.node("Sub", [ep, g.const("p_mean", head.p_mean)], "pc"), g.const("p_std", head.p_std)],
+        "ps",
+    )
+    z = g.node("Concat", [xs, ps], "z", axis=1)
+    w = (head.scale * head.w).reshape(nf + nk, 1)
+    b = np.array([head.scale * head.b + head.shift])
+    logit = g.node("Add", [g.node("MatMul", [z, g.const("w", w)], "zw"), g.const("b", b)], "logit")
+    g.node("Sigmoid", [logit], "select_probability")
+    return g
+
+
+def write_model(head: Head, card: dict, folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = folder / f"personal-{stamp}.onnx"
+    n = 1
+    while path.exists():
+        n += 1
+        path = folder / f"personal-{stamp}-{n}.onnx"
+    card = {**card, "model": str(path)}
+    metadata = {
+        "postselectd.name": path.stem,
+        "postselectd.version": "1",
+        "postselectd.task": "select-probability",
+        "postselectd.features": json.dumps(TASTE_FEATURES),
+        "postselectd.embedding": "efficientnet_lite0",
+        "postselectd.threshold": repr(float(head.threshold)),
+        "postselectd.outputs": json.dumps(
+            {
+                "select_probability": {
+                    "shape": ["batch", 1],
+                    "meaning": "calibrated P(the photographer selects it)",
+                }
+            }
+        ),
+        "postselectd.card": json.dumps(card),
+        "postselectd.description": "personal taste head made by `postselectd train`",
+    }
+    tmp = path.with_suffix(".onnx.tmp")
+    tmp.write_bytes(model_bytes(head_graph(head), metadata))
+    os.replace(tmp, path)
+    return path
+
+
+def write_card(card: dict, model_path: Path) -> None:
+    model_path.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+    model_path.with_suffix(".txt").write_text(format_card(card) + "\n")
+
+
+def format_card(card: dict) -> str:
+    """The model card as a photographer reads it."""
+
+    def pct(value) -> str:
+        return (
+            "-"
+            if value is None or (isinstance(value, float) and math.isnan(value))
+            else (f"{100 * value:.0f}%")
+        )
+
+    held = card["held_out"]
+    lines = [
+        f"personal model, {card['created']}"
+        + (f": {card['model']}" if card["model"] else " (evaluation only, nothing written)"),
+        f"learnt from      {card['images']} photos in {card['shoots']} shoots: "
+        f"{card['selects']} selects, {card['rejects']} rejects",
+        "ratings from     " + ", ".join(f"{k} {v}" for k, v in card["sources"].items()),
+        f"held out         {held['images']} photos in {held['shoots']} shoots never trained on "
+        f"({held['selects']} selects, {held['rejects']} rejects)",
+        "                 personal model   shipped model",
+        f"  selects kept   {pct(card['recall']):>14}   {pct(card['default_recall']):>13}",
+        f"  kept that are  {pct(card['precision']):>14}   {pct(card['default_precision']):>13}"
+        "   (precision)",
+        f"  ROC AUC        {card['auc']:>14}   {card['default_auc']:>13}",
+        f"threshold        P(select) >= {card['threshold']} keeps a frame "
+        f"(target: {pct(card['target_recall'])} of your selects)",
+    ]
+    if card.get("stand_in_shoots"):
+        lines.append(
+            "note             fewer than 4 shoots: blocks of consecutive frames stood "
+            "in for shoots, so the held-out numbers are optimistic"
+        )
+    if card["not_used"]:
+        lines.append(
+            "not used         " + ", ".join(f"{k} {v}" for k, v in card["not_used"].items())
+        )
+    return "\n".join(lines)

@@ -1,0 +1,266 @@
+"""`postselectd train`: the head, its ONNX file, the split, and the command end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import run_cli, shared_path
+from PIL import Image, ImageFilter
+
+from postselectd.analysis import Analyzer, ModelError
+from postselectd.analysis.personal import TASTE_FEATURES, PersonalHead, on_policy_scale
+from postselectd.config import AnalysisConfig, Config, parse_config
+from postselectd.train import (
+    Dataset,
+    build_dataset,
+    fit,
+    fit_head,
+    roc_auc,
+    split_held_out,
+    threshold_for_recall,
+    write_model,
+)
+
+XMP = (
+    '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF '
+    'xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description '
+    'xmlns:xmp="http://ns.adobe.com/xap/1.0/" xmp:Rating="{stars}"/></rdf:RDF></x:xmpmeta>'
+)
+
+
+def synthetic(n_shoots: int = 12, per_shoot: int = 20, seed: int = 0) -> Dataset:
+    """Frames whose taste is a direction in embedding space (and a feature), by shoot."""
+    rng = np.random.default_rng(seed)
+    n = n_shoots * per_shoot
+    y = (rng.random(n) < 0.3).astype(np.int64)
+    direction = rng.standard_normal(1280)
+    E = np.abs(rng.standard_normal((n, 1280)) + np.outer(y * 2 - 1, direction) * 0.15)
+    X = rng.standard_normal((n, len(TASTE_FEATURES))) + y[:, None] * 0.3
+    return Dataset(
+        X=X.astype(np.float32),
+        E=E.astype(np.float32),
+        M=(E + rng.normal(0, 0.05, E.shape)).astype(np.float32),
+        y=y,
+        weight=np.ones(n),
+        shoot=np.repeat(np.arange(n_shoots), per_shoot),
+        shoot_names=[f"shoot {i}" for i in range(n_shoots)],
+    )
+
+
+def test_no_shoot_is_on_both_sides_of_the_split():
+    data = synthetic()
+    test = split_held_out(data)
+    assert set(data.shoot[test]).isdisjoint(data.shoot[~test])
+    assert data.y[test].sum() and (1 - data.y[test]).sum()
+
+
+def test_threshold_keeps_the_target_share_of_selects():
+    p = np.linspace(0, 1, 200)
+    y = (np.arange(200) % 2).astype(np.int64)
+    t = threshold_for_recall(p, y, 0.95)
+    assert (p[y == 1] >= t).mean() >= 0.95
+    assert (p[y == 1] >= np.nextafter(t, 2)).mean() < 0.95
+
+
+def test_auc_counts_ties_as_half():
+    assert roc_auc(np.array([0.9, 0.5, 0.5, 0.1]), np.array([1, 1, 0, 0])) == pytest.approx(0.875)
+
+
+def test_head_learns_a_taste_and_its_onnx_file_says_the_same(tmp_path: Path):
+    data = synthetic()
+    test = split_held_out(data)
+    head, info = fit(data, np.flatnonzero(~test), 0.95)
+    p = head.proba(data.X[test], data.E[test])
+    assert roc_auc(p, data.y[test]) > 0.9
+    path = write_model(head, {"images": len(data)}, tmp_path / "personal")
+    loaded = PersonalHead(tmp_path / "personal")  # the newest model in the folder
+    assert loaded.path == path and loaded.threshold == pytest.approx(head.threshold)
+    ours = [
+        loaded.select_probability(x, e) for x, e in zip(data.X[test], data.E[test], strict=True)
+    ]
+    np.testing.assert_allclose(ours, p, atol=2e-5)
+    try:
+        import onnx
+    except ImportError:  # build-time only; onnxruntime loading it above is the real check
+        return
+    onnx.checker.check_model(onnx.load(str(path)), full_check=True)
+
+
+def test_a_correction_weighs_more_than_an_ordinary_rating():
+    data = synthetic(seed=1)
+    plain = fit_head(data.X, data.E, data.y, data.weight, 1.0)
+    i = int(np.flatnonzero(data.y == 0)[0])
+    weight = data.weight.copy()
+    weight[i] = 3.0
+    heavier = fit_head(data.X, data.E, data.y, weight, 1.0)
+    assert heavier.logit(data.X[i : i + 1], data.E[i : i + 1]) < plain.logit(
+        data.X[i : i + 1], data.E[i : i + 1]
+    )
+
+
+def test_policy_scale_puts_the_threshold_on_the_reject_line():
+    assert on_policy_scale(0.12, 0.12, 0.30) == pytest.approx(0.30)
+    assert on_policy_scale(0.0, 0.12, 0.30) == 0.0
+    assert on_policy_scale(1.0, 0.12, 0.30) == pytest.approx(1.0)
+    assert on_policy_scale(0.5, 0.30, 0.30) == pytest.approx(0.5)
+
+
+def test_model_personal_without_a_model_says_what_to_do(tmp_path: Path):
+    config = parse_config({"model": "personal", "state_dir": str(tmp_path)})
+    assert config.analysis.personal_model == tmp_path / "personal"
+    assert parse_config({"state_dir": str(tmp_path)}).analysis.personal_model is None
+    with pytest.raises(ModelError, match="run `postselectd train PATH...`"):
+        Analyzer(config.analysis)
+
+
+def test_few_shoots_are_split_by_blocks_of_consecutive_frames():
+    from postselectd.ratings_sources import SELECT, SIDECAR, Verdict
+    from postselectd.train import Frame
+
+    frames = [
+        Frame(
+            path=Path(f"/shoot/IMG_{i:04d}.jpg"),
+            verdict=Verdict(
+                Path(f"/shoot/IMG_{i:04d}.jpg"), SELECT if i % 3 else "reject", SIDECAR, ""
+            ),
+            taste=np.zeros(len(TASTE_FEATURES), np.float32),
+            embedding=np.zeros(1280, np.float32),
+            mirrored=np.zeros(1280, np.float32),
+            capture_day="",
+        )
+        for i in range(90)
+    ]
+    data = build_dataset(frames)
+    assert data.stand_in_shoots and len(data.shoot_names) == 5
+    assert (np.diff(data.shoot) >= 0).all()  # consecutive frames stay together
+
+
+# --- the command -----------------------------------------------------------------------
+
+
+def rated_folder(root: Path, photos: list[Path], shoots: int = 4) -> None:
+    """Each photo once sharp (4 stars) and once blurred (1 star), dealt into shoots."""
+    for n, source in enumerate(photos):
+        folder = root / f"shoot-{n % shoots}"
+        folder.mkdir(parents=True, exist_ok=True)
+        with Image.open(source) as img:
+            img = img.convert("RGB")
+            img.thumbnail((640, 640))
+            for state, stars, image in (
+                ("sharp", 4, img),
+                ("blurred", 1, img.filter(ImageFilter.GaussianBlur(5))),
+            ):
+                path = folder / f"{source.stem}-{state}.jpg"
+                image.save(path, quality=90)
+                path.with_suffix(".xmp").write_text(XMP.format(stars=stars))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, Path, dict]:
+    photos = sorted(shared_path("eval", "natural").glob("kodim*.png"))[:16]
+    root = tmp_path_factory.mktemp("rated")
+    rated_folder(root / "photos", photos)
+    config = root / "config.yaml"
+    config.write_text(f"state_dir: {root / 'state'}\n")
+    result = run_cli("train", "--config", str(config), "--json", str(root / "photos"))
+    assert result.returncode == 0, result.stderr
+    return root, config, json.loads(result.stdout)
+
+
+def test_train_writes_an_onnx_head_and_a_model_card(trained):
+    root, _, card = trained
+    for key in (
+        "images",
+        "shoots",
+        "selects",
+        "rejects",
+        "recall",
+        "precision",
+        "auc",
+        "threshold",
+        "default_recall",
+        "default_precision",
+    ):
+        assert key in card, key
+    assert (card["images"], card["selects"], card["rejects"], card["shoots"]) == (32, 16, 16, 4)
+    assert card["features"] == {"cached": 0, "analysed": 32}
+    model = Path(card["model"])
+    assert model.parent == root / "state" / "personal" and model.is_file()
+    assert json.loads(model.with_suffix(".json").read_text())["images"] == 32
+    assert "held out" in model.with_suffix(".txt").read_text()
+    assert card["auc"] >= 0.9  # sharp vs blurred is a taste anyone can learn
+
+
+def test_second_run_reads_features_from_the_cache_and_evaluate_writes_nothing(trained):
+    root, config, _ = trained
+    before = sorted((root / "state" / "personal").iterdir())
+    result = run_cli("train", "--config", str(config), "--json", "--evaluate", str(root / "photos"))
+    assert result.returncode == 0, result.stderr
+    card = json.loads(result.stdout)
+    assert card["features"] == {"cached": 32, "analysed": 0} and card["model"] is None
+    assert sorted((root / "state" / "personal").iterdir()) == before
+
+
+def test_model_personal_rates_with_the_personal_head(trained):
+    root, _, card = trained
+    config = parse_config({"model": "personal", "state_dir": str(root / "state")})
+    analyzer = Analyzer(config.analysis)
+    assert analyzer.personal is not None and analyzer.personal.path == Path(card["model"])
+    image = np.asarray(Image.open(next((root / "photos").rglob("*-sharp.jpg"))).convert("RGB"))
+    analysis = analyzer.analyze(image)
+    probabilities = dict(analysis.class_probabilities)
+    assert "select" in probabilities and analysis.model_version.startswith("personal-")
+    expected = on_policy_scale(probabilities["select"], analyzer.personal.threshold, 0.30)
+    assert analysis.keeper_probability == pytest.approx(expected, abs=1e-3)
+    default = Analyzer(AnalysisConfig()).analyze(image)
+    assert default.reasons == analysis.reasons  # the reasons stay the shipped analysis's
+
+
+def test_empty_one_class_and_unreadable_sets_give_a_message_not_a_model(tmp_path: Path):
+    config = tmp_path / "config.yaml"
+    config.write_text(f"state_dir: {tmp_path / 'state'}\n")
+
+    def train(folder: Path) -> str:
+        result = run_cli("train", "--config", str(config), str(folder))
+        assert result.returncode == 1, result.stdout
+        assert "Traceback" not in result.stderr
+        assert not (tmp_path / "state" / "personal").exists()
+        return result.stderr
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "no photos under" in train(empty)
+
+    unrated = tmp_path / "unrated"
+    unrated.mkdir()
+    for i in range(3):
+        Image.new("RGB", (64, 48), (i * 50, 90, 60)).save(unrated / f"{i}.jpg")
+    assert "carries a rating read as a select or a reject" in train(unrated)
+
+    one_class = tmp_path / "one-class"
+    one_class.mkdir()
+    for i in range(12):
+        Image.new("RGB", (64, 48), (i * 20, 90, 60)).save(one_class / f"{i}.jpg")
+        (one_class / f"{i}.xmp").write_text(XMP.format(stars=5))
+    assert "all 12 rated photos" in train(one_class) and "are selects" in train(one_class)
+
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    for i in range(20):
+        (corrupt / f"{i}.jpg").write_bytes(b"\xff\xd8\xff" + b"garbage" * 50)
+        (corrupt / f"{i}.xmp").write_text(XMP.format(stars=5 if i % 2 else 1))
+    assert "no rated photos that could be read" in train(corrupt)
+
+    bad_catalog = tmp_path / "bad.lrcat"
+    bad_catalog.write_bytes(b"not sqlite" * 100)
+    result = run_cli("train", "--config", str(config), "--lrcat", str(bad_catalog), str(unrated))
+    assert result.returncode == 1 and "not a Lightroom Classic catalog" in result.stderr
+
+
+def test_config_example_documents_the_train_section():
+    text = (Path(__file__).resolve().parents[1] / "config.example.yaml").read_text()
+    assert "train:" in text and "target_recall: 0.95" in text
+    assert Config().train.select_from_stars == 3
