@@ -120,10 +120,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="check config, models, watched folders, limits, disk and the service",
     )
 
-    sub.add_parser(
-        "doctor",
+    report = sub.add_parser(
+        "report",
         parents=[common],
-        help="check config, models, watched folders, limits, disk and the service",
+        help="write a contact sheet (one HTML page) of rated folders: verdicts at a glance",
+    )
+    report.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    report.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="the page to write (default: postselectd-report.html here); its thumbnails go "
+        "into FILE_files beside it",
+    )
+    report.add_argument(
+        "--embed",
+        action="store_true",
+        help="put the thumbnails into the page itself: one file to send (heavy for big shoots)",
+    )
+    report.add_argument("--open", action="store_true", help="open the page in the browser")
+    report.add_argument(
+        "--workers", type=int, default=None, help="worker processes (default: one per core)"
     )
 
     service = sub.add_parser(
@@ -189,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_train(args, config)
         if args.command == "service":
             return cmd_service(args, config)
+        if args.command == "report":
+            return cmd_report(args, config)
     except UsageError as exc:
         print(f"postselectd: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -525,6 +546,58 @@ def cmd_service(args: argparse.Namespace, config: Config) -> int:
         return EXIT_FAILURES
     for line in done:
         print(line)
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace, config: Config) -> int:
+    import webbrowser
+
+    from postselectd.config import default_inbox
+    from postselectd.pipeline import default_workers
+    from postselectd.report import build_report, journal_entries, photos_to_show
+
+    missing = [p for p in args.paths if not p.exists()]
+    if missing:
+        raise UsageError("no such file or folder: " + ", ".join(str(p) for p in missing))
+    if args.workers is not None and args.workers < 1:
+        raise UsageError("--workers must be at least 1")
+    output = args.output or Path("postselectd-report.html")
+    if output.is_dir():
+        output = output / "postselectd-report.html"
+    photos = photos_to_show(args.paths, config.sidecar.profiles)
+    if not photos:
+        log.warning("no photos found under %s", ", ".join(str(p) for p in args.paths))
+    progress = Progress(len(photos), enabled=sys.stderr.isatty())
+    try:
+        report = build_report(
+            args.paths,
+            output,
+            photos=photos,
+            profiles=config.sidecar.profiles,
+            keyword_parent=config.rating.keyword_parent,
+            journal=journal_entries(config.resolved_state_dir()),
+            embed=args.embed,
+            workers=args.workers or max(1, min(len(photos), default_workers())),
+            keep_out_of=[w.path for w in config.watch] + [default_inbox()],
+            on_frame=lambda _frame: progress.advance(),
+        )
+    except OSError as exc:
+        progress.clear()
+        print(f"postselectd: cannot write {output}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_FAILURES
+    progress.clear()
+    frames = report.frames
+    rejects = sum(f.is_reject for f in frames)
+    selects = sum(f.is_select for f in frames)
+    unrated = sum(not f.verdict.rated for f in frames)
+    where = f" (thumbnails in {report.images_dir})" if report.images_dir else ""
+    print(
+        f"{report.output}: {len(frames)} photos, {selects} selects, {rejects} rejects"
+        + (f", {unrated} not rated" if unrated else "")
+        + f"; {report.bytes_written / 1e6:.1f} MB in {report.seconds:.1f} s{where}"
+    )
+    if args.open:
+        webbrowser.open(report.output.resolve().as_uri())
     return EXIT_OK
 
 
