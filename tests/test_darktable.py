@@ -127,16 +127,36 @@ def _run_darktable_once(home: Path, args: list[str], until, *, timeout: float):
             time.sleep(0.25)
         return view, False
     finally:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(proc.pid, sig)
-                proc.wait(timeout=10)
-                break
-            except ProcessLookupError:
-                break
-            except subprocess.TimeoutExpired:
-                continue
+        _stop_group(proc)
         log.close()
+
+
+def _stop_group(proc: subprocess.Popen) -> None:
+    """End xvfb-run, Xvfb and darktable: the whole process group, not just xvfb-run.
+
+    xvfb-run exits on SIGTERM at once, while darktable may ignore it: wait for the group
+    to be empty, else SIGKILL it.
+    """
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            proc.wait(timeout=0.1)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    proc.wait(timeout=10)
 
 
 def score(folder: Path, profile: str = "darktable") -> dict[str, dict]:
