@@ -256,6 +256,8 @@ def write_sidecar(
     folder = path.parent
     dialects = [DIALECTS[p] for p in profiles]
     with _folder_lock(folder):
+        if not dry_run:
+            _remove_stale_temps(folder, path.name)
         base = _read_settled(path)
         for attempt in range(10):
             if attempt:
@@ -615,6 +617,39 @@ def _swap_in(tmp: Path, path: Path) -> bytes | None:
         return tmp.read_bytes()
     os.replace(tmp, path)
     return None
+
+
+def _remove_stale_temps(folder: Path, name: str) -> None:
+    """Temp files of a postselectd that was killed mid-write (power cut, SIGKILL, OOM).
+
+    The sidecar itself is whole (the temp never replaced it); only the temp is left,
+    named after the writer's pid. Under the folder lock, a temp whose writer is gone is
+    ours to remove.
+    """
+    prefix = f".{name}.postselectd-"
+    try:
+        candidates = [
+            p for p in folder.iterdir() if p.name.startswith(prefix) and p.name.endswith(".tmp")
+        ]
+    except OSError:
+        return
+    for tmp in candidates:
+        try:
+            pid = int(tmp.name[len(prefix) :].split("-", 1)[0])
+        except ValueError:
+            continue
+        if pid == os.getpid():
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            try:
+                tmp.unlink()
+                log.debug("%s: removed %s left by a killed writer", name, tmp.name)
+            except OSError:
+                pass
+        except OSError:
+            pass  # alive but not ours to signal: leave it
 
 
 def _make_temp(folder: Path, name: str, data: bytes) -> Path:
