@@ -50,7 +50,7 @@ from postselectd.pipeline import (
     has_raw_sibling,
 )
 from postselectd.sidecar import read_sidecar, sidecar_paths
-from postselectd.state import Journal, JournalError, Row, Signature, fingerprint
+from postselectd.state import GONE, Journal, JournalError, Row, Signature, fingerprint
 
 log = logging.getLogger("postselectd.daemon")
 
@@ -287,30 +287,47 @@ class WorkerPool:
 
     def _listen(self) -> None:
         while True:
-            with self._lock:
-                if self._closing:
+            try:
+                if not self._listen_once():
                     return
-                by_result = {w.results: w for w in self._workers.values()}
-                by_sentinel = {w.process.sentinel: w for w in self._workers.values()}
-            ready = wait([self._wake_r, *by_result, *by_sentinel])
-            for item in ready:
-                if item is self._wake_r:
-                    return
-                if item in by_result:
-                    worker = by_result[item]
-                    try:
-                        message = item.recv()
-                    except (EOFError, OSError):
-                        self._died(worker)
-                        continue
-                    self._received(worker, message)
-            for item in ready:
-                if item in by_sentinel:
-                    worker = by_sentinel[item]
-                    # A result sent just before exiting was read above; then it died.
-                    if worker.results.poll():
-                        continue
+            except Exception:  # a bug here must not silently stop all rating
+                log.exception("worker pool listener")
+                time.sleep(1.0)
+
+    def _listen_once(self) -> bool:
+        """Wait for results and deaths once; False when the pool is closing."""
+        with self._lock:
+            if self._closing:
+                return False
+            by_result = {w.results: w for w in self._workers.values()}
+            by_sentinel = {w.process.sentinel: w for w in self._workers.values()}
+        ready = wait([self._wake_r, *by_result, *by_sentinel])
+        for item in ready:
+            if item is self._wake_r:
+                return False
+            if item in by_result:
+                worker = by_result[item]
+                try:
+                    message = item.recv()
+                except (EOFError, OSError):
                     self._died(worker)
+                    continue
+                self._received(worker, message)
+        for item in ready:
+            if item in by_sentinel:
+                worker = by_sentinel[item]
+                with self._lock:
+                    handled = self._workers.get(worker.id) is not worker
+                if handled:  # its pipe's end-of-file already reported the death
+                    continue
+                try:
+                    unread = worker.results.poll()
+                except OSError:
+                    unread = False
+                if unread:  # a result sent just before exiting: read it first
+                    continue
+                self._died(worker)
+        return True
 
     def _received(self, worker: _Worker, message: tuple) -> None:
         kind, key, payload = message
@@ -730,7 +747,7 @@ class Daemon:
         try:
             st = os.stat(path)
         except OSError:
-            self.journal.skip(path, "gone before it was rated", now)
+            self.journal.skip(path, GONE, now)
             return
         sig = Signature.of(st)
         if sig != row.signature:
@@ -769,7 +786,7 @@ class Daemon:
         try:
             sig = Signature.of(os.stat(job.path))
         except OSError:
-            self.journal.skip(job.path, "gone before it was rated", now)
+            self.journal.skip(job.path, GONE, now)
             return
         if sig != job.sig:
             # Rewritten while it was analysed: that analysis is of bytes no longer there.

@@ -33,6 +33,7 @@ ANALYSIS_CACHE_ENTRIES = 20_000
 FINGERPRINT_BYTES = 64 * 1024
 
 PENDING, RATED, FAILED, SKIPPED = "pending", "rated", "failed", "skipped"
+GONE = "gone before it was rated"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -295,7 +296,7 @@ class Journal:
         row = self.get(path)
         if sig is None:  # gone
             if row is not None and row.status == PENDING and not row.claimed:
-                self.skip(path, "gone before it was rated", now)
+                self.skip(path, GONE, now)
             return False
         if row is None:
             self._db.execute(
@@ -305,7 +306,7 @@ class Journal:
             )
             return True
         if row.status != PENDING:
-            if row.signature == sig:
+            if row.signature == sig and row.reason != GONE:
                 return False  # the same bytes we already dealt with
             self._db.execute(
                 "UPDATE files SET status = 'pending', size = ?, mtime_ns = ?, fingerprint = NULL,"
@@ -425,7 +426,10 @@ class Journal:
                 " AND sidecar_started IS NOT NULL"
             )
         ]
-        self._db.execute("UPDATE files SET claimed = 0 WHERE claimed = 1")
+        self._db.execute(
+            "UPDATE files SET claimed = 0, due_at = COALESCE(due_at, ?) WHERE status = 'pending'",
+            (now,),
+        )
         return interrupted
 
     # --- analyses of content seen before ---------------------------------------------

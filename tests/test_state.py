@@ -92,6 +92,9 @@ def test_a_file_that_is_gone_before_it_was_rated_is_skipped(journal):
     journal.touch(path, sig(), NOW, quiet=2.0)
     assert not journal.touch(path, None, NOW + 1, quiet=2.0)
     assert journal.get(path).status == "skipped"
+    # Moved away and back unchanged: queued again.
+    assert journal.touch(path, sig(), NOW + 5, quiet=2.0)
+    assert journal.get(path).status == "pending"
     assert not journal.touch(Path("/photos/never-seen.NEF"), None, NOW, quiet=2.0)
     assert journal.get(Path("/photos/never-seen.NEF")) is None
 
