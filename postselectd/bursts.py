@@ -23,6 +23,9 @@ import numpy as np
 
 MAX_GAP_SECONDS = 2.0
 MIN_SIMILARITY = 0.5
+# The same picture twice (a copy, a re-import): a duplicate, not a burst. Burst frames of
+# one scene measure 0.6-0.97.
+DUPLICATE_SIMILARITY = 0.995
 
 
 @dataclass(frozen=True)

@@ -230,7 +230,7 @@ def _model_check(config: Config) -> None:
 
 
 def cmd_score(args: argparse.Namespace, config: Config) -> int:
-    from postselectd.pipeline import Pipeline, default_workers, find_photos
+    from postselectd.pipeline import Pipeline, PipelineError, default_workers, find_photos
 
     missing = [p for p in args.paths if not p.exists()]
     if missing:
@@ -254,8 +254,11 @@ def cmd_score(args: argparse.Namespace, config: Config) -> int:
         progress.advance()
 
     workers = args.workers or max(1, min(len(files), default_workers()))
-    with Pipeline(config, workers=workers, force=args.force, dry_run=args.dry_run) as pipeline:
-        results = pipeline.score(files, on_result, on_analyzed)
+    try:
+        with Pipeline(config, workers=workers, force=args.force, dry_run=args.dry_run) as pipeline:
+            results = pipeline.score(files, on_result, on_analyzed)
+    except PipelineError as exc:
+        raise UsageError(str(exc)) from None
     progress.clear()
     elapsed = time.perf_counter() - started
     summary = format_summary(results, elapsed, dry_run=args.dry_run)

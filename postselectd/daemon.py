@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import fcntl
 import logging
-import multiprocessing
 import os
 import queue
 import signal
@@ -28,12 +27,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
 from postselectd import __version__, watcher
+from postselectd.bursts import BurstHold, BurstInfo
 from postselectd.config import (
-    AnalysisConfig,
     Config,
     ConfigError,
     WatchFolder,
@@ -44,13 +42,20 @@ from postselectd.pipeline import (
     JPEG_SUFFIXES,
     FileResult,
     Scored,
-    analyze_file,
     default_workers,
     finish,
+    frame_of,
     has_raw_sibling,
 )
 from postselectd.sidecar import read_sidecar, sidecar_paths
 from postselectd.state import GONE, Journal, JournalError, Row, Signature, fingerprint
+from postselectd.workers import (
+    TASK_TIMEOUT_SECONDS,
+    Analysed,
+    WorkerDied,
+    WorkerPool,
+    WorkerReady,
+)
 
 log = logging.getLogger("postselectd.daemon")
 
@@ -62,7 +67,6 @@ FOLDER_CHECK_SECONDS = 2.0
 # Overflow warnings come in bursts: one rescan after they stop.
 OVERFLOW_RESCAN_DELAY = 1.0
 # A worker stuck on one file this long is killed (a decoder in an endless loop).
-TASK_TIMEOUT_SECONDS = 120.0
 # SIGTERM: finish what the workers hold for at most this long, then re-queue the rest.
 DRAIN_SECONDS = 7.0
 STATUS_MIN_INTERVAL = 2.0
@@ -95,24 +99,6 @@ class ScanDone:
     root: Path
     files: int
     reason: str
-
-
-@dataclass(frozen=True)
-class WorkerReady:
-    worker: int
-    error: str | None
-
-
-@dataclass(frozen=True)
-class Analysed:
-    job: int
-    scored: Scored
-
-
-@dataclass(frozen=True)
-class WorkerDied:
-    job: int | None
-    exitcode: int | None
 
 
 # --- systemd notify ----------------------------------------------------------------
@@ -155,226 +141,6 @@ class ServiceNotifier:
         if self._socket is not None:
             self._socket.close()
             self._socket = None
-
-
-# --- the worker pool ------------------------------------------------------------------
-
-
-def _worker_main(worker_id: int, tasks: Connection, results: Connection, config) -> None:
-    """A worker process: preview + analysis, one file at a time, until told to stop.
-
-    It ignores SIGINT/SIGTERM: the daemon stops it (or, if the daemon is gone, the closed
-    task pipe does), so a Ctrl-C or a service stop never tears a file out of its hands.
-    """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    from postselectd import pipeline
-
-    try:
-        pipeline._init_worker(config)
-    except Exception as exc:
-        results.send(("init-failed", worker_id, str(exc)))
-        return
-    results.send(("ready", worker_id, None))
-    while True:
-        try:
-            task = tasks.recv()
-        except (EOFError, OSError):
-            return
-        if task is None:
-            return
-        job, path = task
-        try:
-            scored = analyze_file(Path(path))
-        except Exception as exc:  # a bug, not a bad file: report it, keep the worker
-            scored = Scored(path=Path(path), analysis=None, error=f"internal error: {exc}")
-        try:
-            results.send(("done", job, scored))
-        except (BrokenPipeError, OSError):
-            return
-
-
-@dataclass
-class _Worker:
-    id: int
-    process: multiprocessing.process.BaseProcess
-    tasks: Connection
-    results: Connection
-    job: int | None = None
-    started_job_at: float = 0.0
-
-
-class WorkerPool:
-    """Worker processes that each hold at most one file, so when one dies we know which
-    file killed it; a dead worker is replaced and only its file pays.
-
-    A listener thread turns results and deaths into inbox messages (``post``).
-    """
-
-    def __init__(
-        self,
-        size: int,
-        config: AnalysisConfig,
-        post: Callable[[object], None],
-        target: Callable | None = None,
-    ):
-        self.size = size
-        self.config = config
-        self.post = post
-        self.target = target or _worker_main  # tests inject faults with their own
-        self._context = multiprocessing.get_context("spawn")
-        self._lock = threading.Lock()
-        self._workers: dict[int, _Worker] = {}
-        self._next_id = 0
-        self._closing = False
-        self._wake_r, self._wake_w = self._context.Pipe(duplex=False)
-        for _ in range(size):
-            self._spawn()
-        self._listener = threading.Thread(target=self._listen, name="workers", daemon=True)
-        self._listener.start()
-
-    def _spawn(self) -> None:
-        tasks_r, tasks_w = self._context.Pipe(duplex=False)
-        results_r, results_w = self._context.Pipe(duplex=False)
-        worker_id = self._next_id
-        self._next_id += 1
-        process = self._context.Process(
-            target=self.target,
-            args=(worker_id, tasks_r, results_w, self.config),
-            name=f"postselectd-worker-{worker_id}",
-            daemon=True,
-        )
-        process.start()
-        tasks_r.close()
-        results_w.close()
-        self._workers[worker_id] = _Worker(worker_id, process, tasks_w, results_r)
-
-    def idle(self) -> int:
-        with self._lock:
-            return sum(1 for w in self._workers.values() if w.job is None)
-
-    def busy(self) -> int:
-        with self._lock:
-            return sum(1 for w in self._workers.values() if w.job is not None)
-
-    def submit(self, job: int, path: Path) -> bool:
-        with self._lock:
-            for worker in self._workers.values():
-                if worker.job is None:
-                    try:
-                        worker.tasks.send((job, str(path)))
-                    except OSError:
-                        continue  # dying; the listener replaces it
-                    worker.job = job
-                    worker.started_job_at = time.monotonic()
-                    return True
-        return False
-
-    def kill_stuck(self, older_than: float) -> list[int]:
-        """Kill workers that have held one file too long; their deaths are reported."""
-        now = time.monotonic()
-        stuck = []
-        with self._lock:
-            for worker in self._workers.values():
-                if worker.job is not None and now - worker.started_job_at > older_than:
-                    stuck.append(worker.job)
-                    worker.process.kill()
-        return stuck
-
-    def pids(self) -> list[int]:
-        with self._lock:
-            return [w.process.pid for w in self._workers.values() if w.process.pid]
-
-    def _listen(self) -> None:
-        while True:
-            try:
-                if not self._listen_once():
-                    return
-            except Exception:  # a bug here must not silently stop all rating
-                log.exception("worker pool listener")
-                time.sleep(1.0)
-
-    def _listen_once(self) -> bool:
-        """Wait for results and deaths once; False when the pool is closing."""
-        with self._lock:
-            if self._closing:
-                return False
-            by_result = {w.results: w for w in self._workers.values()}
-            by_sentinel = {w.process.sentinel: w for w in self._workers.values()}
-        ready = wait([self._wake_r, *by_result, *by_sentinel])
-        for item in ready:
-            if item is self._wake_r:
-                return False
-            if item in by_result:
-                worker = by_result[item]
-                try:
-                    message = item.recv()
-                except (EOFError, OSError):
-                    self._died(worker)
-                    continue
-                self._received(worker, message)
-        for item in ready:
-            if item in by_sentinel:
-                worker = by_sentinel[item]
-                with self._lock:
-                    handled = self._workers.get(worker.id) is not worker
-                if handled:  # its pipe's end-of-file already reported the death
-                    continue
-                try:
-                    unread = worker.results.poll()
-                except OSError:
-                    unread = False
-                if unread:  # a result sent just before exiting: read it first
-                    continue
-                self._died(worker)
-        return True
-
-    def _received(self, worker: _Worker, message: tuple) -> None:
-        kind, key, payload = message
-        if kind == "done":
-            with self._lock:
-                worker.job = None
-            self.post(Analysed(key, payload))
-        elif kind == "ready":
-            self.post(WorkerReady(worker.id, None))
-        elif kind == "init-failed":
-            self.post(WorkerReady(worker.id, payload))
-
-    def _died(self, worker: _Worker) -> None:
-        with self._lock:
-            if self._workers.get(worker.id) is not worker:
-                return
-            del self._workers[worker.id]
-            worker.process.join(timeout=1)
-            job = worker.job
-            for conn in (worker.tasks, worker.results):
-                conn.close()
-            if not self._closing:
-                self._spawn()
-        self.post(WorkerDied(job, worker.process.exitcode))
-
-    def close(self, timeout: float = 3.0) -> None:
-        """Ask every worker to stop; kill the ones still busy after ``timeout``."""
-        with self._lock:
-            self._closing = True
-            workers = list(self._workers.values())
-        self._wake_w.send(None)
-        self._listener.join(timeout=5)
-        for worker in workers:
-            try:
-                worker.tasks.send(None)
-            except OSError:
-                pass
-        deadline = time.monotonic() + timeout
-        for worker in workers:
-            worker.process.join(timeout=max(0.0, deadline - time.monotonic()))
-            if worker.process.is_alive():
-                worker.process.kill()
-                worker.process.join(timeout=2)
-            for conn in (worker.tasks, worker.results):
-                conn.close()
-        self._wake_r.close()
-        self._wake_w.close()
 
 
 # --- the scanner -------------------------------------------------------------------
@@ -480,6 +246,9 @@ class Daemon:
         self._started_at = time.monotonic()
         self._exit_code = 0
         self._timed_out: set[int] = set()
+        self._bloated: set[int] = set()
+        self.bursts = BurstHold()
+        self._held: dict[Path, Scored] = {}
         self._overflowed = False
 
     # --- the lifecycle --------------------------------------------------------------
@@ -560,6 +329,8 @@ class Daemon:
                 self._handle(message)  # recorded as pending; rated after the restart
         if self.pool is not None:
             self.pool.close(timeout=0.5 if self.force_exit else 3.0)
+        if self.journal is not None and not self.force_exit:
+            self._release_bursts(everything=True)  # a stop ends every burst
         queued = 0
         if self.journal is not None:
             now = time.time()
@@ -644,6 +415,9 @@ class Daemon:
             self._check_folders()
             for job in self.pool.kill_stuck(TASK_TIMEOUT_SECONDS):
                 self._timed_out.add(job)
+            for job in self.pool.kill_bloated():
+                if job is not None:
+                    self._bloated.add(job)
         if self._overflowed:
             self._overflowed = False
             if self._overflow_at is None:
@@ -657,6 +431,7 @@ class Daemon:
             self._schedule_rescan()
         if self._pool_stale and not self.jobs:
             self._replace_pool()
+        self._release_bursts()
         self._dispatch()
         self._notify_status()
         if self.notifier.watchdog_interval and now_m >= self._next_ping:
@@ -799,29 +574,54 @@ class Daemon:
             self.journal.store_analysis(job.fingerprint, __version__, scored, now)
         self._rate(scored)
 
-    def _rate(self, scored: Scored) -> None:
+    def _rate(self, scored: Scored, burst: BurstInfo | None = None) -> None:
         """The one place a file is rated and its sidecar written.
 
-        Burst grouping drops in here: hold a burst's frames until the burst is complete,
-        then call finish() for each of them.
+        A frame is rated at once (the photographer should not wait for a burst to end),
+        and held in ``self.bursts`` until no later frame can join its burst; if it turns
+        out to be part of one, its sidecar is written again with the burst's verdict.
         """
         path = scored.path
         self.journal.begin_sidecar(path, time.time())
-        result = finish(scored, self.config)
+        result = finish(scored, self.config, burst=burst)
+        if result.error and burst is not None:
+            # Already rated on its own; only the burst's update did not make it.
+            log.warning("%s: burst verdict not written: %s", path.name, result.error)
+            return
         if result.error:
             self._attempt_failed(path, result.error)
             return
-        self.journal.rated(
-            path,
-            stars=result.rating.stars if result.rating else None,
-            label=result.rating.label if result.rating else None,
-            result=result.as_json(),
-            elapsed_ms=result.elapsed_ms,
-            now=time.time(),
-        )
+        verdict = {
+            "stars": result.rating.stars if result.rating else None,
+            "label": result.rating.label if result.rating else None,
+            "result": result.as_json(),
+        }
+        if burst is not None:
+            self.journal.rejudged(path, now=time.time(), **verdict)
+            log.info(
+                "%s: burst %04d of %d%s: %s*",
+                path.name,
+                burst.burst_id,
+                burst.size,
+                ", best of burst" if burst.best_of_burst else "",
+                verdict["stars"],
+            )
+            return
+        self.journal.rated(path, elapsed_ms=result.elapsed_ms, now=time.time(), **verdict)
         self._rated += 1
         self._count_today()
         self.on_result(result)
+        if scored.analysis is not None and scored.capture_time is not None:
+            self.bursts.add(frame_of(scored), time.monotonic())
+            self._held[path] = scored
+
+    def _release_bursts(self, everything: bool = False) -> None:
+        """Rewrite the sidecars of frames that turned out to form a burst."""
+        for frames, bursts in self.bursts.release(time.monotonic(), everything=everything):
+            for frame in frames:
+                scored = self._held.pop(frame.key, None)
+                if scored is not None and frame.key in bursts:
+                    self._rate(scored, burst=bursts[frame.key])
 
     def _attempt_failed(self, path: Path, reason: str) -> None:
         daemon = self.config.daemon
@@ -852,6 +652,9 @@ class Daemon:
         if job.id in self._timed_out:
             self._timed_out.discard(job.id)
             reason = f"analysis took longer than {TASK_TIMEOUT_SECONDS:.0f} s; stopped"
+        elif job.id in self._bloated:
+            self._bloated.discard(job.id)
+            reason = "decoding it needed too much memory; stopped"
         else:
             reason = f"the decoder crashed on this file (worker exit status {message.exitcode})"
         self._attempt_failed(job.path, reason)

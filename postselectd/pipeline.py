@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -189,9 +188,19 @@ _ANALYSIS_CONFIG: AnalysisConfig | None = None
 
 
 def _init_worker(config: AnalysisConfig) -> None:
+    """Set up a worker process: its ONNX sessions, and silence for the C decoders.
+
+    LibRaw and libjpeg print their complaints about damaged files ("Premature end of
+    JPEG file") straight to file descriptor 2, which would put stray lines between the
+    daemon's one-line-per-file log. A worker reports everything it has to say through its
+    results, so its stderr goes to /dev/null once the models have loaded.
+    """
     global _ANALYZER, _ANALYSIS_CONFIG
     _ANALYSIS_CONFIG = config
     _ANALYZER = Analyzer(config)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
 
 
 def analyze_file(
@@ -363,6 +372,10 @@ def default_workers() -> int:
     return max(1, min(os.cpu_count() or 1, 8))
 
 
+class PipelineError(Exception):
+    """The run cannot go on (the workers cannot load the models); str() says why."""
+
+
 class Pipeline:
     """Scores files with a pool of worker processes; rating and sidecars in this process."""
 
@@ -373,35 +386,21 @@ class Pipeline:
         workers: int | None = None,
         force: bool = False,
         dry_run: bool = False,
+        task_timeout: float | None = None,
+        worker_target: Callable | None = None,
     ):
         self.config = config
         self.workers = workers or default_workers()
         self.force = force
         self.dry_run = dry_run
-        self._pool: ProcessPoolExecutor | None = None
+        self.task_timeout = task_timeout
+        self.worker_target = worker_target  # tests inject crashing/hanging workers
 
     def __enter__(self) -> Pipeline:
         return self
 
     def __exit__(self, *exc) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
-
-    def _executor(self) -> ProcessPoolExecutor:
-        if self._pool is None:
-            import multiprocessing
-
-            self._pool = ProcessPoolExecutor(
-                max_workers=self.workers,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_init_worker,
-                initargs=(self.config.analysis,),
-            )
-        return self._pool
+        pass
 
     def score(
         self,
@@ -430,31 +429,60 @@ class Pipeline:
     def analyze(
         self, paths: Iterable[Path], on_analyzed: Callable[[Scored], None] | None = None
     ) -> list[Scored]:
-        """Preview + analysis of every path in the worker processes, in completion order."""
-        pending = list(paths)
+        """Preview + analysis of every path in the worker processes, in completion order.
+
+        Each worker holds one file, so a decoder that crashes, hangs past
+        TASK_TIMEOUT_SECONDS or balloons in memory costs only that file.
+        """
+        from postselectd import workers
+
+        pending = list(enumerate(paths))
+        pending.reverse()
+        if not pending:
+            return []
+        inbox: queue.Queue = queue.Queue()
+        timeout = self.task_timeout or workers.TASK_TIMEOUT_SECONDS
+        pool = workers.WorkerPool(
+            min(self.workers, len(pending)),
+            self.config.analysis,
+            inbox.put,
+            target=self.worker_target,
+        )
+        jobs: dict[int, Path] = {}
+        stopped: dict[int, str] = {}
         analysed: list[Scored] = []
-        in_flight: dict[Future, Path] = {}
-        window = self.workers * 4  # bounded: a 3,000-file card never sits in memory at once
-        while pending or in_flight:
-            while pending and len(in_flight) < window:
-                path = pending.pop(0)
-                in_flight[self._executor().submit(analyze_file, path)] = path
-            done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-            for future in done:
-                path = in_flight.pop(future)
+
+        def done(scored: Scored) -> None:
+            analysed.append(scored)
+            if on_analyzed:
+                on_analyzed(scored)
+
+        try:
+            while pending or jobs:
+                while pending and pool.submit(pending[-1][0], pending[-1][1]):
+                    job, path = pending.pop()
+                    jobs[job] = path
                 try:
-                    scored = future.result()
-                except BrokenProcessPool:
-                    # A decoder crashed the worker: that file fails, the pool is rebuilt and
-                    # the other files in flight go round again.
-                    self._pool = None
-                    for other in list(in_flight):
-                        pending.insert(0, in_flight.pop(other))
-                    scored = Scored(path=path, analysis=None, error="decoder crashed on this file")
-                except Exception as exc:  # a bug, not a bad file: report it and go on
-                    log.debug("worker failed on %s", path, exc_info=True)
-                    scored = Scored(path=path, analysis=None, error=f"internal error: {exc}")
-                analysed.append(scored)
-                if on_analyzed:
-                    on_analyzed(scored)
+                    message = inbox.get(timeout=1.0)
+                except queue.Empty:
+                    message = None
+                for job in pool.kill_stuck(timeout):
+                    stopped[job] = f"analysis took longer than {timeout:.0f} s; stopped"
+                for job in pool.kill_bloated():
+                    if job is not None:
+                        stopped[job] = "decoding it needed too much memory; stopped"
+                if isinstance(message, workers.Analysed) and message.job in jobs:
+                    del jobs[message.job]
+                    done(message.scored)
+                elif isinstance(message, workers.WorkerDied) and message.job in jobs:
+                    path = jobs.pop(message.job)
+                    reason = stopped.pop(
+                        message.job,
+                        f"the decoder crashed on this file (worker exit status {message.exitcode})",
+                    )
+                    done(Scored(path=path, analysis=None, error=reason))
+                elif isinstance(message, workers.WorkerReady) and message.error:
+                    raise PipelineError(f"worker cannot start: {message.error}")
+        finally:
+            pool.close()
         return analysed

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -260,7 +261,9 @@ def _decode_jpeg_bytes(data: bytes, min_size: int) -> np.ndarray:
 
 def _decode_pillow_file(path: Path, min_size: int) -> np.ndarray:
     try:
-        with Image.open(path) as img:
+        # A damaged TIFF makes Pillow warn per tag; the error (if any) is what we report.
+        with warnings.catch_warnings(), Image.open(path) as img:
+            warnings.simplefilter("ignore")
             return _pillow_to_rgb(img, min_size)
     except (
         OSError,

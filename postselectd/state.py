@@ -389,6 +389,22 @@ class Journal:
             ),
         )
 
+    def rejudged(
+        self, path: Path, *, stars: int | None, label: str | None, result: dict | None, now: float
+    ) -> None:
+        """A rated file's verdict changed (its burst completed): same rating, new result."""
+        self._db.execute(
+            "UPDATE files SET sidecar_started = NULL, stars = ?, label = ?, result = ?,"
+            " updated_at = ? WHERE path = ? AND status = 'rated'",
+            (
+                stars,
+                label,
+                None if result is None else json.dumps(result, ensure_ascii=False),
+                now,
+                str(path),
+            ),
+        )
+
     def attempt_failed(
         self, path: Path, reason: str, now: float, *, max_retries: int, backoff: float
     ) -> bool:

@@ -747,3 +747,32 @@ def test_a_sidecar_written_just_before_a_kill_is_not_written_again(
     assert sidecar_of(done).stat().st_mtime_ns == written_at  # not written twice
     assert logged_names(daemon.log()) == ["TORN_0001.NEF"]
     assert_rated_once(daemon, [done, torn])
+
+
+def test_a_burst_is_judged_together_once_its_last_frame_arrived(
+    daemon_factory, tmp_path, sample_nefs
+):
+    watch = tmp_path / "in"
+    watch.mkdir()
+    daemon = daemon_factory([watch])
+    daemon.start()
+    burst = [p for p in sample_nefs if p.name in {f"DSC_{n:04d}.NEF" for n in range(101, 108)}]
+    for source in burst:
+        shutil.copyfile(source, watch / source.name)
+
+    def best(name: str) -> bool:
+        props = read_sidecar(sidecar_of(watch / name)) if sidecar_of(watch / name).exists() else {}
+        return "PostSelect|best of burst" in props.get("Xmp.lr.hierarchicalSubject", [])
+
+    daemon.wait_for(lambda: best("DSC_0102.NEF") and best("DSC_0104.NEF"), 60, "burst verdicts")
+    assert daemon.stop()[0] == 0
+    subjects = {
+        p.name: read_sidecar(sidecar_of(watch / p.name)).get("Xmp.lr.hierarchicalSubject", [])
+        for p in burst
+    }
+    for n in (101, 102, 103):
+        assert "PostSelect|burst 0101" in subjects[f"DSC_{n:04d}.NEF"]
+    for n in (104, 105, 106):
+        assert "PostSelect|burst 0104" in subjects[f"DSC_{n:04d}.NEF"]
+    assert not any(k.startswith("PostSelect|burst") for k in subjects["DSC_0107.NEF"])
+    assert_rated_once(daemon, [watch / p.name for p in burst])

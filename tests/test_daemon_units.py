@@ -15,8 +15,9 @@ import yaml
 from conftest import run_cli
 
 from postselectd.config import AnalysisConfig
-from postselectd.daemon import Analysed, ServiceNotifier, WorkerDied, WorkerPool, WorkerReady
+from postselectd.daemon import ServiceNotifier
 from postselectd.pipeline import Scored
+from postselectd.workers import Analysed, WorkerDied, WorkerPool, WorkerReady
 
 # --- sd_notify ------------------------------------------------------------------------
 

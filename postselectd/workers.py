@@ -1,0 +1,292 @@
+"""Worker processes for preview + analysis, one file each, so a bad file costs one file.
+
+LibRaw and libjpeg are C/C++ decoders with a long history of crashes and hangs on
+malformed files. Each worker holds at most one file at a time, so when a worker dies
+(segfault, abort, out of memory) or is killed for taking too long or growing too large,
+we know exactly which file did it; the worker is replaced and the run goes on.
+``postselectd score`` and the daemon use the same pool. A listener thread turns
+results and deaths into messages for the owner's inbox (``post``).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from postselectd.config import AnalysisConfig
+
+if TYPE_CHECKING:
+    from postselectd.pipeline import Scored
+
+log = logging.getLogger(__name__)
+
+# A worker that holds one file longer than this is killed (a decoder caught in a loop).
+TASK_TIMEOUT_SECONDS = 120.0
+# A worker whose resident memory grows past this is killed after its file (a decompression
+# bomb, or a leak); the models and one preview take ~200 MB.
+MAX_WORKER_RSS_BYTES = 1536 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class WorkerReady:
+    worker: int
+    error: str | None
+
+
+@dataclass(frozen=True)
+class Analysed:
+    job: int
+    scored: Scored
+
+
+@dataclass(frozen=True)
+class WorkerDied:
+    job: int | None
+    exitcode: int | None
+
+
+def _worker_main(worker_id: int, tasks: Connection, results: Connection, config) -> None:
+    """A worker process: preview + analysis, one file at a time, until told to stop.
+
+    It ignores SIGINT/SIGTERM: the daemon stops it (or, if the daemon is gone, the closed
+    task pipe does), so a Ctrl-C or a service stop never tears a file out of its hands.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    from postselectd import pipeline
+
+    try:
+        pipeline._init_worker(config)
+    except Exception as exc:
+        results.send(("init-failed", worker_id, str(exc)))
+        return
+    results.send(("ready", worker_id, None))
+    while True:
+        try:
+            task = tasks.recv()
+        except (EOFError, OSError):
+            return
+        if task is None:
+            return
+        job, path = task
+        try:
+            scored = pipeline.analyze_file(Path(path))
+        except Exception as exc:  # a bug, not a bad file: report it, keep the worker
+            scored = pipeline.Scored(path=Path(path), analysis=None, error=f"internal error: {exc}")
+        try:
+            results.send(("done", job, scored))
+        except (BrokenPipeError, OSError):
+            return
+
+
+@dataclass
+class _Worker:
+    id: int
+    process: multiprocessing.process.BaseProcess
+    tasks: Connection
+    results: Connection
+    job: int | None = None
+    started_job_at: float = 0.0
+
+
+class WorkerPool:
+    """Worker processes that each hold at most one file, so when one dies we know which
+    file killed it; a dead worker is replaced and only its file pays.
+
+    A listener thread turns results and deaths into inbox messages (``post``).
+    """
+
+    def __init__(
+        self,
+        size: int,
+        config: AnalysisConfig,
+        post: Callable[[object], None],
+        target: Callable | None = None,
+    ):
+        self.size = size
+        self.config = config
+        self.post = post
+        self.target = target or _worker_main  # tests inject faults with their own
+        self._context = multiprocessing.get_context("spawn")
+        self._lock = threading.Lock()
+        self._workers: dict[int, _Worker] = {}
+        self._next_id = 0
+        self._closing = False
+        self._wake_r, self._wake_w = self._context.Pipe(duplex=False)
+        for _ in range(size):
+            self._spawn()
+        self._listener = threading.Thread(target=self._listen, name="workers", daemon=True)
+        self._listener.start()
+
+    def _spawn(self) -> None:
+        tasks_r, tasks_w = self._context.Pipe(duplex=False)
+        results_r, results_w = self._context.Pipe(duplex=False)
+        worker_id = self._next_id
+        self._next_id += 1
+        process = self._context.Process(
+            target=self.target,
+            args=(worker_id, tasks_r, results_w, self.config),
+            name=f"postselectd-worker-{worker_id}",
+            daemon=True,
+        )
+        process.start()
+        tasks_r.close()
+        results_w.close()
+        self._workers[worker_id] = _Worker(worker_id, process, tasks_w, results_r)
+
+    def idle(self) -> int:
+        with self._lock:
+            return sum(1 for w in self._workers.values() if w.job is None)
+
+    def busy(self) -> int:
+        with self._lock:
+            return sum(1 for w in self._workers.values() if w.job is not None)
+
+    def submit(self, job: int, path: Path) -> bool:
+        with self._lock:
+            for worker in self._workers.values():
+                if worker.job is None:
+                    try:
+                        worker.tasks.send((job, str(path)))
+                    except OSError:
+                        continue  # dying; the listener replaces it
+                    worker.job = job
+                    worker.started_job_at = time.monotonic()
+                    return True
+        return False
+
+    def kill_stuck(self, older_than: float) -> list[int]:
+        """Kill workers that have held one file too long; their deaths are reported."""
+        now = time.monotonic()
+        stuck = []
+        with self._lock:
+            for worker in self._workers.values():
+                if worker.job is not None and now - worker.started_job_at > older_than:
+                    stuck.append(worker.job)
+                    worker.process.kill()
+        return stuck
+
+    def kill_bloated(self, max_rss: int = MAX_WORKER_RSS_BYTES) -> list[int | None]:
+        """Kill workers whose resident memory passed ``max_rss`` (Linux: /proc)."""
+        bloated = []
+        with self._lock:
+            for worker in self._workers.values():
+                if _rss(worker.process.pid) > max_rss:
+                    bloated.append(worker.job)
+                    worker.process.kill()
+        return bloated
+
+    def pids(self) -> list[int]:
+        with self._lock:
+            return [w.process.pid for w in self._workers.values() if w.process.pid]
+
+    def _listen(self) -> None:
+        while True:
+            try:
+                if not self._listen_once():
+                    return
+            except Exception:  # a bug here must not silently stop all rating
+                log.exception("worker pool listener")
+                time.sleep(1.0)
+
+    def _listen_once(self) -> bool:
+        """Wait for results and deaths once; False when the pool is closing."""
+        with self._lock:
+            if self._closing:
+                return False
+            by_result = {w.results: w for w in self._workers.values()}
+            by_sentinel = {w.process.sentinel: w for w in self._workers.values()}
+        ready = wait([self._wake_r, *by_result, *by_sentinel])
+        for item in ready:
+            if item is self._wake_r:
+                return False
+            if item in by_result:
+                worker = by_result[item]
+                try:
+                    message = item.recv()
+                except (EOFError, OSError):
+                    self._died(worker)
+                    continue
+                self._received(worker, message)
+        for item in ready:
+            if item in by_sentinel:
+                worker = by_sentinel[item]
+                with self._lock:
+                    handled = self._workers.get(worker.id) is not worker
+                if handled:  # its pipe's end-of-file already reported the death
+                    continue
+                try:
+                    unread = worker.results.poll()
+                except OSError:
+                    unread = False
+                if unread:  # a result sent just before exiting: read it first
+                    continue
+                self._died(worker)
+        return True
+
+    def _received(self, worker: _Worker, message: tuple) -> None:
+        kind, key, payload = message
+        if kind == "done":
+            with self._lock:
+                worker.job = None
+            self.post(Analysed(key, payload))
+        elif kind == "ready":
+            self.post(WorkerReady(worker.id, None))
+        elif kind == "init-failed":
+            self.post(WorkerReady(worker.id, payload))
+
+    def _died(self, worker: _Worker) -> None:
+        with self._lock:
+            if self._workers.get(worker.id) is not worker:
+                return
+            del self._workers[worker.id]
+            worker.process.join(timeout=1)
+            job = worker.job
+            for conn in (worker.tasks, worker.results):
+                conn.close()
+            if not self._closing:
+                self._spawn()
+        self.post(WorkerDied(job, worker.process.exitcode))
+
+    def close(self, timeout: float = 3.0) -> None:
+        """Ask every worker to stop; kill the ones still busy after ``timeout``."""
+        with self._lock:
+            self._closing = True
+            workers = list(self._workers.values())
+        self._wake_w.send(None)
+        self._listener.join(timeout=5)
+        for worker in workers:
+            try:
+                worker.tasks.send(None)
+            except OSError:
+                pass
+        deadline = time.monotonic() + timeout
+        for worker in workers:
+            worker.process.join(timeout=max(0.0, deadline - time.monotonic()))
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join(timeout=2)
+            for conn in (worker.tasks, worker.results):
+                conn.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+
+def _rss(pid: int | None) -> int:
+    """Resident memory of a process in bytes; 0 where /proc cannot tell."""
+    if not pid:
+        return 0
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
