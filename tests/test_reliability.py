@@ -358,3 +358,48 @@ def test_wrong_or_missing_model_fails_at_start(tmp_path: Path, swap):
     result = run_cli("score", str(photo), env={"POSTSELECTD_MODELS": str(models)})
     assert result.returncode == 2
     assert target in result.stderr and "Traceback" not in result.stderr
+
+
+# --- decoder isolation --------------------------------------------------------------------
+
+
+def misbehaving_worker(worker_id, tasks, results, config):
+    """A worker that crashes on files named *crash*, hangs on *hang*, else works normally.
+
+    Fault injection only: the real worker (postselectd.workers._worker_main) does the rest.
+    """
+    from postselectd import workers
+
+    real_tasks_recv = tasks.recv
+
+    def recv():
+        task = real_tasks_recv()
+        if task is not None:
+            name = Path(task[1]).name
+            if "crash" in name:
+                os.kill(os.getpid(), signal.SIGSEGV)
+            if "hang" in name:
+                time.sleep(3600)
+        return task
+
+    tasks.recv = recv
+    workers._worker_main(worker_id, tasks, results, config)
+
+
+def test_a_crashing_or_hanging_decoder_costs_only_its_own_file(tmp_path: Path):
+    from postselectd.config import Config
+    from postselectd.pipeline import Pipeline
+
+    nef = shared_path("samples", "nef", "DSC_0102.NEF")
+    folder = tmp_path / "shoot"
+    for name in ("a_good.NEF", "b_crash.NEF", "c_hang.NEF", "d_good.NEF", "e_good.NEF"):
+        copy_file(nef, folder, name)
+    with Pipeline(
+        Config(), workers=2, task_timeout=5, worker_target=misbehaving_worker
+    ) as pipeline:
+        results = {r.path.name: r for r in pipeline.score(sorted(folder.iterdir()))}
+    assert "decoder crashed" in results["b_crash.NEF"].error
+    assert "took longer than 5 s" in results["c_hang.NEF"].error
+    for name in ("a_good.NEF", "d_good.NEF", "e_good.NEF"):
+        assert results[name].error is None and results[name].rating is not None
+    assert not (folder / "b_crash.xmp").exists() and not (folder / "c_hang.xmp").exists()
