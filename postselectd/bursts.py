@@ -114,11 +114,19 @@ class BurstHold:
     shot more than ``max_gap`` after it has arrived, or ``hold_seconds`` passed since it
     arrived (the card copy paused or the shoot ended). Frames released together are
     grouped together, so a burst's frames get their verdicts at the same time.
+
+    A run of frames each shot within ``max_gap`` of the next can go on for as long as
+    files keep arriving (a time-lapse, the copy of a whole sports card): once it holds
+    more than ``max_frames``, its older part is judged without waiting for the end, so
+    the hold (and the time each release takes) stays bounded.
     """
 
-    def __init__(self, max_gap: float = MAX_GAP_SECONDS, hold_seconds: float = 3.0):
+    def __init__(
+        self, max_gap: float = MAX_GAP_SECONDS, hold_seconds: float = 3.0, max_frames: int = 200
+    ):
         self.max_gap = max_gap
         self.hold_seconds = hold_seconds
+        self.max_frames = max_frames
         self._held: dict[str, list[tuple[Frame, float]]] = {}
 
     def __len__(self) -> int:
@@ -133,38 +141,7 @@ class BurstHold:
         """Frames whose bursts are complete, grouped, with their burst membership."""
         released = []
         for folder, held in list(self._held.items()):
-            newest_arrival = max(arrived for _, arrived in held)
-            timed = [f for f, _ in held if f.capture_time is not None]
-            latest_capture = max((f.capture_time for f in timed), default=None)
-            if everything or now - newest_arrival >= self.hold_seconds:
-                ready = [f for f, _ in held]
-            else:
-                # Untimed frames can never join a burst; timed ones wait for a later shot.
-                ready = [
-                    f
-                    for f, _ in held
-                    if f.capture_time is None
-                    or (latest_capture - f.capture_time).total_seconds() > self.max_gap
-                ]
-                # Never split a burst: keep back anything within max_gap of a held frame.
-                keep = {id(f) for f, _ in held} - {id(f) for f in ready}
-                changed = True
-                while changed:
-                    changed = False
-                    for f in list(ready):
-                        if f.capture_time is None:
-                            continue
-                        for other, _ in held:
-                            if (
-                                id(other) in keep
-                                and other.capture_time is not None
-                                and abs((other.capture_time - f.capture_time).total_seconds())
-                                <= self.max_gap
-                            ):
-                                ready.remove(f)
-                                keep.add(id(f))
-                                changed = True
-                                break
+            ready = self._ready(held, now, everything)
             if not ready:
                 continue
             ready_ids = {id(f) for f in ready}
@@ -175,3 +152,31 @@ class BurstHold:
                 del self._held[folder]
             released.append((ready, group_bursts(ready, self.max_gap)))
         return released
+
+    def _ready(self, held: list[tuple[Frame, float]], now: float, everything: bool) -> list[Frame]:
+        """The held frames of one folder that no later frame can join, in arrival order."""
+        frames = [f for f, _ in held]
+        newest_arrival = max(arrived for _, arrived in held)
+        if everything or now - newest_arrival >= self.hold_seconds:
+            return frames
+        timed = sorted(
+            (f for f in frames if f.capture_time is not None), key=lambda f: f.capture_time
+        )
+        if not timed:
+            return frames  # untimed frames can never join a burst
+        # The last run of frames shot within max_gap of each other may still grow; every
+        # run before it is complete, since a frame shot more than max_gap after its end
+        # has arrived. (Sorting once: a long run must not cost more than n log n.)
+        first = len(timed) - 1
+        while first > 0 and self._gap(timed[first - 1], timed[first]) <= self.max_gap:
+            first -= 1
+        still_open = timed[first:]
+        if len(still_open) > self.max_frames:
+            latest = timed[-1]
+            still_open = [f for f in still_open if self._gap(f, latest) <= self.max_gap]
+        keep = {id(f) for f in still_open}
+        return [f for f in frames if id(f) not in keep]
+
+    @staticmethod
+    def _gap(earlier: Frame, later: Frame) -> float:
+        return (later.capture_time - earlier.capture_time).total_seconds()

@@ -80,3 +80,24 @@ def test_hold_releases_a_burst_only_when_it_is_complete():
     # The last frame goes after the hold time with nothing newer.
     [(last, _)] = hold.release(now=104.0)
     assert [f.name for f in last] == ["DSC_0104.NEF"] and len(hold) == 0
+
+
+def test_a_run_that_never_ends_is_judged_in_pieces_and_the_hold_stays_bounded():
+    """A time-lapse (or a sports card copied at 10 files/s): every frame within max_gap
+    of the next, so no burst ever ends while files keep coming. The hold must not grow
+    without bound, and releasing must not take longer as it grows (it once took 30 s a
+    call with 1,000 frames held, stalling the daemon)."""
+    import time
+
+    hold = BurstHold(max_gap=2.0, hold_seconds=3.0, max_frames=200)
+    released = 0
+    slowest = 0.0
+    for i in range(3000):
+        hold.add(frame(f"DSC_{i:04d}.NEF", 0.5 * i, SCENE_A, 0.5), now=100.0 + 0.1 * i)
+        start = time.perf_counter()
+        for frames, _ in hold.release(now=100.0 + 0.1 * i):
+            released += len(frames)
+        slowest = max(slowest, time.perf_counter() - start)
+        assert len(hold) <= 200 + 5
+    assert released >= 3000 - 205
+    assert slowest < 0.5, f"a release took {slowest:.2f} s"
