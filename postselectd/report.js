@@ -112,11 +112,15 @@
     step(link.closest(".detail"), link.classList.contains("next") ? 1 : -1);
   });
 
-  // Move focus with the view, so a screen reader reads what opened and keys keep working.
+  // Move focus with the view, so a screen reader reads what opened and keys keep working;
+  // while a larger view is open, the page behind it is inert (Tab stays in the view).
+  var behind = Array.prototype.slice.call(document.querySelectorAll(".skip, .top, main > :not(.details)"));
   function followHash() {
     var target = location.hash && document.getElementById(location.hash.slice(1));
+    var open = !!(target && target.classList.contains("detail"));
+    behind.forEach(function (element) { element.inert = open; });
     if (!target) { return; }
-    if (target.classList.contains("detail")) {
+    if (open) {
       target.querySelector("h2").focus({ preventScroll: true });
     } else if (target.classList.contains("card")) {
       focusCard(target);

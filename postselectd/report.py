@@ -980,8 +980,8 @@ def _detail(frame: Frame, before: Frame | None, after: Frame | None) -> str:
     v = frame.verdict
     heading = f"{frame.name}: {verdict_text(frame)}"
     out = [
-        f'<section class="detail" id="f{frame.index}" aria-labelledby="h{frame.index}" '
-        f'data-card="c{frame.index}">',
+        f'<section class="detail" id="f{frame.index}" role="dialog" '
+        f'aria-labelledby="h{frame.index}" data-card="c{frame.index}">',
         '<nav class="detail-nav" aria-label="Photos">',
         f'<a class="prev" href="#f{before.index}" rel="prev">← Previous</a>' if before else "",
         f'<a class="next" href="#f{after.index}" rel="next">Next →</a>' if after else "",

@@ -553,12 +553,14 @@ def test_contact_sheet_in_headless_chromium(scored_shoot: Path, tmp_path: Path, 
     page.js("new Promise(r => setTimeout(r, 50))")
     assert page.js("location.hash") == "#f2"
     assert page.js("document.activeElement.id") == "h2"
+    assert page.js("document.getElementById('sheet').inert")  # Tab stays in the view
     page.key("ArrowRight", 39)
     page.js("new Promise(r => setTimeout(r, 50))")
     assert page.js("location.hash") == "#f3"
     page.key("Escape", 27)
     page.js("new Promise(r => setTimeout(r, 50))")
     assert page.js("document.activeElement.closest('.card').id") == "c3"
+    assert not page.js("document.getElementById('sheet').inert")
 
     # The larger view of the group photo: its numbers and its face boxes.
     number = page.js("""Array.from(document.querySelectorAll('.card')).find(c =>
