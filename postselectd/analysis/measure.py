@@ -48,6 +48,10 @@ def downscale(gray: np.ndarray, long_side: int = WORK_SIZE) -> np.ndarray:
     h = gray.shape[0] // factor * factor
     w = gray.shape[1] // factor * factor
     g = gray[:h, :w]
+    if factor == 2:
+        # 4x faster than the reshaped mean, and the same numbers: the luma here holds
+        # whole (or quarter) grey levels, whose sums float32 keeps exact in any order.
+        return (g[0::2, 0::2] + g[1::2, 0::2] + g[0::2, 1::2] + g[1::2, 1::2]) * np.float32(0.25)
     return g.reshape(h // factor, factor, w // factor, factor).mean(axis=(1, 3))
 
 
@@ -115,17 +119,10 @@ def noise_sigma(gray: np.ndarray) -> float:
     g = gray
     if min(g.shape) < 3:
         return 0.0
-    conv = (
-        g[:-2, :-2]
-        - 2 * g[:-2, 1:-1]
-        + g[:-2, 2:]
-        - 2 * g[1:-1, :-2]
-        + 4 * g[1:-1, 1:-1]
-        - 2 * g[1:-1, 2:]
-        + g[2:, :-2]
-        - 2 * g[2:, 1:-1]
-        + g[2:, 2:]
-    )
+    # The 3x3 kernel [1 -2 1; -2 4 -2; 1 -2 1] is the outer product of [1 -2 1] with
+    # itself: two 1-D passes instead of nine shifted copies (same sums for whole grey levels).
+    across = g[:, :-2] - 2 * g[:, 1:-1] + g[:, 2:]
+    conv = across[:-2] - 2 * across[1:-1] + across[2:]
     return float(np.sqrt(np.pi / 2) * np.abs(conv).mean() / 6.0)
 
 
@@ -182,8 +179,8 @@ def measure_all(image: np.ndarray) -> Measurements:
     half = sharpness(half_gray)
     quarter = sharpness(downscale(half_gray, WORK_SIZE // 4))
     small = half_gray
-    expo = exposure(small)
     p01, p05, p50, p95, p99 = np.percentile(small, [1, 5, 50, 95, 99])
+    expo = exposure(small, median=float(p50) if max(small.shape) < 1024 else None)
     n = float(small.size) or 1.0
 
     def log(x: float) -> float:
@@ -215,12 +212,13 @@ def measure_all(image: np.ndarray) -> Measurements:
     return Measurements(sharpness=full, exposure=expo, features=features)
 
 
-def exposure(gray: np.ndarray) -> Exposure:
+def exposure(gray: np.ndarray, median: float | None = None) -> Exposure:
+    """``median``: the caller's own median of ``gray`` when it has one (saves a sort)."""
     g = downscale(gray, 512)
     n = float(g.size) or 1.0
     return Exposure(
         mean_luminance=float(g.mean()),
         clipped_highlights=float((g >= 250).sum() / n),
         crushed_shadows=float((g <= 5).sum() / n),
-        median_luminance=float(np.median(g)),
+        median_luminance=float(np.median(g)) if median is None else median,
     )
