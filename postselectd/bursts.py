@@ -136,12 +136,17 @@ class BurstHold:
         self._held.setdefault(frame.folder, []).append((frame, now))
 
     def release(
-        self, now: float, everything: bool = False
+        self, now: float, everything: bool = False, busy: frozenset[str] = frozenset()
     ) -> list[tuple[list[Frame], dict[Hashable, BurstInfo]]]:
-        """Frames whose bursts are complete, grouped, with their burst membership."""
+        """Frames whose bursts are complete, grouped, with their burst membership.
+
+        ``busy``: folders with files still queued or being analysed. Their frames are not
+        released for quiet time alone (a slow analysis is not the end of a burst), only
+        once a later shot has arrived.
+        """
         released = []
         for folder, held in list(self._held.items()):
-            ready = self._ready(held, now, everything)
+            ready = self._ready(held, now, everything, waiting=folder in busy)
             if not ready:
                 continue
             ready_ids = {id(f) for f in ready}
@@ -153,11 +158,13 @@ class BurstHold:
             released.append((ready, group_bursts(ready, self.max_gap)))
         return released
 
-    def _ready(self, held: list[tuple[Frame, float]], now: float, everything: bool) -> list[Frame]:
+    def _ready(
+        self, held: list[tuple[Frame, float]], now: float, everything: bool, waiting: bool = False
+    ) -> list[Frame]:
         """The held frames of one folder that no later frame can join, in arrival order."""
         frames = [f for f, _ in held]
         newest_arrival = max(arrived for _, arrived in held)
-        if everything or now - newest_arrival >= self.hold_seconds:
+        if everything or (not waiting and now - newest_arrival >= self.hold_seconds):
             return frames
         timed = sorted(
             (f for f in frames if f.capture_time is not None), key=lambda f: f.capture_time

@@ -98,21 +98,24 @@ def is_candidate(path: Path) -> bool:
     return path.suffix.lower() in rawmeta.PHOTO_SUFFIXES
 
 
-def has_raw_sibling(path: Path) -> bool:
-    """DSC_0001.JPG next to DSC_0001.NEF: the raw is rated, the JPEG would share its sidecar."""
+def same_stem_names(path: Path) -> list[str]:
+    """Names in the file's folder that share its stem (DSC_0001.NEF, DSC_0001.JPG, ...)."""
+    try:
+        return [n for n in os.listdir(path.parent) if Path(n).stem == path.stem]
+    except OSError:
+        return []
+
+
+def has_raw_sibling(path: Path, siblings: list[str] | None = None) -> bool:
+    """DSC_0001.JPG next to DSC_0001.NEF: the raw is rated, the JPEG would share its sidecar.
+
+    ``siblings``: the folder's names with the same stem, when the caller listed the folder
+    once already (a card folder of 3,000 frames must not be listed 3,000 times).
+    """
     if path.suffix.lower() not in JPEG_SUFFIXES | {".tif", ".tiff"}:
         return False
-    try:
-        for sibling in path.parent.iterdir():
-            if (
-                sibling.stem == path.stem
-                and sibling != path
-                and sibling.suffix.lower() in rawmeta.RAW_SUFFIXES
-            ):
-                return True
-    except OSError:
-        return False
-    return False
+    names = same_stem_names(path) if siblings is None else siblings
+    return any(n != path.name and Path(n).suffix.lower() in rawmeta.RAW_SUFFIXES for n in names)
 
 
 def _sidecar_rank(path: Path) -> int:
@@ -124,26 +127,28 @@ def _sidecar_rank(path: Path) -> int:
     return 2 if suffix in (".tif", ".tiff") else 3
 
 
-def shared_sidecar_owner(path: Path) -> Path:
+def shared_sidecar_owner(path: Path, siblings: list[str] | None = None) -> Path:
     """Which file of a same-name set (DSC_0001.NEF, .DNG, .JPG) writes DSC_0001.xmp.
 
     Two files must never write one sidecar: the camera's raw wins, then a DNG, then a
     TIFF, then a JPEG; the others are left alone for profiles that use that name.
     """
-    owners = [path]
-    try:
-        for sibling in path.parent.iterdir():
-            if sibling.stem == path.stem and sibling != path and is_candidate(sibling):
-                owners.append(sibling)
-    except OSError:
-        pass
+    names = same_stem_names(path) if siblings is None else siblings
+    owners = [path] + [
+        path.parent / n for n in names if n != path.name and is_candidate(path.parent / n)
+    ]
     return min(owners, key=lambda p: (_sidecar_rank(p), p.name))
 
 
-def sidecar_profiles_for(path: Path, profiles: Iterable[str]) -> list[str]:
+def sidecar_profiles_for(
+    path: Path, profiles: Iterable[str], siblings: list[str] | None = None
+) -> list[str]:
     """The profiles this file writes: none whose DSC_0001.xmp belongs to a sibling."""
     profiles = list(profiles)
-    if any(names_shared_sidecar(p) for p in profiles) and shared_sidecar_owner(path) != path:
+    if (
+        any(names_shared_sidecar(p) for p in profiles)
+        and shared_sidecar_owner(path, siblings) != path
+    ):
         return [p for p in profiles if not names_shared_sidecar(p)]
     return profiles
 
@@ -172,11 +177,15 @@ def find_photos(paths: Iterable[Path], profiles: Iterable[str] | None = None) ->
                 continue
             seen.add((st.st_dev, st.st_ino))
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            by_stem: dict[str, list[str]] = {}
+            for name in files:
+                by_stem.setdefault(Path(name).stem, []).append(name)
             for name in sorted(files):
                 path = Path(folder) / name
-                if not is_candidate(path) or has_raw_sibling(path):
+                siblings = by_stem[path.stem]
+                if not is_candidate(path) or has_raw_sibling(path, siblings):
                     continue
-                if profiles is not None and not sidecar_profiles_for(path, profiles):
+                if profiles is not None and not sidecar_profiles_for(path, profiles, siblings):
                     continue
                 yield path
 
