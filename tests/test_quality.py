@@ -50,9 +50,10 @@ def test_exposure_reasons(analyzer, name, expected):
     assert reasons & {"overexposed", "underexposed"} == expected
 
 
-def test_closed_eyes_are_a_reason(analyzer):
+def test_closed_eyes_are_a_reason_and_the_probability_agrees(analyzer):
     result = analyze(analyzer, "eval", "eyes-face", "eyes-face-0003.jpg")
     assert "eyes closed" in result.reasons
+    assert result.keeper_probability <= 0.15
 
 
 def test_open_sharp_face_is_neither_closed_nor_blurred(analyzer):

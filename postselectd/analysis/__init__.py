@@ -43,6 +43,8 @@ REJECT_BELOW = 0.30
 BLURRED_SUBJECT_BELOW = 700.0
 # Blur that keeps its detail in one direction is motion; evenly lost detail is defocus.
 MOTION_DIRECTIONALITY = 0.55
+# Keeper probability at most this when the main subjects' faces reject the frame.
+FACE_REJECT_PROBABILITY = 0.15
 # The face's own detail at 48 px; eval/faceblur: sharp >= 0.49, blurred <= 0.48.
 FACE_SOFT_BELOW = 0.45
 # Underexposure: the brightest 1% of the frame stays below 62% grey while the midtones
@@ -191,7 +193,14 @@ def judge(
         reasons.append(OVEREXPOSED)
     elif under and not over:
         reasons.append(UNDEREXPOSED)
-    return p[KEEPER], tuple(reasons)
+    keeper = p[KEEPER]
+    if EYES_CLOSED in reasons or (
+        focus.main_subjects and set(reasons) & {OUT_OF_FOCUS, MOTION_BLUR}
+    ):
+        # The people in it say reject, whatever the frame as a whole looks like: the
+        # probability must not contradict the verdict (a sharp closed-eye face read 1.00).
+        keeper = min(keeper, FACE_REJECT_PROBABILITY)
+    return keeper, tuple(reasons)
 
 
 def _faces_overexposed(faces: tuple[Face, ...], image: np.ndarray) -> bool:
