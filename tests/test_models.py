@@ -123,12 +123,29 @@ def check_summary(got: np.ndarray, want: dict, label: str) -> None:
 
 # Trained by models/train_default.py, not converted; checked in tests/test_quality.py.
 OWN_MODELS = {"keeper_head"}
+# Made from a converted model by models/quantize.py: derived file -> its parent.
+DERIVED_MODELS = {"face_detection_full_anysize": "face_detection_full"}
 
 
 def test_every_shipped_model_has_reference_outputs():
     on_disk = {p.stem for p in MODELS.glob("*.onnx")}
-    assert on_disk == EXPECTED_FILES | OWN_MODELS
+    assert on_disk == EXPECTED_FILES | OWN_MODELS | set(DERIVED_MODELS)
     assert set(NAMES) == EXPECTED_FILES
+
+
+def test_anysize_blazeface_is_its_parent_at_192_and_reads_any_multiple_of_32():
+    name, parent = "face_detection_full_anysize", "face_detection_full"
+    meta = meta_of(name)
+    assert meta["postselectd.name"] == name and "postselectd.derived_from" in meta
+    x = to_input(synthetic_image(*input_size(meta)), meta)
+    outs = cached_session(name).run(None, {"image": x})
+    for o, arr in zip(cached_session(name).get_outputs(), outs, strict=True):
+        check_summary(arr, REFERENCE["models"][parent]["outputs"][o.name], f"{name}/{o.name}")
+    multiple = int(meta["postselectd.input_multiple"])
+    wide = np.zeros((1, 3, 5 * multiple, 7 * multiple), np.float32)
+    regressors, scores = cached_session(name).run(None, {"image": wide})
+    assert regressors.shape == (1, 5 * 7 * multiple * multiple // 16, 16)
+    assert scores.shape == (1, regressors.shape[1], 1)
 
 
 @pytest.mark.parametrize("name", NAMES)

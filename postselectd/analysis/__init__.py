@@ -113,8 +113,10 @@ class Analyzer:
         probabilities = self.head.classify(measured.features, embedding)
         timed("keeper_head", start)
         start = time.perf_counter()
-        faces = self.faces.analyze(image)
+        face_steps: list[tuple[str, float]] = []
+        faces = self.faces.analyze(image, face_steps)
         timed("faces", start)
+        timings += face_steps
 
         keeper, reasons = judge(probabilities, measured, faces, image)
         class_probabilities = tuple((k, round(float(v), 4)) for k, v in probabilities.items())

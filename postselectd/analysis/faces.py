@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +80,11 @@ MIN_FACE_PX = 40
 MIN_DETECTION_SCORE = 0.5
 MIN_FACE_FLAG = 0.5
 WHOLE_FRAME_MIN_SCORE = 0.3
+# The one-run search (an any-size model) sees each face once where overlapping tiles saw
+# it up to four times at different offsets, so it keeps weaker candidates; the mesh's face
+# flag still confirms each. eval/portraits x0.5 in a 1620x1080 frame: a face the tiles
+# scored 0.33-0.62 scores 0.39 in the one run.
+SEARCH_MIN_SCORE = 0.35
 NMS_IOU = 0.3
 # Most faces meshed per frame (highest detection scores first): bounds the time for crowds.
 MAX_FACES = 24
@@ -206,7 +212,8 @@ class _BlazeFace:
     def __init__(self, model: OnnxModel):
         self.model = model
         try:
-            self.anchors = _anchors(json.loads(model.metadata["postselectd.anchors"]))
+            self.anchor_spec = json.loads(model.metadata["postselectd.anchors"])
+            self.anchors = _anchors(self.anchor_spec)
             decode = json.loads(model.metadata["postselectd.decode"])
         except (KeyError, ValueError) as exc:
             raise ModelError(
@@ -215,6 +222,12 @@ class _BlazeFace:
         self.box_scale = float(decode.get("box_scale", model.contract.width))
         self.min_score = max(MIN_DETECTION_SCORE, float(decode.get("min_score", 0.5)))
         self.size = model.contract.width
+        self._anchor_cache: dict[tuple[int, int], np.ndarray] = {}
+        # A model exported for any input size (models/quantize.py) reads a whole frame at
+        # once; its input must be a multiple of the network's largest stride.
+        shape = model.session.get_inputs()[0].shape
+        self.any_size = not all(isinstance(d, int) for d in shape[2:])
+        self.multiple = int(model.metadata.get("postselectd.input_multiple", 32))
 
     def detect(
         self,
@@ -222,45 +235,54 @@ class _BlazeFace:
         region: tuple[int, int, int, int],
         min_score: float | None = None,
         factor: float = 1.0,
+        scale: float | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Faces inside ``region`` (x0, y0, x1, y1; may extend past the image, padded black).
 
-        ``image`` may be a reduced copy of the photo, ``factor`` times smaller. Returns boxes
-        (N, 4) and keypoints (N, 6, 2) in the photo's px and scores (N,), before NMS.
+        ``image`` may be a reduced copy of the photo, ``factor`` times smaller. Without
+        ``scale`` the region is letterboxed into the model's square; with it (a model that
+        takes any input size) the region is read at that scale onto a canvas padded to a
+        multiple of the network's stride, in one run. Returns boxes (N, 4) and keypoints
+        (N, 6, 2) in the photo's px and scores (N,), before NMS.
         """
         x0, y0, x1, y1 = region
         width, height = x1 - x0, y1 - y0
-        side = self.size
-        scale = side / max(width, height)
-        new_w = max(1, round(width * scale))
-        new_h = max(1, round(height * scale))
+        if scale is None:
+            scale = self.size / max(width, height)
+            new_w = max(1, round(width * scale))
+            new_h = max(1, round(height * scale))
+            canvas_w = canvas_h = self.size
+        else:
+            new_w = max(1, round(width * scale))
+            new_h = max(1, round(height * scale))
+            canvas_w, canvas_h = _round_up(new_w, self.multiple), _round_up(new_h, self.multiple)
         crop = image.crop(region) if region != (0, 0, *image.size) else image
         resized = crop.resize((new_w, new_h), Image.Resampling.BILINEAR)
-        pad_x, pad_y = (side - new_w) // 2, (side - new_h) // 2
+        pad_x, pad_y = (canvas_w - new_w) // 2, (canvas_h - new_h) // 2
         c = self.model.contract
-        canvas = np.full((side, side, 3), -c.mean / c.std, dtype=np.float32)
-        canvas[pad_y : pad_y + new_h, pad_x : pad_x + new_w] = (
-            np.asarray(resized, dtype=np.float32) - c.mean
-        ) / c.std
-        outputs = self.model.run(np.ascontiguousarray(canvas.transpose(2, 0, 1))[None])
+        canvas = np.full((3, canvas_h, canvas_w), -c.mean / c.std, dtype=np.float32)
+        pixels = np.asarray(resized, dtype=np.float32).transpose(2, 0, 1)
+        canvas[:, pad_y : pad_y + new_h, pad_x : pad_x + new_w] = (pixels - c.mean) / c.std
+        outputs = self.model.run(canvas[None])
         logits = np.clip(outputs["classificators"][0, :, 0], -80, 80)
         scores = 1.0 / (1.0 + np.exp(-logits))
         keep = scores > (self.min_score if min_score is None else min_score)
         if not keep.any():
             return np.zeros((0, 4)), np.zeros((0, 6, 2)), np.zeros((0,))
-        raw = outputs["regressors"][0, keep].astype(np.float64) / self.box_scale
-        anchors = self.anchors[keep]
+        # Regressors are in the model's input px (box_scale = its trained side); anchors too.
+        raw = outputs["regressors"][0, keep].astype(np.float64) * (self.size / self.box_scale)
+        anchors = self._anchor_px(canvas_w, canvas_h)[keep]
         cx, cy = raw[:, 0] + anchors[:, 0], raw[:, 1] + anchors[:, 1]
         w, h = raw[:, 2], raw[:, 3]
         points = raw[:, 4:16].reshape(-1, 6, 2) + anchors[:, None, :]
         valid = (w > 0) & (h > 0)
         boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
 
-        # 0..1 of the input square -> image px.
+        # canvas px -> image px.
         def to_image(px: np.ndarray, py: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             return (
-                (x0 + (px * side - pad_x) / scale) * factor,
-                (y0 + (py * side - pad_y) / scale) * factor,
+                (x0 + (px - pad_x) / scale) * factor,
+                (y0 + (py - pad_y) / scale) * factor,
             )
 
         bx0, by0 = to_image(boxes[:, 0], boxes[:, 1])
@@ -271,6 +293,22 @@ class _BlazeFace:
             np.stack([kx, ky], axis=-1)[valid],
             scores[keep][valid],
         )
+
+    def _anchor_px(self, width: int, height: int) -> np.ndarray:
+        """Anchor centers in px of a ``width`` x ``height`` input (cached per size)."""
+        if (width, height) not in self._anchor_cache:
+            if (width, height) == (self.size, self.size):
+                anchors = self.anchors
+            else:
+                spec = dict(self.anchor_spec, input_size_width=width, input_size_height=height)
+                spec.pop("num_anchors", None)
+                anchors = _anchors(spec)
+            self._anchor_cache[(width, height)] = anchors * np.array([width, height])
+        return self._anchor_cache[(width, height)]
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
 
 
 def _roi_sampler(
@@ -406,6 +444,13 @@ class FaceAnalyzer:
         self.short = _BlazeFace(
             OnnxModel(directory / "face_detection_short.onnx", threads, providers)
         )
+        # The full-range model freed of its fixed input size (models/quantize.py): the
+        # small-face search in one run instead of overlapping tiles. Optional, so a models
+        # folder without it (POSTSELECTD_MODELS) still works, with tiles.
+        search = directory / "face_detection_full_anysize.onnx"
+        self.search = (
+            _BlazeFace(OnnxModel(search, threads, providers)) if search.is_file() else None
+        )
         self.mesh = OnnxModel(directory / "face_landmark.onnx", threads, providers)
         self.iris = OnnxModel(directory / "iris_landmark.onnx", threads, providers)
         try:
@@ -437,18 +482,29 @@ class FaceAnalyzer:
         width, height = pyramid.levels[0][0].size
         tiles = self._tiles(width, height)
         if tiles:
-            # Tiles are read from the level that still has at least the model's resolution.
+            # Small faces: the full-range model at the tiles' scale (a tile of
+            # TILE_FRACTION of the long side seen at 192 px), read from the pyramid level
+            # that still has at least that resolution.
             tile_px = tiles[0][2] - tiles[0][0]
-            model = self.full
-            source, factor = pyramid.at_least(model.size * max(width, height) / tile_px)
-            for x0, y0, x1, y1 in tiles:
-                region = (
-                    round(x0 / factor),
-                    round(y0 / factor),
-                    round(x1 / factor),
-                    round(y1 / factor),
+            model = self.search or self.full
+            scale = model.size / tile_px
+            source, factor = pyramid.at_least(scale * max(width, height))
+            if model.any_size:
+                # One run over the whole frame: same scale, no overlap to pay twice, no tile
+                # borders; ~half the work of the tiles (a 480x320 input for any frame).
+                whole_source = (0, 0, *source.size)
+                found.append(
+                    model.detect(source, whole_source, SEARCH_MIN_SCORE, factor, scale * factor)
                 )
-                found.append(model.detect(source, region, factor=factor))
+            else:
+                for x0, y0, x1, y1 in tiles:
+                    region = (
+                        round(x0 / factor),
+                        round(y0 / factor),
+                        round(x1 / factor),
+                        round(y1 / factor),
+                    )
+                    found.append(model.detect(source, region, factor=factor))
         boxes = np.concatenate([f[0] for f in found])
         if not len(boxes):
             return []
@@ -475,14 +531,25 @@ class FaceAnalyzer:
 
     # -- per face ----------------------------------------------------------------------------
 
-    def analyze(self, image: np.ndarray) -> tuple[Face, ...]:
-        """All faces in an upright H x W x 3 uint8 RGB image, largest first."""
+    def analyze(
+        self, image: np.ndarray, timings: list[tuple[str, float]] | None = None
+    ) -> tuple[Face, ...]:
+        """All faces in an upright H x W x 3 uint8 RGB image, largest first.
+
+        ``timings``: if given, gets the ms of each step (faces.detect, faces.mesh,
+        faces.eyes) appended, for the benchmarks.
+        """
         if image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 16:
             return ()
+        clock = {"faces.detect": 0.0, "faces.mesh": 0.0, "faces.eyes": 0.0}
+        start = time.perf_counter()
         picture = Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8))
         pyramid = _Pyramid(picture)
+        detections = self.detect(pyramid)
+        clock["faces.detect"] = time.perf_counter() - start
+        start = time.perf_counter()
         meshed: list[dict] = []
-        for detection in sorted(self.detect(pyramid), key=lambda d: -d.score):
+        for detection in sorted(detections, key=lambda d: -d.score):
             if len(meshed) >= MAX_FACES:
                 break
             # A face already meshed from another tile or model: do not pay for it twice.
@@ -496,7 +563,10 @@ class FaceAnalyzer:
             face = self._mesh(pyramid, detection)
             if face is not None:
                 meshed.append(face)
+        clock["faces.mesh"] = time.perf_counter() - start
+        start = time.perf_counter()
         if not meshed:
+            _report(timings, clock)
             return ()
         largest = max(m["size"] for m in meshed)
         short_side = min(image.shape[:2])
@@ -509,6 +579,8 @@ class FaceAnalyzer:
             # Eyes (two iris runs) only where they can become a reason: the main subjects.
             eyes = self._eyes(pyramid, mesh, m["pitch"]) if main else _UNMEASURED_EYES
             faces.append(Face(is_main_subject=main, **m, **eyes))
+        clock["faces.eyes"] = time.perf_counter() - start
+        _report(timings, clock)
         return tuple(faces)
 
     def _mesh(self, pyramid: _Pyramid, det: _Detection) -> dict | None:
@@ -625,6 +697,11 @@ class FaceAnalyzer:
             return 0.0
         patch = picture.resize((FACE_DETAIL_PX, FACE_DETAIL_PX), Image.Resampling.BILINEAR, box)
         return _detail(_luma(np.asarray(patch)))
+
+
+def _report(timings: list[tuple[str, float]] | None, clock: dict[str, float]) -> None:
+    if timings is not None:
+        timings.extend((stage, seconds * 1000.0) for stage, seconds in clock.items())
 
 
 def _head_pose(mesh: np.ndarray, depth: np.ndarray) -> tuple[float, float]:
