@@ -169,10 +169,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class OneLineFormatter(logging.Formatter):
+    """One record, one line: a file named ``a\nb.NEF`` must not split a log line (or
+    forge a second one in the journal). Control characters in the message are escaped;
+    a traceback (``--log-level debug``) still follows on its own lines."""
+
+    _ESCAPES = {c: f"\\x{c:02x}" for c in range(32) if c != 9} | {127: "\\x7f"}
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return super().formatMessage(record).translate(self._ESCAPES)
+
+
 def setup_logging(level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
-        logging.Formatter("%(levelname)s %(message)s" if level == "debug" else "%(message)s")
+        OneLineFormatter("%(levelname)s %(message)s" if level == "debug" else "%(message)s")
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -443,8 +454,15 @@ def cmd_doctor(args: argparse.Namespace, config: Config | None, source: str) -> 
         if not path.exists():
             if path == default_inbox():
                 check("OK", f"watch {path}", "the default inbox; created when the daemon starts")
+            elif folder.removable:
+                check("WARN", f"watch {path}", "not there (removable: watched once it appears)")
             else:
-                check("WARN", f"watch {path}", "not there (watched once it appears)")
+                check(
+                    "FAIL",
+                    f"watch {path}",
+                    "does not exist, so the daemon will not start: create it, correct the "
+                    "path, or set removable: true for a card or share mounted later",
+                )
             continue
         if not path.is_dir():
             check("FAIL", f"watch {path}", "not a folder")

@@ -34,6 +34,10 @@ class WatchFolder(_Model):
     recursive: bool = True
     # auto: native events (inotify/FSEvents), polling on network shares where they never arrive.
     poll: Literal["auto"] | bool = "auto"
+    # A card or share that is mounted only now and then: may be absent when the daemon
+    # starts (it is watched once it appears). Otherwise a missing folder is a mistake (a
+    # typo, a renamed folder) and `postselectd run` refuses to start.
+    removable: bool = False
 
     @field_validator("path")
     @classmethod

@@ -70,6 +70,10 @@ OVERFLOW_RESCAN_DELAY = 1.0
 # SIGTERM: finish what the workers hold for at most this long, then re-queue the rest.
 DRAIN_SECONDS = 7.0
 STATUS_MIN_INTERVAL = 2.0
+# A folder where no sidecar can be written (read-only, disk full) holds its photos back;
+# they wait this long between looks, and one of them tries again at least this often
+# even when the folder's state cannot tell us it changed.
+FOLDER_RETRY_SECONDS = 60.0
 WORKER_START_TIMEOUT = 120.0
 LOCK_NAME = "daemon.lock"
 
@@ -200,6 +204,40 @@ class _Job:
     fingerprint: str | None
 
 
+@dataclass
+class _BlockedFolder:
+    """A folder no sidecar can be written into right now: its photos wait, not fail."""
+
+    trouble: str  # "read-only" or "full"
+    error: str  # the sidecar module's message, the reason its waiting photos show
+    free_bytes: int  # free space when the last write failed
+    retry_at: float  # monotonic: let one photo try anyway from then on
+    probe: Path | None = None  # the one photo trying, while it tries
+
+
+def folder_trouble(folder: Path, error: str) -> str | None:
+    """Why no sidecar can be written in ``folder`` ("read-only", "full"), or None when the
+    failure is the file's own (a foreign sidecar, a name clash): that one counts as an
+    attempt. The folder's state decides, not only the message."""
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return None
+    if st.f_flag & os.ST_RDONLY or not os.access(folder, os.W_OK):
+        return "read-only"
+    if "disk full" in error or st.f_bavail == 0:  # the sidecar module's words for ENOSPC
+        return "full"
+    return None
+
+
+def _free_bytes(folder: Path) -> int | None:
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
 class Daemon:
     def __init__(
         self,
@@ -250,6 +288,8 @@ class Daemon:
         self.bursts = BurstHold()
         self._held: dict[Path, Scored] = {}
         self._overflowed = False
+        self._blocked: dict[Path, _BlockedFolder] = {}
+        self._started = False
 
     # --- the lifecycle --------------------------------------------------------------
 
@@ -267,6 +307,7 @@ class Daemon:
         return self._exit_code
 
     def startup(self) -> None:
+        self._check_watch_folders(self.config)
         state_dir = self.config.resolved_state_dir()
         self._lock_state_dir(state_dir)
         try:
@@ -292,6 +333,7 @@ class Daemon:
             self.config_source,
         )
         self._schedule_rescan()
+        self._started = True
         self.notifier.notify("READY=1", f"STATUS={self._status_text()}")
 
     def main_loop(self) -> None:
@@ -343,6 +385,8 @@ class Daemon:
         self._unlock_state_dir()
         if self.force_exit and self._exit_code == 0:
             self._exit_code = 1
+        if not self._started:
+            return  # it never started: the reason is the one line the user sees
         log.info(
             "postselectd stopped (pid %d)%s: rated %d, failed %d in this run; %d still queued",
             os.getpid(),
@@ -413,6 +457,7 @@ class Daemon:
         if now_m >= self._next_folder_check:
             self._next_folder_check = now_m + FOLDER_CHECK_SECONDS
             self._check_folders()
+            self._check_blocked_folders(now_m)
             for job in self.pool.kill_stuck(TASK_TIMEOUT_SECONDS):
                 self._timed_out.add(job)
             for job in self.pool.kill_bloated():
@@ -519,10 +564,15 @@ class Daemon:
 
     def _start(self, row: Row, now: float) -> None:
         path = row.path
+        blocked = self._blocked.get(path.parent)
+        if blocked is not None and blocked.probe != path:
+            # Its folder cannot take a sidecar: wait (the folder's probe wakes it).
+            self.journal.wait(path, blocked.error, now + FOLDER_RETRY_SECONDS, now)
+            return
         try:
             st = os.stat(path)
         except OSError:
-            self.journal.skip(path, GONE, now)
+            self._gone(path, now)
             return
         sig = Signature.of(st)
         if sig != row.signature:
@@ -561,7 +611,7 @@ class Daemon:
         try:
             sig = Signature.of(os.stat(job.path))
         except OSError:
-            self.journal.skip(job.path, GONE, now)
+            self._gone(job.path, now)
             return
         if sig != job.sig:
             # Rewritten while it was analysed: that analysis is of bytes no longer there.
@@ -589,7 +639,11 @@ class Daemon:
             log.warning("%s: burst verdict not written: %s", path.name, result.error)
             return
         if result.error:
-            self._attempt_failed(path, result.error)
+            trouble = folder_trouble(path.parent, result.error)
+            if trouble is not None:
+                self._wait_for_folder(path, trouble, result.error)
+            else:
+                self._attempt_failed(path, result.error)
             return
         verdict = {
             "stars": result.rating.stars if result.rating else None,
@@ -608,6 +662,8 @@ class Daemon:
             )
             return
         self.journal.rated(path, elapsed_ms=result.elapsed_ms, now=time.time(), **verdict)
+        if path.parent in self._blocked:
+            self._unblock(path.parent)
         self._rated += 1
         self._count_today()
         self.on_result(result)
@@ -639,6 +695,85 @@ class Daemon:
         else:
             self._failed += 1
             log.error("%s: failed: %s", path.name, reason)
+
+    def _gone(self, path: Path, now: float) -> None:
+        """Deleted or renamed away between its event and its rating: one line, no sidecar."""
+        self.journal.skip(path, GONE, now)
+        log.info("%s: gone before it was rated (deleted, renamed or its card pulled)", path.name)
+
+    # --- folders where no sidecar can be written -----------------------------------
+
+    def _wait_for_folder(self, path: Path, trouble: str, error: str) -> None:
+        """The sidecar failed because of its folder: the photo waits without using up its
+        retries, and the folder is reported once, not once per photo."""
+        folder = path.parent
+        now = time.time()
+        self.journal.wait(path, error, now + FOLDER_RETRY_SECONDS, now)
+        blocked = self._blocked.get(folder)
+        free = _free_bytes(folder) or 0
+        if blocked is None:
+            what = (
+                "the disk is full"
+                if trouble == "full"
+                else "the folder is read-only (or not writable for this user)"
+            )
+            log.error(
+                "%s: %s; no sidecars are written there until it can be written again, "
+                "its photos wait (old sidecars stay as they are)",
+                folder,
+                what,
+            )
+            self._blocked[folder] = _BlockedFolder(
+                trouble, error, free, time.monotonic() + FOLDER_RETRY_SECONDS
+            )
+            return
+        blocked.trouble = trouble
+        blocked.error = error
+        blocked.free_bytes = free
+        blocked.retry_at = time.monotonic() + FOLDER_RETRY_SECONDS
+        if blocked.probe == path:
+            blocked.probe = None
+
+    def _check_blocked_folders(self, now_m: float) -> None:
+        """Let one waiting photo of a blocked folder try again once the folder looks
+        writable (remounted read-write, space freed), or now and then anyway."""
+        for folder, blocked in list(self._blocked.items()):
+            if blocked.probe is not None:
+                row = self.journal.get(blocked.probe)
+                if row is not None and row.status == "pending":
+                    if row.claimed or (row.due_at or 0) <= time.time() + 1:
+                        continue  # still trying
+                blocked.probe = None  # it ended another way (gone, failed, moved)
+            if not (self._folder_looks_writable(folder, blocked) or now_m >= blocked.retry_at):
+                continue
+            waiting = self.journal.waiting_in(folder, limit=1)
+            if not waiting:
+                del self._blocked[folder]  # nothing waits there any more
+                continue
+            blocked.probe = waiting[0].path
+            blocked.retry_at = now_m + FOLDER_RETRY_SECONDS
+            self.journal.wait(blocked.probe, waiting[0].reason, time.time(), time.time())
+
+    def _folder_looks_writable(self, folder: Path, blocked: _BlockedFolder) -> bool:
+        try:
+            st = os.statvfs(folder)
+        except OSError:
+            return False
+        if st.f_flag & os.ST_RDONLY or not os.access(folder, os.W_OK):
+            return False
+        if blocked.trouble == "full":
+            return st.f_bavail * st.f_frsize > blocked.free_bytes
+        return True
+
+    def _unblock(self, folder: Path) -> None:
+        del self._blocked[folder]
+        others = self.journal.release_waiting(folder, time.time())
+        log.info(
+            "%s: sidecars can be written again; the %d photo%s that waited there are rated now",
+            folder,
+            others + 1,
+            "" if others == 0 else "s",
+        )
 
     def _worker_died(self, message: WorkerDied) -> None:
         job = self.jobs.pop(message.job, None) if message.job is not None else None
@@ -684,6 +819,22 @@ class Daemon:
                 log.info("%s: its sidecar was written before the restart", row.path.name)
 
     # --- watches, scans, reloads ---------------------------------------------------
+
+    def _check_watch_folders(self, config: Config) -> None:
+        """A configured folder that is not there is a typo or a renamed folder, unless it
+        is marked ``removable`` (a card or share mounted now and then)."""
+        for index, folder in enumerate(config.watch):
+            if folder.path == default_inbox():
+                continue  # created when it is watched
+            if folder.path.is_dir() or (folder.removable and not folder.path.exists()):
+                continue
+            where = "--watch" if folder in self.extra_watches else f"watch.{index}.path"
+            if folder.path.exists():
+                raise DaemonError(f"{where}: {folder.path} is not a folder")
+            raise DaemonError(
+                f"{where}: {folder.path} does not exist (create it or correct the path; "
+                "for a card or share that is mounted later, set removable: true)"
+            )
 
     def _add_watch(self, folder: WatchFolder, reason: str) -> str:
         if folder.path == default_inbox() and not folder.path.exists():
@@ -761,6 +912,11 @@ class Daemon:
             log.error("config reload refused, the running config stays: %s", exc)
             return
         new = self._with_watches(new)
+        try:
+            self._check_watch_folders(new)
+        except DaemonError as exc:
+            log.error("config reload refused, the running config stays: %s", exc)
+            return
         old = self.config
         self.config = new
         self.config_source = source

@@ -425,6 +425,36 @@ class Journal:
         )
         return True
 
+    def wait(self, path: Path, reason: str | None, due_at: float, now: float) -> None:
+        """Back to the queue with its reason, without counting an attempt: its folder
+        cannot take a sidecar now (read-only, disk full), which is not the file's fault."""
+        self._db.execute(
+            "UPDATE files SET claimed = 0, sidecar_started = NULL, reason = ?, due_at = ?,"
+            " updated_at = ? WHERE path = ? AND status = 'pending'",
+            (reason, due_at, now, str(path)),
+        )
+
+    def waiting_in(self, folder: Path, limit: int) -> list[Row]:
+        """Pending files directly in ``folder`` (not below it), not with a worker."""
+        prefix = str(folder).rstrip("/") + "/"
+        cursor = self._db.execute(
+            f"SELECT {_ROW_COLUMNS} FROM files WHERE status = 'pending' AND claimed = 0"
+            " AND substr(path, 1, ?) = ? AND instr(substr(path, ?), '/') = 0"
+            " ORDER BY due_at LIMIT ?",
+            (len(prefix), prefix, len(prefix) + 1, limit),
+        )
+        return [_row(r) for r in cursor]
+
+    def release_waiting(self, folder: Path, now: float) -> int:
+        """Make every pending file directly in ``folder`` due now; returns how many."""
+        prefix = str(folder).rstrip("/") + "/"
+        cursor = self._db.execute(
+            "UPDATE files SET due_at = ?, updated_at = ? WHERE status = 'pending'"
+            " AND claimed = 0 AND substr(path, 1, ?) = ? AND instr(substr(path, ?), '/') = 0",
+            (now, now, len(prefix), prefix, len(prefix) + 1),
+        )
+        return cursor.rowcount
+
     def skip(self, path: Path, reason: str, now: float) -> None:
         self._db.execute(
             "UPDATE files SET status = 'skipped', claimed = 0, sidecar_started = NULL,"

@@ -588,6 +588,11 @@ def test_a_card_pulled_and_put_back_is_watched_again(daemon_factory, tmp_path, s
     card.mkdir(parents=True)
     later = tmp_path / "media" / "not-mounted-yet"
     daemon = daemon_factory([card, later])
+    # A folder that may be absent at start-up must say so; a missing one that does not
+    # is refused (tests/test_reliability_daemon.py).
+    daemon.write_config(
+        [], extra={"watch": [{"path": str(card)}, {"path": str(later), "removable": True}]}
+    )
     daemon.start()
     assert "not-mounted-yet is not there (yet)" in daemon.log()
     first = small_nef.write(card / "DSC_0001.NEF", tag=8000)

@@ -137,6 +137,8 @@ def test_doctor_checks_config_models_folders_limits_disk_and_service(tmp_path: P
     (import_dir / "2026-05-01").mkdir(parents=True)
     missing = tmp_path / "card"
     config = _config(tmp_path, [import_dir, missing])
+    text = config.read_text().replace(f"path: {missing}", f"path: {missing}\n  removable: true")
+    config.write_text(text)
     result = run_cli("doctor", "--config", str(config), env=_env(tmp_path))
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
