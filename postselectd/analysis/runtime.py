@@ -52,13 +52,32 @@ def models_dir() -> Path:
     )
 
 
+_logged_choices: set[tuple[str, ...]] = set()
+
+
 def choose_providers(setting: str) -> list[str]:
+    """``auto``: the first of CoreML, CUDA, DirectML, OpenVINO onnxruntime offers, else CPU.
+
+    The choice is logged once per process (at start: the model check loads the models).
+    """
     available = ort.get_available_providers()
+    chosen = ["CPUExecutionProvider"]
     if setting == "auto":
         for name in _PREFERRED:
             if name in available:
-                return [name, "CPUExecutionProvider"]
-    return ["CPUExecutionProvider"]
+                chosen = [name, "CPUExecutionProvider"]
+                break
+    key = (setting, *chosen)
+    if key not in _logged_choices:
+        _logged_choices.add(key)
+        log.info(
+            "onnxruntime %s: providers %s (providers: %s; offered: %s)",
+            ort.__version__,
+            ", ".join(chosen),
+            setting,
+            ", ".join(available),
+        )
+    return chosen
 
 
 @dataclass(frozen=True)
