@@ -534,8 +534,10 @@ class Daemon:
         if row is None:
             if found.since is not None and found.newest < found.since:
                 return  # there before the watch began: `--catch-up` or `score` rates it
-        elif row.status == "pending" or row.signature == found.sig:
-            return  # already queued, or already dealt with
+        elif row.status == "pending" or (row.signature == found.sig and row.reason != GONE):
+            # Already queued, or already dealt with. A file that was gone (its card was
+            # pulled while it waited) and is back is queued again.
+            return
         self.journal.touch(found.path, found.sig, time.time(), self.config.daemon.settle_seconds)
 
     def _touch(self, path: Path, quiet: float) -> None:

@@ -316,6 +316,50 @@ def test_files_deleted_or_renamed_before_they_are_rated_get_one_clear_line(
     assert "typo does not exist" in log
 
 
+def test_a_card_unmounted_with_photos_queued_and_mounted_again_loses_none(
+    daemon_factory, tmp_path, small_nef
+):
+    """A real unmount (test_daemon's card test renames the folder): photos that were
+    queued when the card went are "gone" (one line each, no crash), and rated when the
+    same card is mounted again."""
+    store = tmp_path / "card-contents"  # what is on the card; bind-mounted at /media/...
+    store.mkdir()
+    card = tmp_path / "media" / "NIKON D7100"
+    card.mkdir(parents=True)
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("needs root to bind-mount a card")
+    bound = subprocess.run(["mount", "--bind", str(store), str(card)], capture_output=True)
+    if bound.returncode != 0:
+        pytest.skip(f"cannot bind-mount here: {bound.stderr.decode().strip()}")
+    daemon = daemon_factory([card], workers=1, settle_seconds=3.0)
+    daemon.start()
+    first = small_nef.write(card / "DSC_0001.NEF", tag=1100)
+    daemon.wait_for(lambda: sidecar_of(first).exists(), 30, "a photo before the pull")
+    # Two more arrive as a `mv` would (Created only: the full settle time) ...
+    queued = []
+    for i in (2, 3):
+        source = small_nef.write(tmp_path / f"src{i}.NEF", tag=1100 + i)
+        os.link(source, store / f"DSC_000{i}.NEF")
+        queued.append(card / f"DSC_000{i}.NEF")
+        os.utime(queued[-1])  # an event on the mounted path
+    daemon.wait_for(lambda: all(_row(daemon, q) for q in queued), 10, "both queued")
+    subprocess.run(["umount", str(card)], check=True)  # ... and the card is pulled
+    daemon.wait_for(
+        lambda: _statuses(daemon, queued) == ["skipped", "skipped"], 15, "gone while queued"
+    )
+    subprocess.run(["mount", "--bind", str(store), str(card)], check=True)  # back
+    try:
+        daemon.wait_for(lambda: all(sidecar_of(q).exists() for q in queued), 30, "rated")
+        assert daemon.stop()[0] == 0
+        assert_rated_once(daemon, [first, *queued])
+    finally:
+        subprocess.run(["umount", "-l", str(card)], check=False)
+    log = daemon.log()
+    assert "Traceback" not in log
+    for q in queued:
+        assert log.count(f"{q.name}: gone before it was rated") == 1
+
+
 def test_a_symlink_loop_in_a_watched_tree_neither_hangs_nor_rates_twice(
     daemon_factory, tmp_path, small_nef
 ):
