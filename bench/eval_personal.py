@@ -41,8 +41,13 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-from PIL import Image, ImageFilter
+# As `postselectd train` does (cli.py): one BLAS thread, set before numpy loads; the head's
+# matrices are small and BLAS threads only spin on a busy machine.
+for _name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_name, "1")
+
+import numpy as np  # noqa: E402
+from PIL import Image, ImageFilter  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -52,13 +57,13 @@ from postselectd.ratings_sources import SELECT  # noqa: E402
 from postselectd.train import (  # noqa: E402
     FOLDS,
     KEEPER,
-    REASONS,
     _folds,
     build_dataset,
     default_keeps,
     extract_all,
     find_rated,
     fit,
+    kept_as_rated,
     recall_precision,
     roc_auc,
     split_held_out,
@@ -249,14 +254,16 @@ def rated_copy(work: Path, items: list[dict], sharp: int, taste: str) -> Path:
 def scores(data, test: np.ndarray, config: Config) -> dict[str, np.ndarray]:
     """Train on the other shoots (the whole procedure of `postselectd train`), then what
     each model keeps of ``test``: personal (P >= its threshold), personal as rated (and
-    no reason such as blur or closed eyes makes it a reject), and the shipped model."""
-    head, _ = fit(data, np.flatnonzero(~test), config.train.target_recall)
+    no reason such as blur or closed eyes makes it a reject, but those the photographer
+    keeps: train.respect_reasons), and the shipped model."""
+    head, _ = fit(
+        data, np.flatnonzero(~test), config.train.target_recall, config.train.respect_reasons
+    )
     p = head.proba(data.X[test], data.E[test])
-    no_reason = data.X[test][:, REASONS].sum(1) == 0
     return {
         "p": p,
         "kept": p >= head.threshold,
-        "rated": (p >= head.threshold) & no_reason,
+        "rated": kept_as_rated(head, data.X[test], p),
         "default": default_keeps(data.X[test], config.rating.two_stars_from),
         "default_p": data.X[test][:, KEEPER],
         "threshold": np.full(int(test.sum()), head.threshold),
@@ -380,12 +387,20 @@ def main() -> int:
         help="also time `postselectd train` on N rated frames",
     )
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    parser.add_argument(
+        "--respect-reasons",
+        choices=("auto", "true", "false"),
+        default="auto",
+        help="train.respect_reasons for the 'as rated' columns (true: every shipped reason "
+        "makes a reject, as before it existed)",
+    )
     args = parser.parse_args()
     if not (args.eval_dir / "natural").is_dir():
         raise SystemExit(f"{args.eval_dir}: not ../shared/eval (no natural/)")
 
     args.work.mkdir(parents=True, exist_ok=True)
-    config = Config(state_dir=args.work / "state")
+    respect = {"auto": "auto", "true": True, "false": False}[args.respect_reasons]
+    config = Config(state_dir=args.work / "state", train={"respect_reasons": respect})
     items = build_frames(args.eval_dir, args.work, 3, args.shoots)
     results = {}
     for taste in ("people", "landscapes"):
@@ -396,8 +411,9 @@ def main() -> int:
         f"\n{len(items)} frames in {args.shoots} shoots; target recall "
         f"{config.train.target_recall}. cv: every shoot held out once (5 groups of shoots; "
         f"{REPEATS} groupings); split: one random ~30% of shoots held out, as the model card "
-        "does.\nas rated: and no reason (blur, closed eyes) from the shipped analysis, which "
-        "the sidecar would add.\n"
+        "does.\nas rated: and no reason (blur, closed eyes) from the shipped analysis makes it "
+        f"a reject, but those the photographer keeps (respect_reasons: {args.respect_reasons})."
+        "\n"
     )
     header = (
         f"{'taste':<11}{'eval':>8}{'test':>6}{'sel':>5} | {'recall':>7}{'prec':>7}{'AUC':>7}"

@@ -11,13 +11,20 @@ from conftest import run_cli, shared_path
 from PIL import Image, ImageFilter
 
 from postselectd.analysis import Analyzer, ModelError
-from postselectd.analysis.personal import TASTE_FEATURES, PersonalHead, on_policy_scale
+from postselectd.analysis.personal import (
+    REASON_NAMES,
+    TASTE_FEATURES,
+    PersonalHead,
+    on_policy_scale,
+    taste_reasons,
+)
 from postselectd.config import AnalysisConfig, Config, parse_config
 from postselectd.train import (
     Dataset,
     build_dataset,
     fit,
     fit_head,
+    overruled_reasons,
     roc_auc,
     split_held_out,
     threshold_for_recall,
@@ -32,12 +39,16 @@ XMP = (
 
 
 def synthetic(n_shoots: int = 12, per_shoot: int = 20, seed: int = 0) -> Dataset:
-    """Frames whose taste is a direction in embedding space (and a feature), by shoot."""
+    """Frames whose taste is a direction in embedding space (and a feature), by shoot.
+
+    The direction is random, not one of the strong axes real content varies along, so it
+    is made clear enough for a head that shrinks weak axes most (a ridge on the embedding).
+    """
     rng = np.random.default_rng(seed)
     n = n_shoots * per_shoot
     y = (rng.random(n) < 0.3).astype(np.int64)
     direction = rng.standard_normal(1280)
-    E = np.abs(rng.standard_normal((n, 1280)) + np.outer(y * 2 - 1, direction) * 0.15)
+    E = np.abs(rng.standard_normal((n, 1280)) + np.outer(y * 2 - 1, direction) * 0.2)
     X = rng.standard_normal((n, len(TASTE_FEATURES))) + y[:, None] * 0.3
     return Dataset(
         X=X.astype(np.float32),
@@ -63,6 +74,17 @@ def test_threshold_keeps_the_target_share_of_selects():
     t = threshold_for_recall(p, y, 0.95)
     assert (p[y == 1] >= t).mean() >= 0.95
     assert (p[y == 1] >= np.nextafter(t, 2)).mean() < 0.95
+
+
+def test_one_odd_scene_does_not_drag_the_threshold_down():
+    # 57 selects; one scene of three frames scores near 0 (a dark misty lake). 95% allows
+    # 2.85 misses: the threshold lies between the third and the fourth lowest select, 85%
+    # of the way, not on the third (which would keep nearly every reject too).
+    p = np.concatenate([[0.01, 0.012, 0.015], np.linspace(0.4, 1.0, 54), np.full(60, 0.2)])
+    y = np.concatenate([np.ones(57), np.zeros(60)]).astype(np.int64)
+    t = threshold_for_recall(p, y, 0.95)
+    assert t == pytest.approx(0.015 + 0.85 * (0.4 - 0.015))
+    assert (p[y == 0] >= t).sum() == 0
 
 
 def test_auc_counts_ties_as_half():
@@ -99,6 +121,45 @@ def test_a_correction_weighs_more_than_an_ordinary_rating():
     assert heavier.logit(data.X[i : i + 1], data.E[i : i + 1]) < plain.logit(
         data.X[i : i + 1], data.E[i : i + 1]
     )
+
+
+def test_reasons_the_photographer_keeps_are_left_to_their_model():
+    X = np.zeros((200, len(TASTE_FEATURES)), np.float32)
+    y = (np.arange(200) < 100).astype(np.int64)
+    eyes, blur = (
+        TASTE_FEATURES.index("reason_eyes_closed"),
+        TASTE_FEATURES.index("reason_motion_blur"),
+    )
+    X[:12, eyes] = 1  # 12 of 100 selects: a squint the eye model calls closed
+    X[100:150, eyes] = 1  # and many rejects with closed eyes
+    X[:2, blur] = 1  # 2 selects only: not enough to show anything
+    X[100:180, blur] = 1
+    assert overruled_reasons(X, y) == ("eyes closed",)
+    assert overruled_reasons(X, y, True) == ()
+    assert overruled_reasons(X, y, False) == REASON_NAMES
+    overruled = frozenset({"eyes closed"})
+    both = ("eyes closed", "motion blur")
+    assert taste_reasons(both, 0.8, 0.3, overruled) == ("motion blur",)  # kept: blur stays
+    assert taste_reasons(("eyes closed",), 0.8, 0.3, overruled) == ()
+    assert taste_reasons(("eyes closed",), 0.1, 0.3, overruled) == ("eyes closed",)
+
+
+@pytest.mark.parametrize("respect", [True, False])
+def test_a_photographer_who_keeps_blurred_frames_can_say_so(tmp_path: Path, respect: bool):
+    # A model that keeps everything (threshold 0): with its reasons overruled a blurred
+    # frame is no reject any more; respected, the shipped reasons still make it one.
+    data = synthetic()
+    head, _ = fit(data, np.arange(len(data)), 0.95, respect_reasons=respect)
+    head.threshold = 0.0
+    assert head.overruled_reasons == (() if respect else REASON_NAMES)
+    path = write_model(head, {"images": len(data)}, tmp_path / "personal")
+    assert PersonalHead(path).overruled_reasons == frozenset(head.overruled_reasons)
+    photo = sorted(shared_path("eval", "natural").glob("kodim*.png"))[0]
+    image = np.asarray(Image.open(photo).convert("RGB").filter(ImageFilter.GaussianBlur(8)))
+    analysis = Analyzer(AnalysisConfig(personal_model=path)).analyze(image)
+    shipped = Analyzer(AnalysisConfig()).analyze(image).reasons
+    assert shipped  # the shipped analysis calls it blurred
+    assert analysis.reasons == (shipped if respect else ())
 
 
 def test_policy_scale_puts_the_threshold_on_the_reject_line():
