@@ -117,6 +117,12 @@ class TrainConfig(_Model):
     # The threshold is chosen on held-out shoots so that this share of your selects is
     # kept: losing a good frame is worse than looking at a bad one.
     target_recall: float = Field(0.95, ge=0.5, le=0.999)
+    # With `model: personal`, may a shipped reason (eyes closed, blur, exposure) still make
+    # a frame your model would keep a reject? auto: yes, unless your ratings show you keep
+    # such frames (3 of your selects and 2% of them carry the reason): then your model,
+    # which learnt how you weigh it, decides. true: always (as `model: default`).
+    # false: never; your model decides every frame. Written into the model when trained.
+    respect_reasons: Literal["auto"] | bool = "auto"
 
     @model_validator(mode="after")
     def _apart(self) -> TrainConfig:

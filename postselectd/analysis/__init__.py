@@ -18,7 +18,12 @@ import numpy as np
 from postselectd.analysis import measure
 from postselectd.analysis.faces import Face, FaceAnalyzer, eyes_closed_reason, face_focus
 from postselectd.analysis.measure import Exposure, Sharpness
-from postselectd.analysis.personal import PersonalHead, on_policy_scale, taste_features
+from postselectd.analysis.personal import (
+    PersonalHead,
+    on_policy_scale,
+    taste_features,
+    taste_reasons,
+)
 from postselectd.analysis.runtime import ModelError, OnnxModel, choose_providers, models_dir
 from postselectd.config import AnalysisConfig
 
@@ -90,7 +95,8 @@ class Analyzer:
             f"keeper_head-{self.head.version}+{self.backbone.name}-{self.backbone.version}"
         )
         # model: personal: the photographer's own head gives the keeper probability;
-        # the reasons stay the default analysis's (analysis/personal.py).
+        # the reasons stay the default analysis's, except those the photographer shows
+        # they keep (analysis/personal.py).
         self.personal: PersonalHead | None = None
         if config.personal_model is not None:
             self.personal = PersonalHead(config.personal_model, config.threads, providers)
@@ -127,6 +133,9 @@ class Analyzer:
             )
             p_select = self.personal.select_probability(taste, embedding)
             keeper = on_policy_scale(p_select, self.personal.threshold, REJECT_BELOW)
+            reasons = taste_reasons(
+                reasons, p_select, self.personal.threshold, self.personal.overruled_reasons
+            )
             class_probabilities += (("select", round(p_select, 4)),)
             timed("personal_head", start)
         return Analysis(

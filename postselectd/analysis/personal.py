@@ -9,6 +9,12 @@ held-out shoots for the photographer's target recall. The rating policy rejects 
 ``REJECT_BELOW`` (its two-star line), so the Analyzer puts that threshold there
 (``on_policy_scale``): a frame the personal model would keep is never a reject for a
 middling score, which is the promise behind the target recall.
+
+The shipped reasons (blur, closed eyes, exposure) still make a reject, except those the
+model lists as overruled (``train.respect_reasons``): reasons the photographer's own selects
+carry often enough to show they keep such frames. For those the model, which reads the
+reasons among its features and learnt how much they weigh for this photographer, decides
+(``taste_reasons``).
 """
 
 from __future__ import annotations
@@ -94,6 +100,16 @@ def on_policy_scale(p_select: float, threshold: float, reject_below: float) -> f
     return reject_below + (1 - reject_below) * (p_select - t) / (1 - t)
 
 
+def taste_reasons(
+    reasons: tuple[str, ...], p_select: float, threshold: float, overruled: frozenset[str]
+) -> tuple[str, ...]:
+    """The reasons that still make a reject: an overruled one is dropped when the personal
+    model keeps the frame (and stays, as the explanation, when it does not)."""
+    if p_select < threshold:
+        return reasons
+    return tuple(r for r in reasons if r not in overruled)
+
+
 def newest_model(location: Path) -> Path:
     """``location`` itself when it is a model file, else the newest model in that folder."""
     location = Path(location).expanduser()
@@ -118,6 +134,10 @@ class PersonalHead:
             features = tuple(json.loads(meta["postselectd.features"]))
             self.threshold = float(meta["postselectd.threshold"])
             self.name = meta.get("postselectd.name", self.path.stem)
+            # Models made before train.respect_reasons overrule nothing.
+            self.overruled_reasons = frozenset(
+                json.loads(meta.get("postselectd.overruled_reasons", "[]"))
+            )
         except (KeyError, ValueError) as exc:
             raise ModelError(f"{self.path}: model metadata incomplete ({exc})") from None
         if features != TASTE_FEATURES:
