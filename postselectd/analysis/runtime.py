@@ -58,7 +58,8 @@ _logged_choices: set[tuple[str, ...]] = set()
 def choose_providers(setting: str) -> list[str]:
     """``auto``: the first of CoreML, CUDA, DirectML, OpenVINO onnxruntime offers, else CPU.
 
-    The choice is logged once per process (at start: the model check loads the models).
+    The choice is logged once per process (at start: the model check loads the models),
+    at INFO for ``auto``.
     """
     available = ort.get_available_providers()
     chosen = ["CPUExecutionProvider"]
@@ -70,7 +71,10 @@ def choose_providers(setting: str) -> list[str]:
     key = (setting, *chosen)
     if key not in _logged_choices:
         _logged_choices.add(key)
-        log.info(
+        # INFO only when there was a choice to make: with "cpu" the start-up stays quiet
+        # (a bad model is then the one line a user reads).
+        log.log(
+            logging.INFO if setting == "auto" else logging.DEBUG,
             "onnxruntime %s: providers %s (providers: %s; offered: %s)",
             ort.__version__,
             ", ".join(chosen),
