@@ -99,7 +99,8 @@ def test_fuzzed_raws_never_crash_hang_or_get_a_sidecar_without_a_preview(tmp_pat
             (folder / f"f{count:05d}_{kind}{suffix}").write_bytes(blob)
             count += 1
     for corpus_file in corpus_files():
-        shutil.copy(corpus_file, folder / corpus_file.name)
+        # Prefixed: the corpus came from this very generator, so its names recur above.
+        shutil.copy(corpus_file, folder / f"corpus_{corpus_file.name}")
         count += 1
     assert count >= 2000
 
