@@ -106,7 +106,7 @@ def load_preview(path: str | os.PathLike, min_size: int = 1024) -> Preview:
     orientation = info.orientation if info else 1
 
     if kind in ("jpeg", "png", "tiff-image"):
-        image = _decode_pillow_file(path, min_size)
+        image = _decode_pillow(path, min_size)
         if kind == "jpeg":
             image = apply_orientation(image, orientation)
         return done(image, f"{info.format_name} file", orientation)
@@ -246,23 +246,14 @@ def _thumb_image(thumb, min_size: int, failures: list[str]):
 def _decode_jpeg_bytes(data: bytes, min_size: int) -> np.ndarray:
     if not data.startswith(b"\xff\xd8"):
         raise PreviewError("not JPEG data")
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            return _pillow_to_rgb(img, min_size)
-    except (
-        OSError,
-        SyntaxError,
-        ValueError,
-        UnidentifiedImageError,
-        Image.DecompressionBombError,
-    ) as exc:
-        raise PreviewError(_pillow_reason(exc)) from None
+    return _decode_pillow(io.BytesIO(data), min_size)
 
 
-def _decode_pillow_file(path: Path, min_size: int) -> np.ndarray:
+def _decode_pillow(source: Path | io.BytesIO, min_size: int) -> np.ndarray:
+    """Pillow's decode of a file or an embedded JPEG; any failure is a PreviewError."""
     try:
         # A damaged TIFF makes Pillow warn per tag; the error (if any) is what we report.
-        with warnings.catch_warnings(), Image.open(path) as img:
+        with warnings.catch_warnings(), Image.open(source) as img:
             warnings.simplefilter("ignore")
             return _pillow_to_rgb(img, min_size)
     except (
