@@ -69,14 +69,19 @@ def group_bursts(
     frames: Iterable[Frame],
     max_gap: float = MAX_GAP_SECONDS,
     min_similarity: float = MIN_SIMILARITY,
+    used_ids: set[int] | None = None,
 ) -> dict[Hashable, BurstInfo]:
-    """Burst membership for every frame that belongs to a burst of two or more."""
+    """Burst membership for every frame that belongs to a burst of two or more.
+
+    ``used_ids``: burst numbers already given (updated here), when a run of files is
+    grouped in parts that no burst can cross (``Pipeline.score``).
+    """
     by_folder: dict[str, list[Frame]] = {}
     for frame in frames:
         if frame.capture_time is not None:
             by_folder.setdefault(frame.folder, []).append(frame)
     result: dict[Hashable, BurstInfo] = {}
-    used_ids: set[int] = set()
+    used_ids = set() if used_ids is None else used_ids
     for folder_frames in by_folder.values():
         folder_frames.sort(key=lambda f: (f.capture_time, str(f.key)))
         groups: list[list[Frame]] = []

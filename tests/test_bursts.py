@@ -101,3 +101,22 @@ def test_a_run_that_never_ends_is_judged_in_pieces_and_the_hold_stays_bounded():
         assert len(hold) <= 200 + 5
     assert released >= 3000 - 205
     assert slowest < 0.5, f"a release took {slowest:.2f} s"
+
+
+def test_grouping_in_parts_that_share_burst_numbers_gives_distinct_numbers():
+    # Two bursts whose first frames carry the same number (a counter that wrapped), grouped
+    # in two calls as Pipeline.score does: the second gets a fresh number, as in one call.
+    used: set[int] = set()
+    first = group_bursts(
+        [frame("DSC_0001.NEF", 0, SCENE_A, 0.9), frame("DSC_0002.NEF", 0.4, SCENE_A, 0.5)],
+        used_ids=used,
+    )
+    second = group_bursts(
+        [
+            frame("DSC_0001.NEF", 60, SCENE_B, 0.9, folder="/shoot/b"),
+            frame("DSC_0002.NEF", 60.4, SCENE_B, 0.5, folder="/shoot/b"),
+        ],
+        used_ids=used,
+    )
+    ids = {info.burst_id for info in first.values()} | {i.burst_id for i in second.values()}
+    assert len(ids) == 2 and used == ids

@@ -1,0 +1,66 @@
+"""The speed work's code paths do what they claim (how fast they are is for bench/):
+`score` writes sidecars while the workers analyse later files and still groups bursts as
+if it had waited for all of them."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import datetime
+from pathlib import Path
+
+from conftest import shared_path
+
+from postselectd.config import Config
+from postselectd.pipeline import Pipeline, _Runs
+
+
+def test_sidecars_are_written_before_the_last_file_is_analysed(nef_dir: Path):
+    events: list[tuple[str, str]] = []
+    files = sorted(nef_dir.glob("*.NEF"))
+    results = Pipeline(Config(), workers=2).score(
+        files,
+        on_result=lambda r: events.append(("written", r.path.name)),
+        on_analyzed=lambda s: events.append(("analysed", s.path.name)),
+    )
+    last_analysed = max(i for i, (kind, _) in enumerate(events) if kind == "analysed")
+    written_early = [name for kind, name in events[:last_analysed] if kind == "written"]
+    assert written_early, events
+    # Each of those sidecars really was on disk with the analysis still going on.
+    assert all((nef_dir / name).with_suffix(".xmp").is_file() for name in written_early)
+    assert [r.path for r in results] == [
+        r.path for r in sorted(results, key=lambda r: r.path.name)
+    ], "results come back in capture order (the sample NEFs' names follow it)"
+    assert not any(r.error for r in results)
+    by_name = {r.path.name: r for r in results}
+    assert {by_name[f"DSC_{n:04d}.NEF"].burst for n in (101, 102, 103)} == {101}
+    assert {by_name[f"DSC_{n:04d}.NEF"].burst for n in (104, 105, 106)} == {104}
+    assert [n for n, r in by_name.items() if r.best_of_burst] == ["DSC_0102.NEF", "DSC_0104.NEF"]
+
+
+def test_runs_split_where_no_burst_can_cross(tmp_path: Path):
+    source = shared_path("samples", "nef")
+    # Two folders holding the same frames: a burst never spans folders.
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        for nef in sorted(source.glob("DSC_010[1-4].NEF")):
+            shutil.copy2(nef, tmp_path / folder / nef.name)
+    broken = tmp_path / "a" / "DSC_0999.NEF"
+    broken.write_bytes(b"not a raw file")
+    paths = sorted(tmp_path.glob("*/*.NEF"), reverse=True)
+    runs = _Runs(paths)
+    # Capture order within each folder, whatever order the paths came in; a file without
+    # a capture time first.
+    assert runs.order == [broken] + [
+        tmp_path / folder / f"DSC_010{i}.NEF" for folder in ("a", "b") for i in range(1, 5)
+    ]
+    run = [runs._run_of[p] for p in runs.order]
+    # 0101-0103 are 0.3 s apart, 0104 comes 108 s later; the other folder starts anew.
+    assert run == [0, 1, 1, 1, 2, 3, 3, 3, 4]
+
+
+def test_capture_order_key_puts_unknown_times_first():
+    from postselectd.pipeline import Scored, _capture_order
+
+    known = Scored(path=Path("/x/b.NEF"), analysis=None, capture_time=datetime(2026, 1, 1))
+    unknown = Scored(path=Path("/x/a.NEF"), analysis=None)
+    assert sorted([known, unknown], key=_capture_order) == [unknown, known]
