@@ -42,7 +42,7 @@ def main() -> int:
         print(f"no NEFs in {args.folder}", file=sys.stderr)
         return 2
     analyzer = Analyzer(AnalysisConfig(threads=1))
-    analyzer.analyze(load_preview(files[0]).image)  # warm-up
+    analyzer.analyze(load_preview(files[0]).picture)  # warm-up
     totals: list[float] = []
     stages: dict[str, list[float]] = defaultdict(list)
     print(
@@ -56,7 +56,7 @@ def main() -> int:
             start = time.perf_counter()
             preview = load_preview(path)
             decoded = (time.perf_counter() - start) * 1000
-            analysis = analyzer.analyze(preview.image)
+            analysis = analyzer.analyze(preview.picture)  # as the pipeline does
             total = (time.perf_counter() - start) * 1000
             per_file["decode"].append(decoded)
             for stage, ms in analysis.timings_ms:

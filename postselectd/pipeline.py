@@ -230,7 +230,7 @@ def analyze_file(
     except PreviewError as exc:
         return Scored(path=path, analysis=None, error=str(exc), elapsed_ms=_ms(start))
     decoded = _ms(start)
-    analysis = analyzer.analyze(preview.image)
+    analysis = analyzer.analyze(preview.picture)
     return Scored(
         path=path,
         analysis=analysis,

@@ -8,6 +8,7 @@ raws). Sensor data is decoded only when a raw has no usable preview at all.
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import os
@@ -40,7 +41,9 @@ class PreviewError(Exception):
 @dataclass(frozen=True)
 class Preview:
     path: Path
-    image: np.ndarray = field(repr=False)  # H x W x 3 uint8, upright
+    # Upright RGB, as decoded: the analysis resamples from this Pillow image directly, so a
+    # preview is not copied into numpy and back for every stage (each copy ~1 ms).
+    picture: Image.Image = field(repr=False)
     source: str  # which image we used: "SubIFD JPEG 1620x1080", "half-size raw decode", ...
     format_name: str  # what the file's bytes say it is
     camera: str | None
@@ -48,13 +51,18 @@ class Preview:
     orientation: int
     notes: tuple[str, ...] = ()  # things worth a log line: "file is a JPEG named .NEF"
 
+    @functools.cached_property
+    def image(self) -> np.ndarray:
+        """``picture`` as an H x W x 3 uint8 array (read-only), made on first use only."""
+        return np.asarray(self.picture)
+
     @property
     def width(self) -> int:
-        return int(self.image.shape[1])
+        return self.picture.width
 
     @property
     def height(self) -> int:
-        return int(self.image.shape[0])
+        return self.picture.height
 
 
 def load_preview(path: str | os.PathLike, min_size: int = 1024) -> Preview:
@@ -91,10 +99,10 @@ def load_preview(path: str | os.PathLike, min_size: int = 1024) -> Preview:
             else (f"{make} {model}".strip())
         )
 
-    def done(image: np.ndarray, source: str, orientation: int) -> Preview:
+    def done(picture: Image.Image, source: str, orientation: int) -> Preview:
         return Preview(
             path=path,
-            image=image,
+            picture=picture,
             source=source,
             format_name=info.format_name if info else "unknown",
             camera=camera,
@@ -106,10 +114,10 @@ def load_preview(path: str | os.PathLike, min_size: int = 1024) -> Preview:
     orientation = info.orientation if info else 1
 
     if kind in ("jpeg", "png", "tiff-image"):
-        image = _decode_pillow(path, min_size)
+        picture = _decode_pillow(path, min_size)
         if kind == "jpeg":
-            image = apply_orientation(image, orientation)
-        return done(image, f"{info.format_name} file", orientation)
+            picture = upright_picture(picture, orientation)
+        return done(picture, f"{info.format_name} file", orientation)
 
     failures: list[str] = []
     if container_problem:
@@ -120,22 +128,22 @@ def load_preview(path: str | os.PathLike, min_size: int = 1024) -> Preview:
         for candidate in _preview_order(info.previews, min_size):
             try:
                 data = _pread(path, candidate.offset, candidate.length)
-                image = _decode_jpeg_bytes(data, min_size)
+                picture = _decode_jpeg_bytes(data, min_size)
             except PreviewError as exc:
                 failures.append(f"{candidate.where} JPEG: {exc}")
                 continue
-            if max(image.shape[:2]) < USELESS_PREVIEW:
+            if max(picture.size) < USELESS_PREVIEW:
                 continue
             if max(candidate.width, candidate.height) < TINY_PREVIEW:
                 # Rather decode the sensor data, but keep this as the last resort.
-                fallback = (image, f"{candidate.where} JPEG {candidate.width}x{candidate.height}")
+                fallback = (picture, f"{candidate.where} JPEG {candidate.width}x{candidate.height}")
                 raw = _try_raw(path, failures, min_size)
                 if raw is not None:
                     return done(*raw)
                 notes.append(f"only a {candidate.width}x{candidate.height} preview")
-                return done(apply_orientation(fallback[0], orientation), fallback[1], orientation)
+                return done(upright_picture(fallback[0], orientation), fallback[1], orientation)
             source = f"{candidate.where} JPEG {candidate.width}x{candidate.height}"
-            return done(apply_orientation(image, orientation), source, orientation)
+            return done(upright_picture(picture, orientation), source, orientation)
 
     # 2. and 3. LibRaw: its thumbnail, then a half-size decode of the sensor data.
     result = _try_raw(path, failures, min_size)
@@ -174,14 +182,14 @@ def _try_raw(path: Path, failures: list[str], min_size: int):
             except (rawpy.LibRawError, MemoryError) as exc:
                 failures.append(f"no embedded preview ({_libraw_reason(exc)})")
             else:
-                image, size = _thumb_image(thumb, min_size, failures)
-                if image is not None:
-                    image = apply_orientation(image, orientation)
+                picture, size = _thumb_image(thumb, min_size, failures)
+                if picture is not None:
+                    picture = upright_picture(picture, orientation)
                     if max(size) >= TINY_PREVIEW:
-                        return image, f"LibRaw thumbnail {size[0]}x{size[1]}", orientation
+                        return picture, f"LibRaw thumbnail {size[0]}x{size[1]}", orientation
                     if max(size) >= USELESS_PREVIEW:
                         thumb_fallback = (
-                            image,
+                            picture,
                             f"LibRaw thumbnail {size[0]}x{size[1]}",
                             orientation,
                         )
@@ -197,7 +205,7 @@ def _try_raw(path: Path, failures: list[str], min_size: int):
     return None
 
 
-def _half_size_decode(path: Path, raw, failures: list[str]) -> np.ndarray | None:
+def _half_size_decode(path: Path, raw, failures: list[str]) -> Image.Image | None:
     sizes = raw.sizes
     pixels = int(sizes.raw_width) * int(sizes.raw_height)
     size = path.stat().st_size
@@ -220,36 +228,36 @@ def _half_size_decode(path: Path, raw, failures: list[str]) -> np.ndarray | None
     if int(image.max()) <= 2:
         failures.append("raw data decodes to a black frame (file truncated?)")
         return None
-    return np.ascontiguousarray(image)
+    return Image.fromarray(image)
 
 
 def _thumb_image(thumb, min_size: int, failures: list[str]):
     if thumb.format == rawpy.ThumbFormat.JPEG:
         try:
-            image = _decode_jpeg_bytes(bytes(thumb.data), min_size)
+            picture = _decode_jpeg_bytes(bytes(thumb.data), min_size)
         except PreviewError as exc:
             failures.append(f"LibRaw thumbnail: {exc}")
             return None, (0, 0)
         with Image.open(io.BytesIO(thumb.data)) as probe:
-            return image, probe.size
+            return picture, probe.size
     data = np.asarray(thumb.data)
     if data.ndim == 3 and data.shape[2] >= 3:
         image = np.ascontiguousarray(data[:, :, :3]).astype(np.uint8, copy=False)
-        return image, (image.shape[1], image.shape[0])
+        return Image.fromarray(image), (image.shape[1], image.shape[0])
     if data.ndim == 2:
         image = np.repeat(data[:, :, None], 3, axis=2).astype(np.uint8, copy=False)
-        return image, (image.shape[1], image.shape[0])
+        return Image.fromarray(image), (image.shape[1], image.shape[0])
     failures.append("LibRaw thumbnail has an unknown pixel layout")
     return None, (0, 0)
 
 
-def _decode_jpeg_bytes(data: bytes, min_size: int) -> np.ndarray:
+def _decode_jpeg_bytes(data: bytes, min_size: int) -> Image.Image:
     if not data.startswith(b"\xff\xd8"):
         raise PreviewError("not JPEG data")
     return _decode_pillow(io.BytesIO(data), min_size)
 
 
-def _decode_pillow(source: Path | io.BytesIO, min_size: int) -> np.ndarray:
+def _decode_pillow(source: Path | io.BytesIO, min_size: int) -> Image.Image:
     """Pillow's decode of a file or an embedded JPEG; any failure is a PreviewError."""
     try:
         # A damaged TIFF makes Pillow warn per tag; the error (if any) is what we report.
@@ -266,15 +274,15 @@ def _decode_pillow(source: Path | io.BytesIO, min_size: int) -> np.ndarray:
         raise PreviewError(_pillow_reason(exc)) from None
 
 
-def _pillow_to_rgb(img: Image.Image, min_size: int) -> np.ndarray:
+def _pillow_to_rgb(img: Image.Image, min_size: int) -> Image.Image:
     width, height = img.size
     if img.format == "JPEG" and max(width, height) > min_size:
         # DCT-domain downscale: 1/2, 1/4, 1/8 while staying at or above min_size.
         scale = min_size / max(width, height)
         img.draft("RGB", (max(1, int(width * scale)), max(1, int(height * scale))))
     img.load()
-    rgb = img.convert("RGB")
-    return np.asarray(rgb, dtype=np.uint8).copy()
+    # A copy even of an RGB image: the one Image.open made is unusable once its file closes.
+    return img.convert("RGB")
 
 
 def _pillow_reason(exc: BaseException) -> str:
@@ -312,8 +320,27 @@ def _kb(size: int) -> str:
 _FLIP_TO_ORIENTATION = {0: 1, 3: 3, 5: 8, 6: 6}
 
 
+# EXIF orientation -> the Pillow transpose that turns a stored image upright (the same
+# pixels as apply_orientation; tests/test_preview.py compares the two).
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def upright_picture(picture: Image.Image, orientation: int) -> Image.Image:
+    """Turn a stored Pillow image upright according to its EXIF orientation (1-8)."""
+    method = _UPRIGHT.get(orientation)
+    return picture if method is None else picture.transpose(method)
+
+
 def apply_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
-    """Turn a stored image upright according to its EXIF orientation (1-8)."""
+    """Turn a stored image (an array) upright according to its EXIF orientation (1-8)."""
     if orientation == 2:
         image = image[:, ::-1]
     elif orientation == 3:

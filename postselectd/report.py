@@ -344,7 +344,7 @@ def frame_of(job: FrameJob) -> Frame:
         preview = load_preview(job.path, min_size=LARGE_MIN)
     except PreviewError as exc:
         return replace(frame, problem=problem or f"no preview: {exc}")
-    large = _fit(Image.fromarray(preview.image), LARGE_MAX)
+    large = _fit(preview.picture, LARGE_MAX)
     thumb = _fit(large, THUMB_SIZE)  # the same pixels as the larger view, face boxes and all
     pictures = []
     for kind, picture, quality in (

@@ -174,6 +174,8 @@ def _init_worker(config: AnalysisConfig) -> None:
 
 def extract(path: Path) -> dict[str, np.ndarray] | str:
     """A frame's features through the Analyzer (the default model), or why not."""
+    from PIL import Image
+
     from postselectd.analysis.personal import taste_features
     from postselectd.preview import PreviewError, load_preview
 
@@ -182,17 +184,19 @@ def extract(path: Path) -> dict[str, np.ndarray] | str:
         preview = load_preview(path, min_size=_MIN_SIZE)
     except PreviewError as exc:
         return str(exc)
-    image = preview.image
-    analysis = _ANALYZER.analyze(image)
+    picture = preview.picture
+    analysis = _ANALYZER.analyze(picture)
     backbone = _ANALYZER.backbone
-    mirrored = backbone.run(backbone.prepare(np.ascontiguousarray(image[:, ::-1]))[None])
+    mirrored = backbone.run(
+        backbone.prepare(picture.transpose(Image.Transpose.FLIP_LEFT_RIGHT))[None]
+    )
     taste = taste_features(
         analysis.measurements,
         dict(analysis.class_probabilities),
         analysis.keeper_probability,
         analysis.reasons,
         analysis.faces,
-        max(image.shape[:2]),
+        max(picture.size),
     )
     day = preview.capture_time.strftime("%Y-%m-%d") if preview.capture_time else ""
     return {

@@ -11,7 +11,7 @@ import pytest
 from conftest import copy_file, shared_path
 from PIL import Image
 
-from postselectd.preview import PreviewError, apply_orientation, load_preview
+from postselectd.preview import PreviewError, apply_orientation, load_preview, upright_picture
 
 
 def test_nef_uses_the_smallest_sufficient_embedded_preview():
@@ -69,6 +69,21 @@ def test_orientation_matches_pillow(orientation: int):
     image.info["exif"] = exif.tobytes()
     expected = np.asarray(ImageOps.exif_transpose(image))
     assert np.array_equal(apply_orientation(pixels, orientation), expected)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_picture_is_turned_upright_to_the_same_pixels_as_the_array(orientation: int):
+    """The preview turns the decoded Pillow image; train.py and bench/ turn arrays."""
+    pixels = np.random.default_rng(orientation).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    upright = upright_picture(Image.fromarray(pixels), orientation)
+    assert np.array_equal(np.asarray(upright), apply_orientation(pixels, orientation))
+
+
+def test_preview_array_is_its_upright_picture():
+    preview = load_preview(shared_path("samples", "nef", "DSC_0108.NEF"))
+    assert preview.picture.mode == "RGB"
+    assert preview.image.shape == (preview.height, preview.width, 3)
+    assert np.array_equal(preview.image, np.asarray(preview.picture))
 
 
 def test_every_good_raw_gives_a_preview():

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+from PIL import Image
 
 from postselectd.analysis import measure
 from postselectd.analysis.faces import Face, FaceAnalyzer, eyes_closed_reason, face_focus
@@ -102,17 +103,20 @@ class Analyzer:
             self.personal = PersonalHead(config.personal_model, config.threads, providers)
             self.model_version = f"{self.personal.name}+{self.model_version}"
 
-    def analyze(self, image: np.ndarray) -> Analysis:
+    def analyze(self, image: np.ndarray | Image.Image) -> Analysis:
+        """``image``: the upright RGB preview. Every stage resamples from one Pillow image: the
+        pipeline passes the decoded one (``Preview.picture``), an array is copied once."""
+        picture = measure.as_picture(image)
         timings: list[tuple[str, float]] = []
 
         def timed(stage: str, start: float) -> None:
             timings.append((stage, (time.perf_counter() - start) * 1000))
 
         start = time.perf_counter()
-        measured = measure.measure_all(image)
+        measured = measure.measure_all(picture)
         timed("measure", start)
         start = time.perf_counter()
-        embedding = self.backbone.run(self.backbone.prepare(image)[None])["embedding"][0]
+        embedding = self.backbone.run(self.backbone.prepare(picture)[None])["embedding"][0]
         embedding = embedding.astype(np.float32)
         timed("backbone", start)
         start = time.perf_counter()
@@ -120,16 +124,16 @@ class Analyzer:
         timed("keeper_head", start)
         start = time.perf_counter()
         face_steps: list[tuple[str, float]] = []
-        faces = self.faces.analyze(image, face_steps)
+        faces = self.faces.analyze(picture, face_steps)
         timed("faces", start)
         timings += face_steps
 
-        keeper, reasons = judge(probabilities, measured, faces, image)
+        keeper, reasons = judge(probabilities, measured, faces, picture)
         class_probabilities = tuple((k, round(float(v), 4)) for k, v in probabilities.items())
         if self.personal is not None:
             start = time.perf_counter()
             taste = taste_features(
-                measured.features, probabilities, keeper, reasons, faces, max(image.shape[:2])
+                measured.features, probabilities, keeper, reasons, faces, max(picture.size)
             )
             p_select = self.personal.select_probability(taste, embedding)
             keeper = on_policy_scale(p_select, self.personal.threshold, REJECT_BELOW)
@@ -156,7 +160,7 @@ def judge(
     probabilities: dict[str, float],
     measured: measure.Measurements,
     faces: tuple[Face, ...],
-    image: np.ndarray,
+    image: np.ndarray | Image.Image,
 ) -> tuple[float, tuple[str, ...]]:
     """Keeper probability and reasons from the head, the measurements and the faces.
 
@@ -214,17 +218,22 @@ def judge(
     return keeper, tuple(reasons)
 
 
-def _faces_overexposed(faces: tuple[Face, ...], image: np.ndarray) -> bool:
+def _faces_overexposed(faces: tuple[Face, ...], image: np.ndarray | Image.Image) -> bool:
     """Main subjects' skin clipped: the centre half of each main face, median over faces."""
+    main = [face for face in faces if face.is_main_subject]
+    if not main:
+        return False
+    picture = measure.as_picture(image)
+    width, height = picture.size
     clipped, luma = [], []
-    for face in faces:
-        if not face.is_main_subject:
-            continue
+    for face in main:
         x, y, w, h = (int(v) for v in face.box)
         x0, y0 = max(0, x + w // 4), max(0, y + h // 4)
-        skin = image[y0 : y0 + max(1, h // 2), x0 : x0 + max(1, w // 2)]
-        if skin.size == 0:
+        # Cut at the frame's edge (Pillow would pad with black): only the face's own pixels.
+        x1, y1 = min(width, x0 + max(1, w // 2)), min(height, y0 + max(1, h // 2))
+        if x1 <= x0 or y1 <= y0:
             continue
+        skin = np.asarray(picture.crop((x0, y0, x1, y1)))
         clipped.append(float((skin.max(axis=2) >= 250).mean()))
         luma.append(float(measure.luminance(skin).mean()))
     if not clipped:

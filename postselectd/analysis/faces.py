@@ -532,19 +532,22 @@ class FaceAnalyzer:
     # -- per face ----------------------------------------------------------------------------
 
     def analyze(
-        self, image: np.ndarray, timings: list[tuple[str, float]] | None = None
+        self, image: np.ndarray | Image.Image, timings: list[tuple[str, float]] | None = None
     ) -> tuple[Face, ...]:
-        """All faces in an upright H x W x 3 uint8 RGB image, largest first.
+        """All faces in an upright RGB image (Pillow, or H x W x 3 uint8), largest first.
 
         ``timings``: if given, gets the ms of each step (faces.detect, faces.mesh,
         faces.eyes) appended, for the benchmarks.
         """
-        if image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 16:
+        if isinstance(image, np.ndarray):
+            if image.ndim != 3 or image.shape[2] != 3:
+                return ()
+            image = Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8))
+        if image.mode != "RGB" or min(image.size) < 16:
             return ()
         clock = {"faces.detect": 0.0, "faces.mesh": 0.0, "faces.eyes": 0.0}
         start = time.perf_counter()
-        picture = Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8))
-        pyramid = _Pyramid(picture)
+        pyramid = _Pyramid(image)
         detections = self.detect(pyramid)
         clock["faces.detect"] = time.perf_counter() - start
         start = time.perf_counter()
@@ -569,7 +572,7 @@ class FaceAnalyzer:
             _report(timings, clock)
             return ()
         largest = max(m["size"] for m in meshed)
-        short_side = min(image.shape[:2])
+        short_side = min(image.size)
         faces = []
         for m in sorted(meshed, key=lambda m: -m["size"]):
             main = m["size"] >= MAIN_SUBJECT_SIZE * largest or m["size"] >= (

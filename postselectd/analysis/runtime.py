@@ -16,6 +16,8 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
+from postselectd.analysis.measure import as_picture
+
 log = logging.getLogger(__name__)
 
 _PREFERRED = (
@@ -172,11 +174,11 @@ class OnnxModel:
                 f"(outputs {', '.join(self.output_names)}), not {self.path.stem}"
             )
 
-    def prepare(self, image: np.ndarray) -> np.ndarray:
-        """An RGB uint8 image -> one normalized input tensor (no batch axis)."""
+    def prepare(self, image: np.ndarray | Image.Image) -> np.ndarray:
+        """An RGB image (Pillow, or uint8 array) -> one normalized input tensor (no batch axis)."""
         c = self.contract
         resized = np.asarray(
-            Image.fromarray(image).resize((c.width, c.height), Image.Resampling.BILINEAR),
+            as_picture(image).resize((c.width, c.height), Image.Resampling.BILINEAR),
             dtype=np.float32,
         )
         tensor = (resized - c.mean) / c.std
