@@ -62,7 +62,6 @@ def _worker_main(worker_id: int, tasks: Connection, results: Connection, config)
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    reuse_freed_memory()
     from postselectd import pipeline
 
     try:
@@ -87,36 +86,6 @@ def _worker_main(worker_id: int, tasks: Connection, results: Connection, config)
             results.send(("done", job, scored))
         except (BrokenPipeError, OSError):
             return
-
-
-# glibc malloc (mallopt parameters): keep freed blocks up to this size in the heap...
-_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES = -3, 32 * 1024 * 1024
-# ...and give the heap's free top back to the kernel only beyond this.
-_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES = -1, 128 * 1024 * 1024
-
-
-def reuse_freed_memory() -> bool:
-    """Let this process reuse its freed image buffers instead of faulting in new pages.
-
-    A worker allocates and frees the same 1-20 MB buffers for every file (the decoded
-    preview, its grey and float copies). glibc serves blocks that large with mmap and
-    unmaps them on free, so each file's buffers are page-faulted and zeroed again by the
-    kernel: 10 ms of system time a file (bench/throughput.py), ~8% of a worker's CPU.
-    Memory stays bounded: the heap's free top beyond TRIM_THRESHOLD_BYTES is still returned.
-    Only glibc has these knobs; elsewhere (macOS, musl) this does nothing and says so.
-    """
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    return bool(
-        mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
-        and mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)
-    )
 
 
 @dataclass

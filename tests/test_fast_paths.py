@@ -1,17 +1,14 @@
 """The speed work's code paths do what they claim (how fast they are is for bench/):
 `score` writes sidecars while the workers analyse later files and still groups bursts as
-if it had waited for all of them; workers reuse their freed image buffers."""
+if it had waited for all of them."""
 
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from datetime import datetime
 from pathlib import Path
 
-import pytest
-from conftest import ROOT, shared_path
+from conftest import shared_path
 
 from postselectd.config import Config
 from postselectd.pipeline import Pipeline, _Runs
@@ -67,40 +64,3 @@ def test_capture_order_key_puts_unknown_times_first():
     known = Scored(path=Path("/x/b.NEF"), analysis=None, capture_time=datetime(2026, 1, 1))
     unknown = Scored(path=Path("/x/a.NEF"), analysis=None)
     assert sorted([known, unknown], key=_capture_order) == [unknown, known]
-
-
-_FAULTS = """
-import resource, sys
-from postselectd.workers import reuse_freed_memory
-reused = reuse_freed_memory() if sys.argv[1] == "reuse" else None
-from postselectd.analysis import Analyzer
-from postselectd.preview import load_preview
-analyzer = Analyzer()
-for n in range(6):  # what a worker does for every file; the first two warm up
-    if n == 2:
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    analyzer.analyze(load_preview(sys.argv[2]).image)
-print(reused, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) // 4)
-"""
-
-
-def _faults_per_file(mode: str, nef: Path) -> tuple[str, int]:
-    out = subprocess.run(
-        [sys.executable, "-c", _FAULTS, mode, str(nef)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        check=True,
-    ).stdout.split()
-    return out[0], int(out[1])
-
-
-def test_workers_reuse_freed_buffers_instead_of_faulting_in_new_pages():
-    nef = shared_path("samples", "nef", "DSC_0107.NEF")
-    reused, with_reuse = _faults_per_file("reuse", nef)
-    if reused != "True":
-        pytest.skip("not glibc: malloc cannot be told to keep freed buffers here")
-    _, without = _faults_per_file("plain", nef)
-    # Measured: ~2,700 page faults a file when glibc unmaps the freed buffers, ~370-500
-    # when they are kept (each fault is a page the kernel zeroes again).
-    assert with_reuse < without / 3, (with_reuse, without)
