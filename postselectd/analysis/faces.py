@@ -465,31 +465,38 @@ class FaceAnalyzer:
     # -- detection ---------------------------------------------------------------------------
 
     def detect(self, pyramid: _Pyramid) -> list[_Detection]:
-        """Whole frame with both models (big and tight faces), then tiles (small faces)."""
+        """Whole frame (big and tight faces), then the small-face search (or tiles)."""
         small, factor = pyramid.at_most(WHOLE_FRAME_PX)
         width, height = small.size
         whole = (0, 0, width, height)
         # A head shot whose face spills over the frame: give the short-range model a margin.
         margin = max(width, height) // 4
         padded = (-margin, -margin, width + margin, height + margin)
+        full_width, full_height = pyramid.levels[0][0].size
+        tiles = self._tiles(full_width, full_height)
+        one_run = bool(tiles) and self.search is not None and self.search.any_size
         # The whole-frame passes yield few candidates, so they may be generous (blurred faces
         # score 0.3-0.5); the mesh's face flag then confirms each one.
         found = [
-            self.full.detect(small, whole, factor=factor),
             self.short.detect(small, whole, WHOLE_FRAME_MIN_SCORE, factor),
             self.short.detect(small, padded, WHOLE_FRAME_MIN_SCORE, factor),
         ]
-        width, height = pyramid.levels[0][0].size
-        tiles = self._tiles(width, height)
+        if not one_run:
+            # The one-run search below reads the whole frame with the same full-range model
+            # at 2.5x this pass's scale, and the short-range passes take the faces too big
+            # for it: without the search, this pass is needed. (Measured with the search:
+            # bench/eval_quality.py and eval_faces.py give the same results without this
+            # pass; it cost ~4.5 ms of every frame.)
+            found.append(self.full.detect(small, whole, factor=factor))
         if tiles:
             # Small faces: the full-range model at the tiles' scale (a tile of
             # TILE_FRACTION of the long side seen at 192 px), read from the pyramid level
             # that still has at least that resolution.
             tile_px = tiles[0][2] - tiles[0][0]
-            model = self.search or self.full
+            model = self.search if one_run else self.full
             scale = model.size / tile_px
-            source, factor = pyramid.at_least(scale * max(width, height))
-            if model.any_size:
+            source, factor = pyramid.at_least(scale * max(full_width, full_height))
+            if one_run:
                 # One run over the whole frame: same scale, no overlap to pay twice, no tile
                 # borders; ~half the work of the tiles (a 480x320 input for any frame).
                 whole_source = (0, 0, *source.size)
