@@ -102,10 +102,14 @@ def is_candidate(path: Path) -> bool:
 
 def same_stem_names(path: Path) -> list[str]:
     """Names in the file's folder that share its stem (DSC_0001.NEF, DSC_0001.JPG, ...)."""
+    stem = path.stem
     try:
-        return [n for n in os.listdir(path.parent) if Path(n).stem == path.stem]
+        names = os.listdir(path.parent)
     except OSError:
         return []
+    # startswith first: a Path for each of a card folder's 6,000 names (raws and their
+    # sidecars) cost 8 ms for every file rated.
+    return [n for n in names if n.startswith(stem) and Path(n).stem == stem]
 
 
 def has_raw_sibling(path: Path, siblings: list[str] | None = None) -> bool:

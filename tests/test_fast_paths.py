@@ -64,3 +64,21 @@ def test_capture_order_key_puts_unknown_times_first():
     known = Scored(path=Path("/x/b.NEF"), analysis=None, capture_time=datetime(2026, 1, 1))
     unknown = Scored(path=Path("/x/a.NEF"), analysis=None)
     assert sorted([known, unknown], key=_capture_order) == [unknown, known]
+
+
+def test_same_stem_names_finds_exactly_the_files_of_one_frame(tmp_path: Path):
+    from postselectd.pipeline import same_stem_names
+
+    names = [
+        "DSC_0001.NEF",
+        "DSC_0001.JPG",
+        "DSC_0001.xmp",
+        "DSC_00011.NEF",  # starts with the stem, another frame
+        "DSC_0001.NEF.xmp",  # stem DSC_0001.NEF
+        "DSC_0001",
+        "DSC_0002.NEF",
+    ]
+    for name in names:
+        (tmp_path / name).write_bytes(b"")
+    found = same_stem_names(tmp_path / "DSC_0001.NEF")
+    assert sorted(found) == ["DSC_0001", "DSC_0001.JPG", "DSC_0001.NEF", "DSC_0001.xmp"]
