@@ -128,3 +128,18 @@ def test_a_sharp_face_overrules_a_soft_frame():
     soft = Face(**{**face.__dict__, "face_sharpness": 0.2})
     keeper, reasons = judge(probabilities, measured, (soft,), image)
     assert "out of focus" in reasons
+
+
+def test_the_backbone_reads_the_same_input_from_the_face_pyramid_as_on_its_own(analyzer):
+    # Training (models/train_default.py, postselectd train) calls prepare(image); the
+    # Analyzer hands it the face search's halvings: both must feed the same pixels.
+    from postselectd.analysis.faces import Pyramid
+
+    picture = load_preview(shared_path("samples", "nef", "DSC_0107.NEF")).picture
+    halvings = [level for level, _ in Pyramid(picture).levels[1:]]
+    assert halvings and max(halvings[0].size) * 2 <= max(picture.size) + 1
+    own = analyzer.backbone.prepare(picture)
+    assert np.array_equal(own, analyzer.backbone.prepare(picture, halvings))
+    assert np.array_equal(own, analyzer.backbone.prepare(np.asarray(picture)))
+    embedding = analyzer.backbone.run(own[None])["embedding"][0]
+    assert np.array_equal(embedding, analyzer.analyze(picture).embedding)

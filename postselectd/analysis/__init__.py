@@ -17,7 +17,13 @@ import numpy as np
 from PIL import Image
 
 from postselectd.analysis import measure
-from postselectd.analysis.faces import Face, FaceAnalyzer, eyes_closed_reason, face_focus
+from postselectd.analysis.faces import (
+    Face,
+    FaceAnalyzer,
+    Pyramid,
+    eyes_closed_reason,
+    face_focus,
+)
 from postselectd.analysis.measure import Exposure, Sharpness
 from postselectd.analysis.personal import (
     PersonalHead,
@@ -116,7 +122,11 @@ class Analyzer:
         measured = measure.measure_all(picture)
         timed("measure", start)
         start = time.perf_counter()
-        embedding = self.backbone.run(self.backbone.prepare(picture)[None])["embedding"][0]
+        # The face search's halvings of the picture; the backbone reads from them too.
+        pyramid = Pyramid(picture)
+        halvings = [level for level, _ in pyramid.levels[1:]]
+        embedding = self.backbone.run(self.backbone.prepare(picture, halvings)[None])
+        embedding = embedding["embedding"][0]
         embedding = embedding.astype(np.float32)
         timed("backbone", start)
         start = time.perf_counter()
@@ -124,7 +134,7 @@ class Analyzer:
         timed("keeper_head", start)
         start = time.perf_counter()
         face_steps: list[tuple[str, float]] = []
-        faces = self.faces.analyze(picture, face_steps)
+        faces = self.faces.analyze(picture, face_steps, pyramid)
         timed("faces", start)
         timings += face_steps
 

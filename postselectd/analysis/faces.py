@@ -35,6 +35,7 @@ __all__ = [
     "FaceAnalyzer",
     "Face",
     "FaceFocus",
+    "Pyramid",
     "eyes_closed_reason",
     "face_focus",
 ]
@@ -333,7 +334,7 @@ def _roi_sampler(
 
 
 def _sample(
-    pyramid: _Pyramid, center: np.ndarray, angle: float, side: float, out: int, flip: bool = False
+    pyramid: Pyramid, center: np.ndarray, angle: float, side: float, out: int, flip: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
     """An ``out`` px square crop of a rotated ROI (photo px), read from the pyramid level that
     keeps it at or above ``out`` px so large faces are not aliased; plus the crop -> photo map."""
@@ -399,7 +400,7 @@ _UNMEASURED_EYES = {
 }
 
 
-class _Pyramid:
+class Pyramid:
     """The photo and its halvings (box filter): detectors and crops read the smallest copy
     that still has the detail they need, which is faster and avoids aliasing."""
 
@@ -464,7 +465,7 @@ class FaceAnalyzer:
 
     # -- detection ---------------------------------------------------------------------------
 
-    def detect(self, pyramid: _Pyramid) -> list[_Detection]:
+    def detect(self, pyramid: Pyramid) -> list[_Detection]:
         """Whole frame (big and tight faces), then the small-face search (or tiles)."""
         small, factor = pyramid.at_most(WHOLE_FRAME_PX)
         width, height = small.size
@@ -539,12 +540,16 @@ class FaceAnalyzer:
     # -- per face ----------------------------------------------------------------------------
 
     def analyze(
-        self, image: np.ndarray | Image.Image, timings: list[tuple[str, float]] | None = None
+        self,
+        image: np.ndarray | Image.Image,
+        timings: list[tuple[str, float]] | None = None,
+        pyramid: Pyramid | None = None,
     ) -> tuple[Face, ...]:
         """All faces in an upright RGB image (Pillow, or H x W x 3 uint8), largest first.
 
         ``timings``: if given, gets the ms of each step (faces.detect, faces.mesh,
-        faces.eyes) appended, for the benchmarks.
+        faces.eyes) appended, for the benchmarks. ``pyramid``: the image's ``Pyramid``, when
+        the caller made it (the Analyzer shares it with the backbone).
         """
         if isinstance(image, np.ndarray):
             if image.ndim != 3 or image.shape[2] != 3:
@@ -554,7 +559,8 @@ class FaceAnalyzer:
             return ()
         clock = {"faces.detect": 0.0, "faces.mesh": 0.0, "faces.eyes": 0.0}
         start = time.perf_counter()
-        pyramid = _Pyramid(image)
+        if pyramid is None or pyramid.levels[0][0] is not image:
+            pyramid = Pyramid(image)
         detections = self.detect(pyramid)
         clock["faces.detect"] = time.perf_counter() - start
         start = time.perf_counter()
@@ -593,7 +599,7 @@ class FaceAnalyzer:
         _report(timings, clock)
         return tuple(faces)
 
-    def _mesh(self, pyramid: _Pyramid, det: _Detection) -> dict | None:
+    def _mesh(self, pyramid: Pyramid, det: _Detection) -> dict | None:
         """Face mesh for one detection: box, size, pose, face detail; None if no face."""
         eye_l, eye_r = det.keypoints[0], det.keypoints[1]
         angle = math.atan2(eye_r[1] - eye_l[1], eye_r[0] - eye_l[0])
@@ -627,7 +633,7 @@ class FaceAnalyzer:
             "mesh": mesh,
         }
 
-    def _eyes(self, pyramid: _Pyramid, mesh: np.ndarray, pitch: float) -> dict:
+    def _eyes(self, pyramid: Pyramid, mesh: np.ndarray, pitch: float) -> dict:
         openness = []
         sharpness = []
         for corners, flip in ((_IMAGE_LEFT_EYE, False), (_IMAGE_RIGHT_EYE, True)):
@@ -648,7 +654,7 @@ class FaceAnalyzer:
         }
 
     def _eye(
-        self, pyramid: _Pyramid, corner_a: np.ndarray, corner_b: np.ndarray, flip: bool
+        self, pyramid: Pyramid, corner_a: np.ndarray, corner_b: np.ndarray, flip: bool
     ) -> tuple[float, float]:
         """Openness and sharpness of one eye; corners in image order (left, right)."""
         angle = math.atan2(corner_b[1] - corner_a[1], corner_b[0] - corner_a[0])
@@ -676,7 +682,7 @@ class FaceAnalyzer:
         crop and its mirror are read and averaged.
         """
         picture = Image.fromarray(np.ascontiguousarray(eye, dtype=np.uint8))
-        pyramid = _Pyramid(picture)
+        pyramid = Pyramid(picture)
         width = picture.size[0] * 0.7
         center = np.array(picture.size, dtype=np.float64) / 2
         left = center - (width / 2, 0)
