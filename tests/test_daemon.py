@@ -274,7 +274,8 @@ def test_every_way_a_file_arrives_is_rated_once_and_only_when_complete(
                 time.sleep(0.03)
 
     # 2. A file that keeps growing for several settle times, in several opens (a
-    #    tethering tool appending); not rated until it stops.
+    #    tethering tool appending, pausing less than the 0.25 s recheck after a close);
+    #    not rated until it stops.
     def grower(source: Path, target: Path) -> None:
         data = source.read_bytes()
         step = len(data) // 12
@@ -283,7 +284,7 @@ def test_every_way_a_file_arrives_is_rated_once_and_only_when_complete(
                 f.write(data[i : i + step])
             if sidecar_of(target).exists():
                 seen_early.append(target.name)
-            time.sleep(0.25)
+            time.sleep(0.15)
 
     writers = [
         threading.Thread(target=card_reader, args=(sample_nefs[0], watch / "CARD_0001.NEF")),
@@ -657,6 +658,40 @@ def test_a_renamed_or_recopied_file_reuses_its_analysis_and_gets_its_own_sidecar
     key = "Xmp.postselect.KeeperProbability"
     assert first[key] == again[key]
     assert rows[str(copy)].elapsed_ms is not None
+
+
+def test_a_file_changed_within_its_recheck_is_not_rated_from_its_earlier_bytes(
+    daemon_factory, tmp_path, sample_nefs
+):
+    # An idle worker starts on a closed file before its 0.25 s recheck is over; the result
+    # has to wait for the recheck, and be dropped because the file changed within it.
+    watch = tmp_path / "in"
+    watch.mkdir()
+    daemon = daemon_factory([watch])
+    daemon.start()
+    data = sample_nefs[8].read_bytes()
+    for attempt in range(5):
+        target = watch / f"DSC_{attempt:04d}.NEF"
+        with open(target, "wb") as f:
+            f.write(data)
+        closed = time.monotonic()
+        time.sleep(0.12)  # the early analysis (~0.1 s) is back, or nearly
+        with open(target, "ab") as f:
+            f.write(b"\0" * 16)
+        changed = time.monotonic()
+        # A sidecar of the first bytes would come 0.25 s after the first close; one of
+        # the final bytes not before 0.25 s after the second.
+        time.sleep(0.22)
+        early = sidecar_of(target).exists()
+        if changed - closed < 0.2 and time.monotonic() - changed < 0.245:
+            break
+    else:
+        pytest.skip("the machine is too loaded to change a file within its recheck")
+    assert not early, "rated from the bytes it had before the change"
+    daemon.wait_for(lambda: sidecar_of(target).exists(), 30, "the final bytes' sidecar")
+    assert daemon.stop()[0] == 0
+    row = daemon.rows()[str(target)]
+    assert (row.status, row.size, row.rated_count) == ("rated", len(data) + 16, 1)
 
 
 # --- status and doctor --------------------------------------------------------------
