@@ -11,8 +11,14 @@ otherwise) on a temp folder, with HOME/XDG dirs inside it, and prints a table:
 - burst: --burst small NEFs (copies of one, or --unique content) created as fast as
   possible; peak RSS of the daemon and of its workers (sampled, and the kernel's VmHWM),
   and the throughput.
+- dump: --dump DIR copies --dump-count camera-size NEFs of DIR (bench/throughput.py
+  --make) into the watch folder as fast as the disk takes them, as a card dump does
+  (data regions only: the NEFs made there are sparse); the rate at which sidecars follow
+  (first file created -> last sidecar), close -> sidecar latency during the dump, and
+  the peak RSS of all processes.
 
 usage: python bench/latency.py [--files 30] [--gap 1.5] [--idle 60] [--burst 2000] [--unique]
+                               [--dump /tmp/nefs --dump-count 500]
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -115,6 +122,70 @@ def write_unique(data: bytes, path: Path, tag: int | None, sparse: bool = False)
         f.truncate(len(data))
 
 
+def copy_data(source: Path, target: Path) -> None:
+    """Copy ``source``'s data regions only (SEEK_DATA/SEEK_HOLE); the holes stay holes."""
+    size = source.stat().st_size
+    with open(source, "rb") as src, open(target, "wb") as dst:
+        fd = src.fileno()
+        offset = 0
+        while offset < size:
+            try:
+                start = os.lseek(fd, offset, os.SEEK_DATA)
+            except OSError:  # no data after offset
+                break
+            end = os.lseek(fd, start, os.SEEK_HOLE)
+            dst.seek(start)
+            src.seek(start)
+            dst.write(src.read(end - start))
+            offset = end
+        dst.truncate(size)
+
+
+def dump(args, proc, watch: Path) -> dict:
+    """Copy --dump-count NEFs in as fast as possible; measure how the sidecars follow."""
+    sources = sorted(args.dump.glob("*.NEF"))[: args.dump_count]
+    folder = watch / "DCIM" / "100D7100"
+    folder.mkdir(parents=True)
+    closed: dict[Path, float] = {}
+
+    def copy_all() -> None:
+        for source in sources:
+            target = folder / source.name
+            copy_data(source, target)
+            closed[target] = time.time()
+
+    copier = threading.Thread(target=copy_all)
+    started = time.time()
+    copier.start()
+    peak_total = 0
+    seen: dict[Path, float] = {}
+    deadline = time.monotonic() + 1800
+    while time.monotonic() < deadline and len(seen) < len(sources):
+        workers = workers_of(proc.pid)
+        total = status_kb(proc.pid, "VmRSS") + sum(status_kb(p, "VmRSS") for p in workers)
+        peak_total = max(peak_total, total)
+        for target in list(closed):
+            if target not in seen:
+                sidecar = target.with_suffix(".xmp")
+                if sidecar.exists():
+                    seen[target] = sidecar.stat().st_mtime
+        time.sleep(0.1)
+    copier.join()
+    copy_done = max(closed.values()) - started
+    latencies = sorted(seen[t] - closed[t] for t in seen)
+    last = max(seen.values()) - started if seen else float("nan")
+    return {
+        "files": len(sources),
+        "copied_s": copy_done,
+        "rated": len(seen),
+        "last_sidecar_s": last,
+        "rate": len(seen) / last if seen else 0.0,
+        "latency_median_ms": statistics.median(latencies) * 1000 if latencies else 0.0,
+        "latency_p95_ms": latencies[int(0.95 * (len(latencies) - 1))] * 1000 if seen else 0,
+        "peak_rss_mb": peak_total / 1024,
+    }
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--files", type=int, default=30)
@@ -127,6 +198,8 @@ def main() -> int:
         help="burst files with unique content (default: copies of one small NEF, as a "
         "card with many identical frames; each still gets its own sidecar)",
     )
+    ap.add_argument("--dump", type=Path, help="folder of camera-size NEFs for the dump")
+    ap.add_argument("--dump-count", type=int, default=500)
     ap.add_argument("--workers", default="auto")
     ap.add_argument("--settle", type=float, default=2.0)
     args = ap.parse_args()
@@ -239,6 +312,7 @@ def run(args, proc, tmp: Path, watch: Path, samples: list[Path]) -> int:
     took = time.monotonic() - started
     hwm_main = status_kb(proc.pid, "VmHWM")
     hwm_workers = max((status_kb(p, "VmHWM") for p in workers_of(proc.pid)), default=0)
+    dumped = dump(args, proc, watch) if args.dump else None
 
     print(f"{'measure':<44}value")
     print(
@@ -262,6 +336,18 @@ def run(args, proc, tmp: Path, watch: Path, samples: list[Path]) -> int:
         f"{peak_workers / 1024:.0f} / {hwm_workers / 1024:.0f} MB"
     )
     print(f"{'burst: peak RSS all processes (sampled)':<44}{peak_total / 1024:.0f} MB")
+    if dumped:
+        print(
+            f"{'dump: camera-size NEFs':<44}{dumped['files']} copied in "
+            f"{dumped['copied_s']:.1f} s, {dumped['rated']} rated, the last "
+            f"{dumped['last_sidecar_s']:.1f} s after the first copy began "
+            f"({dumped['rate']:.1f} files/s)"
+        )
+        print(
+            f"{'dump: close -> sidecar':<44}median {dumped['latency_median_ms']:.0f} ms, "
+            f"p95 {dumped['latency_p95_ms']:.0f} ms"
+        )
+        print(f"{'dump: peak RSS all processes (sampled)':<44}{dumped['peak_rss_mb']:.0f} MB")
     print(f"{'workers':<44}{len(workers_of(proc.pid))} ({args.workers}), cores {os.cpu_count()}")
     return 0
 
