@@ -519,6 +519,9 @@ class Daemon:
         elif isinstance(message, Scanned):
             self._scanned(message)
         elif isinstance(message, Analysed):
+            # Its worker is free: give it the next file before this one is rated (sidecar
+            # and journal writes, ~10 ms), so the workers never wait on the writing.
+            self._dispatch()
             self._analysed(message.job, message.scored)
         elif isinstance(message, WorkerDied):
             self._worker_died(message)
