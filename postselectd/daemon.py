@@ -298,6 +298,9 @@ class Daemon:
         self._bloated: set[int] = set()
         self.bursts = BurstHold()
         self._held: dict[Path, Scored] = {}
+        # Analysed while other files were queued (a dump): their one sidecar waits for the
+        # burst's verdict. The signature is the file's when it was analysed.
+        self._deferred: dict[Path, Signature] = {}
         self._overflowed = False
         self._blocked: dict[Path, _BlockedFolder] = {}
         self._started = False
@@ -393,8 +396,11 @@ class Daemon:
             now = time.time()
             for job in [*self.jobs.values(), *(job for job, _, _ in self._early)]:
                 self.journal.unclaim(job.path, now, now)
+            for path in self._deferred:  # not rated yet: rated after the restart
+                self.journal.unclaim(path, now, now)
             self.jobs.clear()
             self._early.clear()
+            self._deferred.clear()
             queued = self.journal.counts()["pending"]
             self.journal.close()
         self.notifier.close()
@@ -666,17 +672,51 @@ class Daemon:
             self.journal.store_analysis(job.fingerprint, __version__, scored, now)
         self._rate(scored)
 
-    def _rate(self, scored: Scored, burst: BurstInfo | None = None) -> None:
+    def _busy(self) -> bool:
+        """Other files are being analysed or due: a dump or a burst coming in, not one file."""
+        if self.jobs or self._early:
+            return True
+        next_due = self.journal.next_due()
+        return next_due is not None and next_due <= time.time() + EARLY_START_SECONDS
+
+    def _rate(
+        self, scored: Scored, burst: BurstInfo | None = None, *, rejudge: bool = False
+    ) -> None:
         """The one place a file is rated and its sidecar written.
 
-        A frame is rated at once (the photographer should not wait for a burst to end),
-        and held in ``self.bursts`` until no later frame can join its burst; if it turns
-        out to be part of one, its sidecar is written again with the burst's verdict.
+        On an idle daemon a frame is rated at once (the photographer should not wait for a
+        burst to end) and held in ``self.bursts`` until no later frame can join its burst;
+        if it turns out to be part of one, its sidecar is written again with the burst's
+        verdict (``rejudge``). While other files are queued (a card dump, a burst being
+        shot) it is held first and rated once, with its burst's verdict: one sidecar write
+        instead of two, and no second change for an editor that has the folder open.
         """
         path = scored.path
+        can_join = scored.analysis is not None and scored.capture_time is not None
+        deferred = self._deferred.pop(path, None)
+        if deferred is not None:
+            now = time.time()
+            try:
+                sig = Signature.of(os.stat(path))
+            except OSError:
+                self._gone(path, now)
+                return
+            if sig != deferred:
+                # Written again while it waited for its burst: rate the new bytes.
+                self.journal.resettle(path, sig, now + self.config.daemon.settle_seconds, now)
+                return
+        elif not rejudge and burst is None and can_join and self._busy():
+            try:
+                self._deferred[path] = Signature.of(os.stat(path))
+            except OSError:
+                self._gone(path, time.time())
+                return
+            self.bursts.add(frame_of(scored), time.monotonic())
+            self._held[path] = scored
+            return
         self.journal.begin_sidecar(path, time.time())
         result = finish(scored, self.config, burst=burst)
-        if result.error and burst is not None:
+        if result.error and rejudge:
             # Already rated on its own; only the burst's update did not make it.
             log.warning("%s: burst verdict not written: %s", path.name, result.error)
             return
@@ -692,8 +732,16 @@ class Daemon:
             "label": result.rating.label if result.rating else None,
             "result": result.as_json(),
         }
-        if burst is not None:
+        if rejudge:
             self.journal.rejudged(path, now=time.time(), **verdict)
+        else:
+            self.journal.rated(path, elapsed_ms=result.elapsed_ms, now=time.time(), **verdict)
+            if path.parent in self._blocked:
+                self._unblock(path.parent)
+            self._rated += 1
+            self._count_today()
+            self.on_result(result)
+        if burst is not None:
             log.info(
                 "%s: burst %04d of %d%s: %s*",
                 path.name,
@@ -702,45 +750,52 @@ class Daemon:
                 ", best of burst" if burst.best_of_burst else "",
                 verdict["stars"],
             )
-            return
-        self.journal.rated(path, elapsed_ms=result.elapsed_ms, now=time.time(), **verdict)
-        if path.parent in self._blocked:
-            self._unblock(path.parent)
-        self._rated += 1
-        self._count_today()
-        self.on_result(result)
-        if scored.analysis is not None and scored.capture_time is not None:
+        elif can_join and deferred is None:
             self.bursts.add(frame_of(scored), time.monotonic())
             self._held[path] = scored
 
     def _release_bursts(self, everything: bool = False, budget: float | None = None) -> None:
-        """Rewrite the sidecars of frames that turned out to form a burst.
+        """Rate the frames held for their bursts: the held-back ones for the first time,
+        the others again where they turned out to form a burst.
 
-        With a ``budget`` (seconds, when stopping) the best frames go first and the rest
-        is left as it is once it runs out: a copy of 2,000 frames of one scene held 500
-        rewrites per folder and kept SIGTERM waiting far past the service manager's
-        patience. Every frame is already rated on its own, so nothing is lost but the
-        burst's details."""
-        rewrites = []
+        With a ``budget`` (seconds, when stopping) first ratings go first, then the best
+        frames of bursts, and the rest is left once it runs out: a copy of 2,000 frames of
+        one scene held 500 rewrites per folder and kept SIGTERM waiting far past the
+        service manager's patience. A frame rated on its own keeps that rating; one not
+        rated yet is rated after the restart."""
+        writes = []
         for frames, bursts in self.bursts.release(time.monotonic(), everything=everything):
             for frame in frames:
                 scored = self._held.pop(frame.key, None)
-                if scored is not None and frame.key in bursts:
-                    rewrites.append((scored, bursts[frame.key]))
+                if scored is None:
+                    continue
+                if frame.key in self._deferred:
+                    writes.append((scored, bursts.get(frame.key), False))
+                elif frame.key in bursts:
+                    writes.append((scored, bursts[frame.key], True))
         if budget is not None:
-            rewrites.sort(key=lambda item: not item[1].best_of_burst)
+            writes.sort(key=lambda w: (w[2], not (w[1] is not None and w[1].best_of_burst)))
         deadline = time.monotonic() + (budget if budget is not None else float("inf"))
-        for done, (scored, burst) in enumerate(rewrites):
+        for done, (scored, burst, rejudge) in enumerate(writes):
             if time.monotonic() > deadline:
-                left = len(rewrites) - done
+                left = writes[done:]
+                unrated = sum(1 for w in left if not w[2])
                 log.warning(
-                    "stopping: %d frame%s of bursts keep their own rating (no time to "
-                    "write the burst's verdict)",
-                    left,
-                    "" if left == 1 else "s",
+                    "stopping: %d frame%s of bursts keep their own rating (no time to write "
+                    "the burst's verdict), %d not rated yet (rated after the restart)",
+                    len(left) - unrated,
+                    "" if len(left) - unrated == 1 else "s",
+                    unrated,
                 )
                 return
-            self._rate(scored, burst=burst)
+            self._rate(scored, burst=burst, rejudge=rejudge)
+        if self._deferred and not everything and not self._busy():
+            # Nothing is queued any more (the dump is over): what still waits for its
+            # burst is rated now, on its own, and updated if its burst completes.
+            for path in list(self._deferred):
+                scored = self._held.get(path)
+                if scored is not None:
+                    self._rate(scored)
 
     def _attempt_failed(self, path: Path, reason: str) -> None:
         daemon = self.config.daemon

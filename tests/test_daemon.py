@@ -816,3 +816,37 @@ def test_a_burst_is_judged_together_once_its_last_frame_arrived(
         assert "PostSelect|burst 0104" in subjects[f"DSC_{n:04d}.NEF"]
     assert not any(k.startswith("PostSelect|burst") for k in subjects["DSC_0107.NEF"])
     assert_rated_once(daemon, [watch / p.name for p in burst])
+
+
+def test_during_a_dump_a_burst_frame_gets_one_sidecar_with_its_bursts_verdict(
+    daemon_factory, tmp_path, sample_nefs
+):
+    # All 13 sample NEFs copied in at once: while later files wait, a frame is held until
+    # its burst is known and written once, instead of at once and again for the burst.
+    watch = tmp_path / "in"
+    watch.mkdir()
+    daemon = daemon_factory([watch])
+    daemon.start()
+    for source in sample_nefs:
+        shutil.copyfile(source, watch / source.name)
+    burst_frames = [watch / f"DSC_{n:04d}.NEF" for n in range(101, 107)]
+    first_inode: dict[Path, int] = {}
+
+    def all_rated() -> bool:
+        for raw in sample_nefs:
+            sidecar = sidecar_of(watch / raw.name)
+            if watch / raw.name not in first_inode:
+                try:
+                    first_inode[watch / raw.name] = os.stat(sidecar).st_ino
+                except FileNotFoundError:
+                    pass
+        return len(first_inode) == len(sample_nefs)
+
+    daemon.wait_for(all_rated, 60, "every sidecar")
+    time.sleep(4)  # past the burst hold: a second write would have happened by now
+    assert daemon.stop()[0] == 0
+    for raw in burst_frames:
+        assert os.stat(sidecar_of(raw)).st_ino == first_inode[raw], f"{raw.name} written twice"
+        subjects = read_sidecar(sidecar_of(raw)).get("Xmp.lr.hierarchicalSubject", [])
+        assert f"PostSelect|burst {101 if raw.name < 'DSC_0104' else 104:04d}" in subjects
+    assert_rated_once(daemon, [watch / p.name for p in sample_nefs])
