@@ -38,6 +38,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 JPG_FROM_RAW = (1189376, 2287892)
 TICKS = os.sysconf("SC_CLK_TCK")
+sys.path.insert(0, str(ROOT))
+
+from postselectd.workers import status_kb  # noqa: E402
 
 
 def children(pid: int) -> list[int]:
@@ -66,16 +69,6 @@ def cpu_seconds(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / TICKS
-
-
-def status_kb(pid: int, key: str) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
 
 
 def wait_for(predicate, timeout: float) -> bool:
@@ -109,11 +102,16 @@ def write_unique(data: bytes, path: Path, tag: int | None, sparse: bool = False)
     if tag is not None:
         stamp = f"bench{tag:010d}".encode()
         data = data[: len(data) - 4096] + stamp + data[len(data) - 4096 + len(stamp) :]
+    if sparse:
+        write_sparse(data, path)
+    else:
+        path.write_bytes(data)
+
+
+def write_sparse(data: bytes, path: Path) -> None:
+    """Write ``data`` leaving its all-zero 4 KB blocks as holes."""
+    zero = bytes(4096)
     with open(path, "wb") as f:
-        if not sparse:
-            f.write(data)
-            return
-        zero = bytes(4096)
         for offset in range(0, len(data), 4096):
             block = data[offset : offset + 4096]
             if block != zero[: len(block)]:

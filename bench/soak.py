@@ -35,6 +35,10 @@ import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
+# Beside bench/latency.py (run as `python bench/soak.py`, this folder is on sys.path);
+# latency.py puts the checkout on sys.path for postselectd.
+from latency import status_kb, workers_of, write_sparse
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 # The 6000x4000 JpgFromRaw slot of a make_nef NEF: zeroed (postselectd reads the
@@ -84,42 +88,10 @@ def write_nef(base: bytes, path: Path, capture: datetime, tag: int) -> None:
     data = bytearray(base.replace(BASE_TIME.encode(), stamp))
     mark = f"soak{tag:010d}".encode()
     data[len(data) - 4096 : len(data) - 4096 + len(mark)] = mark
-    zero = bytes(4096)
-    with open(path, "wb") as f:
-        for offset in range(0, len(data), 4096):
-            block = data[offset : offset + 4096]
-            if block != zero[: len(block)]:
-                f.seek(offset)
-                f.write(block)
-        f.truncate(len(data))
+    write_sparse(bytes(data), path)
 
 
 # --- measuring -----------------------------------------------------------------------
-
-
-def status_kb(pid: int, key: str) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def workers_of(pid: int) -> list[int]:
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        return []
-    found = []
-    for child in map(int, children):
-        try:
-            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
-                found.append(child)
-        except OSError:
-            pass
-    return found
 
 
 def journal_counts(state: Path) -> dict[str, int]:

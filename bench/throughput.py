@@ -47,6 +47,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 sys.path.insert(0, str(ROOT))
 
+from postselectd.workers import tree_rss_kb  # noqa: E402
+
 # (mirror, crop fraction, anchor x, anchor y): 8 distinct framings of one photo.
 VARIANTS = [
     (False, 1.0, 0.5, 0.5),
@@ -126,22 +128,6 @@ def make_set(out: Path, count: int, jobs: int) -> int:
 
 
 # --- measuring ----------------------------------------------------------------------
-
-
-def tree_rss_kb(pid: int) -> int:
-    """Resident memory of a process and all its descendants (Linux /proc), in KB."""
-    total, todo = 0, [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-            for task in Path(f"/proc/{p}/task").iterdir():
-                todo += [int(c) for c in (task / "children").read_text().split()]
-        except (OSError, ValueError):
-            continue
-    return total
 
 
 class PeakRss:

@@ -23,6 +23,7 @@ from postselectd.sidecar import (
     validate_xmp,
     write_sidecars,
 )
+from postselectd.workers import tree_rss_kb
 
 FUZZ_CORPUS = DATA / "fuzz"
 
@@ -57,23 +58,6 @@ def _mutations(source: Path, count: int, rng: random.Random) -> list[tuple[str, 
                 blob[rng.randrange(len(blob))] = rng.randrange(256)
         out.append((f"{kind}", bytes(blob)))
     return out
-
-
-def _rss_of_tree(pid: int) -> int:
-    """Resident memory (kB) of a process and all its descendants, from /proc."""
-    total, stack = 0, [pid]
-    while stack:
-        current = stack.pop()
-        try:
-            for line in Path(f"/proc/{current}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-            for task in Path(f"/proc/{current}/task").iterdir():
-                children = (task / "children").read_text().split()
-                stack += [int(c) for c in children]
-        except (OSError, ValueError):
-            continue
-    return total
 
 
 @pytest.mark.slow
@@ -118,7 +102,7 @@ def test_fuzzed_raws_never_crash_hang_or_get_a_sidecar_without_a_preview(tmp_pat
     peak = 0
     deadline = time.monotonic() + 900
     while process.poll() is None:
-        peak = max(peak, _rss_of_tree(process.pid))
+        peak = max(peak, tree_rss_kb(process.pid))
         if time.monotonic() > deadline:
             process.kill()
             pytest.fail("score hung on the fuzzed corpus")

@@ -26,9 +26,10 @@ import test_daemon
 import yaml
 from conftest import DATA, ROOT, shared_path
 from test_daemon import DaemonProcess, assert_rated_once, sidecar_of
-from test_reliability import FUZZ_CORPUS, _fill, _mutations, _rss_of_tree
+from test_reliability import FUZZ_CORPUS, _fill, _mutations
 
 from postselectd.sidecar import read_sidecar, validate_xmp
+from postselectd.workers import status_kb, tree_rss_kb
 
 # The real-daemon fixtures of tests/test_daemon.py.
 daemon_factory = test_daemon.daemon_factory
@@ -120,7 +121,7 @@ def test_fuzzed_files_never_kill_the_daemon_and_each_is_rated_or_failed_with_a_r
     deadline = time.monotonic() + 240
     while True:
         assert daemon.proc.poll() is None, daemon.log()[-3000:]
-        peak_kb = max(peak_kb, _rss_of_tree(daemon.proc.pid))
+        peak_kb = max(peak_kb, tree_rss_kb(daemon.proc.pid))
         statuses = _statuses(daemon, paths)
         if all(s in ("rated", "failed", "skipped") for s in statuses):
             break
@@ -402,7 +403,7 @@ def test_100000_files_scanned_at_start_up_with_bounded_memory(daemon_factory, tm
     base_kb = peak_kb = 0
     deadline = time.monotonic() + 120
     while "photos looked at" not in daemon.log():
-        rss = _status_kb(pid, "VmRSS")
+        rss = status_kb(pid, "VmRSS")
         if " started (pid " in daemon.log():
             base_kb = base_kb or rss
             peak_kb = max(peak_kb, rss)
@@ -418,16 +419,6 @@ def test_100000_files_scanned_at_start_up_with_bounded_memory(daemon_factory, tm
     growth_mb = (peak_kb - base_kb) / 1024
     print(f"100,000-file scan: main process {base_kb / 1024:.0f} MB, +{growth_mb:.1f} MB peak")
     assert growth_mb < 25, f"the scan grew the daemon by {growth_mb:.0f} MB"
-
-
-def _status_kb(pid: int, key: str) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
 
 
 # --- bad configuration and models at start-up ----------------------------------------------
