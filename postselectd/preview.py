@@ -281,8 +281,9 @@ def _pillow_to_rgb(img: Image.Image, min_size: int) -> Image.Image:
         scale = min_size / max(width, height)
         img.draft("RGB", (max(1, int(width * scale)), max(1, int(height * scale))))
     img.load()
-    # A copy even of an RGB image: the one Image.open made is unusable once its file closes.
-    return img.convert("RGB")
+    # Loaded, an RGB image stays usable after its file closes (Pillow's context manager
+    # closes only the file): no copy of the 1620x1080 frame (~1 ms a photo).
+    return img if img.mode == "RGB" else img.convert("RGB")
 
 
 def _pillow_reason(exc: BaseException) -> str:
