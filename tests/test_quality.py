@@ -143,3 +143,18 @@ def test_the_backbone_reads_the_same_input_from_the_face_pyramid_as_on_its_own(a
     assert np.array_equal(own, analyzer.backbone.prepare(np.asarray(picture)))
     embedding = analyzer.backbone.run(own[None])["embedding"][0]
     assert np.array_equal(embedding, analyzer.analyze(picture).embedding)
+
+
+def test_histogram_percentiles_are_numpys_on_quarter_grey_levels():
+    rng = np.random.default_rng(7)
+    qs = (0, 1, 5, 33.3, 50, 95, 99, 100)
+    for n in (1, 2, 3, 10, 1001, 512 * 341):
+        gray = rng.integers(0, 1021, n).astype(np.float32) / 4  # downscale's output
+        assert measure.percentiles(gray, qs) == [float(v) for v in np.percentile(gray, qs)]
+    # A real preview's working grey at half size (what measure_all reads).
+    picture = load_preview(shared_path("samples", "nef", "DSC_0107.NEF")).picture
+    small = measure.downscale(measure.working_gray(picture), measure.WORK_SIZE // 2)
+    assert measure.percentiles(small, qs) == [float(v) for v in np.percentile(small, qs)]
+    # Anything else takes numpy's own path.
+    other = rng.uniform(0, 255, 999).astype(np.float32)
+    assert measure.percentiles(other, qs) == [float(v) for v in np.percentile(other, qs)]

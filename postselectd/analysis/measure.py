@@ -7,6 +7,7 @@ scale so a number means the same thing for a 1620 px and a 6000 px preview.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -88,14 +89,16 @@ def _anisotropy(g: np.ndarray, tiles: np.ndarray, th: int, tw: int) -> float:
     one way; defocus removes it evenly. Measured on the detailed tiles only, so flat sky
     does not dilute it.
     """
-    gx = g[1:-1, 2:] - g[1:-1, :-2]
-    gy = g[2:, 1:-1] - g[:-2, 1:-1]
     order = np.argsort(tiles)[::-1][: max(4, tiles.size // 4)]
     jxx = jyy = jxy = 0.0
     for index in order:
+        # The tile's central differences (tiles are on the Laplacian's grid, one pixel in
+        # from the edges), from its own pixels plus a one-pixel border: only the tiles
+        # used, a quarter of the frame.
         r, c = divmod(int(index), GRID)
-        sx = gx[r * th : (r + 1) * th, c * tw : (c + 1) * tw]
-        sy = gy[r * th : (r + 1) * th, c * tw : (c + 1) * tw]
+        patch = g[r * th : (r + 1) * th + 2, c * tw : (c + 1) * tw + 2]
+        sx = patch[1:-1, 2:] - patch[1:-1, :-2]
+        sy = patch[2:, 1:-1] - patch[:-2, 1:-1]
         jxx += float((sx * sx).sum())
         jyy += float((sy * sy).sum())
         jxy += float((sx * sy).sum())
@@ -117,6 +120,28 @@ def resize_long_side(image: np.ndarray, long_side: int = WORK_SIZE) -> np.ndarra
     return np.asarray(
         Image.fromarray(image).resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
     )
+
+
+def percentiles(gray: np.ndarray, qs: tuple[float, ...]) -> list[float]:
+    """``np.percentile(gray, qs)`` (linear interpolation) from a histogram, when ``gray``
+    holds quarter grey levels (``downscale`` of whole levels): a count instead of a sort,
+    ~0.5 instead of ~1.8 ms at 512 px, and the same numbers."""
+    scaled = gray * np.float32(4)
+    levels = scaled.astype(np.int32)
+    if not gray.size or not np.array_equal(levels, scaled) or levels.min() < 0:
+        return [float(v) for v in np.percentile(gray, qs)]
+    cumulative = np.cumsum(np.bincount(levels.ravel()))
+    out = []
+    for q in qs:
+        # numpy's default ("linear"): between the order statistics around q/100 * (n-1).
+        position = q / 100 * (gray.size - 1)
+        below = math.floor(position)
+        a, b = np.searchsorted(cumulative, [below, min(below + 1, gray.size - 1)], "right")
+        a, b = np.float64(a / 4), np.float64(b / 4)
+        t = position - below
+        # numpy's lerp, which is exact at both ends.
+        out.append(float(b - (b - a) * (1 - t) if t >= 0.5 else a + (b - a) * t))
+    return out
 
 
 def noise_sigma(gray: np.ndarray) -> float:
@@ -183,7 +208,7 @@ def measure_all(image: np.ndarray | Image.Image) -> Measurements:
     half = sharpness(half_gray)
     quarter = sharpness(downscale(half_gray, WORK_SIZE // 4))
     small = half_gray
-    p01, p05, p50, p95, p99 = np.percentile(small, [1, 5, 50, 95, 99])
+    p01, p05, p50, p95, p99 = percentiles(small, (1, 5, 50, 95, 99))
     expo = exposure(small, median=float(p50) if max(small.shape) < 1024 else None)
     n = float(small.size) or 1.0
 
