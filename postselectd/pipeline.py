@@ -100,13 +100,19 @@ def is_candidate(path: Path) -> bool:
     return path.suffix.lower() in rawmeta.PHOTO_SUFFIXES
 
 
-def same_stem_names(path: Path) -> list[str]:
-    """Names in the file's folder that share its stem (DSC_0001.NEF, DSC_0001.JPG, ...)."""
+def same_stem_names(path: Path, listing: list[str] | None = None) -> list[str]:
+    """Names in the file's folder that share its stem (DSC_0001.NEF, DSC_0001.JPG, ...).
+
+    ``listing``: the folder's names, when the caller has just listed it.
+    """
     stem = path.stem
-    try:
-        names = os.listdir(path.parent)
-    except OSError:
-        return []
+    if listing is not None:
+        names = listing
+    else:
+        try:
+            names = os.listdir(path.parent)
+        except OSError:
+            return []
     # startswith first: a Path for each of a card folder's 6,000 names (raws and their
     # sidecars) cost 8 ms for every file rated.
     return [n for n in names if n.startswith(stem) and Path(n).stem == stem]
@@ -339,10 +345,16 @@ def finish(
             + (("BurstId", f"{burst.burst_id:04d}"), ("BurstSize", str(burst.size))),
         )
     start = time.perf_counter()
-    profiles = sidecar_profiles_for(scored.path, config.sidecar.profiles)
+    # One listing of the folder for the whole write (a card folder: 2,000-6,000 names).
+    try:
+        listing: list[str] | None = os.listdir(scored.path.parent)
+    except OSError:
+        listing = None
+    siblings = same_stem_names(scored.path, listing) if listing is not None else None
+    profiles = sidecar_profiles_for(scored.path, config.sidecar.profiles, siblings)
     try:
         if not profiles:
-            owner = shared_sidecar_owner(scored.path)
+            owner = shared_sidecar_owner(scored.path, siblings)
             raise SidecarError(
                 f"{scored.path.name}: shares {owner.with_suffix('.xmp').name} with {owner.name}, "
                 "which is rated instead; left alone"
@@ -353,6 +365,7 @@ def finish(
             profiles,
             force=force,
             dry_run=dry_run,
+            listing=listing,
         )
     except SidecarError as exc:
         return FileResult(

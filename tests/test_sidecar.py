@@ -412,3 +412,30 @@ def test_an_editor_rewriting_the_sidecar_meanwhile_loses_nothing(photo: Path, tm
     assert present == list(range(1, edits + 1))
     assert xmp["Xmp.xmp.Rating"] == "1" and xmp["Xmp.xmp.Label"] == "Red"
     assert sorted(p.name for p in photo.parent.iterdir()) == ["DSC_0001.NEF", "DSC_0001.xmp"]
+
+
+def test_temps_of_killed_writers_are_swept_at_the_first_write_and_then_now_and_then(
+    photo: Path, monkeypatch
+):
+    import subprocess
+    import sys
+
+    from postselectd import sidecar
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a writer that was killed: its pid is no longer running
+    folder = photo.parent
+    stale = folder / f".DSC_0002.xmp.postselectd-{gone.pid}-0bad.tmp"
+    alive = folder / f".DSC_0003.xmp.postselectd-{os.getppid()}-0f0f.tmp"
+    for tmp in (stale, alive):
+        tmp.write_bytes(b"<half a sidecar")
+    write_sidecars(photo, SELECT, ["lightroom"])
+    assert not stale.exists(), "the first write into a folder sweeps it"
+    assert alive.exists(), "a running writer's temp is its own"
+    stale.write_bytes(b"<half a sidecar")
+    write_sidecars(photo, MAYBE, ["lightroom"], force=True)
+    assert stale.exists(), "not listed again for every sidecar"
+    monkeypatch.setattr(sidecar, "SWEEP_EVERY_SECONDS", 0.0)
+    write_sidecars(photo, SELECT, ["lightroom"], force=True)
+    assert not stale.exists() and alive.exists()
+    assert read_sidecar(photo.with_suffix(".xmp"))["Xmp.xmp.Rating"]
