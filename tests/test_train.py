@@ -325,3 +325,24 @@ def test_config_example_documents_the_train_section():
     text = (Path(__file__).resolve().parents[1] / "config.example.yaml").read_text()
     assert "train:" in text and "target_recall: 0.95" in text
     assert Config().train.select_from_stars == 3
+
+
+def test_the_feature_cache_is_keyed_by_every_model_file(tmp_path: Path, monkeypatch):
+    # The taste features hold face measurements: a new face model must not be served the
+    # features the old one measured (it was, when only Lite0 and the head were counted).
+    import shutil
+
+    from postselectd.analysis.runtime import MODELS_ENV, models_dir
+    from postselectd.config import AnalysisConfig
+    from postselectd.train import cache_version
+
+    copy = tmp_path / "models"
+    shutil.copytree(models_dir(), copy)
+    monkeypatch.setenv(MODELS_ENV, str(copy))
+    before = cache_version(AnalysisConfig())
+    assert cache_version(AnalysisConfig()) == before
+    iris = copy / "iris_landmark.onnx"
+    data = bytearray(iris.read_bytes())
+    data[-1] ^= 1  # same size, other bytes
+    iris.write_bytes(bytes(data))
+    assert cache_version(AnalysisConfig()) != before
