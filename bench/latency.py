@@ -14,8 +14,10 @@ otherwise) on a temp folder, with HOME/XDG dirs inside it, and prints a table:
 - dump: --dump DIR copies --dump-count camera-size NEFs of DIR (bench/throughput.py
   --make) into the watch folder as fast as the disk takes them, as a card dump does
   (data regions only: the NEFs made there are sparse); the rate at which sidecars follow
-  (first file created -> last sidecar), close -> sidecar latency during the dump, and
-  the peak RSS of all processes.
+  (first file created -> last sidecar), and once the copy is over (the files still
+  waiting then, over the time to the last sidecar: the daemon alone on the cores, as
+  `score` is), close -> sidecar latency during the dump, and the peak RSS of all
+  processes.
 
 usage: python bench/latency.py [--files 30] [--gap 1.5] [--idle 60] [--burst 2000] [--unique]
                                [--dump /tmp/nefs --dump-count 500]
@@ -172,7 +174,10 @@ def dump(args, proc, watch: Path) -> dict:
     copy_done = max(closed.values()) - started
     latencies = sorted(seen[t] - closed[t] for t in seen)
     last = max(seen.values()) - started if seen else float("nan")
+    waiting = sum(1 for t in seen.values() if t - started > copy_done)
     return {
+        "waiting_after_copy": waiting,
+        "rate_after_copy": waiting / (last - copy_done) if waiting else float("nan"),
         "files": len(sources),
         "copied_s": copy_done,
         "rated": len(seen),
@@ -340,6 +345,10 @@ def run(args, proc, tmp: Path, watch: Path, samples: list[Path]) -> int:
             f"{dumped['copied_s']:.1f} s, {dumped['rated']} rated, the last "
             f"{dumped['last_sidecar_s']:.1f} s after the first copy began "
             f"({dumped['rate']:.1f} files/s)"
+        )
+        print(
+            f"{'dump: after the copy':<44}{dumped['waiting_after_copy']} still waiting, "
+            f"rated at {dumped['rate_after_copy']:.1f} files/s"
         )
         print(
             f"{'dump: close -> sidecar':<44}median {dumped['latency_median_ms']:.0f} ms, "
