@@ -195,11 +195,10 @@ def _reference_init() -> None:
 
 def _reference_one(path: str) -> dict[str, float]:
     """LibRaw's largest preview (extract_thumb), fully decoded, then the same analysis."""
-    import numpy as np
     import rawpy
     from PIL import Image
 
-    from postselectd.preview import _FLIP_TO_ORIENTATION, apply_orientation
+    from postselectd.preview import _FLIP_TO_ORIENTATION, upright_picture
 
     times = {}
     start = time.perf_counter()
@@ -209,11 +208,11 @@ def _reference_one(path: str) -> dict[str, float]:
     times["open+extract_thumb"] = (time.perf_counter() - start) * 1000
     start = time.perf_counter()
     with Image.open(io.BytesIO(thumb.data)) as img:
-        image = apply_orientation(np.asarray(img.convert("RGB")), orientation)
+        picture = upright_picture(img.convert("RGB"), orientation)
     times["decode"] = (time.perf_counter() - start) * 1000
-    analysis = _REFERENCE_ANALYZER.analyze(image)
+    analysis = _REFERENCE_ANALYZER.analyze(picture)
     times.update({k: v for k, v in analysis.timings_ms if "." not in k})
-    times["size"] = image.shape[1] * 10000 + image.shape[0]
+    times["size"] = picture.width * 10000 + picture.height
     return times
 
 

@@ -322,7 +322,7 @@ _FLIP_TO_ORIENTATION = {0: 1, 3: 3, 5: 8, 6: 6}
 
 
 # EXIF orientation -> the Pillow transpose that turns a stored image upright (the same
-# pixels as apply_orientation; tests/test_preview.py compares the two).
+# pixels as Pillow's ImageOps.exif_transpose; tests/test_preview.py compares the two).
 _UPRIGHT = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,
     3: Image.Transpose.ROTATE_180,
@@ -338,22 +338,3 @@ def upright_picture(picture: Image.Image, orientation: int) -> Image.Image:
     """Turn a stored Pillow image upright according to its EXIF orientation (1-8)."""
     method = _UPRIGHT.get(orientation)
     return picture if method is None else picture.transpose(method)
-
-
-def apply_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
-    """Turn a stored image (an array) upright according to its EXIF orientation (1-8)."""
-    if orientation == 2:
-        image = image[:, ::-1]
-    elif orientation == 3:
-        image = image[::-1, ::-1]
-    elif orientation == 4:
-        image = image[::-1]
-    elif orientation == 5:
-        image = np.transpose(image, (1, 0, 2))
-    elif orientation == 6:
-        image = np.rot90(image, k=-1)
-    elif orientation == 7:
-        image = np.rot90(np.transpose(image, (1, 0, 2)), k=2)
-    elif orientation == 8:
-        image = np.rot90(image, k=1)
-    return np.ascontiguousarray(image)
