@@ -215,8 +215,7 @@ def sidecar_path(photo: Path, profile: str, listing: Iterable[str] | None = None
         if listing is None:
             like = names_like(wanted.parent, wanted.name)
         else:
-            lower = wanted.name.lower()
-            like = tuple(sorted(n for n in listing if n.lower() == lower))
+            like = _same_but_case(listing, wanted.name)
         for name in like:
             if (wanted.parent / name).is_file():
                 return wanted.parent / name
@@ -253,8 +252,7 @@ def names_like(folder: Path, name: str) -> tuple[str, ...]:
     except OSError:
         return ()
     if listed_at - st.st_mtime_ns < _LISTING_SETTLED_NS:
-        wanted = name.lower()
-        return tuple(sorted(n for n in listing if n.lower() == wanted))
+        return _same_but_case(listing, name)
     names: dict[str, tuple[str, ...]] = {}
     for entry in sorted(listing):
         names[entry.lower()] = names.get(entry.lower(), ()) + (entry,)
@@ -262,6 +260,11 @@ def names_like(folder: Path, name: str) -> tuple[str, ...]:
         _listings.pop(next(iter(_listings)))
     _listings[key] = (st.st_mtime_ns, names)
     return names.get(name.lower(), ())
+
+
+def _same_but_case(listing: Iterable[str], name: str) -> tuple[str, ...]:
+    wanted = name.lower()
+    return tuple(sorted(n for n in listing if n.lower() == wanted))
 
 
 def sidecar_paths(photo: Path, profiles: Iterable[str]) -> list[Path]:
@@ -675,6 +678,8 @@ def _swap_in(tmp: Path, path: Path) -> bytes | None:
 SWEEP_EVERY_SECONDS = 30.0
 _SWEEPS_KEPT = 256
 _swept: dict[str, float] = {}
+# Our temp files are named .NAME.postselectd-PID-RANDOM.tmp (_make_temp).
+_TEMP_MARKER = ".postselectd-"
 
 
 def _remove_stale_temps(folder: Path) -> None:
@@ -693,20 +698,19 @@ def _remove_stale_temps(folder: Path) -> None:
     if key not in _swept and len(_swept) >= _SWEEPS_KEPT:
         _swept.pop(next(iter(_swept)))
     _swept[key] = now
-    marker = ".postselectd-"
     try:
         # Names first, Paths only for matches: building a Path for each of 2,000 names
         # cost ~2.7 ms.
         candidates = [
             folder / n
             for n in os.listdir(folder)
-            if n.startswith(".") and n.endswith(".tmp") and marker in n
+            if n.startswith(".") and n.endswith(".tmp") and _TEMP_MARKER in n
         ]
     except OSError:
         return
     for tmp in candidates:
         try:
-            pid = int(tmp.name.rsplit(marker, 1)[1].split("-", 1)[0])
+            pid = int(tmp.name.rsplit(_TEMP_MARKER, 1)[1].split("-", 1)[0])
         except ValueError:
             continue
         if pid == os.getpid():
@@ -725,7 +729,7 @@ def _remove_stale_temps(folder: Path) -> None:
 
 def _make_temp(folder: Path, name: str, data: bytes) -> Path:
     for _ in range(10):
-        tmp = folder / f".{name}.postselectd-{os.getpid()}-{secrets.token_hex(4)}.tmp"
+        tmp = folder / f".{name}{_TEMP_MARKER}{os.getpid()}-{secrets.token_hex(4)}.tmp"
         try:
             # 0o666 lets the user's umask decide, as for any file they create.
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
