@@ -396,8 +396,13 @@ def finish(
     )
 
 
+def _order_key(path: Path, capture_time: datetime | None) -> tuple:
+    """Folder, then capture time (unknown first), then name: the order files are rated in."""
+    return (str(path.parent), capture_time or datetime.min, path.name)
+
+
 def _capture_order(scored: Scored) -> tuple:
-    return (str(scored.path.parent), scored.capture_time or datetime.min, scored.path.name)
+    return _order_key(scored.path, scored.capture_time)
 
 
 def _capture_time(path: Path) -> datetime | None:
@@ -415,7 +420,7 @@ class _Runs:
 
     def __init__(self, paths: list[Path]) -> None:
         times = {path: _capture_time(path) for path in paths}
-        self.order = sorted(paths, key=lambda p: (str(p.parent), times[p] or datetime.min, p.name))
+        self.order = sorted(paths, key=lambda p: _order_key(p, times[p]))
         self._run_of: dict[Path, int] = {}
         self._left: dict[int, int] = {}
         self._members: dict[int, list[Scored]] = {}
@@ -499,8 +504,8 @@ class Pipeline:
 
         Sidecars are written while the workers go on with later files: a burst never has
         more than MAX_GAP_SECONDS between consecutive frames of a folder, so the capture
-        times (read from each file's own EXIF, ~0.4 ms a file, while the workers load their
-        models) split the files into runs that are judged independently. A run is rated and
+        times (read from each file's own EXIF, ~0.2-0.4 ms a file, before the workers are
+        started) split the files into runs that are judged independently. A run is rated and
         written by a writer thread as soon as its last frame is analysed, and the files are
         analysed in capture order, so runs complete one after another.
         """
