@@ -647,9 +647,10 @@ class Daemon:
     def _settle_early(self, everything: bool = False) -> None:
         """Results of early starts whose quiet time is over (all of them: ``everything``)."""
         now = time.time()
-        ready = [item for item in self._early if everything or item[0].quiet_until <= now]
-        if ready:
-            self._early = [item for item in self._early if item not in ready]
+        ready, waiting = [], []
+        for item in self._early:
+            (ready if everything or item[0].quiet_until <= now else waiting).append(item)
+        self._early = waiting
         for job, scored, cached in ready:
             self._settled(job, scored, cached)
 
