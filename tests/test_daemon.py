@@ -215,6 +215,20 @@ def daemon_factory(tmp_path: Path):
         d.kill()
 
 
+@pytest.fixture
+def watching(daemon_factory, tmp_path: Path):
+    """``watching(name)``: a new folder tmp_path/name and a started daemon watching it."""
+
+    def start(name: str) -> tuple[Path, DaemonProcess]:
+        watch = tmp_path / name
+        watch.mkdir()
+        daemon = daemon_factory([watch])
+        daemon.start()
+        return watch, daemon
+
+    return start
+
+
 def sidecar_of(raw: Path) -> Path:
     return raw.with_suffix(".xmp")
 
@@ -254,12 +268,9 @@ def logged_names(text: str) -> list[str]:
 
 
 def test_every_way_a_file_arrives_is_rated_once_and_only_when_complete(
-    daemon_factory, tmp_path, sample_nefs, small_nef
+    watching, tmp_path, sample_nefs, small_nef
 ):
-    watch = tmp_path / "import"
-    watch.mkdir()
-    daemon = daemon_factory([watch])
-    daemon.start()
+    watch, daemon = watching("import")
     expected: list[Path] = []
     seen_early: list[str] = []
 
@@ -390,13 +401,8 @@ def test_storm_of_2000_files_loses_none(daemon_factory, tmp_path, small_nef):
 # --- killed and stopped -------------------------------------------------------------
 
 
-def test_sigkill_mid_load_then_restart_rates_every_file_exactly_once(
-    daemon_factory, tmp_path, small_nef
-):
-    watch = tmp_path / "card"
-    watch.mkdir()
-    daemon = daemon_factory([watch])
-    daemon.start()
+def test_sigkill_mid_load_then_restart_rates_every_file_exactly_once(watching, small_nef):
+    watch, daemon = watching("card")
     # 50 different frames among 600 files: workers busy, and many re-copies whose cached
     # analysis makes the main thread write sidecars fast (the window a kill can tear).
     raws = [
@@ -475,11 +481,8 @@ def test_sigterm_with_work_in_flight_exits_0_and_restart_finishes(
     assert_rated_once(daemon, raws)
 
 
-def test_second_signal_forces_exit(daemon_factory, tmp_path, small_nef):
-    watch = tmp_path / "in"
-    watch.mkdir()
-    daemon = daemon_factory([watch])
-    daemon.start()
+def test_second_signal_forces_exit(watching, small_nef):
+    watch, daemon = watching("in")
     for i in range(40):
         small_nef.write(watch / f"DSC_{i:04d}.NEF", tag=5000 + i)
     daemon.wait_for(lambda: daemon.rated() >= 5, 60, "work in flight")
@@ -562,11 +565,8 @@ def test_no_config_watches_the_default_inbox_and_says_so(tmp_path, small_nef):
         assert proc.wait(timeout=15) == 0
 
 
-def test_a_second_daemon_on_the_same_state_refuses_to_start(daemon_factory, tmp_path):
-    watch = tmp_path / "in"
-    watch.mkdir()
-    daemon = daemon_factory([watch])
-    daemon.start()
+def test_a_second_daemon_on_the_same_state_refuses_to_start(watching):
+    watch, daemon = watching("in")
     second = subprocess.run(
         [sys.executable, "-m", "postselectd", "run", "--config", str(daemon.config_path)],
         capture_output=True,
@@ -640,12 +640,9 @@ def test_sighup_reloads_the_config_and_refuses_a_bad_one(daemon_factory, tmp_pat
 
 
 def test_a_renamed_or_recopied_file_reuses_its_analysis_and_gets_its_own_sidecar(
-    daemon_factory, tmp_path, sample_nefs
+    watching, sample_nefs
 ):
-    watch = tmp_path / "in"
-    watch.mkdir()
-    daemon = daemon_factory([watch])
-    daemon.start()
+    watch, daemon = watching("in")
     original = shutil.copyfile(sample_nefs[8], watch / "DSC_0001.NEF")
     daemon.wait_for(lambda: sidecar_of(original).exists(), 30, "first sidecar")
     copy = shutil.copyfile(sample_nefs[8], watch / "COPY_0001.NEF")
@@ -661,14 +658,11 @@ def test_a_renamed_or_recopied_file_reuses_its_analysis_and_gets_its_own_sidecar
 
 
 def test_a_file_changed_within_its_recheck_is_not_rated_from_its_earlier_bytes(
-    daemon_factory, tmp_path, sample_nefs
+    watching, sample_nefs
 ):
     # An idle worker starts on a closed file before its 0.25 s recheck is over; the result
     # has to wait for the recheck, and be dropped because the file changed within it.
-    watch = tmp_path / "in"
-    watch.mkdir()
-    daemon = daemon_factory([watch])
-    daemon.start()
+    watch, daemon = watching("in")
     data = sample_nefs[8].read_bytes()
     for attempt in range(5):
         target = watch / f"DSC_{attempt:04d}.NEF"
@@ -753,15 +747,10 @@ def test_status_reports_queue_rated_failed_with_reasons_and_last_files(
     assert stopped["last"][0]["path"] == str(good) and 1 <= stopped["last"][0]["stars"] <= 5
 
 
-def test_a_sidecar_written_just_before_a_kill_is_not_written_again(
-    daemon_factory, tmp_path, small_nef
-):
+def test_a_sidecar_written_just_before_a_kill_is_not_written_again(watching, small_nef):
     import sqlite3
 
-    watch = tmp_path / "in"
-    watch.mkdir()
-    daemon = daemon_factory([watch])
-    daemon.start()
+    watch, daemon = watching("in")
     done = small_nef.write(watch / "DONE_0001.NEF", tag=9700)
     torn = small_nef.write(watch / "TORN_0001.NEF", tag=9701)
     daemon.wait_for(lambda: daemon.rated() == 2, 30, "two files rated")
@@ -789,13 +778,8 @@ def test_a_sidecar_written_just_before_a_kill_is_not_written_again(
     assert_rated_once(daemon, [done, torn])
 
 
-def test_a_burst_is_judged_together_once_its_last_frame_arrived(
-    daemon_factory, tmp_path, sample_nefs
-):
-    watch = tmp_path / "in"
-    watch.mkdir()
-    daemon = daemon_factory([watch])
-    daemon.start()
+def test_a_burst_is_judged_together_once_its_last_frame_arrived(watching, sample_nefs):
+    watch, daemon = watching("in")
     burst = [p for p in sample_nefs if p.name in {f"DSC_{n:04d}.NEF" for n in range(101, 108)}]
     for source in burst:
         shutil.copyfile(source, watch / source.name)
@@ -819,14 +803,11 @@ def test_a_burst_is_judged_together_once_its_last_frame_arrived(
 
 
 def test_during_a_dump_a_burst_frame_gets_one_sidecar_with_its_bursts_verdict(
-    daemon_factory, tmp_path, sample_nefs
+    watching, sample_nefs
 ):
     # All 13 sample NEFs copied in at once: while later files wait, a frame is held until
     # its burst is known and written once, instead of at once and again for the burst.
-    watch = tmp_path / "in"
-    watch.mkdir()
-    daemon = daemon_factory([watch])
-    daemon.start()
+    watch, daemon = watching("in")
     for source in sample_nefs:
         shutil.copyfile(source, watch / source.name)
     burst_frames = [watch / f"DSC_{n:04d}.NEF" for n in range(101, 107)]
