@@ -639,6 +639,8 @@ def report_file(result) -> None:
     stars = "reject" if rating.stars < 0 else f"{rating.stars}*"
     label = rating.label or "-"
     reasons = ", ".join(result.reasons) or "-"
+    if result.checks:
+        reasons += " check=" + ",".join(result.checks)
     kept = " (kept the rating a person set)" if result.kept_human_rating else ""
     if result.burst is not None:
         reasons += f" burst={result.burst:04d}" + (" best" if result.best_of_burst else "")
@@ -659,6 +661,7 @@ def format_summary(results, elapsed: float, *, dry_run: bool = False) -> str:
     failed = [r for r in results if r.error]
     stars = Counter(r.rating.stars for r in rated)
     reasons = Counter(reason for r in rated for reason in r.reasons)
+    checks = Counter(family for r in rated for family in r.checks)
     kept = sum(1 for r in rated if r.kept_human_rating)
     rate = len(results) / elapsed if elapsed > 0 else 0.0
     lines = [
@@ -678,6 +681,10 @@ def format_summary(results, elapsed: float, *, dry_run: bool = False) -> str:
         lines.append("rejects by reason:")
         for reason, count in reasons.most_common():
             lines.append(f"  {reason:<20}{count}")
+    if checks:
+        lines.append("to check (doubtful):")
+        for family, count in checks.most_common():
+            lines.append(f"  {family:<20}{count}")
     if failed:
         lines.append("errors:")
         for r in failed:

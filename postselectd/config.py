@@ -52,6 +52,24 @@ class Labels(_Model):
     reject: str | None = "Red"
 
 
+Strictness = Literal["off", "gentle", "normal", "strict"]
+
+
+class ReasonStrictness(_Model):
+    """How sure a reason must be before it rejects a frame, per family of reasons.
+
+    off: never; gentle: only the surest cases reject, fewer checks; normal: the default,
+    measured to keep false rejects of good photographs under 3% (bench/eval_trust.py);
+    strict: more rejects and checks, for shoots where a soft frame is never wanted. Below
+    the reject line a doubtful reason asks for a look (2 stars at most, keyword
+    PostSelect|check|<family>), never a reject.
+    """
+
+    eyes: Strictness = "normal"
+    focus: Strictness = "normal"
+    exposure: Strictness = "normal"
+
+
 class RatingPolicy(_Model):
     # The seed's rule: a select needs a keeper probability of at least 0.90.
     select_threshold: float = Field(0.90, ge=0.0, le=1.0)
@@ -63,6 +81,15 @@ class RatingPolicy(_Model):
     reject_rating: bool = False
     labels: Labels = Labels()
     keyword_parent: str = Field("PostSelect", min_length=1)
+    # One word for every family (strictness: gentle) or one per family.
+    strictness: ReasonStrictness = ReasonStrictness()
+
+    @field_validator("strictness", mode="before")
+    @classmethod
+    def _one_for_all(cls, value: object) -> object:
+        if isinstance(value, str):
+            return {"eyes": value, "focus": value, "exposure": value}
+        return value
 
     @model_validator(mode="after")
     def _ordered(self) -> RatingPolicy:

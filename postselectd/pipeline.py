@@ -60,7 +60,9 @@ class FileResult:
     sidecars: tuple[Path, ...] = ()
     rating: Rating | None = None
     keeper_probability: float | None = None
-    reasons: tuple[str, ...] = ()
+    reasons: tuple[str, ...] = ()  # the reasons that reject
+    checks: tuple[str, ...] = ()  # families a doubtful reason asks to look at
+    findings: tuple = ()  # every reason with its confidence (analysis.Finding)
     kept_human_rating: bool = False
     burst: int | None = None
     best_of_burst: bool = False
@@ -81,6 +83,11 @@ class FileResult:
             "keywords": list(self.rating.keywords) if self.rating else [],
             "keeper_probability": self.keeper_probability,
             "reasons": list(self.reasons),
+            "checks": list(self.checks),
+            "findings": [
+                {"reason": f.reason, "confidence": f.confidence, "detail": f.detail}
+                for f in self.findings
+            ],
             "faces": self.faces,
             "burst": self.burst,
             "best_of_burst": self.best_of_burst,
@@ -275,7 +282,12 @@ def sidecar_content(scored: Scored, rating: Rating, config: Config) -> SidecarCo
         ("PreviewSource", scored.preview_source or ""),
         ("Probabilities", " ".join(f"{k}={v:.3f}" for k, v in a.class_probabilities)),
         ("Faces", str(len(a.faces))),
+        # Every reason with its confidence, also those that only ask for a check or neither:
+        # "eyes closed 2 of 24 (0.70); out of focus (0.12)".
+        ("Findings", "; ".join(str(f) for f in a.findings) or "none"),
     )
+    if rating.checks:
+        details += (("Check", " ".join(rating.checks)),)
     if a.faces:
         details += (
             # Boxes in the upright preview's pixels (PreviewSize), for the report.
@@ -290,7 +302,7 @@ def sidecar_content(scored: Scored, rating: Rating, config: Config) -> SidecarCo
         keywords=rating.keywords,
         keyword_parent=config.rating.keyword_parent,
         keeper_probability=a.keeper_probability,
-        reasons=a.reasons,
+        reasons=rating.reasons,
         model_version=a.model_version,
         details=details,
         verdict=rating.verdict,
@@ -332,7 +344,7 @@ def finish(
     a = scored.analysis
     rating = rate(
         a.keeper_probability,
-        a.reasons,
+        a.findings or a.reasons,
         config.rating,
         best_of_burst=bool(burst and burst.best_of_burst),
         burst_id=burst.burst_id if burst else None,
@@ -372,7 +384,9 @@ def finish(
             path=scored.path,
             rating=rating,
             keeper_probability=a.keeper_probability,
-            reasons=a.reasons,
+            reasons=rating.reasons,
+            checks=rating.checks,
+            findings=a.findings,
             preview_source=scored.preview_source,
             notes=scored.notes,
             error=str(exc),
@@ -384,7 +398,9 @@ def finish(
         sidecars=tuple(r.path for r in results),
         rating=rating,
         keeper_probability=a.keeper_probability,
-        reasons=a.reasons,
+        reasons=rating.reasons,
+        checks=rating.checks,
+        findings=a.findings,
         kept_human_rating=kept,
         faces=len(a.faces),
         burst=burst.burst_id if burst else None,

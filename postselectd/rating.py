@@ -3,13 +3,19 @@
 This is the part photographers will argue about, so it is one pure function of the
 analysis and the config, short enough to read in a minute. Defaults follow the original
 work: a select needs p >= 0.90, and recall comes first: a frame is only rejected for a
-concrete reason (closed eyes, blur, bad exposure), never for a middling score alone.
+concrete reason (closed eyes, blur, bad exposure) the analysis is sure of, never for a
+middling score alone; a reason it is unsure of asks the photographer to check.
 
     4 stars  select (p >= 0.90)
     3 stars  0.60 <= p < 0.90
-    2 stars  0.30 <= p < 0.60
-    1 star   p < 0.30, or a hard reason (reject)
-    +1 star  best frame of its burst (not for a reject; 5 at most)
+    2 stars  0.30 <= p < 0.60; at most 2 with a doubtful reason (check|<family>);
+             p < 0.30 with no confident reason (check|low score)
+    1 star   a confident reason (reject)
+    +1 star  best frame of its burst (not for a reject; 5 at most; 2 at most for a check)
+
+A reason's confidence (0..1) is weighed against the line of its family's
+``rating.strictness`` (``LINES``): at or above the reject line it rejects, at or above the
+check line it asks for a check, below that it is only recorded under ``postselect:``.
 """
 
 from __future__ import annotations
@@ -17,10 +23,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from postselectd.config import RatingPolicy
+from postselectd.reasons import Finding, as_finding
 
 SELECT = "select"
 REJECT = "reject"
+CHECK = "check"
+LOW_SCORE = "low score"  # the check of a frame the keeper head scores low for no sure reason
 BEST_OF_BURST = "best of burst"
+# strictness -> (confidence from which a reason rejects, from which it asks for a check)
+LINES = {
+    "off": (2.0, 2.0),
+    "gentle": (0.90, 0.70),
+    "normal": (0.75, 0.45),
+    "strict": (0.50, 0.25),
+}
+CHECK_MOST_STARS = 2
 
 
 @dataclass(frozen=True)
@@ -29,20 +46,42 @@ class Rating:
     label: str | None  # xmp:Label text, None for no label
     verdict: str  # "select", "reject" or "" (keep, undecided)
     keywords: tuple[str, ...]  # leaves under the PostSelect parent, e.g. "select", "motion blur"
+    reasons: tuple[str, ...] = ()  # the reasons that reject
+    checks: tuple[str, ...] = ()  # families to look at: "eyes", "focus", "exposure"
+
+
+def weigh(findings: tuple[str | Finding, ...], policy: RatingPolicy) -> tuple[tuple, tuple]:
+    """(reasons that reject, families to check) under the photographer's strictness."""
+    rejecting: list[str] = []
+    checks: list[str] = []
+    for finding in map(as_finding, findings):
+        reject_from, check_from = LINES[getattr(policy.strictness, finding.family, "normal")]
+        if finding.confidence >= reject_from:
+            rejecting.append(finding.reason)
+        elif finding.confidence >= check_from and finding.family not in checks:
+            checks.append(finding.family)
+    return tuple(rejecting), tuple(checks)
 
 
 def rate(
     keeper_probability: float,
-    reasons: tuple[str, ...],
+    findings: tuple[str | Finding, ...],
     policy: RatingPolicy,
     *,
     best_of_burst: bool = False,
     burst_id: int | None = None,
 ) -> Rating:
+    """``findings``: the analysis's reasons with their confidence (a bare name is sure)."""
     p = keeper_probability
-    if reasons or p < policy.two_stars_from:
+    reasons, checks = weigh(findings, policy)
+    if reasons:
         verdict, stars = REJECT, 1
-    elif p >= policy.select_threshold:
+        checks = ()
+    elif p < policy.two_stars_from:
+        # The head's score alone is no reason to lose a frame (recall first): a look.
+        verdict, stars = "", 2
+        checks = checks or (LOW_SCORE,)
+    elif p >= policy.select_threshold and not checks:
         verdict, stars = SELECT, 4
     elif p >= policy.three_stars_from:
         verdict, stars = "", 3
@@ -50,6 +89,8 @@ def rate(
         verdict, stars = "", 2
     if best_of_burst and policy.best_of_burst_bonus and verdict != REJECT:
         stars = min(5, stars + 1)
+    if checks:
+        stars = min(stars, CHECK_MOST_STARS)
 
     if verdict == REJECT and policy.reject_rating:
         stars = -1
@@ -57,8 +98,16 @@ def rate(
 
     keywords = [verdict] if verdict else []
     keywords += list(reasons)
+    keywords += [f"{CHECK}|{family}" for family in checks]
     if best_of_burst:
         keywords.append(BEST_OF_BURST)
     if burst_id is not None:
         keywords.append(f"burst {burst_id:04d}")
-    return Rating(stars=stars, label=label, verdict=verdict, keywords=tuple(keywords))
+    return Rating(
+        stars=stars,
+        label=label,
+        verdict=verdict,
+        keywords=tuple(keywords),
+        reasons=reasons,
+        checks=checks,
+    )

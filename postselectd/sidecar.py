@@ -448,7 +448,9 @@ def _edit(
         ]
         ours_before = set(_list(current.get(f"Xmp.{NS_PREFIX}.WrittenKeywords")))
         subjects = [k for k in _list(current.get("Xmp.dc.subject")) if k not in ours_before]
-        new_leaves = [k for k in content.keywords if k not in subjects]
+        # dc:subject holds leaf names only, as Lightroom writes it: "check|eyes" -> "eyes".
+        leaves = [k.rsplit("|", 1)[-1] for k in content.keywords]
+        new_leaves = [k for k in dict.fromkeys(leaves) if k not in subjects]
         hierarchical += [prefix + k for k in content.keywords]
         subjects += new_leaves
         changes["Xmp.lr.hierarchicalSubject"] = hierarchical

@@ -87,3 +87,16 @@ def test_bad_config_exits_2_with_the_message(tmp_path: Path):
     assert result.returncode == 2
     assert "sidecar.profiles.0: must be one of lightroom, darktable" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_strictness_one_word_for_all_or_one_per_family():
+    every = parse_config({"rating": {"strictness": "gentle"}}).rating.strictness
+    assert (every.eyes, every.focus, every.exposure) == ("gentle", "gentle", "gentle")
+    some = parse_config({"rating": {"strictness": {"eyes": "off"}}}).rating.strictness
+    assert (some.eyes, some.focus, some.exposure) == ("off", "normal", "normal")
+
+
+def test_bad_strictness_names_the_field_and_the_choices():
+    expected = r"rating.strictness.focus: must be one of off, gentle, normal, strict"
+    with pytest.raises(ConfigError, match=expected):
+        parse_config({"rating": {"strictness": {"focus": "harsh"}}})

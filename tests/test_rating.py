@@ -6,6 +6,7 @@ import pytest
 
 from postselectd.config import Labels, RatingPolicy
 from postselectd.rating import rate
+from postselectd.reasons import Finding
 
 POLICY = RatingPolicy()
 
@@ -19,8 +20,9 @@ POLICY = RatingPolicy()
         (0.60, 3, None, ""),
         (0.59, 2, None, ""),
         (0.30, 2, None, ""),
-        (0.29, 1, "Red", "reject"),
-        (0.0, 1, "Red", "reject"),
+        # A low score with no sure reason is a frame to look at, never a reject.
+        (0.29, 2, None, ""),
+        (0.0, 2, None, ""),
     ],
 )
 def test_stars_follow_the_keeper_probability(p, stars, label, verdict):
@@ -43,21 +45,77 @@ def test_best_of_burst_select_gets_five_stars_and_its_burst_keyword():
 def test_best_of_burst_gets_one_more_star_but_never_lifts_a_reject():
     assert rate(0.7, (), POLICY, best_of_burst=True).stars == 4
     assert rate(0.4, (), POLICY, best_of_burst=True).stars == 3
-    assert rate(0.1, (), POLICY, best_of_burst=True).stars == 1
+    assert rate(0.1, ("out of focus",), POLICY, best_of_burst=True).stars == 1
     assert rate(0.7, (), RatingPolicy(best_of_burst_bonus=False), best_of_burst=True).stars == 3
 
 
 def test_reject_rating_minus_one_only_when_asked():
-    assert rate(0.1, (), POLICY).stars == 1
-    assert rate(0.1, (), RatingPolicy(reject_rating=True)).stars == -1
+    assert rate(0.1, ("motion blur",), POLICY).stars == 1
+    assert rate(0.1, ("motion blur",), RatingPolicy(reject_rating=True)).stars == -1
 
 
 def test_label_names_are_configurable_and_can_be_off():
     policy = RatingPolicy(labels=Labels(select="Keep", reject=None))
     assert rate(0.95, (), policy).label == "Keep"
-    assert rate(0.05, (), policy).label is None
+    assert rate(0.05, ("underexposed",), policy).label is None
 
 
 def test_custom_select_threshold():
     policy = RatingPolicy(select_threshold=0.8)
     assert rate(0.85, (), policy).stars == 4
+
+
+def test_a_low_score_alone_asks_for_a_look():
+    rating = rate(0.12, (), POLICY)
+    assert (rating.stars, rating.label, rating.verdict) == (2, None, "")
+    assert rating.keywords == ("check|low score",)
+
+
+def test_a_doubtful_reason_asks_for_a_check_never_a_reject():
+    rating = rate(0.95, (Finding("eyes closed", 0.6, "1 of 24"),), POLICY)
+    assert (rating.stars, rating.label, rating.verdict) == (2, None, "")
+    assert rating.keywords == ("check|eyes",)
+    assert rating.reasons == () and rating.checks == ("eyes",)
+
+
+def test_a_confident_reason_rejects():
+    rating = rate(0.95, (Finding("out of focus", 0.8),), POLICY)
+    assert (rating.stars, rating.label, rating.verdict) == (1, "Red", "reject")
+    assert rating.keywords == ("reject", "out of focus")
+
+
+def test_a_faint_reason_changes_nothing():
+    assert rate(0.95, (Finding("overexposed", 0.3),), POLICY) == rate(0.95, (), POLICY)
+
+
+def test_a_check_is_two_stars_at_most_even_for_the_best_of_burst():
+    rating = rate(0.7, (Finding("motion blur", 0.5),), POLICY, best_of_burst=True, burst_id=3)
+    assert rating.stars == 2
+    assert rating.keywords == ("check|focus", "best of burst", "burst 0003")
+
+
+@pytest.mark.parametrize(
+    ("strictness", "confidence", "verdict"),
+    [
+        ("off", 1.0, "keep"),
+        ("gentle", 0.85, "check"),
+        ("gentle", 0.65, "keep"),
+        ("normal", 0.85, "reject"),
+        ("normal", 0.5, "check"),
+        ("strict", 0.55, "reject"),
+        ("strict", 0.3, "check"),
+    ],
+)
+def test_strictness_moves_the_lines(strictness, confidence, verdict):
+    policy = RatingPolicy(strictness=strictness)
+    rating = rate(0.7, (Finding("out of focus", confidence),), policy)
+    said = "reject" if rating.verdict == "reject" else "check" if rating.checks else "keep"
+    assert said == verdict
+
+
+def test_strictness_is_per_family():
+    policy = RatingPolicy(strictness={"eyes": "off", "focus": "strict"})
+    findings = (Finding("eyes closed", 1.0), Finding("motion blur", 0.6))
+    rating = rate(0.8, findings, policy)
+    assert rating.reasons == ("motion blur",)
+    assert policy.strictness.exposure == "normal"

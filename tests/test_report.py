@@ -239,7 +239,8 @@ def test_report_lists_every_frame_with_its_verdict(scored_shoot: Path, tmp_path:
     done = _report(scored_shoot, tmp_path / "report.html")
     seconds = time.perf_counter() - started
     print(f"report of 13 frames: {seconds:.1f} s (command line, with start-up)")
-    assert "13 photos, 2 selects, 8 rejects" in done.stdout
+    # DSC_0112 (a dim frame, the histogram alone against it) asks for a check, no reject.
+    assert "13 photos, 2 selects, 7 rejects" in done.stdout
     page = (tmp_path / "report.html").read_text()
     assert len(re.findall(r'<li class="card ', page)) == 13
     assert len(list((tmp_path / "report_files" / "thumb").glob("*.jpg"))) == 13

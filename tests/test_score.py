@@ -117,11 +117,17 @@ def test_exiftool_reads_rating_label_and_keywords(scored_shoot):
         expected = ["PostSelect|select"] if record["label"] == "Green" else []
         expected += ["PostSelect|reject"] if record["label"] == "Red" else []
         expected += [f"PostSelect|{r}" for r in record["reasons"]]
+        expected += [f"PostSelect|check|{c}" for c in record["checks"]]
         if record["best_of_burst"]:
             expected.append("PostSelect|best of burst")
         if record["burst"] is not None:
             expected.append(f"PostSelect|burst {record['burst']:04d}")
         assert ours == expected, stem
+        subjects = read[stem].get("Subject", [])
+        subjects = subjects if isinstance(subjects, list) else [subjects]
+        # dc:subject holds the leaves only, as Lightroom writes it.
+        assert {k.rsplit("|", 1)[-1] for k in ours} <= set(subjects), stem
+        assert not any("|" in k for k in subjects), stem
 
 
 def test_exiftool_validates_every_sidecar(scored_shoot):

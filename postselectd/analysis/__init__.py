@@ -18,11 +18,11 @@ from PIL import Image
 
 from postselectd.analysis import measure
 from postselectd.analysis.faces import (
+    EYES_CLOSED_BELOW,
+    EYES_CLOSED_BELOW_LOOKING_DOWN,
     Face,
     FaceAnalyzer,
     Pyramid,
-    eyes_closed_reason,
-    face_focus,
 )
 from postselectd.analysis.measure import Exposure, Sharpness
 from postselectd.analysis.personal import (
@@ -33,39 +33,72 @@ from postselectd.analysis.personal import (
 )
 from postselectd.analysis.runtime import ModelError, OnnxModel, choose_providers, models_dir
 from postselectd.config import AnalysisConfig
+from postselectd.reasons import (
+    EYES_CLOSED,
+    MOTION_BLUR,
+    OUT_OF_FOCUS,
+    OVEREXPOSED,
+    REASONS,
+    UNDEREXPOSED,
+    Finding,
+)
 
-__all__ = ["Analysis", "Analyzer", "Face", "ModelError", "REASONS"]
+__all__ = ["Analysis", "Analyzer", "Face", "Finding", "ModelError", "REASONS"]
 
-# The fixed vocabulary of reasons, as the photographer reads them in the editor.
-OUT_OF_FOCUS = "out of focus"
-MOTION_BLUR = "motion blur"
-OVEREXPOSED = "overexposed"
-UNDEREXPOSED = "underexposed"
-EYES_CLOSED = "eyes closed"
-REASONS = (EYES_CLOSED, OUT_OF_FOCUS, MOTION_BLUR, OVEREXPOSED, UNDEREXPOSED)
-
-# A reason is given when its class has the majority of the head's probability, or when the
-# frame is a reject anyway (keeper probability below the policy's two-star line) and this
-# is the most likely fault: recall first, a weak signal never rejects a frame.
-REASON_MIN_PROBABILITY = 0.5
+# Each reason comes with the confidence of its evidence (0..1); the policy (rating.py)
+# decides from it, under the photographer's strictness, between reject, check and nothing.
+# A reason is named (Analysis.reasons, the personal model's input) from this confidence.
+NAMED_FROM = 0.45
+# The policy's two-star line (rating.two_stars_from), where the personal model's
+# threshold is put (analysis/personal.py).
 REJECT_BELOW = 0.30
-# Strong evidence of a missed shot without faces: the sharpest tenth of the frame is still
-# soft. eval/blur: sharp frames 1285-40000, blurred ones 53-522 (Laplacian variance of the
-# sharpest tiles at 1024 px).
-BLURRED_SUBJECT_BELOW = 700.0
+# Focus without faces: the head's P(out of focus) + P(motion blur), from BLUR_DOUBT (no
+# confidence) to BLUR_SURE (full). On real keepers (eval/natural wallpapers: macro, bokeh,
+# small subjects on sky and water) the sum stays <= 0.41 but for a foggy dusk (0.67); on
+# the real blurred frames of eval/blur and samples/nef it is 0.49-0.97.
+BLUR_DOUBT, BLUR_SURE = 0.30, 0.65
+# Blur with a clear direction (structure-tensor coherence >= MOTION_CLEAR) is surer from
+# a lower sum: the direction is evidence of its own (eval/blur-0002 and samples DSC_0101,
+# motion blurred: 0.85-0.86 and 0.49-0.51; keepers with such coherence read <= 0.34).
+MOTION_CLEAR, MOTION_BLUR_SURE = 0.80, 0.50
+# ... halved where the frame's sharpest tiles hold clear detail (Laplacian variance at
+# 1024 px; eval/blur: sharp frames 1285-40000, blurred 53-523).
+DETAIL_PRESENT = 1500.0
 # Blur that keeps its detail in one direction is motion; evenly lost detail is defocus.
 MOTION_DIRECTIONALITY = 0.55
-# Keeper probability at most this when the main subjects' faces reject the frame.
-FACE_REJECT_PROBABILITY = 0.15
-# The face's own detail at 48 px; eval/faceblur: sharp >= 0.49, blurred <= 0.48.
-FACE_SOFT_BELOW = 0.45
-# Underexposure: the brightest 1% of the frame stays below 62% grey while the midtones
-# sit at 20-35% (a histogram cut short on the right). Intentional low-key frames keep
-# some highlights; one of 123 natural photos (a dark wallpaper) still trips it.
+# Focus of people: the face's own detail at 48 px (eval/faceblur: sharp >= 0.49, blurred
+# <= 0.48), sure from FACE_BLUR_SURE down; a face narrower than FACE_JUDGED_FROM px tells
+# nothing, fully judged from FACE_JUDGED_FULL px.
+FACE_SOFT_BELOW, FACE_BLUR_SURE = 0.45, 0.25
+FACE_JUDGED_FROM, FACE_JUDGED_FULL = 30.0, 90.0
+# Eyes: mean lid gap / eye width of a main face; closed for sure from EYES_SHUT_SURE down.
+# A face narrower than EYES_JUDGED_FROM px (its eye ~8 px wide) cannot be told; fully
+# judged from EYES_JUDGED_FULL px (eval/portraits: 30-53 px faces read 0.06-0.16 with
+# every eye open).
+EYES_SHUT_SURE = 0.10
+EYES_JUDGED_FROM, EYES_JUDGED_FULL = 30.0, 60.0
+# In a group one blink is a frame to look at, not to throw away (another frame of the
+# burst may have it, or a retouch fixes it): it asks for a check unless most blinked.
+GROUP_OF = 3
+GROUP_BLINK_MOST = 0.70
+# Exposure: the head's P(over/underexposed) from EXPOSURE_DOUBT (nothing) to
+# EXPOSURE_SURE. Overexposure needs lost highlights (>= LOST_HIGHLIGHTS of the frame
+# clipped): a bright high-key frame with its highlights intact is a choice. Underexposure
+# is doubted where the main faces are lit (median luma >= LIT_FACE): a lit speaker on a
+# dark stage, a low-key portrait.
+EXPOSURE_DOUBT, EXPOSURE_SURE = 0.50, 0.80
+LOST_HIGHLIGHTS = 0.02
+LIT_FACE = 70.0
+# Underexposure from the histogram alone (the brightest 1% of the frame below 62% grey
+# with midtones at 20-35%): real evidence, but a dusk or fog can look the same, so at most
+# a check.
 UNDER_P99_BELOW = 0.62
 UNDER_P50 = (0.20, 0.35)
-# Overexposure of people: main subjects' faces mostly bright with clipped skin.
-FACE_CLIPPED_ABOVE = 0.10
+HISTOGRAM_UNDER = 0.6
+# Overexposure of people: the centre of the main faces clipped, from FACE_CLIPPED_DOUBT
+# (flash highlights on skin, 0.33 on a well-lit flash group of eval/portraits) to
+# FACE_CLIPPED_SURE, on faces at least FACE_LUMA_ABOVE bright.
+FACE_CLIPPED_DOUBT, FACE_CLIPPED_SURE = 0.15, 0.60
 FACE_LUMA_ABOVE = 160.0
 
 
@@ -77,6 +110,8 @@ class Analysis:
     exposure: Exposure
     model_version: str
     embedding: np.ndarray | None = field(default=None, repr=False, compare=False)
+    # Every reason with its confidence; ``reasons`` names those >= NAMED_FROM.
+    findings: tuple[Finding, ...] = ()
     # P(keeper), P(out of focus), P(motion blur), P(overexposed), P(underexposed)
     class_probabilities: tuple[tuple[str, float], ...] = ()
     faces: tuple[Face, ...] = ()
@@ -138,7 +173,8 @@ class Analyzer:
         timed("faces", start)
         timings += face_steps
 
-        keeper, reasons = judge(probabilities, measured, faces, picture)
+        keeper, findings = judge(probabilities, measured, faces, picture)
+        reasons = named(findings)
         class_probabilities = tuple((k, round(float(v), 4)) for k, v in probabilities.items())
         if self.personal is not None:
             start = time.perf_counter()
@@ -150,11 +186,13 @@ class Analyzer:
             reasons = taste_reasons(
                 reasons, p_select, self.personal.threshold, self.personal.overruled_reasons
             )
+            findings = tuple(f for f in findings if f.reason in reasons)
             class_probabilities += (("select", round(p_select, 4)),)
             timed("personal_head", start)
         return Analysis(
             keeper_probability=round(float(keeper), 4),
             reasons=reasons,
+            findings=findings,
             sharpness=measured.sharpness,
             exposure=measured.exposure,
             model_version=self.model_version,
@@ -166,73 +204,128 @@ class Analyzer:
         )
 
 
+def _ramp(value: float, nothing: float, sure: float) -> float:
+    """0 at ``nothing``, 1 at ``sure`` (either way round), linear between."""
+    return float(min(1.0, max(0.0, (value - nothing) / (sure - nothing))))
+
+
+def named(findings: tuple[Finding, ...]) -> tuple[str, ...]:
+    return tuple(f.reason for f in findings if f.confidence >= NAMED_FROM)
+
+
 def judge(
     probabilities: dict[str, float],
     measured: measure.Measurements,
     faces: tuple[Face, ...],
     image: np.ndarray | Image.Image,
-) -> tuple[float, tuple[str, ...]]:
-    """Keeper probability and reasons from the head, the measurements and the faces.
+) -> tuple[float, tuple[Finding, ...]]:
+    """Keeper probability and every reason with the confidence of its evidence.
 
-    People come first: with a main subject's face in the frame, its eyes and face decide
-    focus (a sharp face on a soft background is a keeper, a soft face is not), whatever
-    the frame as a whole says.
+    People come first: with a main subject's face in the frame, its face decides focus (a
+    sharp face on a soft background is a keeper, a soft face is not), whatever the frame
+    as a whole says. Evidence that cannot be judged (a face too small to see its eyes, a
+    bright frame with no highlight lost) lowers the confidence, never raises it.
     """
     p = dict(probabilities)
-    reasons: list[str] = []
-    if eyes_closed_reason(faces):
-        reasons.append(EYES_CLOSED)
+    main = [f for f in faces if f.is_main_subject]
+    findings = [_eyes(main), _focus(p, measured, main), _exposure(p, measured, main, image)]
+    return p[KEEPER], tuple(f for f in findings if f is not None and f.confidence > 0)
 
-    blur_kind = (
+
+def _eyes(main: list[Face]) -> Finding | None:
+    """Closed eyes of the main subjects; in a group, how many of those judged blinked."""
+    judged = []
+    for face in main:
+        if face.left_eye_openness is None or face.right_eye_openness is None:
+            continue
+        seen = _ramp(face.size, EYES_JUDGED_FROM, EYES_JUDGED_FULL)
+        if seen <= 0:
+            continue
+        limit = EYES_CLOSED_BELOW_LOOKING_DOWN if face.looking_down else EYES_CLOSED_BELOW
+        openness = (face.left_eye_openness + face.right_eye_openness) / 2
+        sure = EYES_SHUT_SURE * limit / EYES_CLOSED_BELOW
+        judged.append(_ramp(openness, limit, sure) * seen)
+    blinked = [c for c in judged if c >= NAMED_FROM]
+    if not judged:
+        return None
+    confidence = max(judged)
+    if len(judged) >= GROUP_OF and len(blinked) < GROUP_BLINK_MOST * len(judged):
+        confidence = min(confidence, NAMED_FROM + 0.25)
+    detail = f"{len(blinked)} of {len(judged)}" if len(judged) > 1 else ""
+    return Finding(EYES_CLOSED, round(confidence, 3), detail)
+
+
+def _focus(
+    p: dict[str, float], measured: measure.Measurements, main: list[Face]
+) -> Finding | None:
+    """Out of focus or motion blur; ``p`` is updated where a sharp face shows that what the
+    head took for blur is the background."""
+    kind = (
         MOTION_BLUR
         if measured.sharpness.anisotropy >= MOTION_DIRECTIONALITY
         or p[MOTION_BLUR] > p[OUT_OF_FOCUS] * 2
         else OUT_OF_FOCUS
     )
-    focus = face_focus(faces)
-    if focus.main_subjects:
-        # The face's detail at its own scale decides; the eyes' edge crispness alone is
-        # fooled by motion streaks (eval/blur-0010) and by upscaled previews.
-        if focus.face_sharpness >= FACE_SOFT_BELOW:
-            # The subject is sharp: what the head took for blur is the background.
-            p[KEEPER] += p[OUT_OF_FOCUS] + p[MOTION_BLUR]
-            p[OUT_OF_FOCUS] = p[MOTION_BLUR] = 0.0
-        else:
-            reasons.append(blur_kind)
-    else:
-        blur = p[OUT_OF_FOCUS] + p[MOTION_BLUR]
-        if (
-            measured.sharpness.subject < BLURRED_SUBJECT_BELOW
-            or blur >= REASON_MIN_PROBABILITY
-            or (p[KEEPER] < REJECT_BELOW and blur >= max(p[OVEREXPOSED], p[UNDEREXPOSED]))
-        ):
-            reasons.append(blur_kind)
+    directional = measured.sharpness.anisotropy >= MOTION_CLEAR
+    sure = MOTION_BLUR_SURE if directional else BLUR_SURE
+    frame = _ramp(p[OUT_OF_FOCUS] + p[MOTION_BLUR], BLUR_DOUBT, sure)
+    if measured.sharpness.subject >= DETAIL_PRESENT:
+        frame /= 2
+    if not main:
+        return Finding(kind, round(frame, 3))
+    # The sharpest main subject decides: with shallow depth of field one sharp face in a
+    # group is the photographer's choice.
+    face = max(main, key=lambda f: f.face_sharpness)
+    if face.face_sharpness >= FACE_SOFT_BELOW:
+        # The subject is sharp: what the head took for blur is the background.
+        p[KEEPER] += p[OUT_OF_FOCUS] + p[MOTION_BLUR]
+        p[OUT_OF_FOCUS] = p[MOTION_BLUR] = 0.0
+        return None
+    # A soft face: its own detail says how sure (a small face says little), and a frame the
+    # head finds blurred too confirms it (eval/blur-0010: motion streaks, face detail 0.44).
+    confidence = _ramp(face.face_sharpness, FACE_SOFT_BELOW, FACE_BLUR_SURE) * _ramp(
+        face.size, FACE_JUDGED_FROM, FACE_JUDGED_FULL
+    )
+    return Finding(kind, round(max(confidence, frame), 3))
 
+
+def _exposure(
+    p: dict[str, float],
+    measured: measure.Measurements,
+    main: list[Face],
+    image: np.ndarray | Image.Image,
+) -> Finding | None:
     features = dict(zip(measure.FEATURE_NAMES, measured.features.tolist(), strict=True))
-    under = p[UNDEREXPOSED] >= REASON_MIN_PROBABILITY or (
+    clipped, face_luma = _faces_light(main, image)
+    over = _ramp(p[OVEREXPOSED], EXPOSURE_DOUBT, EXPOSURE_SURE)
+    if features["clipped_highlights"] < LOST_HIGHLIGHTS:
+        over /= 2
+    if face_luma is not None and face_luma >= FACE_LUMA_ABOVE:
+        over = max(over, _ramp(clipped, FACE_CLIPPED_DOUBT, FACE_CLIPPED_SURE))
+    under = _ramp(p[UNDEREXPOSED], EXPOSURE_DOUBT, EXPOSURE_SURE)
+    if (
         features["luma_p99"] < UNDER_P99_BELOW
         and UNDER_P50[0] <= features["luma_p50"] <= UNDER_P50[1]
-    )
-    over = p[OVEREXPOSED] >= REASON_MIN_PROBABILITY or _faces_overexposed(faces, image)
-    if over and not under:
-        reasons.append(OVEREXPOSED)
-    elif under and not over:
-        reasons.append(UNDEREXPOSED)
-    keeper = p[KEEPER]
-    if EYES_CLOSED in reasons or (
-        focus.main_subjects and set(reasons) & {OUT_OF_FOCUS, MOTION_BLUR}
     ):
-        # The people in it say reject, whatever the frame as a whole looks like: the
-        # probability must not contradict the verdict (a sharp closed-eye face read 1.00).
-        keeper = min(keeper, FACE_REJECT_PROBABILITY)
-    return keeper, tuple(reasons)
+        under = max(under, HISTOGRAM_UNDER)
+    if face_luma is not None and face_luma >= LIT_FACE:
+        under /= 2
+    if over > 0 and under > 0:
+        return None  # the evidence contradicts itself
+    if over > 0:
+        return Finding(OVEREXPOSED, round(over, 3))
+    if under > 0:
+        return Finding(UNDEREXPOSED, round(under, 3))
+    return None
 
 
-def _faces_overexposed(faces: tuple[Face, ...], image: np.ndarray | Image.Image) -> bool:
-    """Main subjects' skin clipped: the centre half of each main face, median over faces."""
-    main = [face for face in faces if face.is_main_subject]
+def _faces_light(
+    main: list[Face], image: np.ndarray | Image.Image
+) -> tuple[float, float | None]:
+    """Main subjects' skin: clipped fraction and mean luma of the centre half of each main
+    face, medians over faces; (0, None) without faces."""
     if not main:
-        return False
+        return 0.0, None
     picture = measure.as_picture(image)
     width, height = picture.size
     clipped, luma = [], []
@@ -247,11 +340,8 @@ def _faces_overexposed(faces: tuple[Face, ...], image: np.ndarray | Image.Image)
         clipped.append(float((skin.max(axis=2) >= 250).mean()))
         luma.append(float(measure.luminance(skin).mean()))
     if not clipped:
-        return False
-    return (
-        float(np.median(clipped)) >= FACE_CLIPPED_ABOVE
-        and float(np.median(luma)) >= FACE_LUMA_ABOVE
-    )
+        return 0.0, None
+    return float(np.median(clipped)), float(np.median(luma))
 
 
 KEEPER = "keeper"
