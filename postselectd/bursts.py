@@ -37,6 +37,7 @@ class Frame:
     keeper_probability: float
     has_reason: bool  # a hard reason against it (blur, eyes closed, exposure)
     name: str = ""  # file name, for a readable burst number
+    blinks: int = 0  # faces whose eyes are closed (judged big enough to tell)
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,12 @@ def group_bursts(
                 burst_id = max(used_ids | {0}) + 1
             used_ids.add(burst_id)
             candidates = [f for f in group if not f.has_reason]
-            best = max(candidates, key=lambda f: f.keeper_probability).key if candidates else None
+            # Of a group's frames, the one where the fewest blinked; then the likeliest keeper.
+            best = (
+                max(candidates, key=lambda f: (-f.blinks, f.keeper_probability)).key
+                if candidates
+                else None
+            )
             for f in group:
                 result[f.key] = BurstInfo(
                     burst_id=burst_id, size=len(group), best_of_burst=f.key == best

@@ -712,7 +712,7 @@ class Daemon:
             except OSError:
                 self._gone(path, time.time())
                 return
-            self.bursts.add(frame_of(scored), time.monotonic())
+            self.bursts.add(frame_of(scored, self.config.rating), time.monotonic())
             self._held[path] = scored
             return
         self.journal.begin_sidecar(path, time.time())
@@ -752,7 +752,7 @@ class Daemon:
                 verdict["stars"],
             )
         elif can_join and deferred is None:
-            self.bursts.add(frame_of(scored), time.monotonic())
+            self.bursts.add(frame_of(scored, self.config.rating), time.monotonic())
             self._held[path] = scored
 
     def _release_bursts(self, everything: bool = False, budget: float | None = None) -> None:

@@ -22,9 +22,10 @@ from pathlib import Path
 from postselectd import rawmeta
 from postselectd.analysis import Analysis, Analyzer
 from postselectd.bursts import MAX_GAP_SECONDS, BurstInfo, Frame, group_bursts
-from postselectd.config import AnalysisConfig, Config
+from postselectd.config import AnalysisConfig, Config, RatingPolicy
 from postselectd.preview import PreviewError, load_preview
-from postselectd.rating import Rating, rate
+from postselectd.rating import Rating, rate, weigh
+from postselectd.reasons import EYES_CLOSED
 from postselectd.sidecar import (
     SidecarContent,
     SidecarError,
@@ -315,18 +316,21 @@ def _openness(face) -> str:
     return f"{face.left_eye_openness:.2f}/{face.right_eye_openness:.2f}"
 
 
-def frame_of(scored: Scored) -> Frame:
-    """What burst grouping needs to know about an analysed file."""
+def frame_of(scored: Scored, policy: RatingPolicy) -> Frame:
+    """What burst grouping needs to know about an analysed file: a reason counts against
+    it where the photographer's policy makes it a reject."""
     a = scored.analysis
     assert a is not None
+    rejecting, _ = weigh(a.findings or a.reasons, policy)
     return Frame(
         key=scored.path,
         folder=str(scored.path.parent),
         capture_time=scored.capture_time,
         embedding=a.embedding,
         keeper_probability=a.keeper_probability,
-        has_reason=bool(a.reasons),
+        has_reason=bool(rejecting),
         name=scored.path.name,
+        blinks=sum(f.count for f in a.findings if f.reason == EYES_CLOSED),
     )
 
 
@@ -539,7 +543,8 @@ class Pipeline:
                     continue  # drain after an error; the caller re-raises it
                 try:
                     bursts = group_bursts(
-                        (frame_of(s) for s in run if s.analysis is not None), used_ids=used_ids
+                        (frame_of(s, self.config.rating) for s in run if s.analysis is not None),
+                        used_ids=used_ids,
                     )
                     for item in sorted(run, key=_capture_order):
                         result = finish(

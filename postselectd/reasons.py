@@ -36,6 +36,7 @@ class Finding:
     reason: str
     confidence: float
     detail: str = ""  # e.g. "2 of 24" for eyes closed in a group
+    count: int = 0  # how many: faces that blinked, for eyes closed
 
     @property
     def family(self) -> str:

@@ -22,6 +22,7 @@ def frame(
     p: float,
     reason: bool = False,
     folder: str = "/shoot",
+    blinks: int = 0,
 ) -> Frame:
     return Frame(
         key=Path(folder) / name,
@@ -31,6 +32,7 @@ def frame(
         keeper_probability=p,
         has_reason=reason,
         name=name,
+        blinks=blinks,
     )
 
 
@@ -58,6 +60,16 @@ def test_frames_in_different_folders_are_never_grouped():
         frame("DSC_0001.NEF", 0.2, SCENE_A, 0.9, folder="/cam2"),
     ]
     assert group_bursts(frames) == {}
+
+
+def test_the_best_of_a_group_burst_is_the_frame_where_fewest_blinked():
+    frames = [
+        frame("DSC_0201.NEF", 0.0, SCENE_A, 0.95, blinks=2),
+        frame("DSC_0202.NEF", 0.3, SCENE_A, 0.80, blinks=0),
+        frame("DSC_0203.NEF", 0.6, SCENE_A, 0.90, blinks=1),
+    ]
+    bursts = group_bursts(frames)
+    assert [bursts[f.key].best_of_burst for f in frames] == [False, True, False]
 
 
 def test_a_burst_with_only_rejects_has_no_best_frame():

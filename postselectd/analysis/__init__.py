@@ -252,7 +252,7 @@ def _eyes(main: list[Face]) -> Finding | None:
     if len(judged) >= GROUP_OF and len(blinked) < GROUP_BLINK_MOST * len(judged):
         confidence = min(confidence, NAMED_FROM + 0.25)
     detail = f"{len(blinked)} of {len(judged)}" if len(judged) > 1 else ""
-    return Finding(EYES_CLOSED, round(confidence, 3), detail)
+    return Finding(EYES_CLOSED, round(confidence, 3), detail, count=len(blinked))
 
 
 def _focus(
