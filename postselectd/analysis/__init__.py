@@ -54,9 +54,10 @@ NAMED_FROM = 0.45
 REJECT_BELOW = 0.30
 # Focus without faces: the head's P(out of focus) + P(motion blur), from BLUR_DOUBT (no
 # confidence) to BLUR_SURE (full). On real keepers (eval/natural wallpapers: macro, bokeh,
-# small subjects on sky and water) the sum stays <= 0.41 but for a foggy dusk (0.67); on
-# the real blurred frames of eval/blur and samples/nef it is 0.49-0.97.
-BLUR_DOUBT, BLUR_SURE = 0.30, 0.65
+# small subjects on sky and water) the sum stays <= 0.41 but for a foggy dusk (0.67) and
+# an all-bokeh light sign (0.59); on the real blurred frames of eval/blur and samples/nef
+# it is 0.49-0.97, >= 0.72 where the blur has no clear direction.
+BLUR_DOUBT, BLUR_SURE = 0.30, 0.75
 # Blur with a clear direction (structure-tensor coherence >= MOTION_CLEAR) is surer from
 # a lower sum: the direction is evidence of its own (eval/blur-0002 and samples DSC_0101,
 # motion blurred: 0.85-0.86 and 0.49-0.51; keepers with such coherence read <= 0.34).
@@ -81,25 +82,28 @@ EYES_JUDGED_FROM, EYES_JUDGED_FULL = 30.0, 60.0
 # burst may have it, or a retouch fixes it): it asks for a check unless most blinked.
 GROUP_OF = 3
 GROUP_BLINK_MOST = 0.70
-# Exposure: the head's P(over/underexposed) from EXPOSURE_DOUBT (nothing) to
-# EXPOSURE_SURE. Overexposure needs lost highlights (>= LOST_HIGHLIGHTS of the frame
-# clipped): a bright high-key frame with its highlights intact is a choice. Underexposure
-# is doubted where the main faces are lit (median luma >= LIT_FACE): a lit speaker on a
-# dark stage, a low-key portrait.
+# Exposure. A raw holds stops the preview does not show: only lost information rejects,
+# a frame that is merely dark or bright asks for a check at most (EXPOSURE_CHECK_MOST).
+# The head's P(over/underexposed) counts from EXPOSURE_DOUBT (nothing) to EXPOSURE_SURE.
+# Overexposure is sure only with a real area blown (>= BLOWN of the frame at 250+ grey, or
+# a main face's centre blown from FACE_BLOWN_DOUBT to FACE_BLOWN_SURE of its pixels) and
+# is halved with no highlight lost at all (< LOST_HIGHLIGHTS: a bright high-key frame is
+# a choice). Underexposure is sure only for a frame that is nearly black (even its
+# brightest colours, the 99th percentile of each pixel's brightest channel, below
+# NEARLY_BLACK of full scale: a lens cap, a flash that did not fire); low-key frames read
+# 0.86-1.0 from the head, so the head alone never rejects them, and it is halved where the
+# main faces are lit (median luma >= LIT_FACE: a lit speaker on a dark stage).
 EXPOSURE_DOUBT, EXPOSURE_SURE = 0.50, 0.80
+EXPOSURE_CHECK_MOST = 0.60
+BLOWN = 0.25
 LOST_HIGHLIGHTS = 0.02
+FACE_BLOWN_DOUBT, FACE_BLOWN_SURE = 0.15, 0.60
+NEARLY_BLACK, BLACK = 0.12, 0.04
 LIT_FACE = 70.0
-# Underexposure from the histogram alone (the brightest 1% of the frame below 62% grey
-# with midtones at 20-35%): real evidence, but a dusk or fog can look the same, so at most
-# a check.
+# Underexposure from the histogram alone: the brightest 1% of the frame below 62% grey with
+# the midtones at 20-35% (eval/blur-0015, samples DSC_0112).
 UNDER_P99_BELOW = 0.62
 UNDER_P50 = (0.20, 0.35)
-HISTOGRAM_UNDER = 0.6
-# Overexposure of people: the centre of the main faces clipped, from FACE_CLIPPED_DOUBT
-# (flash highlights on skin, 0.33 on a well-lit flash group of eval/portraits) to
-# FACE_CLIPPED_SURE, on faces at least FACE_LUMA_ABOVE bright.
-FACE_CLIPPED_DOUBT, FACE_CLIPPED_SURE = 0.15, 0.60
-FACE_LUMA_ABOVE = 160.0
 
 
 @dataclass(frozen=True)
@@ -296,20 +300,24 @@ def _exposure(
     image: np.ndarray | Image.Image,
 ) -> Finding | None:
     features = dict(zip(measure.FEATURE_NAMES, measured.features.tolist(), strict=True))
-    clipped, face_luma = _faces_light(main, image)
+    blown_face, face_luma = _faces_light(main, image)
     over = _ramp(p[OVEREXPOSED], EXPOSURE_DOUBT, EXPOSURE_SURE)
     if features["clipped_highlights"] < LOST_HIGHLIGHTS:
         over /= 2
-    if face_luma is not None and face_luma >= FACE_LUMA_ABOVE:
-        over = max(over, _ramp(clipped, FACE_CLIPPED_DOUBT, FACE_CLIPPED_SURE))
+    if features["clipped_highlights"] < BLOWN:
+        over = min(over, EXPOSURE_CHECK_MOST)
+    over = max(over, _ramp(blown_face, FACE_BLOWN_DOUBT, FACE_BLOWN_SURE))
     under = _ramp(p[UNDEREXPOSED], EXPOSURE_DOUBT, EXPOSURE_SURE)
     if (
         features["luma_p99"] < UNDER_P99_BELOW
         and UNDER_P50[0] <= features["luma_p50"] <= UNDER_P50[1]
     ):
-        under = max(under, HISTOGRAM_UNDER)
-    if face_luma is not None and face_luma >= LIT_FACE:
-        under /= 2
+        under = max(under, EXPOSURE_CHECK_MOST)
+    if under > 0:
+        brightest = _brightest_colours(image)
+        under = max(min(under, EXPOSURE_CHECK_MOST), _ramp(brightest, NEARLY_BLACK, BLACK))
+        if face_luma is not None and face_luma >= LIT_FACE:
+            under /= 2
     if over > 0 and under > 0:
         return None  # the evidence contradicts itself
     if over > 0:
@@ -319,11 +327,19 @@ def _exposure(
     return None
 
 
+def _brightest_colours(image: np.ndarray | Image.Image) -> float:
+    """99th percentile of each pixel's brightest channel (0..1), on an 1/8 reduction: a
+    red flower on black is bright where its luma is not."""
+    small = np.asarray(measure.as_picture(image).reduce(8)).max(axis=2)
+    return float(np.percentile(small, 99)) / 255.0
+
+
 def _faces_light(
     main: list[Face], image: np.ndarray | Image.Image
 ) -> tuple[float, float | None]:
-    """Main subjects' skin: clipped fraction and mean luma of the centre half of each main
-    face, medians over faces; (0, None) without faces."""
+    """Main subjects' skin: the blown fraction (luma >= 250: white, not a saturated
+    channel of warm skin) and mean luma of the centre half of each main face, medians over
+    faces; (0, None) without faces."""
     if not main:
         return 0.0, None
     picture = measure.as_picture(image)
@@ -336,9 +352,9 @@ def _faces_light(
         x1, y1 = min(width, x0 + max(1, w // 2)), min(height, y0 + max(1, h // 2))
         if x1 <= x0 or y1 <= y0:
             continue
-        skin = np.asarray(picture.crop((x0, y0, x1, y1)))
-        clipped.append(float((skin.max(axis=2) >= 250).mean()))
-        luma.append(float(measure.luminance(skin).mean()))
+        skin = measure.luminance(np.asarray(picture.crop((x0, y0, x1, y1))))
+        clipped.append(float((skin >= 250).mean()))
+        luma.append(float(skin.mean()))
     if not clipped:
         return 0.0, None
     return float(np.median(clipped)), float(np.median(luma))
