@@ -4,14 +4,17 @@ The only module that calls pyexiv2. Rules it keeps:
 
 - The photo is never opened for writing; only ``NAME.xmp`` / ``NAME.EXT.xmp`` are written.
 - What is there is merged into, never replaced: every foreign property (crs:*, darktable:*,
-  unknown namespaces) survives; only PostSelect's own keywords are replaced.
+  unknown namespaces) survives; only PostSelect's own keywords are replaced. The merge
+  edits the packet's bytes (``_Packet``): only our properties change, every other byte
+  stays, so namespace URIs, layout and content beside rdf:RDF are as their owner wrote
+  them. pyexiv2 only reads (``read_sidecar``).
 - A rating or label a person set is never changed: postselectd records what it wrote in
   its own ``postselect:`` namespace and only changes a value that still equals that.
-- Atomic: exiv2 rewrites files in place (truncate, write, no fsync), so the edit happens on
-  a temp copy in the same folder under a per-folder lock, is fsynced, and replaces the
-  sidecar. Editors do not take our lock: the sidecar is re-read just before the swap and an
-  editor's newer version is merged into again; on Linux the swap is an atomic exchange, so
-  a version an editor slipped in after that check is caught and merged too.
+- Atomic: the merged sidecar is written to a temp file in the same folder under a
+  per-folder lock, fsynced, and replaces the sidecar. Editors do not take our lock: the
+  sidecar is re-read just before the swap and an editor's newer version is merged into
+  again; on Linux the swap is an atomic exchange, so a version an editor slipped in
+  after that check is caught and merged too.
 - Editors speak dialects (``DIALECTS``): the sidecar's name and which label/pick
   properties are written. Two profiles that name the same file write one file.
 - An existing sidecar that is not valid XMP is reported and left alone.
@@ -28,13 +31,13 @@ import re
 import secrets
 import stat
 import sys
-import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from xml.parsers import expat
 
 import defusedxml.ElementTree as SafeET
 import pyexiv2
@@ -318,14 +321,20 @@ def write_sidecar(
                 # An editor is writing (they write in bursts): give it a moment.
                 time.sleep(min(0.2, 0.005 * 2**attempt) * (0.5 + secrets.randbelow(100) / 100))
                 base = _read_settled(path)
-            work_dir = Path(tempfile.gettempdir()) if dry_run else folder
-            tmp = _make_temp(work_dir, path.name, base if base is not None else TEMPLATE)
+            merged, result = _merge(
+                base if base is not None else TEMPLATE,
+                path,
+                content,
+                dialects,
+                force=force,
+                created=base is None,
+            )
+            if dry_run:
+                return result
+            tmp = _make_temp(folder, path.name, merged)
             try:
-                if base is not None and not dry_run:
+                if base is not None:
                     _copy_mode(path, tmp)
-                result = _edit(tmp, path, content, dialects, force=force, created=base is None)
-                if dry_run:
-                    return result
                 _fsync_file(tmp)
                 if _read_bytes(path) != base:
                     continue  # an editor wrote the sidecar while we worked: merge into its version
@@ -366,11 +375,11 @@ def read_sidecar(path: Path) -> dict[str, object]:
 
 def _guard_group(current: dict[str, object], fields: list[Guarded]) -> tuple[bool, str | None]:
     """(a person set one of these properties, the first such value for the report)."""
-    for field in fields:
-        theirs = _joined(current.get(field.key))
-        ours = _text(current.get(f"Xmp.{NS_PREFIX}.{field.record}"))
+    for guarded in fields:
+        theirs = _joined(current.get(guarded.key))
+        ours = _text(current.get(f"Xmp.{NS_PREFIX}.{guarded.record}"))
         if ours is None:
-            human = theirs is not None and theirs not in field.unset
+            human = theirs is not None and theirs not in guarded.unset
         else:
             human = theirs != (None if ours == "none" else ours)
         if human:
@@ -378,165 +387,491 @@ def _guard_group(current: dict[str, object], fields: list[Guarded]) -> tuple[boo
     return False, None
 
 
-def _edit(
-    tmp: Path,
+def _merge(
+    data: bytes,
     final: Path,
     content: SidecarContent,
     dialects: list[Dialect],
     *,
     force: bool,
     created: bool,
-) -> SidecarResult:
-    try:
-        img = pyexiv2.Image(str(tmp))
-    except Exception as exc:
-        raise SidecarError(
-            f"{final.name}: existing sidecar is not valid XMP ({exc}); left untouched"
-        ) from None
-    try:
-        # exiv2 mirrors sidecar XMP into in-memory Exif/IPTC on read and copies them back on
-        # write, which resurrects deleted keywords (dc:subject <-> IPTC Keywords) and can
-        # reformat dates. A sidecar has no Exif or IPTC of its own: drop the mirrors.
-        img.clear_exif()
-        img.clear_iptc()
-        current = img.read_xmp()
-        changes: dict[str, object] = {}
-        # A list given to modify_xmp replaces the array; an empty one leaves an empty
-        # array element, removed below. (Deleting dc:subject with None does not work.)
-        deletions: dict[str, None] = {}
-        emptied: set[str] = set()  # our arrays that end up empty and go away
-        ours_rating = _text(current.get(f"Xmp.{NS_PREFIX}.WrittenRating"))
-        theirs_rating = _text(current.get("Xmp.xmp.Rating"))
-        if ours_rating is None:
-            human_rating = theirs_rating not in (None, "0")
-        else:
-            human_rating = theirs_rating != ours_rating
-        kept_rating = None
-        if force or not human_rating:
-            changes["Xmp.xmp.Rating"] = str(content.stars)
-            changes[f"Xmp.{NS_PREFIX}.WrittenRating"] = str(content.stars)
-        else:
-            kept_rating = theirs_rating
+) -> tuple[bytes, SidecarResult]:
+    """The sidecar's bytes with our properties merged in, and what was kept for a person."""
+    packet = _Packet(data, final.name)
+    current = packet.values()
+    changes: dict[str, str | list[str] | None] = {}  # None: remove; []: remove our array
+    ours_rating = _text(current.get(f"Xmp.{NS_PREFIX}.WrittenRating"))
+    theirs_rating = _text(current.get("Xmp.xmp.Rating"))
+    if ours_rating is None:
+        human_rating = theirs_rating not in (None, "0")
+    else:
+        human_rating = theirs_rating != ours_rating
+    kept_rating = None
+    if force or not human_rating:
+        changes["Xmp.xmp.Rating"] = str(content.stars)
+        changes[f"Xmp.{NS_PREFIX}.WrittenRating"] = str(content.stars)
+    else:
+        kept_rating = theirs_rating
 
-        # Label and pick properties, each dialect's own; a person's value in one keeps the
-        # whole group (a darktable color label set by hand also keeps our xmp:Label as is).
-        guarded = list(dict.fromkeys(g for d in dialects for g in d.guarded))
-        kept: dict[str, str | None] = {}
-        for group in ("label", "pick"):
-            fields = [g for g in guarded if g.group == group]
-            human, theirs = _guard_group(current, fields)
-            if human and not force:
-                kept[group] = theirs
-                continue
-            for field in fields:
-                value = field.value(content)
-                if field.is_list:
-                    changes[field.key] = value.split(",") if value else []
-                    if not value:
-                        emptied.add(field.key)
-                elif value is None:
-                    deletions[field.key] = None
-                else:
-                    changes[field.key] = value
-                changes[f"Xmp.{NS_PREFIX}.{field.record}"] = value or "none"
-        kept_label, kept_pick = kept.get("label"), kept.get("pick")
-
-        # Keywords: replace only PostSelect's own, keep everyone else's in their order.
-        prefix = content.keyword_parent + "|"
-        hierarchical = [
-            k for k in _list(current.get("Xmp.lr.hierarchicalSubject")) if not k.startswith(prefix)
-        ]
-        ours_before = set(_list(current.get(f"Xmp.{NS_PREFIX}.WrittenKeywords")))
-        subjects = [k for k in _list(current.get("Xmp.dc.subject")) if k not in ours_before]
-        # dc:subject holds leaf names only, as Lightroom writes it: "check|eyes" -> "eyes".
-        leaves = [k.rsplit("|", 1)[-1] for k in content.keywords]
-        new_leaves = [k for k in dict.fromkeys(leaves) if k not in subjects]
-        hierarchical += [prefix + k for k in content.keywords]
-        subjects += new_leaves
-        changes["Xmp.lr.hierarchicalSubject"] = hierarchical
-        changes["Xmp.dc.subject"] = subjects
-        changes[f"Xmp.{NS_PREFIX}.WrittenKeywords"] = new_leaves
-        if any(d.tags_list for d in dialects):
-            slash = content.keyword_parent + "/"
-            tags = [
-                k for k in _list(current.get("Xmp.digiKam.TagsList")) if not k.startswith(slash)
-            ]
-            tags += [slash + k for k in content.keywords]
-            changes["Xmp.digiKam.TagsList"] = tags
-            if not tags:
-                emptied.add("Xmp.digiKam.TagsList")
-        for key in ("Xmp.lr.hierarchicalSubject", "Xmp.dc.subject"):
-            # An empty array someone else left there stays (every key survives).
-            if not changes[key] and current.get(key) != []:
-                emptied.add(key)
-        changes[f"Xmp.{NS_PREFIX}.Reasons"] = list(content.reasons)
-        if not content.reasons:
-            emptied.add(f"Xmp.{NS_PREFIX}.Reasons")
-        if not new_leaves:
-            emptied.add(f"Xmp.{NS_PREFIX}.WrittenKeywords")
-        changes[f"Xmp.{NS_PREFIX}.KeeperProbability"] = f"{content.keeper_probability:.4f}"
-        changes[f"Xmp.{NS_PREFIX}.ModelVersion"] = content.model_version
-        changes[f"Xmp.{NS_PREFIX}.RatedAt"] = (
-            datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
-        )
-        for name, value in content.details:
-            changes[f"Xmp.{NS_PREFIX}.{name}"] = value
-        if deletions:
-            img.modify_xmp(deletions)
-        img.modify_xmp(changes)
-        # pyexiv2 writes every list as rdf:Seq; dc:subject and lr:hierarchicalSubject are
-        # Bags (digiKam flattens a Seq hierarchicalSubject). Fix them in the packet.
-        # Only arrays we emptied are dropped: darktable's empty history Seq must stay.
-        raw = img.read_raw_xmp()
-        bagged = _seq_to_bag(raw, ("dc:subject", "lr:hierarchicalSubject"))
-        fixed = _drop_empty_arrays(bagged, [_qname(k) for k in sorted(emptied)])
-        if fixed != raw:
-            img.modify_raw_xmp(fixed)
-    except SidecarError:
-        raise
-    except Exception as exc:
-        raise SidecarError(f"{final.name}: cannot update sidecar ({exc})") from None
-    finally:
-        img.close()
-    return SidecarResult(
+    # Label and pick properties, each dialect's own; a person's value in one keeps the
+    # whole group (a darktable color label set by hand also keeps our xmp:Label as is).
+    guarded = list(dict.fromkeys(g for d in dialects for g in d.guarded))
+    kept: dict[str, str | None] = {}
+    for group in ("label", "pick"):
+        fields = [g for g in guarded if g.group == group]
+        human, theirs = _guard_group(current, fields)
+        if human and not force:
+            kept[group] = theirs
+            continue
+        for item in fields:
+            value = item.value(content)
+            if item.is_list:
+                changes[item.key] = value.split(",") if value else []
+            elif value is None:
+                changes[item.key] = None
+            else:
+                changes[item.key] = value
+            changes[f"Xmp.{NS_PREFIX}.{item.record}"] = value or "none"
+    changes.update(_keyword_changes(current, content, dialects, force=force))
+    changes[f"Xmp.{NS_PREFIX}.Reasons"] = list(content.reasons)
+    changes[f"Xmp.{NS_PREFIX}.KeeperProbability"] = f"{content.keeper_probability:.4f}"
+    changes[f"Xmp.{NS_PREFIX}.ModelVersion"] = content.model_version
+    changes[f"Xmp.{NS_PREFIX}.RatedAt"] = (
+        datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
+    )
+    for name, value in content.details:
+        changes[f"Xmp.{NS_PREFIX}.{name}"] = value
+    for key, value in changes.items():
+        packet.set(key, value)
+    return packet.merged(), SidecarResult(
         path=final,
         created=created,
-        rating_written=kept_rating is None and kept_label is None and kept_pick is None,
+        rating_written=kept_rating is None and not kept,
         kept_rating=kept_rating,
-        kept_label=kept_label,
-        kept_pick=kept_pick,
+        kept_label=kept.get("label"),
+        kept_pick=kept.get("pick"),
     )
 
 
-def _qname(key: str) -> str:
-    """Xmp.dc.subject -> dc:subject (the element name in the packet)."""
-    _, prefix, name = key.split(".", 2)
-    return f"{prefix}:{name}"
+def _keyword_changes(
+    current: dict[str, object], content: SidecarContent, dialects: list[Dialect], *, force: bool
+) -> dict[str, list[str]]:
+    """Replace only PostSelect's own keywords, keep everyone else's in their order."""
+    prefix = content.keyword_parent + "|"
+    hierarchical = [
+        k for k in _list(current.get("Xmp.lr.hierarchicalSubject")) if not k.startswith(prefix)
+    ]
+    ours_before = set(_list(current.get(f"Xmp.{NS_PREFIX}.WrittenKeywords")))
+    subjects = [k for k in _list(current.get("Xmp.dc.subject")) if k not in ours_before]
+    # dc:subject holds leaf names only, as Lightroom writes it: "check|eyes" -> "eyes".
+    leaves = [k.rsplit("|", 1)[-1] for k in content.keywords]
+    new_leaves = [k for k in dict.fromkeys(leaves) if k not in subjects]
+    changes: dict[str, list[str]] = {
+        "Xmp.lr.hierarchicalSubject": hierarchical + [prefix + k for k in content.keywords],
+        "Xmp.dc.subject": subjects + new_leaves,
+        f"Xmp.{NS_PREFIX}.WrittenKeywords": new_leaves,
+    }
+    if any(d.tags_list for d in dialects):
+        slash = content.keyword_parent + "/"
+        tags = [k for k in _list(current.get("Xmp.digiKam.TagsList")) if not k.startswith(slash)]
+        changes["Xmp.digiKam.TagsList"] = tags + [slash + k for k in content.keywords]
+    return changes
 
 
-def _seq_to_bag(packet: str, properties: tuple[str, ...]) -> str:
-    for prop in properties:
-        if f"<{prop}>" not in packet:
-            continue
-        packet = re.sub(
-            rf"(<{re.escape(prop)}>\s*)<rdf:Seq>(.*?)</rdf:Seq>",
-            r"\1<rdf:Bag>\2</rdf:Bag>",
-            packet,
-            flags=re.DOTALL,
+# --- the packet: XMP edited as text ---------------------------------------------------
+#
+# exiv2 re-serializes the whole packet from its own model, and that model is lossy: it
+# appends "/" to a namespace URI that ends in neither "/" nor "#" (ON1's
+# http://www.on1.com/photoraw, Microsoft's http://ns.microsoft.com/photo/1.0 as exiftool
+# writes it), so their owners no longer find their properties, and it drops what
+# x:xmpmeta holds besides rdf:RDF. So the merge edits the sidecar's own bytes: expat
+# says where each element starts, only the properties postselectd reads and writes are
+# touched, and every other byte stays as it was.
+
+_RDF_NS = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
+_XML_NS = "http://www.w3.org/XML/1998/namespace"
+_DESCRIPTION = f"{_RDF_NS} Description"
+_RDF_ROOT = f"{_RDF_NS} RDF"
+_ARRAYS = {f"{_RDF_NS} {kind}": kind for kind in ("Bag", "Seq", "Alt")}
+_LI = f"{_RDF_NS} li"
+# The namespaces of the properties postselectd reads or writes, with the prefix it declares
+# when the sidecar has none for them; keys are "Xmp.<prefix>.<Name>", as pyexiv2's.
+_OUR_NAMESPACES = {
+    "http://ns.adobe.com/xap/1.0/": "xmp",
+    "http://purl.org/dc/elements/1.1/": "dc",
+    "http://ns.adobe.com/lightroom/1.0/": "lr",
+    "http://www.digikam.org/ns/1.0/": "digiKam",
+    DARKTABLE_URI: "darktable",
+    PHOTOMECHANIC_URI: "photomechanic",
+    NS_URI: NS_PREFIX,
+}
+_URI_OF_PREFIX = {prefix: uri for uri, prefix in _OUR_NAMESPACES.items()}
+# dc:subject and lr:hierarchicalSubject are Bags (digiKam flattens a Seq
+# hierarchicalSubject, darktable#4095); the other arrays we write are Seqs.
+_BAGS = frozenset({"Xmp.dc.subject", "Xmp.lr.hierarchicalSubject"})
+_TAG_NAME = re.compile(rb"<([^\s/>]+)")
+_ATTRIBUTE = re.compile(rb"\s+([^\s=/>]+)\s*=\s*(\"[^\"]*\"|'[^']*')")
+_TAG_END = re.compile(rb"\s*(/?)>")
+_LINE_INDENT = re.compile(rb"\n([ \t]*)\Z")
+
+
+@dataclass
+class _Element:
+    """An element of the packet as expat reported it, with its bytes' positions."""
+
+    name: str  # "namespace-URI local-name"
+    qname: bytes  # as the file spells it
+    start: int  # its "<"
+    tag_end: int  # after its start tag's ">"
+    attributes_end: int  # after its last attribute
+    empty: bool  # <x/>
+    scope: dict[str, str]  # prefix -> namespace URI in scope inside its start tag
+    role: str = ""
+    key: str = ""  # our property's key, for a property element
+    text: list[str] = field(default_factory=list)
+    children: list[_Element] = field(default_factory=list)
+    close_start: int = 0  # where its end tag starts (tag_end for an empty element)
+    end: int = 0  # after its end tag
+
+
+@dataclass
+class _Prop:
+    """One occurrence of one of our properties: an attribute or an element."""
+
+    key: str
+    value: str | list[str]
+    start: int  # from the white space before it
+    end: int
+    value_span: tuple[int, int] | None = None  # an attribute's value, inside the quotes
+    element: _Element | None = None
+    array: _Element | None = None  # its rdf:Bag/Seq/Alt
+    items: list[_Element] = field(default_factory=list)
+
+
+class _Packet:
+    """A sidecar's bytes, our properties located in them, and the edits to make."""
+
+    def __init__(self, data: bytes, name: str) -> None:
+        self.data = data
+        self.name = name
+        self.props: dict[str, list[_Prop]] = {}
+        self.descriptions: list[_Element] = []
+        self.rdf: _Element | None = None
+        self._edits: list[tuple[int, int, int, bytes]] = []  # start, order, end, new bytes
+        self._new_attributes: list[bytes] = []
+        self._new_elements: list[bytes] = []
+        self._declare: dict[str, str] = {}
+        try:
+            self._parse()
+        except (expat.ExpatError, ValueError, AttributeError) as exc:
+            raise SidecarError(f"{name}: cannot read its XMP ({exc}); left untouched") from None
+        if self.rdf is None:
+            raise SidecarError(f"{name}: existing sidecar is not XMP (no rdf:RDF); left untouched")
+        if not self.descriptions:
+            self._add_description()
+
+    def values(self) -> dict[str, str | list[str]]:
+        """Our properties' values, keyed like pyexiv2's (the first if one is repeated)."""
+        return {key: props[0].value for key, props in self.props.items()}
+
+    # -- reading ------------------------------------------------------------------------
+
+    def _parse(self) -> None:
+        data = self.data
+        parser = expat.ParserCreate(namespace_separator=" ")
+        parser.buffer_text = True
+        parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
+        stack: list[_Element] = []
+        scope: dict[str, str] = {"xml": _XML_NS}
+        pending: dict[str, str] = {}
+
+        def start_ns(prefix: str | None, uri: str | None) -> None:
+            pending[prefix or ""] = uri or ""
+
+        def start(name: str, attrs: dict[str, str]) -> None:
+            nonlocal scope
+            at = parser.CurrentByteIndex
+            qname = _TAG_NAME.match(data, at).group(1)
+            inner = {**(stack[-1].scope if stack else scope), **pending}
+            pending.clear()
+            pos = at + 1 + len(qname)
+            attributes = []
+            while match := _ATTRIBUTE.match(data, pos):
+                attributes.append(match)
+                pos = match.end()
+            close = _TAG_END.match(data, pos)
+            element = _Element(name, qname, at, close.end(), pos, bool(close.group(1)), inner)
+            parent = stack[-1] if stack else None
+            role = parent.role if parent is not None else ""
+            if name == _RDF_ROOT and self.rdf is None:
+                element.role = "rdf"
+                self.rdf = element
+            elif role == "rdf" and name == _DESCRIPTION:
+                element.role = "description"
+                self.descriptions.append(element)
+                for match in attributes:
+                    self._attribute(match, attrs, inner)
+            elif role == "description":
+                key = _key_of(name)
+                if key:
+                    element.role, element.key = "property", key
+                    self.props.setdefault(key, []).append(
+                        _Prop(key, attrs.get(f"{_RDF_NS} resource", ""), 0, 0, element=element)
+                    )
+            elif role == "property" and name in _ARRAYS:
+                element.role = "array"
+            elif role == "array" and name == _LI:
+                element.role = "item"
+            if parent is not None and element.role in ("array", "item"):
+                parent.children.append(element)
+            stack.append(element)
+
+        def text(content: str) -> None:
+            if stack and stack[-1].role in ("property", "item"):
+                stack[-1].text.append(content)
+
+        def end(name: str) -> None:
+            at = parser.CurrentByteIndex
+            element = stack.pop()
+            if element.empty:
+                element.close_start = element.end = element.tag_end
+            else:
+                element.close_start, element.end = at, data.index(b">", at) + 1
+            if element.role == "property":
+                prop = self.props[element.key][-1]
+                prop.start, prop.end = _with_space_before(data, element.start), element.end
+                arrays = [c for c in element.children if c.role == "array"]
+                if arrays:
+                    prop.array = arrays[0]
+                    prop.items = [c for c in arrays[0].children if c.role == "item"]
+                    prop.value = ["".join(item.text) for item in prop.items]
+                elif element.text or not prop.value:
+                    prop.value = "".join(element.text)
+
+        parser.StartNamespaceDeclHandler = start_ns
+        parser.StartElementHandler = start
+        parser.CharacterDataHandler = text
+        parser.EndElementHandler = end
+        parser.Parse(data, True)
+
+    def _attribute(self, match: re.Match, attrs: dict[str, str], scope: dict[str, str]) -> None:
+        qname = match.group(1).decode("utf-8")
+        prefix, _, local = qname.rpartition(":")
+        if not prefix or prefix == "xmlns":
+            return
+        uri = scope.get(prefix)
+        key = _key_of(f"{uri} {local}") if uri else None
+        if key:
+            value_start = match.start(2) + 1
+            self.props.setdefault(key, []).append(
+                _Prop(
+                    key,
+                    attrs.get(f"{uri} {local}", ""),
+                    match.start(),
+                    match.end(),
+                    value_span=(value_start, match.end() - 1),
+                )
+            )
+
+    def _add_description(self) -> None:
+        """A packet with an empty rdf:RDF (our template) gets an rdf:Description."""
+        rdf = self.rdf
+        prefix = _prefix_of(rdf.qname)
+        indent = _indent(self.data, rdf.start)
+        if prefix:
+            tag = b'%s:Description %s:about=""' % (prefix, prefix)
+        else:  # rdf is the default namespace: attributes need a prefix
+            tag = b'rdf:Description xmlns:rdf="%s" rdf:about=""' % _RDF_NS.encode()
+        description = b"\n%s  <%s/>" % (indent, tag)
+        if rdf.empty:
+            at = rdf.tag_end - 2
+            new = b">%s\n%s</%s>" % (description, indent, rdf.qname)
+            data = self.data[:at] + new + self.data[rdf.tag_end :]
+        else:
+            at = self.data.rindex(b">", 0, rdf.close_start) + 1
+            data = self.data[:at] + description + self.data[at:]
+        self.__init__(data, self.name)
+
+    # -- editing ------------------------------------------------------------------------
+
+    def set(self, key: str, value: str | list[str] | None) -> None:
+        """Give one of our properties a value; None removes it, as does [] an array we
+        emptied (an empty array someone else left there stays)."""
+        found = self.props.get(key, [])
+        first, rest = (found[0], found[1:]) if found else (None, [])
+        for prop in rest:
+            self._replace(prop.start, prop.end, b"")
+        if value is None or value == []:
+            if first is not None and not (value == [] and first.value == []):
+                self._replace(first.start, first.end, b"")
+            return
+        if isinstance(value, str):
+            if first is not None and first.value_span is not None:
+                self._replace(*first.value_span, _escape(value, attribute=True))
+                return
+            if first is not None:
+                element = first.element
+                self._replace(
+                    element.start,
+                    element.end,
+                    b"<%s>%s</%s>" % (element.qname, _escape(value), element.qname),
+                )
+                return
+            self._new_attributes.append(b'%s="%s"' % (self._qname(key), _escape(value, True)))
+            return
+        kind = b"Bag" if key in _BAGS else b"Seq"
+        if first is not None and first.array is not None:
+            self._edit_items(first, value, kind)
+            return
+        if first is not None:
+            self._replace(first.start, first.end, b"")
+        description = self.descriptions[0]
+        indent = _indent(self.data, description.start) + b" "
+        rdf = _prefix_of(description.qname)
+        self._new_elements.append(_array(self._qname(key), _q(rdf, kind), value, indent))
+
+    def _edit_items(self, prop: _Prop, value: list[str], kind: bytes) -> None:
+        """Keep the items that stay byte for byte (with their qualifiers), drop ours that
+        go, append the new ones."""
+        array = prop.array
+        rdf = _prefix_of(array.qname)
+        keep = 0
+        for item in prop.items:
+            if keep < len(value) and "".join(item.text) == value[keep] and not item.empty:
+                keep += 1
+            else:
+                self._replace(_with_space_before(self.data, item.start), item.end, b"")
+        container_kind = array.qname.rpartition(b":")[2]
+        if prop.key in _BAGS and container_kind != kind:
+            container_kind = kind
+            self._replace(array.start + 1, array.start + 1 + len(array.qname), _q(rdf, kind))
+            if not array.empty:
+                self._replace(
+                    array.close_start + 2, array.close_start + 2 + len(array.qname), _q(rdf, kind)
+                )
+        if keep == len(value):
+            return
+        if prop.items:
+            indent = _indent(self.data, prop.items[0].start)
+        else:
+            indent = _indent(self.data, array.start) + b" "
+        li = _q(rdf, b"li")
+        new = b"".join(b"\n%s<%s>%s</%s>" % (indent, li, _escape(v), li) for v in value[keep:])
+        if array.empty:
+            close = b"\n%s</%s>" % (_indent(self.data, array.start), _q(rdf, container_kind))
+            self._replace(array.tag_end - 2, array.tag_end, b">" + new + close)
+        else:
+            at = self.data.rindex(b">", 0, array.close_start) + 1
+            self._replace(at, at, new)
+
+    def _qname(self, key: str) -> bytes:
+        """The name to write a new property under, in the first description's scope."""
+        _, preferred, local = key.split(".", 2)
+        uri = _URI_OF_PREFIX[preferred]
+        scope = self.descriptions[0].scope
+        if scope.get(preferred) == uri or self._declare.get(preferred) == uri:
+            prefix = preferred
+        else:
+            bound = [p for p, u in {**scope, **self._declare}.items() if u == uri and p]
+            if bound:
+                prefix = bound[0]
+            else:
+                prefix, n = preferred, 1
+                while prefix in scope or prefix in self._declare:
+                    prefix, n = f"{preferred}{n}", n + 1
+                self._declare[prefix] = uri
+        return f"{prefix}:{local}".encode()
+
+    def _replace(self, start: int, end: int, new: bytes) -> None:
+        self._edits.append((start, len(self._edits), end, new))
+
+    def merged(self) -> bytes:
+        """The packet with every edit made."""
+        description = self.descriptions[0]
+        indent = _indent(self.data, description.start)
+        added = b"".join(
+            b'\n%s  xmlns:%s="%s"' % (indent, p.encode(), _escape(u, True))
+            for p, u in self._declare.items()
+        ) + b"".join(b"\n%s %s" % (indent, a) for a in self._new_attributes)
+        if added:
+            self._replace(description.attributes_end, description.attributes_end, added)
+        if self._new_elements:
+            children = b"".join(self._new_elements)
+            if description.empty:
+                close = b"\n%s</%s>" % (indent, description.qname)
+                self._replace(description.tag_end - 2, description.tag_end, b">" + children + close)
+            else:
+                at = self.data.rindex(b">", 0, description.close_start) + 1
+                self._replace(at, at, children)
+        out = []
+        cursor = 0
+        for start, _, end, new in sorted(self._edits):
+            if start < cursor:
+                raise SidecarError(f"{self.name}: overlapping edits (a bug); left untouched")
+            out += [self.data[cursor:start], new]
+            cursor = end
+        out.append(self.data[cursor:])
+        return b"".join(out)
+
+
+def _key_of(name: str) -> str | None:
+    """ "http://ns.adobe.com/xap/1.0/ Rating" -> "Xmp.xmp.Rating", None: not ours."""
+    uri, _, local = name.rpartition(" ")
+    prefix = _OUR_NAMESPACES.get(uri)
+    return f"Xmp.{prefix}.{local}" if prefix else None
+
+
+def _prefix_of(qname: bytes) -> bytes:
+    return qname.rpartition(b":")[0]
+
+
+def _q(prefix: bytes, local: bytes) -> bytes:
+    return prefix + b":" + local if prefix else local
+
+
+def _indent(data: bytes, at: int) -> bytes:
+    """The white space an element's line starts with (b"" if it shares its line)."""
+    line_start = data.rfind(b"\n", 0, at) + 1
+    head = data[line_start:at]
+    return head if not head.strip() else b""
+
+
+def _with_space_before(data: bytes, at: int) -> int:
+    """Where the white space before position ``at`` starts."""
+    start = at
+    while start > 0 and data[start - 1 : start] in (b" ", b"\t", b"\n", b"\r"):
+        start -= 1
+    return start
+
+
+def _array(qname: bytes, container: bytes, values: list[str], indent: bytes) -> bytes:
+    li = container.rpartition(b":")[0]
+    li = li + b":li" if li else b"li"
+    items = b"".join(b"\n%s  <%s>%s</%s>" % (indent, li, _escape(v), li) for v in values)
+    return b"\n%s<%s>\n%s <%s>%s\n%s </%s>\n%s</%s>" % (
+        indent,
+        qname,
+        indent,
+        container,
+        items,
+        indent,
+        container,
+        indent,
+        qname,
+    )
+
+
+def _escape(value: str, attribute: bool = False) -> bytes:
+    text = value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    if attribute:
+        text = (
+            text.replace('"', "&quot;")
+            .replace("'", "&apos;")
+            .replace("\n", "&#xA;")
+            .replace("\r", "&#xD;")
+            .replace("\t", "&#x9;")
         )
-    return packet
-
-
-def _drop_empty_arrays(packet: str, properties: Iterable[str]) -> str:
-    for prop in properties:
-        if f"<{prop}>" not in packet:
-            continue
-        # (?<!\s): start only where a whitespace run starts. The packet ends in ~2 KB of
-        # padding spaces that an unanchored leading \s* rescans from every position.
-        packet = re.sub(
-            rf"(?<!\s)\s*<({re.escape(prop)})>\s*<rdf:(?:Seq|Bag|Alt)\s*/>\s*</\1>", "", packet
-        )
-    return packet
+    return text.encode("utf-8")
 
 
 def _joined(value: object) -> str | None:

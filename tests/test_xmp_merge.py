@@ -1,0 +1,252 @@
+"""The merge keeps other programs' XMP exactly, and a person's removals stay removed.
+
+Foreign properties are compared by (namespace URI, local name) over the whole RDF tree,
+structs, arrays, qualifiers and attributes-as-properties included, read by a walker of
+our own here (not by the code under test, nor by exiv2, which keys by prefix). The
+samples in tests/data/xmp are listed with their origin in tests/data/xmp/MANIFEST.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from dataclasses import replace
+from pathlib import Path
+
+import defusedxml.ElementTree as SafeET
+import pytest
+from conftest import DATA
+
+from postselectd.sidecar import (
+    NS_URI,
+    SidecarContent,
+    read_sidecar,
+    write_sidecars,
+)
+
+RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
+XML = "http://www.w3.org/XML/1998/namespace"
+XMP = "http://ns.adobe.com/xap/1.0/"
+DC = "http://purl.org/dc/elements/1.1/"
+LR = "http://ns.adobe.com/lightroom/1.0/"
+DIGIKAM = "http://www.digikam.org/ns/1.0/"
+DARKTABLE = "http://darktable.sf.net/"
+PHOTOMECHANIC = "http://ns.camerabits.com/photomechanic/1.0/"
+# What postselectd writes: everything else in a sidecar belongs to someone else.
+OURS = {
+    (XMP, "Rating"),
+    (XMP, "Label"),
+    (DC, "subject"),
+    (LR, "hierarchicalSubject"),
+    (DIGIKAM, "TagsList"),
+    (DIGIKAM, "ColorLabel"),
+    (DIGIKAM, "PickLabel"),
+    (DARKTABLE, "colorlabels"),
+    (PHOTOMECHANIC, "ColorClass"),
+}
+KEYWORD_ARRAYS = ((DC, "subject"), (LR, "hierarchicalSubject"), (DIGIKAM, "TagsList"))
+
+SAMPLES = sorted((DATA / "xmp").glob("*.xmp")) + [
+    DATA / "lightroom_sidecar.xmp",
+    DATA / "darktable_sidecar.xmp",
+]
+
+REJECT = SidecarContent(
+    stars=1,
+    label="Red",
+    keywords=("reject", "motion blur"),
+    keyword_parent="PostSelect",
+    keeper_probability=0.08,
+    reasons=("motion blur",),
+    model_version="test-1",
+    verdict="reject",
+)
+SELECT = SidecarContent(
+    stars=4,
+    label="Green",
+    keywords=("select",),
+    keyword_parent="PostSelect",
+    keeper_probability=0.93,
+    reasons=(),
+    model_version="test-1",
+    verdict="select",
+)
+ALL = ["lightroom", "darktable", "digikam", "photomechanic"]
+
+
+def _name(tag: str) -> tuple[str, str]:
+    uri, _, local = tag[1:].partition("}")
+    return uri, local
+
+
+def _node(element, path: tuple, out: dict) -> None:
+    """One property element (or array item): its value, fields, items and qualifiers."""
+    fields = False
+    for attr, value in element.attrib.items():
+        name = _name(attr)
+        if name == (RDF, "resource"):
+            out[path] = ("resource", value)
+        elif name == (XML, "lang"):
+            out[path + (name,)] = value
+        elif name[0] != RDF:
+            out[path + (name,)] = value  # a struct field as an attribute
+            fields = True
+    children = list(element)
+    if element.get(f"{{{RDF}}}parseType") == "Resource":
+        for child in children:
+            _node(child, path + (_name(child.tag),), out)
+        return
+    for child in children:
+        name = _name(child.tag)
+        if name in ((RDF, "Bag"), (RDF, "Seq"), (RDF, "Alt")):
+            out[path + ("array",)] = name[1]
+            for index, item in enumerate(child):
+                _node(item, path + (index,), out)
+        elif name == (RDF, "Description"):
+            _description(child, path, out)
+        else:
+            _node(child, path + (name,), out)
+    if not children and not fields and path not in out:
+        out[path] = (element.text or "").strip() if element.text else ""
+
+
+def _description(element, path: tuple, out: dict) -> None:
+    for attr, value in element.attrib.items():
+        name = _name(attr)
+        if name[0] not in (RDF, XML):
+            out[path + (name,)] = value
+    for child in element:
+        _node(child, path + (_name(child.tag),), out)
+
+
+def triples(data: bytes) -> dict[tuple, object]:
+    """Every property of a packet: path of (namespace URI, local name) steps -> value,
+    plus anything x:xmpmeta holds besides rdf:RDF (as its XML)."""
+    root = SafeET.fromstring(data.lstrip(b"\xef\xbb\xbf"))
+    out: dict[tuple, object] = {}
+    rdf = root if root.tag == f"{{{RDF}}}RDF" else root.find(f".//{{{RDF}}}RDF")
+    for description in rdf:
+        _description(description, (), out)
+    for other in root if rdf is not root else ():
+        if other is not rdf:
+            out[("outside rdf:RDF", _name(other.tag))] = SafeET.tostring(other)
+    return out
+
+
+def foreign(props: dict[tuple, object]) -> dict[tuple, object]:
+    return {
+        path: value
+        for path, value in props.items()
+        if not (isinstance(path[0], tuple) and (path[0] in OURS or path[0][0] == NS_URI))
+    }
+
+
+def items(props: dict[tuple, object], prop: tuple[str, str]) -> list[object]:
+    return [
+        v
+        for p, v in sorted(props.items(), key=str)
+        if p[0] == prop and len(p) == 2 and isinstance(p[1], int)
+    ]
+
+
+def exiftool_tags(path: Path) -> dict[str, object]:
+    """What exiftool reads from a sidecar, flattened (its -struct view of qualifiers
+    depends on Perl's hash order). Groups are prefixes: URIs are compared above."""
+    out = subprocess.run(
+        ["exiftool", "-j", "-G1", "-xmp:all", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    [tags] = json.loads(out.stdout)
+    tags.pop("SourceFile")
+    return tags
+
+
+@pytest.fixture
+def photo(tmp_path: Path) -> Path:
+    raw = tmp_path / "DSC_0001.NEF"
+    raw.write_bytes(b"not really a raw, never opened for writing")
+    return raw
+
+
+@pytest.mark.parametrize("sample", SAMPLES, ids=lambda p: p.name)
+def test_every_foreign_property_survives_with_its_exact_namespace(photo: Path, sample: Path):
+    """Lightroom, darktable, digiKam, Capture One, ON1, exiftool/Windows Photo and
+    Photoshop sidecars: all their properties, compared by namespace URI, survive a
+    select, a reject and an undecided write in every dialect, and their keywords stay."""
+    before = sample.read_bytes()
+    try:
+        exiv2_reads = bool(read_sidecar(sample))
+    except Exception:  # exiftool's prefix torture test is beyond the XMP Toolkit
+        exiv2_reads = False
+    for profiles in (["lightroom", "photomechanic"], ["darktable", "digikam"]):
+        sidecar = (
+            photo.with_suffix(".xmp")
+            if "lightroom" in profiles
+            else photo.with_name(photo.name + ".xmp")
+        )
+        sidecar.write_bytes(before)
+        for content in (SELECT, REJECT, replace(SELECT, stars=3, label=None, keywords=())):
+            write_sidecars(photo, content, profiles)
+        after = sidecar.read_bytes()
+        old, new = triples(before), triples(after)
+        assert foreign(new) == foreign(old), f"{sample.name} ({profiles[0]}): foreign XMP changed"
+        for prop in KEYWORD_ARRAYS:
+            theirs = items(old, prop)
+            assert items(new, prop)[: len(theirs)] == theirs, f"{prop[1]}: a person's keyword lost"
+        if exiv2_reads:  # and still does, with ours
+            assert read_sidecar(sidecar)["Xmp.postselect.ModelVersion"] == "test-1"
+
+
+@pytest.mark.skipif(shutil.which("exiftool") is None, reason="exiftool is not installed")
+@pytest.mark.parametrize("sample", SAMPLES, ids=lambda p: p.name)
+def test_exiftool_reads_every_foreign_tag_unchanged(photo: Path, sample: Path):
+    sidecar = photo.with_name(photo.name + ".xmp")
+    shutil.copy(sample, sidecar)
+    before = exiftool_tags(sidecar)
+    write_sidecars(photo, REJECT, ["darktable", "digikam"])
+    after = exiftool_tags(sidecar)
+    ours = (
+        "Rating",
+        "Label",
+        "Subject",
+        "HierarchicalSubject",
+        "TagsList",
+        "ColorLabel",
+        "PickLabel",
+        "Colorlabels",
+        "ColorClass",
+    )
+    for tag, value in before.items():
+        if tag.split(":")[-1] in ours or tag == "XMP-x:XMPToolkit":  # the writer's name
+            continue
+        assert after.get(tag) == value, f"{sample.name}: exiftool reads {tag} differently"
+    person = before.get("XMP-xmp:Rating") not in (None, 0)  # 0: "not rated"
+    assert after["XMP-xmp:Rating"] == (before["XMP-xmp:Rating"] if person else 1)
+
+
+def test_a_namespace_without_a_trailing_slash_keeps_its_uri(photo: Path):
+    """exiv2 registers http://www.on1.com/photoraw as .../photoraw/; ON1 then no longer
+    finds its own settings."""
+    sidecar = photo.with_suffix(".xmp")
+    shutil.copy(DATA / "xmp" / "on1.xmp", sidecar)
+    write_sidecars(photo, REJECT, ["lightroom"])
+    text = sidecar.read_text()
+    assert 'xmlns:on1="http://www.on1.com/photoraw"' in text
+    assert 'xmlns:MicrosoftPhoto="http://ns.microsoft.com/photo/1.0"' in text
+    assert "photoraw/" not in text and "photo/1.0/" not in text
+    assert "kept outside RDF</on1:Settings>" in text
+
+
+def test_untouched_bytes_stay_byte_for_byte(photo: Path):
+    """Only our properties change: the editor's layout, comments and order stay."""
+    sidecar = photo.with_name(photo.name + ".xmp")
+    shutil.copy(DATA / "darktable_sidecar.xmp", sidecar)
+    write_sidecars(photo, REJECT, ["darktable"])
+    before = (DATA / "darktable_sidecar.xmp").read_text()
+    after = sidecar.read_text()
+    history = before[before.index("<darktable:history>") : before.index("</darktable:history>")]
+    assert history in after
+    assert after.startswith(before[: before.index("xmp:Rating")])
