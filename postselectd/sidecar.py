@@ -10,6 +10,7 @@ The only module that calls pyexiv2. Rules it keeps:
   them. pyexiv2 only reads (``read_sidecar``).
 - A rating or label a person set is never changed: postselectd records what it wrote in
   its own ``postselect:`` namespace and only changes a value that still equals that.
+  Keywords alike: one of ours a person removed stays removed (``_keyword_changes``).
 - Atomic: the merged sidecar is written to a temp file in the same folder under a
   per-folder lock, fsynced, and replaces the sidecar. Editors do not take our lock: the
   sidecar is re-read just before the swap and an editor's newer version is merged into
@@ -456,26 +457,74 @@ def _merge(
 def _keyword_changes(
     current: dict[str, object], content: SidecarContent, dialects: list[Dialect], *, force: bool
 ) -> dict[str, list[str]]:
-    """Replace only PostSelect's own keywords, keep everyone else's in their order."""
+    """PostSelect's keywords replaced, everyone else's kept in their order, and what a
+    person removed of ours stays removed.
+
+    postselect:WrittenHierarchicalSubject records the lr:hierarchicalSubject entries we
+    wrote last; one that is gone (or whose dc:subject leaf we added is gone) was removed
+    by a person and is remembered in postselect:RemovedKeywords, in the sidecar itself so
+    that it holds after a folder rename or a new journal. ``force`` restores them.
+    """
     prefix = content.keyword_parent + "|"
-    hierarchical = [
-        k for k in _list(current.get("Xmp.lr.hierarchicalSubject")) if not k.startswith(prefix)
+    hierarchical = _list(current.get("Xmp.lr.hierarchicalSubject"))
+    subjects = _list(current.get("Xmp.dc.subject"))
+    ours_before = _list(current.get(f"Xmp.{NS_PREFIX}.WrittenKeywords"))  # dc leaves we added
+    record = current.get(f"Xmp.{NS_PREFIX}.WrittenHierarchicalSubject")
+    if record is None:
+        # Written before this record existed: every PostSelect| keyword is ours, and a
+        # leaf we added that is gone was removed with its keyword.
+        written = [k for k in hierarchical if k.startswith(prefix)]
+        written += [
+            prefix + k
+            for k in content.keywords
+            if _leaf(k) in ours_before and _leaf(k) not in subjects
+        ]
+    else:
+        written = _list(record)
+    present = set(hierarchical)
+    # One removed earlier that is back was put back by a person: theirs now.
+    removed = set(_list(current.get(f"Xmp.{NS_PREFIX}.RemovedKeywords"))) - present
+    for keyword in written:
+        leaf = _leaf(keyword)
+        if keyword not in present or (leaf in ours_before and leaf not in subjects):
+            removed.add(keyword)
+    if force:
+        removed = set()
+    written_set = set(written)
+    others = [k for k in hierarchical if k not in written_set]
+    added = [
+        prefix + k
+        for k in content.keywords
+        if prefix + k not in removed and prefix + k not in others
     ]
-    ours_before = set(_list(current.get(f"Xmp.{NS_PREFIX}.WrittenKeywords")))
-    subjects = [k for k in _list(current.get("Xmp.dc.subject")) if k not in ours_before]
+    subjects = [k for k in subjects if k not in set(ours_before)]
     # dc:subject holds leaf names only, as Lightroom writes it: "check|eyes" -> "eyes".
-    leaves = [k.rsplit("|", 1)[-1] for k in content.keywords]
-    new_leaves = [k for k in dict.fromkeys(leaves) if k not in subjects]
+    leaves = dict.fromkeys(_leaf(k) for k in added)
+    new_leaves = [k for k in leaves if k not in subjects]
     changes: dict[str, list[str]] = {
-        "Xmp.lr.hierarchicalSubject": hierarchical + [prefix + k for k in content.keywords],
+        "Xmp.lr.hierarchicalSubject": others + added,
         "Xmp.dc.subject": subjects + new_leaves,
         f"Xmp.{NS_PREFIX}.WrittenKeywords": new_leaves,
+        f"Xmp.{NS_PREFIX}.WrittenHierarchicalSubject": added,
+        f"Xmp.{NS_PREFIX}.RemovedKeywords": sorted(removed),
     }
     if any(d.tags_list for d in dialects):
+        # digiKam's own tag paths, kept in step with lr:hierarchicalSubject.
         slash = content.keyword_parent + "/"
-        tags = [k for k in _list(current.get("Xmp.digiKam.TagsList")) if not k.startswith(slash)]
-        changes["Xmp.digiKam.TagsList"] = tags + [slash + k for k in content.keywords]
+        ours_tags = {k.replace("|", "/") for k in written_set | removed}
+        tags = _list(current.get("Xmp.digiKam.TagsList"))
+        if record is None:
+            ours_tags |= {t for t in tags if t.startswith(slash)}
+        tags = [t for t in tags if t not in ours_tags]
+        changes["Xmp.digiKam.TagsList"] = tags + [
+            k.replace("|", "/") for k in added if k.replace("|", "/") not in tags
+        ]
     return changes
+
+
+def _leaf(keyword: str) -> str:
+    """PostSelect|check|eyes -> eyes (the dc:subject word for a keyword)."""
+    return keyword.rsplit("|", 1)[-1]
 
 
 # --- the packet: XMP edited as text ---------------------------------------------------

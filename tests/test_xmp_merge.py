@@ -250,3 +250,136 @@ def test_untouched_bytes_stay_byte_for_byte(photo: Path):
     history = before[before.index("<darktable:history>") : before.index("</darktable:history>")]
     assert history in after
     assert after.startswith(before[: before.index("xmp:Rating")])
+
+
+# --- what a person removed stays removed ------------------------------------------------
+
+needs_exiftool = pytest.mark.skipif(
+    shutil.which("exiftool") is None, reason="exiftool is not installed (the editor here)"
+)
+
+
+def exiftool_edit(sidecar: Path, *assignments: str) -> None:
+    """A person's edit, made by a real XMP writer that is not ours."""
+    subprocess.run(
+        ["exiftool", "-q", "-overwrite_original", *assignments, str(sidecar)],
+        check=True,
+        capture_output=True,
+    )
+
+
+def keywords(sidecar: Path) -> tuple[list[str], list[str]]:
+    xmp = read_sidecar(sidecar)
+    return xmp.get("Xmp.lr.hierarchicalSubject", []), xmp.get("Xmp.dc.subject", [])
+
+
+@needs_exiftool
+def test_a_keyword_a_person_removed_stays_removed_also_after_a_folder_rename(tmp_path: Path):
+    shoot = tmp_path / "2026-05-01"
+    shoot.mkdir()
+    photo = shoot / "DSC_0001.NEF"
+    photo.write_bytes(b"not really a raw")
+    write_sidecars(photo, REJECT, ["lightroom"])
+    sidecar = photo.with_suffix(".xmp")
+    # The photographer disagrees: removes the keyword in the editor (both forms of it).
+    exiftool_edit(
+        sidecar, "-XMP-lr:HierarchicalSubject-=PostSelect|reject", "-XMP-dc:Subject-=reject"
+    )
+    write_sidecars(photo, REJECT, ["lightroom"])
+    assert keywords(sidecar) == (["PostSelect|motion blur"], ["motion blur"])
+    # A renamed folder is re-rated: the sidecar moved with it, and so did the memory.
+    renamed = shoot.rename(tmp_path / "2026-05-01 wedding")
+    photo, sidecar = renamed / photo.name, renamed / sidecar.name
+    write_sidecars(photo, REJECT, ["lightroom"])
+    write_sidecars(photo, SELECT, ["lightroom"])  # a new verdict adds its own keyword...
+    write_sidecars(photo, REJECT, ["lightroom"])  # ...and the removed one never comes back
+    assert keywords(sidecar) == (["PostSelect|motion blur"], ["motion blur"])
+    tags = exiftool_tags(sidecar)
+    assert tags["XMP-lr:HierarchicalSubject"] == "PostSelect|motion blur"
+
+
+@needs_exiftool
+def test_removing_only_the_flat_keyword_removes_ours_everywhere(photo: Path):
+    """Editors that show dc:subject only (Photo Mechanic, Bridge's list) remove the word."""
+    write_sidecars(photo, REJECT, ["lightroom"])
+    sidecar = photo.with_suffix(".xmp")
+    exiftool_edit(sidecar, "-XMP-dc:Subject-=reject")
+    write_sidecars(photo, REJECT, ["lightroom"])
+    assert keywords(sidecar) == (["PostSelect|motion blur"], ["motion blur"])
+
+
+@needs_exiftool
+def test_a_digikam_tag_a_person_removed_stays_removed(photo: Path):
+    write_sidecars(photo, REJECT, ["digikam"])
+    sidecar = photo.with_name(photo.name + ".xmp")
+    exiftool_edit(
+        sidecar,
+        "-XMP-digiKam:TagsList-=PostSelect/reject",
+        "-XMP-lr:HierarchicalSubject-=PostSelect|reject",
+        "-XMP-dc:Subject-=reject",
+    )
+    write_sidecars(photo, REJECT, ["digikam"])
+    xmp = read_sidecar(sidecar)
+    assert xmp["Xmp.digiKam.TagsList"] == ["PostSelect/motion blur"]
+    assert xmp["Xmp.lr.hierarchicalSubject"] == ["PostSelect|motion blur"]
+
+
+@needs_exiftool
+def test_a_keyword_a_person_added_under_postselect_is_theirs(photo: Path):
+    write_sidecars(photo, REJECT, ["lightroom"])
+    sidecar = photo.with_suffix(".xmp")
+    exiftool_edit(sidecar, "-XMP-lr:HierarchicalSubject+=PostSelect|print")
+    write_sidecars(photo, SELECT, ["lightroom"])
+    assert read_sidecar(sidecar)["Xmp.lr.hierarchicalSubject"] == [
+        "PostSelect|print",
+        "PostSelect|select",
+    ]
+
+
+@needs_exiftool
+def test_force_restores_the_keywords_a_person_removed(photo: Path):
+    write_sidecars(photo, REJECT, ["lightroom"])
+    sidecar = photo.with_suffix(".xmp")
+    exiftool_edit(
+        sidecar, "-XMP-lr:HierarchicalSubject-=PostSelect|reject", "-XMP-dc:Subject-=reject"
+    )
+    write_sidecars(photo, REJECT, ["lightroom"], force=True)
+    assert keywords(sidecar) == (
+        ["PostSelect|reject", "PostSelect|motion blur"],
+        ["reject", "motion blur"],
+    )
+
+
+@needs_exiftool
+def test_a_removal_from_a_sidecar_written_before_the_record_existed_holds(photo: Path):
+    """Sidecars from 3568b71 only record the dc:subject words postselectd added."""
+    write_sidecars(photo, REJECT, ["lightroom"])
+    sidecar = photo.with_suffix(".xmp")
+    text = sidecar.read_text()
+    start = text.index("   <postselect:WrittenHierarchicalSubject>")
+    end = text.index("</postselect:WrittenHierarchicalSubject>") + len(
+        "</postselect:WrittenHierarchicalSubject>\n"
+    )
+    sidecar.write_text(text[:start] + text[end:])
+    assert "Xmp.postselect.WrittenHierarchicalSubject" not in read_sidecar(sidecar)
+    exiftool_edit(
+        sidecar, "-XMP-lr:HierarchicalSubject-=PostSelect|reject", "-XMP-dc:Subject-=reject"
+    )
+    write_sidecars(photo, REJECT, ["lightroom"])
+    assert keywords(sidecar) == (["PostSelect|motion blur"], ["motion blur"])
+
+
+@needs_exiftool
+def test_a_removed_keyword_a_person_puts_back_is_theirs(photo: Path):
+    write_sidecars(photo, REJECT, ["lightroom"])
+    sidecar = photo.with_suffix(".xmp")
+    exiftool_edit(
+        sidecar, "-XMP-lr:HierarchicalSubject-=PostSelect|reject", "-XMP-dc:Subject-=reject"
+    )
+    write_sidecars(photo, REJECT, ["lightroom"])
+    exiftool_edit(sidecar, "-XMP-lr:HierarchicalSubject+=PostSelect|reject")
+    write_sidecars(photo, SELECT, ["lightroom"])  # our verdict changes; the person's stays
+    assert read_sidecar(sidecar)["Xmp.lr.hierarchicalSubject"] == [
+        "PostSelect|reject",
+        "PostSelect|select",
+    ]
