@@ -641,7 +641,11 @@ def report_file(result) -> None:
     reasons = ", ".join(result.reasons) or "-"
     if result.checks:
         reasons += " check=" + ",".join(result.checks)
-    kept = " (kept the rating a person set)" if result.kept_human_rating else ""
+    kept = ", ".join(
+        f"the {what} a person removed" if not value else f"the {what} a person set ({value})"
+        for what, value in result.kept_by_person
+    )
+    kept = f" (kept {kept})" if kept else ""
     if result.burst is not None:
         reasons += f" burst={result.burst:04d}" + (" best" if result.best_of_burst else "")
     log.info(

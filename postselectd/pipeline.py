@@ -64,7 +64,8 @@ class FileResult:
     reasons: tuple[str, ...] = ()  # the reasons that reject
     checks: tuple[str, ...] = ()  # families a doubtful reason asks to look at
     findings: tuple = ()  # every reason with its confidence (analysis.Finding)
-    kept_human_rating: bool = False
+    # What a person set (or removed) and the sidecars kept: (("rating", "2"), ("label", ""))
+    kept_by_person: tuple[tuple[str, str], ...] = ()
     burst: int | None = None
     best_of_burst: bool = False
     faces: int = 0
@@ -94,7 +95,13 @@ class FileResult:
             "best_of_burst": self.best_of_burst,
             "elapsed_ms": round(self.elapsed_ms, 1),
             "error": self.error,
+            # What the sidecar keeps of a person's instead of the above; null: removed.
+            "kept_by_person": {what: value or None for what, value in self.kept_by_person},
         }
+
+    @property
+    def kept_human_rating(self) -> bool:
+        return any(what == "rating" for what, _ in self.kept_by_person)
 
 
 # --- finding photos -------------------------------------------------------------------
@@ -396,7 +403,7 @@ def finish(
             error=str(exc),
             elapsed_ms=scored.elapsed_ms,
         )
-    kept = any(not r.rating_written for r in results)
+    kept = tuple(dict.fromkeys(item for r in results for item in r.kept_by_person))
     return FileResult(
         path=scored.path,
         sidecars=tuple(r.path for r in results),
@@ -405,7 +412,7 @@ def finish(
         reasons=rating.reasons,
         checks=rating.checks,
         findings=a.findings,
-        kept_human_rating=kept,
+        kept_by_person=kept,
         faces=len(a.faces),
         burst=burst.burst_id if burst else None,
         best_of_burst=bool(burst and burst.best_of_burst),

@@ -85,7 +85,7 @@ class Verdict:
     burst_id: str | None = None
     burst_size: int | None = None
     best_of_burst: bool = False
-    rating_by_person: bool = False  # xmp:Rating differs from what postselectd wrote
+    rating_by_person: bool = False  # xmp:Rating is not what postselectd wrote (or removed)
     faces: tuple[FaceNumbers, ...] = ()
     preview_size: tuple[int, int] | None = None
     numbers: tuple[tuple[str, str], ...] = ()  # (what, value) rows for the larger view
@@ -138,7 +138,8 @@ def verdict_from_sidecar(xmp: Mapping[str, object], keyword_parent: str = "PostS
         burst_id=_text(xmp.get(_NS + "BurstId")),
         burst_size=_int(xmp.get(_NS + "BurstSize")),
         best_of_burst=BEST_OF_BURST in ours,
-        rating_by_person=written is not None and stars != written,
+        # Without a record of ours, a rating beside our numbers was there before us.
+        rating_by_person=stars != written if written is not None else rated and bool(stars),
         faces=faces,
         preview_size=preview_size,
         numbers=_numbers(xmp, keeper, reasons),

@@ -101,10 +101,18 @@ class SidecarContent:
 class SidecarResult:
     path: Path
     created: bool
-    rating_written: bool  # False: a person's rating (or label) was kept
-    kept_rating: str | None  # the person's rating that was left alone
+    rating_written: bool  # False: a person's rating was kept (their label may be too)
+    # What a person set and postselectd left alone: their value, "" where they removed
+    # ours, None where the property was still ours and was written.
+    kept_rating: str | None
     kept_label: str | None
     kept_pick: str | None = None
+
+    @property
+    def kept_by_person(self) -> tuple[tuple[str, str], ...]:
+        """(("rating", "2"), ("label", "")): what was kept; "" means removed."""
+        kept = (("rating", self.kept_rating), ("label", self.kept_label), ("pick", self.kept_pick))
+        return tuple((what, value) for what, value in kept if value is not None)
 
 
 # --- dialects -------------------------------------------------------------------------
@@ -375,14 +383,18 @@ def read_sidecar(path: Path) -> dict[str, object]:
 
 
 def _guard_group(current: dict[str, object], fields: list[Guarded]) -> tuple[bool, str | None]:
-    """(a person set one of these properties, the first such value for the report)."""
+    """(a person set or removed one of these properties, the first such value: "" when
+    removed). An editor's own "no label" value (Photo Mechanic's ColorClass 0, digiKam's
+    0) means the same as no property: one written over our "none" is not a person's."""
     for guarded in fields:
         theirs = _joined(current.get(guarded.key))
+        if theirs in guarded.unset:
+            theirs = None
         ours = _text(current.get(f"Xmp.{NS_PREFIX}.{guarded.record}"))
         if ours is None:
-            human = theirs is not None and theirs not in guarded.unset
+            human = theirs is not None
         else:
-            human = theirs != (None if ours == "none" else ours)
+            human = theirs != (None if ours == "none" or ours in guarded.unset else ours)
         if human:
             return True, theirs or ""
     return False, None
@@ -412,7 +424,7 @@ def _merge(
         changes["Xmp.xmp.Rating"] = str(content.stars)
         changes[f"Xmp.{NS_PREFIX}.WrittenRating"] = str(content.stars)
     else:
-        kept_rating = theirs_rating
+        kept_rating = theirs_rating or ""  # "": the person removed the rating
 
     # Label and pick properties, each dialect's own; a person's value in one keeps the
     # whole group (a darktable color label set by hand also keeps our xmp:Label as is).
@@ -429,7 +441,9 @@ def _merge(
             if item.is_list:
                 changes[item.key] = value.split(",") if value else []
             elif value is None:
-                changes[item.key] = None
+                # An editor's own "none" (Photo Mechanic's ColorClass 0) already says it.
+                if _text(current.get(item.key)) not in item.unset:
+                    changes[item.key] = None
             else:
                 changes[item.key] = value
             changes[f"Xmp.{NS_PREFIX}.{item.record}"] = value or "none"
@@ -447,7 +461,7 @@ def _merge(
     return packet.merged(), SidecarResult(
         path=final,
         created=created,
-        rating_written=kept_rating is None and not kept,
+        rating_written=kept_rating is None,
         kept_rating=kept_rating,
         kept_label=kept.get("label"),
         kept_pick=kept.get("pick"),

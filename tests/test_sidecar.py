@@ -333,7 +333,8 @@ def test_a_persons_digikam_pick_is_never_overwritten(photo: Path):
         first.path.read_text().replace('digiKam:PickLabel="1"', 'digiKam:PickLabel="3"')
     )
     [second] = write_sidecars(photo, replace(SELECT, verdict="select"), ["digikam"])
-    assert second.kept_pick == "3" and not second.rating_written
+    # Only the pick was the person's: the rating was still ours, and was written.
+    assert second.kept_pick == "3" and second.rating_written and second.kept_rating is None
     xmp = read_sidecar(first.path)
     assert xmp["Xmp.digiKam.PickLabel"] == "3"
     assert xmp["Xmp.digiKam.ColorLabel"] == "4"  # the color was still ours: it follows

@@ -9,6 +9,7 @@ samples in tests/data/xmp are listed with their origin in tests/data/xmp/MANIFES
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from dataclasses import replace
@@ -16,8 +17,9 @@ from pathlib import Path
 
 import defusedxml.ElementTree as SafeET
 import pytest
-from conftest import DATA
+from conftest import DATA, copy_file, run_cli, shared_path
 
+from postselectd.report import verdict_from_sidecar
 from postselectd.sidecar import (
     NS_URI,
     SidecarContent,
@@ -154,7 +156,7 @@ def exiftool_tags(path: Path) -> dict[str, object]:
     """What exiftool reads from a sidecar, flattened (its -struct view of qualifiers
     depends on Perl's hash order). Groups are prefixes: URIs are compared above."""
     out = subprocess.run(
-        ["exiftool", "-j", "-G1", "-xmp:all", str(path)],
+        ["exiftool", "-j", "-n", "-G1", "-xmp:all", str(path)],
         capture_output=True,
         text=True,
         check=True,
@@ -383,3 +385,79 @@ def test_a_removed_keyword_a_person_puts_back_is_theirs(photo: Path):
         "PostSelect|reject",
         "PostSelect|select",
     ]
+
+
+# --- guard states, as they are ----------------------------------------------------------
+
+
+@needs_exiftool
+def test_a_rating_a_person_deleted_is_kept_and_reported_as_theirs(photo: Path):
+    write_sidecars(photo, SELECT, ["lightroom"])
+    sidecar = photo.with_suffix(".xmp")
+    exiftool_edit(sidecar, "-XMP-xmp:Rating=")  # "no stars", as the person wants it
+    [result] = write_sidecars(photo, REJECT, ["lightroom"])
+    assert not result.rating_written and result.kept_rating == ""
+    assert result.kept_by_person == (("rating", ""),)
+    assert "XMP-xmp:Rating" not in exiftool_tags(sidecar)
+    verdict = verdict_from_sidecar(read_sidecar(sidecar))
+    assert verdict.stars is None and verdict.rating_by_person
+    [again] = write_sidecars(photo, SELECT, ["lightroom"])
+    assert again.kept_rating == "" and "XMP-xmp:Rating" not in exiftool_tags(sidecar)
+
+
+def test_a_rating_set_before_postselectd_ran_is_reported_as_a_persons(photo: Path):
+    sidecar = photo.with_suffix(".xmp")
+    shutil.copy(DATA / "xmp" / "photoshop_cs2.xmp", sidecar)  # xap:Rating="1"
+    [result] = write_sidecars(photo, SELECT, ["lightroom"])
+    assert verdict_from_sidecar(read_sidecar(sidecar)).rating_by_person  # the report's view
+    assert result.kept_rating == "1" and result.kept_by_person == (("rating", "1"),)
+
+
+@needs_exiftool
+def test_photo_mechanics_no_color_class_does_not_freeze_the_label(photo: Path):
+    undecided = replace(SELECT, stars=3, label=None, keywords=(), verdict="")
+    write_sidecars(photo, undecided, ["photomechanic"])
+    sidecar = photo.with_suffix(".xmp")
+    # Photo Mechanic saves the sidecar and spells "no color class" as 0.
+    exiftool_edit(sidecar, "-XMP-photomech:ColorClass=0")
+    [result] = write_sidecars(photo, REJECT, ["photomechanic"])
+    assert result.kept_label is None and result.rating_written
+    assert result.kept_by_person == ()
+    tags = exiftool_tags(sidecar)
+    assert (tags["XMP-photomech:ColorClass"], tags["XMP-xmp:Label"]) == (1, "Red")
+    # A person who then clears the class in Photo Mechanic removed our label: kept so.
+    exiftool_edit(sidecar, "-XMP-photomech:ColorClass=0", "-XMP-xmp:Label=")
+    [result] = write_sidecars(photo, SELECT, ["photomechanic"])
+    assert result.kept_label == "" and result.kept_by_person == (("label", ""),)
+    tags = exiftool_tags(sidecar)
+    assert tags["XMP-photomech:ColorClass"] == 0 and "XMP-xmp:Label" not in tags
+
+
+@needs_exiftool
+def test_digikams_zero_labels_are_no_labels(photo: Path):
+    write_sidecars(photo, replace(SELECT, label=None, verdict=""), ["digikam"])
+    sidecar = photo.with_name(photo.name + ".xmp")
+    exiftool_edit(sidecar, "-XMP-digiKam:ColorLabel=0")  # digiKam writes 0 for "none"
+    [result] = write_sidecars(photo, REJECT, ["digikam"])
+    assert read_sidecar(sidecar)["Xmp.digiKam.ColorLabel"] == "1"
+    assert result.kept_label is None and result.kept_by_person == ()
+
+
+def test_the_log_line_and_json_say_what_a_person_kept(tmp_path: Path):
+    """`score` on a real raw: the person removed the rating and set a label."""
+    folder = tmp_path / "shoot"
+    copy_file(shared_path("samples", "nef", "DSC_0102.NEF"), folder)
+    first = run_cli("score", "--json", str(folder))
+    assert first.returncode == 0, first.stderr
+    sidecar = folder / "DSC_0102.xmp"
+    text = sidecar.read_text()
+    text = re.sub(r'\s+xmp:Rating="[^"]*"', "", text)
+    text = re.sub(r'xmp:Label="[^"]*"', 'xmp:Label="Purple"', text)
+    if 'xmp:Label="Purple"' not in text:
+        text = text.replace(" postselect:", ' xmp:Label="Purple" postselect:', 1)
+    sidecar.write_text(text)
+    second = run_cli("score", "--json", str(folder))
+    assert second.returncode == 0, second.stderr
+    [record] = [json.loads(line) for line in second.stdout.splitlines() if line.strip()]
+    assert record["kept_by_person"] == {"rating": None, "label": "Purple"}
+    assert "kept the rating a person removed, the label a person set (Purple)" in second.stderr
