@@ -866,11 +866,14 @@ class _Packet:
             else:
                 at = self.data.rindex(b">", 0, description.close_start) + 1
                 self._replace(at, at, children)
+        newline = b"\r\n" if b"\r\n" in self.data else b"\n"  # the file's own line ends
         out = []
         cursor = 0
         for start, _, end, new in sorted(self._edits):
             if start < cursor:
                 raise SidecarError(f"{self.name}: overlapping edits (a bug); left untouched")
+            if newline != b"\n":
+                new = new.replace(b"\n", newline)
             out += [self.data[cursor:start], new]
             cursor = end
         out.append(self.data[cursor:])

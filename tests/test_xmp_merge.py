@@ -461,3 +461,59 @@ def test_the_log_line_and_json_say_what_a_person_kept(tmp_path: Path):
     [record] = [json.loads(line) for line in second.stdout.splitlines() if line.strip()]
     assert record["kept_by_person"] == {"rating": None, "label": "Purple"}
     assert "kept the rating a person removed, the label a person set (Purple)" in second.stderr
+
+
+# --- packets as odd as XML allows ---------------------------------------------------------
+
+_RDF_OPEN = '<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+ODD = {
+    "self-closing, single quotes": "<x:xmpmeta xmlns:x='adobe:ns:meta/'>"
+    + _RDF_OPEN
+    + "<rdf:Description rdf:about='' xmlns:xmp='http://ns.adobe.com/xap/1.0/'"
+    " xmp:CreatorTool='It&apos;s \"mine\"'/></rdf:RDF></x:xmpmeta>",
+    "crlf and tabs": '<x:xmpmeta xmlns:x="adobe:ns:meta/">\r\n\t'
+    + _RDF_OPEN
+    + '\r\n\t\t<rdf:Description rdf:about=""\r\n\t\t\txmlns:dc="http://purl.org/dc/elements/1.1/">'
+    "\r\n\t\t\t<dc:subject>\r\n\t\t\t\t<rdf:Bag>\r\n\t\t\t\t\t<rdf:li>a</rdf:li>\r\n\t\t\t\t"
+    "</rdf:Bag>\r\n\t\t\t</dc:subject>\r\n\t\t</rdf:Description>\r\n\t</rdf:RDF>\r\n</x:xmpmeta>",
+    "default namespace": '<x:xmpmeta xmlns:x="adobe:ns:meta/">'
+    + _RDF_OPEN
+    + '<rdf:Description rdf:about=""><CreatorTool xmlns="http://ns.adobe.com/xap/1.0/">t'
+    '</CreatorTool><foo xmlns="http://example.com/foo">bar</foo></rdf:Description>'
+    "</rdf:RDF></x:xmpmeta>",
+    "xmp prefix bound elsewhere": '<x:xmpmeta xmlns:x="adobe:ns:meta/">'
+    + _RDF_OPEN
+    + '<rdf:Description rdf:about="" xmlns:xmp="http://other.example/" xmp:Rating="9"/>'
+    "</rdf:RDF></x:xmpmeta>",
+    "empty rdf:RDF": '<x:xmpmeta xmlns:x="adobe:ns:meta/">'
+    '<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"/></x:xmpmeta>',
+    "qualified keywords in a Seq": '<x:xmpmeta xmlns:x="adobe:ns:meta/">'
+    + _RDF_OPEN
+    + '<rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:subject>'
+    '<rdf:Seq><rdf:li xml:lang="en">a &amp; b</rdf:li><rdf:li><![CDATA[<c>]]></rdf:li>'
+    "</rdf:Seq></dc:subject></rdf:Description></rdf:RDF></x:xmpmeta>",
+}
+
+
+@pytest.mark.parametrize("packet", ODD.values(), ids=ODD.keys())
+def test_odd_but_valid_packets_are_merged_without_harm(photo: Path, packet: str):
+    before = (
+        '\ufeff<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>\n'
+        + packet
+        + '\n<?xpacket end="w"?>'
+    ).encode()
+    sidecar = photo.with_name(photo.name + ".xmp")
+    sidecar.write_bytes(before)
+    for content in (REJECT, SELECT, REJECT):
+        write_sidecars(photo, content, ["darktable", "digikam"])
+    after = sidecar.read_bytes()
+    old, new = triples(before), triples(after)
+    assert foreign(new) == foreign(old)
+    assert items(new, (DC, "subject"))[: len(items(old, (DC, "subject")))] == items(
+        old, (DC, "subject")
+    )
+    assert new[((LR, "hierarchicalSubject"), 0)] == "PostSelect|reject"
+    assert new[((XMP, "Rating"),)] == "1"
+    if b"\r\n" in before:  # new lines end as the file's own do
+        lone = before.replace(b"\r\n", b"").count(b"\n")
+        assert after.replace(b"\r\n", b"").count(b"\n") == lone
