@@ -338,6 +338,7 @@ def write_sidecar(
                 force=force,
                 created=base is None,
             )
+            _readable(merged, base, path.name)
             if dry_run:
                 return result
             tmp = _make_temp(folder, path.name, merged)
@@ -382,6 +383,25 @@ def read_sidecar(path: Path) -> dict[str, object]:
         img.close()
 
 
+def _readable(merged: bytes, base: bytes | None, name: str) -> None:
+    """Editors read sidecars with Adobe's XMP Toolkit (Lightroom; darktable and digiKam
+    through exiv2's copy of it): a sidecar it cannot read is reported and left alone, and
+    a merge it could not read (a bug of ours) is never written. ~1 ms."""
+    try:
+        pyexiv2.ImageData(merged).close()
+        return
+    except Exception as exc:  # noqa: BLE001 - pyexiv2 raises RuntimeError and others
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if base is not None:
+        try:
+            pyexiv2.ImageData(base).close()
+        except Exception:  # noqa: BLE001
+            raise SidecarError(
+                f"{name}: existing sidecar is not valid XMP ({reason}); left untouched"
+            ) from None
+    raise SidecarError(f"{name}: merging into it failed ({reason}); left untouched")
+
+
 def _guard_group(current: dict[str, object], fields: list[Guarded]) -> tuple[bool, str | None]:
     """(a person set or removed one of these properties, the first such value: "" when
     removed). An editor's own "no label" value (Photo Mechanic's ColorClass 0, digiKam's
@@ -410,6 +430,23 @@ def _merge(
     created: bool,
 ) -> tuple[bytes, SidecarResult]:
     """The sidecar's bytes with our properties merged in, and what was kept for a person."""
+    try:
+        return _merge_packet(data, final, content, dialects, force=force, created=created)
+    except SidecarError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a sidecar we cannot merge is that file's failure
+        raise SidecarError(f"{final.name}: cannot update sidecar ({exc}); left untouched") from None
+
+
+def _merge_packet(
+    data: bytes,
+    final: Path,
+    content: SidecarContent,
+    dialects: list[Dialect],
+    *,
+    force: bool,
+    created: bool,
+) -> tuple[bytes, SidecarResult]:
     packet = _Packet(data, final.name)
     current = packet.values()
     changes: dict[str, str | list[str] | None] = {}  # None: remove; []: remove our array
@@ -765,7 +802,7 @@ class _Packet:
         for prop in rest:
             self._replace(prop.start, prop.end, b"")
         if value is None or value == []:
-            if first is not None and not (value == [] and first.value == []):
+            if first is not None and not (value == [] and not first.value):
                 self._replace(first.start, first.end, b"")
             return
         if isinstance(value, str):
@@ -800,7 +837,7 @@ class _Packet:
         rdf = _prefix_of(array.qname)
         keep = 0
         for item in prop.items:
-            if keep < len(value) and "".join(item.text) == value[keep] and not item.empty:
+            if keep < len(value) and "".join(item.text) == value[keep]:
                 keep += 1
             else:
                 self._replace(_with_space_before(self.data, item.start), item.end, b"")
