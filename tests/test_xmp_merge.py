@@ -538,3 +538,25 @@ def test_odd_but_valid_packets_are_merged_without_harm(photo: Path, packet: str)
     if b"\r\n" in before:  # new lines end as the file's own do
         lone = before.replace(b"\r\n", b"").count(b"\n")
         assert after.replace(b"\r\n", b"").count(b"\n") == lone
+
+
+@needs_exiftool
+def test_a_nested_keyword_a_person_removed_stays_removed(photo: Path):
+    """PostSelect|check|eyes: dc:subject carries only its leaf, "eyes"."""
+    check = replace(REJECT, keywords=("check|eyes", "motion blur"))
+    write_sidecars(photo, check, ["lightroom", "digikam"])
+    sidecar = photo.with_suffix(".xmp")
+    assert keywords(sidecar) == (
+        ["PostSelect|check|eyes", "PostSelect|motion blur"],
+        ["eyes", "motion blur"],
+    )
+    exiftool_edit(
+        sidecar, "-XMP-lr:HierarchicalSubject-=PostSelect|check|eyes", "-XMP-dc:Subject-=eyes"
+    )
+    write_sidecars(photo, check, ["lightroom"])
+    assert keywords(sidecar) == (["PostSelect|motion blur"], ["motion blur"])
+    long = photo.with_name(photo.name + ".xmp")
+    assert read_sidecar(long)["Xmp.digiKam.TagsList"] == [
+        "PostSelect/check/eyes",
+        "PostSelect/motion blur",
+    ]
