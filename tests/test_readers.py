@@ -77,7 +77,8 @@ def test_exiftool_reads_what_the_json_reported(scored):
         ours = [k for k in _as_list(tags.get("XMP-lr:HierarchicalSubject")) if "PostSelect|" in k]
         assert ours == [f"PostSelect|{k}" for k in record["keywords"]], name
         subjects = _as_list(tags.get("XMP-dc:Subject"))
-        assert all(k in subjects for k in record["keywords"]), name
+        # dc:subject carries leaf names only: "check|eyes" -> "eyes".
+        assert all(k.rsplit("|", 1)[-1] in subjects for k in record["keywords"]), name
         assert tags["XMP-postselect:KeeperProbability"] == pytest.approx(
             record["keeper_probability"], abs=1e-4
         )
@@ -88,7 +89,9 @@ def test_exiftool_reads_what_the_json_reported(scored):
             assert tags.get("XMP-digiKam:ColorLabel") == DIGIKAM_COLOR.get(label), name
             assert tags["XMP-digiKam:PickLabel"] == DIGIKAM_PICK[verdict], name
             tags_list = [k for k in _as_list(tags.get("XMP-digiKam:TagsList"))]
-            assert tags_list == [f"PostSelect/{k}" for k in record["keywords"]], name
+            # digiKam's tag paths use "/" all the way down: PostSelect/check/eyes.
+            expected = [f"PostSelect/{k.replace('|', '/')}" for k in record["keywords"]]
+            assert tags_list == expected, name
         else:
             assert tags.get("XMP-xmp:Label") == label, name
         if profile == "darktable":
