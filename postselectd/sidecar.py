@@ -612,7 +612,7 @@ _BAGS = frozenset({"Xmp.dc.subject", "Xmp.lr.hierarchicalSubject"})
 _TAG_NAME = re.compile(rb"<([^\s/>]+)")
 _ATTRIBUTE = re.compile(rb"\s+([^\s=/>]+)\s*=\s*(\"[^\"]*\"|'[^']*')")
 _TAG_END = re.compile(rb"\s*(/?)>")
-_LINE_INDENT = re.compile(rb"\n([ \t]*)\Z")
+_ENCODING = re.compile(rb"(?:\xef\xbb\xbf)?\s*<\?xml[^>]*?encoding\s*=\s*[\"']([^\"']+)")
 
 
 @dataclass
@@ -661,10 +661,20 @@ class _Packet:
         self._new_attributes: list[bytes] = []
         self._new_elements: list[bytes] = []
         self._declare: dict[str, str] = {}
+        declared = _ENCODING.match(data)
+        try:
+            data.decode("utf-8")
+            utf8 = not declared or declared.group(1).lower() in (b"utf-8", b"utf8")
+        except UnicodeDecodeError:
+            utf8 = False
+        if not utf8:  # XMP is UTF-8 in practice; the byte edits below assume it
+            raise SidecarError(f"{name}: existing sidecar is not UTF-8 XMP; left untouched")
         try:
             self._parse()
-        except (expat.ExpatError, ValueError, AttributeError) as exc:
+        except expat.ExpatError as exc:
             raise SidecarError(f"{name}: cannot read its XMP ({exc}); left untouched") from None
+        except (ValueError, AttributeError):  # a tag where expat said, but not as we read it
+            raise SidecarError(f"{name}: cannot read its XMP; left untouched") from None
         if self.rdf is None:
             raise SidecarError(f"{name}: existing sidecar is not XMP (no rdf:RDF); left untouched")
         if not self.descriptions:
@@ -689,11 +699,12 @@ class _Packet:
             pending[prefix or ""] = uri or ""
 
         def start(name: str, attrs: dict[str, str]) -> None:
-            nonlocal scope
             at = parser.CurrentByteIndex
             qname = _TAG_NAME.match(data, at).group(1)
-            inner = {**(stack[-1].scope if stack else scope), **pending}
-            pending.clear()
+            inner = stack[-1].scope if stack else scope
+            if pending:
+                inner = {**inner, **pending}
+                pending.clear()
             pos = at + 1 + len(qname)
             attributes = []
             while match := _ATTRIBUTE.match(data, pos):

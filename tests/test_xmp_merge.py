@@ -234,6 +234,18 @@ def test_a_sidecar_the_xmp_toolkit_cannot_read_is_reported_and_left_alone(photo:
     assert sidecar.read_bytes() == (DATA / "xmp" / "exiftool_prefixes.xmp").read_bytes()
 
 
+@pytest.mark.parametrize("encoding", ["iso-8859-1", "utf-16"])
+def test_a_sidecar_not_in_utf8_is_reported_and_left_alone(photo: Path, encoding: str):
+    sidecar = photo.with_suffix(".xmp")
+    text = (DATA / "xmp" / "capture_one.xmp").read_text().replace("\ufeff", "")
+    text = f'<?xml version="1.0" encoding="{encoding}"?>\n' + text
+    sidecar.write_bytes(text.encode(encoding))
+    before = sidecar.read_bytes()
+    with pytest.raises(SidecarError, match="not UTF-8 XMP; left untouched"):
+        write_sidecars(photo, REJECT, ["lightroom"])
+    assert sidecar.read_bytes() == before
+
+
 def test_a_merge_the_xmp_toolkit_cannot_read_is_never_written(photo: Path, monkeypatch):
     """The safety net under the packet editor: a fault injected into its output."""
     from postselectd import sidecar as module
