@@ -602,8 +602,8 @@ class Daemon:
             return
         try:
             st = os.stat(path)
-        except OSError:
-            self._gone(path, now)
+        except OSError as exc:
+            self._unreachable(path, exc, now)
             return
         sig = Signature.of(st)
         if sig != row.signature:
@@ -659,8 +659,8 @@ class Daemon:
         now = time.time()
         try:
             sig = Signature.of(os.stat(job.path))
-        except OSError:
-            self._gone(job.path, now)
+        except OSError as exc:
+            self._unreachable(job.path, exc, now)
             return
         if sig != job.sig:
             # Rewritten while it was analysed: that analysis is of bytes no longer there.
@@ -699,8 +699,8 @@ class Daemon:
             now = time.time()
             try:
                 sig = Signature.of(os.stat(path))
-            except OSError:
-                self._gone(path, now)
+            except OSError as exc:
+                self._unreachable(path, exc, now)
                 return
             if sig != deferred:
                 # Written again while it waited for its burst: rate the new bytes.
@@ -709,8 +709,8 @@ class Daemon:
         elif not rejudge and burst is None and can_join and self._busy():
             try:
                 self._deferred[path] = Signature.of(os.stat(path))
-            except OSError:
-                self._gone(path, time.time())
+            except OSError as exc:
+                self._unreachable(path, exc, time.time())
                 return
             self.bursts.add(frame_of(scored, self.config.rating), time.monotonic())
             self._held[path] = scored
@@ -814,6 +814,14 @@ class Daemon:
         else:
             self._failed += 1
             log.error("%s: failed: %s", path.name, reason)
+
+    def _unreachable(self, path: Path, exc: OSError, now: float) -> None:
+        """The photo could not be looked at: gone when its name is, otherwise (EIO on a
+        failing card, ESTALE on NFS, a permission) a failed attempt, retried like any."""
+        if isinstance(exc, FileNotFoundError | NotADirectoryError):
+            self._gone(path, now)
+        else:
+            self._attempt_failed(path, f"cannot read file ({exc.strerror or exc})")
 
     def _gone(self, path: Path, now: float) -> None:
         """Deleted or renamed away between its event and its rating: one line, no sidecar."""

@@ -390,7 +390,9 @@ def finish(
             dry_run=dry_run,
             listing=listing,
         )
-    except SidecarError as exc:
+    except (SidecarError, OSError) as exc:
+        # An OS error the sidecar module did not put in words is still this file's failure
+        # (the next file's sidecar is written all the same), never the run's.
         return FileResult(
             path=scored.path,
             rating=rating,
@@ -400,7 +402,7 @@ def finish(
             findings=a.findings,
             preview_source=scored.preview_source,
             notes=scored.notes,
-            error=str(exc),
+            error=_file_error(exc, scored.path),
             elapsed_ms=scored.elapsed_ms,
         )
     kept = tuple(dict.fromkeys(item for r in results for item in r.kept_by_person))
@@ -421,6 +423,14 @@ def finish(
         elapsed_ms=scored.elapsed_ms + _ms(start),
         timings_ms=scored.timings_ms + (("sidecar", _ms(start)),),
     )
+
+
+def _file_error(exc: Exception, path: Path) -> str:
+    if isinstance(exc, OSError):
+        named = isinstance(exc.filename, str | bytes) and exc.filename
+        where = Path(os.fsdecode(exc.filename)).name if named else path.name
+        return f"{where}: {exc.strerror or exc}"
+    return str(exc)
 
 
 def _order_key(path: Path, capture_time: datetime | None) -> tuple:

@@ -1045,16 +1045,21 @@ def _read_existing(path: Path) -> bytes | None:
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise SidecarError(_os_reason(exc, path)) from None
+        raise SidecarError(_read_reason(exc, path)) from None
     validate_xmp(data, path.name)
     return data
 
 
 def _read_bytes(path: Path) -> bytes | None:
+    """The sidecar's bytes, None if there is none. Any other OS error (a sidecar another
+    user owns, a folder of that name, EIO on a failing card, ESTALE on NFS) is this
+    photo's SidecarError: a sidecar we cannot read is one we cannot merge into."""
     try:
         return path.read_bytes()
     except FileNotFoundError:
         return None
+    except OSError as exc:
+        raise SidecarError(_read_reason(exc, path)) from None
 
 
 def _read_settled(path: Path, attempts: int = 10, pause: float = 0.02) -> bytes | None:
@@ -1245,6 +1250,13 @@ def _folder_lock(folder: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # closing releases the lock
+
+
+def _read_reason(exc: OSError, path: Path) -> str:
+    """Why an existing sidecar cannot be read; it is left exactly as it is."""
+    if exc.errno == errno.EISDIR:
+        return f"{path.name}: is a folder, not a sidecar; left untouched"
+    return f"{path.name}: existing sidecar cannot be read ({exc.strerror or exc}); left untouched"
 
 
 def _os_reason(exc: OSError, path: Path) -> str:

@@ -1,0 +1,299 @@
+"""A disk that fails one photo fails that photo, never the process (issue 21, items 1, 2, 8).
+
+An unreadable sidecar (another user's 0600 file, a folder of that name, EIO on a failing
+card, ESTALE on NFS) is the error of its one photo: `score` writes every other sidecar and
+exits 1, the real daemon retries it with backoff, marks it failed with its reason and goes
+on rating the folder. Whatever ends the daemon, its workers end with it, within seconds.
+Root reads every file, so as root the processes run without root's power over file
+permissions, and the unreadable sidecar is ``nobody``'s, mode 0600.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import test_daemon
+from conftest import ROOT, copy_file, shared_path
+from test_daemon import DaemonProcess, assert_rated_once, sidecar_of
+
+from postselectd.config import Config
+from postselectd.pipeline import analyze_file, finish
+from postselectd.sidecar import SidecarContent, SidecarError, read_sidecar, write_sidecars
+
+daemon_factory = test_daemon.daemon_factory
+
+FOREIGN = (
+    b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF '
+    b'xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description '
+    b'xmlns:xmp="http://ns.adobe.com/xap/1.0/" xmp:Rating="5" xmp:Label="Red"/>'
+    b"</rdf:RDF></x:xmpmeta>"
+)
+CONTENT = SidecarContent(
+    stars=3,
+    label=None,
+    keywords=("keeper",),
+    keyword_parent="PostSelect",
+    keeper_probability=0.8,
+    reasons=(),
+    model_version="test",
+)
+
+
+# --- a file the daemon really cannot read, also where the tests run as root -------------
+
+# prctl(2) PR_CAPBSET_DROP; capability(7) CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH.
+_PR_CAPBSET_DROP, _CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH = 24, 1, 2
+
+
+def _without_file_powers() -> None:
+    """In the child before exec: drop root's power to read and write every file, so
+    another user's 0600 file is as unreadable to it as to any user. (Not a switch to
+    ``nobody``: this interpreter may live where only root can reach, like ~/.pyenv.)"""
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in (_CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH):
+        if libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+class Unprivileged:
+    """How to start a process that file permissions apply to, and make a file it cannot
+    read: as root, root without CAP_DAC_OVERRIDE/CAP_DAC_READ_SEARCH and a file of
+    ``nobody``'s, mode 0600; otherwise ourselves and a file of ours, mode 000."""
+
+    def __init__(self) -> None:
+        self.root = os.geteuid() == 0
+        self.popen: dict = {}
+        if not self.root:
+            return
+        self.popen = {"preexec_fn": _without_file_powers}
+        try:
+            subprocess.run([sys.executable, "-c", "pass"], check=True, **self.popen)
+        except (OSError, subprocess.SubprocessError) as exc:
+            pytest.skip(f"running as root and cannot drop the file-permission powers: {exc}")
+
+    def unreadable_file(self, path: Path, data: bytes) -> None:
+        path.write_bytes(data)
+        if self.root:
+            os.chown(path, 65534, 65534)  # nobody
+            os.chmod(path, 0o600)
+        else:
+            os.chmod(path, 0o000)
+
+    @staticmethod
+    def release(path: Path) -> None:
+        """Readable again, for the test's own checks and tmp_path's cleanup."""
+        os.chmod(path, 0o600)
+
+
+@pytest.fixture
+def unprivileged() -> Unprivileged:
+    return Unprivileged()
+
+
+class FaultDaemon(DaemonProcess):
+    """tests/test_daemon.py's real daemon, started so file permissions apply to it
+    (``as_user``), or through a small script (``launcher``, run with python -c) that
+    injects a fault."""
+
+    def __init__(
+        self,
+        tmp_path: Path,
+        watches: list[Path],
+        *,
+        as_user: Unprivileged | None = None,
+        launcher: str | None = None,
+        **settings,
+    ):
+        super().__init__(tmp_path, watches, **settings)
+        self.popen = as_user.popen if as_user else {}
+        self.launcher = launcher
+
+    def start(self, *args: str, env: dict | None = None, wait: bool = True) -> None:
+        log = self.tmp / f"daemon-{len(self.logs) + 1}.log"
+        self.logs.append(log)
+        self._log_file = open(log, "w")
+        entry = ["-c", self.launcher] if self.launcher else ["-m", "postselectd"]
+        self.proc = subprocess.Popen(
+            [sys.executable, *entry, "run", "--config", str(self.config_path)]
+            + ["--log-level", "info", *args],
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            env={**self.env, "PYTHONDONTWRITEBYTECODE": "1", **(env or {})},
+            cwd=ROOT,
+            **self.popen,
+        )
+        if wait:
+            self.wait_for(lambda: " started (pid " in self.log(), 90, "the start-up line")
+
+
+def _descendants(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            for task in Path(f"/proc/{current}/task").iterdir():
+                children = [int(c) for c in (task / "children").read_text().split()]
+                found += children
+                todo += children
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+# --- item 1: an unreadable sidecar is its photo's failure ---------------------------------
+
+
+@pytest.mark.parametrize("code", [errno.EIO, errno.ESTALE])
+def test_a_sidecar_read_error_is_that_photos_sidecar_error(tmp_path, monkeypatch, code):
+    """EIO (a failing card) or ESTALE (NFS) while reading the existing sidecar: a
+    SidecarError naming the file and the reason, the sidecar as it was, no temp left."""
+    folder = tmp_path / "card"
+    folder.mkdir()
+    photo = folder / "DSC_0001.NEF"
+    photo.write_bytes(b"raw")
+    sidecar = folder / "DSC_0001.xmp"
+    sidecar.write_bytes(FOREIGN)
+    real_read = Path.read_bytes
+
+    def failing_read(self: Path) -> bytes:
+        if self.name == sidecar.name:
+            raise OSError(code, os.strerror(code), str(self))
+        return real_read(self)
+
+    monkeypatch.setattr(Path, "read_bytes", failing_read)
+    with pytest.raises(SidecarError) as caught:
+        write_sidecars(photo, CONTENT, ["lightroom"])
+    assert str(caught.value) == (
+        f"DSC_0001.xmp: existing sidecar cannot be read ({os.strerror(code)}); left untouched"
+    )
+    monkeypatch.undo()
+    assert sidecar.read_bytes() == FOREIGN
+    assert sorted(p.name for p in folder.iterdir()) == ["DSC_0001.NEF", "DSC_0001.xmp"]
+
+
+def test_finish_turns_any_os_error_into_the_files_error(tmp_path, monkeypatch):
+    """Pipeline.finish (the daemon's and `score`'s one place a sidecar is written): an
+    EIO on one photo's sidecar is that result's error; the next photo is written."""
+    folder = tmp_path / "card"
+    first = copy_file(shared_path("samples", "nef", "DSC_0101.NEF"), folder)
+    second = copy_file(shared_path("samples", "nef", "DSC_0103.NEF"), folder)
+    sidecar_of(first).write_bytes(FOREIGN)
+    config = Config()
+    scored = [analyze_file(first), analyze_file(second)]
+    real_read = Path.read_bytes
+
+    def failing_read(self: Path) -> bytes:
+        if self.name == sidecar_of(first).name:
+            raise OSError(errno.EIO, os.strerror(errno.EIO), str(self))
+        return real_read(self)
+
+    monkeypatch.setattr(Path, "read_bytes", failing_read)
+    results = [finish(s, config) for s in scored]
+    monkeypatch.undo()
+    assert results[0].error == (
+        "DSC_0101.xmp: existing sidecar cannot be read (Input/output error); left untouched"
+    )
+    assert results[1].error is None and results[1].sidecars == (sidecar_of(second),)
+    assert sidecar_of(first).read_bytes() == FOREIGN
+
+
+def test_score_writes_every_other_sidecar_and_reports_the_unreadable_ones(unprivileged, tmp_path):
+    """Four photos; the first's sidecar is another user's 0600 file, the second's name is
+    a folder: `score` says so for each, writes the other two and exits 1."""
+    folder = tmp_path / "shoot"
+    names = ["DSC_0101.NEF", "DSC_0102.NEF", "DSC_0103.NEF", "DSC_0104.NEF"]
+    raws = [copy_file(shared_path("samples", "nef", n), folder) for n in names]
+    unprivileged.unreadable_file(sidecar_of(raws[0]), FOREIGN)
+    sidecar_of(raws[1]).mkdir()
+    env = dict(os.environ)
+    env.update(HOME=str(tmp_path), XDG_CONFIG_HOME=str(tmp_path / "no-config"))
+    result = subprocess.run(
+        [sys.executable, "-m", "postselectd", "score", str(folder)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=600,
+        **unprivileged.popen,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert (
+        "DSC_0101.xmp: existing sidecar cannot be read (Permission denied); left untouched"
+    ) in result.stderr
+    assert "DSC_0102.xmp: is a folder, not a sidecar; left untouched" in result.stderr
+    for raw in raws[2:]:
+        assert "Xmp.postselect.KeeperProbability" in read_sidecar(sidecar_of(raw))
+    unprivileged.release(sidecar_of(raws[0]))
+    assert sidecar_of(raws[0]).read_bytes() == FOREIGN
+    assert sidecar_of(raws[1]).is_dir() and not any(sidecar_of(raws[1]).iterdir())
+
+
+def test_daemon_fails_only_the_photos_whose_sidecar_it_cannot_read(unprivileged, tmp_path):
+    """The real daemon (as root, without root's power over file permissions): a sidecar
+    of another user's, mode 0600, and a folder named like a sidecar each fail their photo
+    after the retries, with the reason in the journal and the log; the daemon stays up
+    and rates the folder's other photos, before and after a restart."""
+    watch = tmp_path / "card"
+    watch.mkdir()
+    daemon = FaultDaemon(
+        tmp_path, [watch], as_user=unprivileged, max_retries=2, retry_backoff_seconds=0.2
+    )
+    try:
+        daemon.start()
+        names = ["DSC_0101.NEF", "DSC_0102.NEF", "DSC_0103.NEF", "DSC_0104.NEF"]
+        unreadable, folder_named = watch / "DSC_0101.xmp", watch / "DSC_0102.xmp"
+        unprivileged.unreadable_file(unreadable, FOREIGN)
+        folder_named.mkdir()
+        raws = [copy_file(shared_path("samples", "nef", n), watch) for n in names]
+
+        def settled() -> bool:
+            rows = daemon.rows()
+            return all(str(r) in rows and rows[str(r)].status != "pending" for r in raws)
+
+        daemon.wait_for(settled, 120, "every photo rated or failed")
+        assert daemon.proc.poll() is None
+        rows = daemon.rows()
+        assert_rated_once(daemon, raws[2:])
+        first, second = rows[str(raws[0])], rows[str(raws[1])]
+        assert (first.status, first.attempts) == ("failed", 3)
+        assert first.reason == (
+            "DSC_0101.xmp: existing sidecar cannot be read (Permission denied); left untouched"
+        )
+        assert (second.status, second.reason) == (
+            "failed",
+            "DSC_0102.xmp: is a folder, not a sidecar; left untouched",
+        )
+        log = daemon.log()
+        assert "Traceback" not in log, log[-3000:]
+        assert log.count("DSC_0101.NEF: DSC_0101.xmp: existing sidecar cannot be read") == 2
+        assert "DSC_0101.NEF: failed: DSC_0101.xmp: existing sidecar" in log
+
+        # The next photo after a restart is rated too: nothing is left to crash-loop on.
+        assert daemon.stop()[0] == 0
+        daemon.start()
+        later = copy_file(shared_path("samples", "nef", "DSC_0105.NEF"), watch)
+        daemon.wait_for(lambda: daemon.rated() == 3, 60, "the photo after the restart")
+        assert_rated_once(daemon, [*raws[2:], later])
+        assert daemon.stop()[0] == 0
+    finally:
+        daemon.kill()
+    owner = unreadable.stat().st_uid
+    unprivileged.release(unreadable)
+    assert unreadable.read_bytes() == FOREIGN
+    assert owner == (65534 if unprivileged.root else os.getuid())
+    assert folder_named.is_dir() and not any(folder_named.iterdir())
