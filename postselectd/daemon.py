@@ -315,9 +315,16 @@ class Daemon:
             if not self.should_exit:
                 self.main_loop()
         finally:
-            self.shutdown()
-            for signum, previous in handlers.items():
-                signal.signal(signum, previous)
+            try:
+                self.shutdown()
+            finally:
+                # Even when something in the shutdown failed before the pool was closed:
+                # the workers ignore SIGTERM, so left to the interpreter's exit they would
+                # be waited for without end (the service manager's stop would hang).
+                if self.pool is not None:
+                    self.pool.close(timeout=0.5 if self.force_exit else 3.0)
+                for signum, previous in handlers.items():
+                    signal.signal(signum, previous)
         return self._exit_code
 
     def startup(self) -> None:

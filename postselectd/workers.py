@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import multiprocessing.util
 import signal
 import threading
 import time
@@ -156,7 +157,13 @@ class WorkerPool:
         self._workers: dict[int, _Worker] = {}
         self._next_id = 0
         self._closing = False
+        self._closed = False
         self._wake_r, self._wake_w = self._context.Pipe(duplex=False)
+        # The workers ignore SIGTERM, and the interpreter's exit would SIGTERM them and wait
+        # without a deadline: however the owner's code ends (an exception past its
+        # close()), the pool is closed first, with its deadline (exitpriority >= 0 runs
+        # before multiprocessing terminates and joins the children).
+        self._at_exit = multiprocessing.util.Finalize(self, self.close, exitpriority=10)
         for _ in range(size):
             self._spawn()
         self._listener = threading.Thread(target=self._listen, name="workers", daemon=True)
@@ -293,10 +300,15 @@ class WorkerPool:
         self.post(WorkerDied(job, worker.process.exitcode))
 
     def close(self, timeout: float = 3.0) -> None:
-        """Ask every worker to stop; kill the ones still busy after ``timeout``."""
+        """Ask every worker to stop; kill the ones still busy after ``timeout``.
+
+        Safe to call again (the owner's ``finally`` and the exit hook both may)."""
         with self._lock:
-            self._closing = True
+            if self._closed:
+                return
+            self._closed = self._closing = True
             workers = list(self._workers.values())
+        self._at_exit.cancel()
         self._wake_w.send(None)
         self._listener.join(timeout=5)
         for worker in workers:

@@ -13,8 +13,10 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -297,3 +299,47 @@ def test_daemon_fails_only_the_photos_whose_sidecar_it_cannot_read(unprivileged,
     assert unreadable.read_bytes() == FOREIGN
     assert owner == (65534 if unprivileged.root else os.getuid())
     assert folder_named.is_dir() and not any(folder_named.iterdir())
+
+
+# --- item 2: whatever ends the daemon ends its workers ------------------------------------
+
+FAILING_SHUTDOWN = """
+import sys
+from postselectd import cli, watcher
+
+def stop(self):
+    raise RuntimeError("injected fault: the file watcher cannot be stopped")
+
+watcher.Watcher.stop = stop
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_an_exception_while_stopping_still_ends_the_workers_and_the_process(tmp_path):
+    """An exception escapes the daemon's shutdown before the worker pool is closed: the
+    process still exits within seconds (the workers ignore SIGTERM, and the interpreter's
+    exit would wait for them for ever) and leaves no process behind."""
+    watch = tmp_path / "card"
+    watch.mkdir()
+    daemon = FaultDaemon(tmp_path, [watch], launcher=FAILING_SHUTDOWN)
+    children: list[int] = []
+    try:
+        daemon.start()
+        children = [c for c in _descendants(daemon.proc.pid) if _alive(c)]
+        assert len(children) >= 2, "no worker processes found"
+        daemon.send(signal.SIGTERM)
+        try:
+            code = daemon.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the daemon did not exit within 30 s of SIGTERM:\n" + daemon.log()[-2000:])
+        deadline = time.monotonic() + 5
+        while any(_alive(c) for c in children) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [c for c in children if _alive(c)], "worker processes left behind"
+        assert code != 0
+        assert "injected fault: the file watcher cannot be stopped" in daemon.log()
+    finally:
+        daemon.kill()
+        for child in children:
+            if _alive(child):
+                os.kill(child, signal.SIGKILL)
