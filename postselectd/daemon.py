@@ -46,6 +46,7 @@ from postselectd.pipeline import (
     finish,
     frame_of,
     has_raw_sibling,
+    left_alone_reason,
 )
 from postselectd.sidecar import read_sidecar, sidecar_paths
 from postselectd.state import GONE, Journal, JournalError, Row, Signature, fingerprint
@@ -620,6 +621,8 @@ class Daemon:
         if path.suffix.lower() in JPEG_SUFFIXES and has_raw_sibling(path):
             self.journal.skip(path, "a raw of the same name is rated instead", now)
             return
+        if self._left_alone(path, now):
+            return
         try:
             fp = fingerprint(path, sig.size)
         except OSError as exc:
@@ -729,6 +732,8 @@ class Daemon:
             log.warning("%s: burst verdict not written: %s", path.name, result.error)
             return
         if result.error:
+            if self._left_alone(path, time.time()):
+                return  # its raw arrived while it was analysed
             trouble = folder_trouble(path.parent, result.error)
             if trouble is not None:
                 self._wait_for_folder(path, trouble, result.error)
@@ -804,6 +809,16 @@ class Daemon:
                 scored = self._held.get(path)
                 if scored is not None:
                     self._rate(scored)
+
+    def _left_alone(self, path: Path, now: float) -> bool:
+        """DSC_0001.DNG beside DSC_0001.NEF with only shared-name profiles: the raw writes
+        DSC_0001.xmp, this file writes nothing. Skipped, as the README says; not a failure."""
+        reason = left_alone_reason(path, self.config.sidecar.profiles)
+        if reason is None:
+            return False
+        self.journal.skip(path, reason, now)
+        log.info("%s", reason)
+        return True
 
     def _attempt_failed(self, path: Path, reason: str) -> None:
         daemon = self.config.daemon

@@ -180,6 +180,20 @@ def sidecar_profiles_for(
     return profiles
 
 
+def left_alone_reason(
+    path: Path, profiles: Iterable[str], siblings: list[str] | None = None
+) -> str | None:
+    """Why this file writes no sidecar at all (every one it would write is a sibling's:
+    DSC_0001.DNG beside DSC_0001.NEF under the lightroom profile), or None."""
+    if sidecar_profiles_for(path, profiles, siblings):
+        return None
+    owner = shared_sidecar_owner(path, siblings)
+    return (
+        f"{path.name}: shares {owner.with_suffix('.xmp').name} with {owner.name}, "
+        "which is rated instead; left alone"
+    )
+
+
 def find_photos(paths: Iterable[Path], profiles: Iterable[str] | None = None) -> Iterator[Path]:
     """Photos under the given files and folders, in name order; symlink loops are cut.
 
@@ -377,11 +391,7 @@ def finish(
     profiles = sidecar_profiles_for(scored.path, config.sidecar.profiles, siblings)
     try:
         if not profiles:
-            owner = shared_sidecar_owner(scored.path, siblings)
-            raise SidecarError(
-                f"{scored.path.name}: shares {owner.with_suffix('.xmp').name} with {owner.name}, "
-                "which is rated instead; left alone"
-            )
+            raise SidecarError(left_alone_reason(scored.path, config.sidecar.profiles, siblings))
         results = write_sidecars(
             scored.path,
             content,

@@ -6,9 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
+import test_daemon
 from conftest import copy_file, run_cli, shared_path
 
 from postselectd.pipeline import find_photos, shared_sidecar_owner, sidecar_profiles_for
+
+daemon_factory = test_daemon.daemon_factory  # the real daemon of tests/test_daemon.py
 
 
 def _touch(folder: Path, *names: str) -> None:
@@ -46,6 +49,38 @@ def test_a_dng_beside_its_raw_writes_only_its_own_named_sidecar(tmp_path: Path):
         "lightroom",
         "darktable",
     ]
+
+
+def test_the_daemon_leaves_a_dng_beside_its_raw_alone_instead_of_failing_it(
+    daemon_factory, tmp_path
+):
+    """The README: of DSC_0001.NEF + DSC_0001.DNG only the raw writes DSC_0001.xmp. The
+    real daemon skips the DNG at once (journal: skipped, with why), not after retries."""
+    watch = tmp_path / "card"
+    watch.mkdir()
+    daemon = daemon_factory([watch])
+    daemon.start()
+    raw = copy_file(shared_path("samples", "nef", "DSC_0102.NEF"), watch, "DSC_0001.NEF")
+    dng = copy_file(shared_path("samples", "nef", "DSC_0103.NEF"), watch, "DSC_0001.DNG")
+
+    def settled() -> bool:
+        rows = daemon.rows()
+        return all(str(p) in rows and rows[str(p)].status != "pending" for p in (raw, dng))
+
+    daemon.wait_for(settled, 60, "both files dealt with")
+    rows = daemon.rows()
+    assert rows[str(raw)].status == "rated"
+    assert (rows[str(dng)].status, rows[str(dng)].attempts) == ("skipped", 0)
+    assert rows[str(dng)].reason == (
+        "DSC_0001.DNG: shares DSC_0001.xmp with DSC_0001.NEF, which is rated instead; left alone"
+    )
+    assert sorted(p.name for p in watch.iterdir()) == [
+        "DSC_0001.DNG",
+        "DSC_0001.NEF",
+        "DSC_0001.xmp",
+    ]
+    assert daemon.stop()[0] == 0
+    assert "retrying" not in daemon.log() and "failed:" not in daemon.log()
 
 
 @pytest.mark.parametrize("profile", ["lightroom", "photomechanic"])
