@@ -99,13 +99,51 @@ def test_a_picture_and_its_array_give_the_same_analysis(analyzer, name):
     assert np.array_equal(from_picture.embedding, from_array.embedding)
 
 
-def test_keeper_head_matches_the_measurements_it_was_trained_on():
+def _keeper_head_in_numpy(features: np.ndarray, embedding: np.ndarray) -> np.ndarray:
+    """models/train_default.py's head from the constants stored in keeper_head.onnx:
+    standardized measurements, the embedding's PCA, standardized again, then softmax of
+    a linear layer (temperature folded in), as its export_onnx() lays them out."""
+    import onnx  # the test extra installs it
+    from onnx import numpy_helper
+
+    model = onnx.load(str(models_dir() / "keeper_head.onnx"))
+    c = {t.name: numpy_helper.to_array(t).astype(np.float64) for t in model.graph.initializer}
+    xs = (features.astype(np.float64) - c["x_mean"]) / c["x_std"]
+    ep = (embedding.astype(np.float64) - c["e_mean"]) @ c["pca"]
+    z = (np.concatenate([xs, ep]) - c["z_mean"]) / c["z_std"]
+    logits = z @ c["W"] + c["b"]
+    p = np.exp(logits - logits.max())
+    return p / p.sum()
+
+
+def test_keeper_head_matches_the_measurements_it_was_trained_on(analyzer):
+    """The head is fed this postselectd's measurements, in the order it was trained on, and
+    computes what it was trained to: on real photos, its probabilities are the ones
+    recomputed in numpy from its own constants, and the blur triplet's frames come out
+    keeper / out of focus / more motion blur than the sharp one."""
     head = KeeperHead(models_dir() / "keeper_head.onnx", 1, ["CPUExecutionProvider"])
-    assert head.classes[0] == "keeper"
-    features = np.zeros(len(measure.FEATURE_NAMES), np.float32)
-    probabilities = head.classify(features, np.zeros(1280, np.float32))
-    assert set(probabilities) == set(head.classes)
-    assert abs(sum(probabilities.values()) - 1.0) < 1e-4
+    assert head.classes == (
+        "keeper",
+        "out of focus",
+        "motion blur",
+        "overexposed",
+        "underexposed",
+    )
+    assert len(measure.FEATURE_NAMES) == 18  # the head's input width (MODELS.md)
+    found = {}
+    for name in ("blur-0003.jpg", "blur-0001.jpg", "blur-0002.jpg", "blur-0014.jpg"):
+        analysis = analyze(analyzer, "eval", "blur", name)
+        expected = _keeper_head_in_numpy(analysis.measurements, analysis.embedding)
+        got = head.classify(analysis.measurements, analysis.embedding)
+        np.testing.assert_allclose(list(got.values()), expected, atol=1e-5, err_msg=name)
+        # And the analysis reports exactly what the head said (rounded to 4 places).
+        reported = dict(analysis.class_probabilities)
+        assert list(reported.values()) == pytest.approx(list(got.values()), abs=6e-5)
+        found[name] = got
+    sharp, defocused, moved = found["blur-0003.jpg"], found["blur-0001.jpg"], found["blur-0002.jpg"]
+    assert max(sharp, key=sharp.get) == "keeper"
+    assert max(defocused, key=defocused.get) == "out of focus"
+    assert moved["motion blur"] > 10 * sharp["motion blur"]
 
 
 def test_a_sharp_face_overrules_a_soft_frame():

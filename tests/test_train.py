@@ -104,10 +104,10 @@ def test_head_learns_a_taste_and_its_onnx_file_says_the_same(tmp_path: Path):
         loaded.select_probability(x, e) for x, e in zip(data.X[test], data.E[test], strict=True)
     ]
     np.testing.assert_allclose(ours, p, atol=2e-5)
-    try:
-        import onnx
-    except ImportError:  # build-time only; onnxruntime loading it above is the real check
-        return
+    # The file is written by hand (onnx_export.py), not by the onnx package: the spec's own
+    # checker, with shape inference, says whether other ONNX tools can read it too.
+    import onnx  # the test extra installs it
+
     onnx.checker.check_model(onnx.load(str(path)), full_check=True)
 
 
