@@ -23,6 +23,7 @@ from postselectd import rawmeta
 from postselectd.analysis import Analysis, Analyzer
 from postselectd.bursts import MAX_GAP_SECONDS, BurstInfo, Frame, group_bursts
 from postselectd.config import AnalysisConfig, Config, RatingPolicy
+from postselectd.names import same_stem, stem_key
 from postselectd.preview import PreviewError, load_preview
 from postselectd.rating import Rating, rate, weigh
 from postselectd.reasons import EYES_CLOSED
@@ -116,11 +117,10 @@ def is_candidate(path: Path) -> bool:
 
 
 def same_stem_names(path: Path, listing: list[str] | None = None) -> list[str]:
-    """Names in the file's folder that share its stem (DSC_0001.NEF, DSC_0001.JPG, ...).
+    """Names in the file's folder that share its stem (DSC_0001.NEF, dsc_0001.jpg, ...).
 
     ``listing``: the folder's names, when the caller has just listed it.
     """
-    stem = path.stem
     if listing is not None:
         names = listing
     else:
@@ -128,9 +128,9 @@ def same_stem_names(path: Path, listing: list[str] | None = None) -> list[str]:
             names = os.listdir(path.parent)
         except OSError:
             return []
-    # startswith first: a Path for each of a card folder's 6,000 names (raws and their
-    # sidecars) cost 8 ms for every file rated.
-    return [n for n in names if n.startswith(stem) and Path(n).stem == stem]
+    # Case and Unicode form aside (names.py): on an exFAT card or a Mac, DSC_0001.NEF and
+    # dsc_0001.jpg would write one DSC_0001.xmp.
+    return same_stem(names, path.stem)
 
 
 def has_raw_sibling(path: Path, siblings: list[str] | None = None) -> bool:
@@ -220,10 +220,10 @@ def find_photos(paths: Iterable[Path], profiles: Iterable[str] | None = None) ->
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             by_stem: dict[str, list[str]] = {}
             for name in files:
-                by_stem.setdefault(Path(name).stem, []).append(name)
+                by_stem.setdefault(stem_key(name), []).append(name)
             for name in sorted(files):
                 path = Path(folder) / name
-                siblings = by_stem[path.stem]
+                siblings = by_stem[stem_key(name)]
                 if not is_candidate(path) or has_raw_sibling(path, siblings):
                     continue
                 if profiles is not None and not sidecar_profiles_for(path, profiles, siblings):

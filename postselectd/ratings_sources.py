@@ -24,6 +24,7 @@ import logging
 import re
 import shutil
 import sqlite3
+import stat
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 import defusedxml.ElementTree as SafeET
 
 from postselectd.config import TrainConfig
-from postselectd.sidecar import MAX_SIDECAR_BYTES, NS_URI, color_of
+from postselectd.sidecar import MAX_SIDECAR_BYTES, NS_URI, color_of, names_like
 
 log = logging.getLogger(__name__)
 
@@ -253,16 +254,22 @@ def _numbers(value: str | None) -> list[int]:
 
 def sidecars_of(photo: Path) -> list[Path]:
     """Both sidecar names editors use: DSC_0001.xmp (Lightroom, Capture One, Bridge, Photo
-    Mechanic) and DSC_0001.NEF.xmp (darktable, digiKam), either case of .xmp."""
-    names = [photo.with_suffix(".xmp"), photo.with_suffix(".XMP")]
-    names += [photo.with_name(photo.name + ".xmp"), photo.with_name(photo.name + ".XMP")]
+    Mechanic) and DSC_0001.NEF.xmp (darktable, digiKam), case and Unicode form aside (a
+    card's DSC_0001.XMP for dsc_0001.nef, a Mac's decomposed Cafe\u0301.xmp for Café.NEF)."""
+    names = []
+    for wanted in (photo.with_suffix(".xmp"), photo.with_name(photo.name + ".xmp")):
+        names.append(wanted)
+        names += [photo.with_name(n) for n in names_like(photo.parent, wanted.name)]
     seen, found = set(), []
     for path in names:
-        if path.is_file():
-            key = path.resolve()
-            if key not in seen:
-                seen.add(key)
-                found.append(path)
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        # One file by its identity: on a case-insensitive volume every spelling opens it.
+        if stat.S_ISREG(st.st_mode) and (st.st_dev, st.st_ino) not in seen:
+            seen.add((st.st_dev, st.st_ino))
+            found.append(path)
     return found
 
 

@@ -38,6 +38,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from postselectd.names import name_key, stem_key
 from postselectd.preview import PreviewError, load_preview
 from postselectd.sidecar import DIALECTS, NS_PREFIX, color_of, read_sidecar
 
@@ -397,9 +398,11 @@ def photos_to_show(paths: Iterable[Path], profiles: Sequence[str]) -> list[Path]
     from postselectd.pipeline import find_photos, sidecar_profiles_for
 
     photos = list(find_photos(paths))
-    stems = Counter((p.parent, p.stem) for p in photos)
+    stems = Counter((p.parent, stem_key(p.name)) for p in photos)
     return [
-        p for p in photos if stems[(p.parent, p.stem)] == 1 or sidecar_profiles_for(p, profiles)
+        p
+        for p in photos
+        if stems[(p.parent, stem_key(p.name))] == 1 or sidecar_profiles_for(p, profiles)
     ]
 
 
@@ -524,21 +527,24 @@ def _sidecar_candidates(
     """The configured profiles' sidecars first, then the other naming (a shoot rated with
     another profile still shows its verdicts); an extension in any case (DSC_0001.XMP).
 
-    ``listing``: the folder's names by their lower case, listed once per folder
+    ``listing``: the folder's names, by themselves and by ``name_key`` (case and Unicode
+    form aside: DSC_0001.xmp for dsc_0001.nef, as on a Mac), listed once per folder
     (``sidecar.sidecar_path`` lists the folder for every photo without a sidecar).
     """
     after_raw = [DIALECTS[p].names_after_raw for p in profiles]
     wanted = [photo.name + ".xmp" if a else photo.stem + ".xmp" for a in after_raw]
     wanted += [photo.stem + ".xmp", photo.name + ".xmp"]
-    found = [listing.get(name.lower()) for name in dict.fromkeys(wanted)]
+    found = [listing.get(name) or listing.get(name_key(name)) for name in dict.fromkeys(wanted)]
     return [photo.with_name(name) for name in found if name]
 
 
 def _folder_listing(folder: Path) -> dict[str, str]:
     try:
-        return {name.lower(): name for name in os.listdir(folder)}
+        names = sorted(os.listdir(folder), reverse=True)
     except OSError:
         return {}
+    # By key, the first name in order; a name itself (its exact sidecar) comes first.
+    return {name_key(name): name for name in names} | {name: name for name in names}
 
 
 def _keep_freed_memory() -> None:

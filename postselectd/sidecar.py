@@ -44,6 +44,8 @@ import defusedxml.ElementTree as SafeET
 import pyexiv2
 from defusedxml import DefusedXmlException
 
+from postselectd.names import name_key
+
 log = logging.getLogger(__name__)
 
 NS_URI = "http://ns.postselectd.org/xmp/1.0/"
@@ -222,7 +224,8 @@ def sidecar_path(photo: Path, profile: str, listing: Iterable[str] | None = None
         wanted = photo.with_name(photo.name + ".xmp")
     else:
         wanted = photo.with_suffix(".xmp")
-    # Reuse an existing sidecar whose extension differs only in case (DSC_0001.XMP).
+    # Reuse an existing sidecar whose name differs only in case or Unicode form
+    # (DSC_0001.XMP, dsc_0001.xmp; a Mac's decomposed Cafe\u0301.xmp for Café.NEF).
     if not wanted.exists():
         if listing is None:
             like = names_like(wanted.parent, wanted.name)
@@ -243,7 +246,7 @@ _listings: dict[tuple[int, int, str], tuple[int, dict[str, tuple[str, ...]]]] = 
 
 
 def names_like(folder: Path, name: str) -> tuple[str, ...]:
-    """Names in ``folder`` equal to ``name`` but for case, in name order.
+    """Names in ``folder`` equal to ``name`` but for case and Unicode form, in name order.
 
     Rating a card folder asks this for every file: listing 3,000 names each time made it
     quadratic (~9 ms a file at 500 files). A settled folder's listing is kept while its
@@ -257,7 +260,7 @@ def names_like(folder: Path, name: str) -> tuple[str, ...]:
     key = (st.st_dev, st.st_ino, str(folder))
     cached = _listings.get(key)
     if cached is not None and cached[0] == st.st_mtime_ns:
-        return cached[1].get(name.lower(), ())
+        return cached[1].get(name_key(name), ())
     listed_at = time.time_ns()
     try:
         listing = os.listdir(folder)
@@ -267,16 +270,17 @@ def names_like(folder: Path, name: str) -> tuple[str, ...]:
         return _same_but_case(listing, name)
     names: dict[str, tuple[str, ...]] = {}
     for entry in sorted(listing):
-        names[entry.lower()] = names.get(entry.lower(), ()) + (entry,)
+        same = name_key(entry)
+        names[same] = names.get(same, ()) + (entry,)
     if len(_listings) >= _LISTINGS_KEPT:
         _listings.pop(next(iter(_listings)))
     _listings[key] = (st.st_mtime_ns, names)
-    return names.get(name.lower(), ())
+    return names.get(name_key(name), ())
 
 
 def _same_but_case(listing: Iterable[str], name: str) -> tuple[str, ...]:
-    wanted = name.lower()
-    return tuple(sorted(n for n in listing if n.lower() == wanted))
+    wanted = name_key(name)
+    return tuple(sorted(n for n in listing if name_key(n) == wanted))
 
 
 def sidecar_paths(photo: Path, profiles: Iterable[str]) -> list[Path]:

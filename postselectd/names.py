@@ -1,0 +1,32 @@
+"""When two file names are the same name: the rule every pair and sidecar lookup uses.
+
+Cards and the disks photographers copy them to are often case-insensitive (exFAT and FAT
+cards, macOS APFS/HFS+, SMB shares), and macOS hands out names decomposed (``Café`` as
+``Cafe`` + U+0301) where Linux keeps whatever bytes were written. So ``DSC_0001.NEF`` and
+``dsc_0001.jpg`` are a raw+JPEG pair, and ``DSC_0001.xmp`` and ``dsc_0001.XMP`` one
+sidecar, wherever the folder happens to live. Names that are not valid UTF-8 (kept by
+Python as lone surrogates) compare by their bytes.
+"""
+
+from __future__ import annotations
+
+import os
+import unicodedata
+
+
+def name_key(name: str) -> str:
+    """What makes two names the same name: Unicode NFC, then lower case."""
+    return unicodedata.normalize("NFC", name).lower()
+
+
+def stem_key(name: str) -> str:
+    """The key of a name without its last extension (DSC_0001 of DSC_0001.NEF)."""
+    return name_key(os.path.splitext(name)[0])
+
+
+def same_stem(names: list[str], stem: str) -> list[str]:
+    """The names among ``names`` whose stem is ``stem`` but for case and normalisation."""
+    key = name_key(stem)
+    # Whole-name key first: it rules out nearly every name of a card folder, and only the
+    # few left are split.
+    return [n for n in names if name_key(n).startswith(key) and stem_key(n) == key]

@@ -1,0 +1,185 @@
+"""File names as cards, Macs and old Linux disks hand them over.
+
+A raw and its JPEG are one pair whatever the case of their names (``DSC_0001.NEF`` +
+``dsc_0001.jpg``: one file on an exFAT card, a Mac or an SMB share) and whatever their
+Unicode form (macOS gives ``Café`` decomposed); an editor's sidecar is found the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import unicodedata
+from pathlib import Path
+
+import pytest
+import test_daemon
+from conftest import copy_file, run_cli, shared_path
+
+from postselectd.pipeline import find_photos, shared_sidecar_owner
+from postselectd.ratings_sources import sidecars_of
+from postselectd.report import _folder_listing, _sidecar_candidates
+from postselectd.sidecar import TEMPLATE, read_sidecar
+
+# The real-daemon fixtures of tests/test_daemon.py.
+daemon_factory = test_daemon.daemon_factory
+small_nef = test_daemon.small_nef
+watching = test_daemon.watching
+
+NFC = unicodedata.normalize("NFC", "Café")  # as Linux tools and cameras write it
+NFD = unicodedata.normalize("NFD", "Café")  # as macOS hands it out
+
+
+def _raw() -> Path:
+    return shared_path("samples", "nef", "DSC_0101.NEF")
+
+
+def _jpeg() -> Path:
+    return shared_path("eval", "blur", "blur-0001.jpg")  # a real 2048x1365 JPEG
+
+
+def _records(result: subprocess.CompletedProcess) -> list[dict]:
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+
+
+def _xmps(folder: Path) -> list[str]:
+    return sorted(n for n in os.listdir(folder) if n.lower().endswith(".xmp"))
+
+
+def _sidecar_with_rating(path: Path, rating: int) -> None:
+    """A sidecar as an editor leaves it: a person's rating and nothing of ours."""
+    path.write_bytes(
+        TEMPLATE.replace(
+            b" </rdf:RDF>",
+            b'  <rdf:Description rdf:about="" xmlns:xmp="http://ns.adobe.com/xap/1.0/"'
+            b' xmp:Rating="%d"/>\n </rdf:RDF>' % rating,
+        )
+    )
+
+
+# --- the pair rule ----------------------------------------------------------------------
+
+
+def test_a_raw_and_its_jpeg_pair_whatever_their_case_or_unicode_form(tmp_path: Path):
+    for name in ("DSC_0001.NEF", "dsc_0001.jpg", f"{NFD}.NEF", f"{NFC}.JPG", "IMG_0002.jpg"):
+        (tmp_path / name).write_bytes(b"x")
+    assert [p.name for p in find_photos([tmp_path], ["lightroom"])] == sorted(
+        ["DSC_0001.NEF", f"{NFD}.NEF", "IMG_0002.jpg"]
+    )
+    assert shared_sidecar_owner(tmp_path / "dsc_0001.jpg") == tmp_path / "DSC_0001.NEF"
+    assert shared_sidecar_owner(tmp_path / f"{NFC}.JPG") == tmp_path / f"{NFD}.NEF"
+
+
+@pytest.mark.parametrize(
+    ("raw", "jpeg"),
+    [("DSC_0001.NEF", "dsc_0001.jpg"), (f"{NFD}_0001.NEF", f"{NFC}_0001.JPG")],
+    ids=["case", "unicode-form"],
+)
+def test_raw_and_jpeg_of_one_name_get_one_sidecar_through_the_raw(tmp_path, raw, jpeg):
+    folder = tmp_path / "pair"
+    copy_file(_raw(), folder, raw)
+    copy_file(_jpeg(), folder, jpeg)
+    records = _records(run_cli("score", "--json", str(folder)))
+    assert [Path(r["path"]).name for r in records] == [raw]
+    # On a case-insensitive card both would have written this one file.
+    assert _xmps(folder) == [Path(raw).stem + ".xmp"]
+    assert read_sidecar(folder / _xmps(folder)[0])["Xmp.xmp.Rating"] == str(records[0]["rating"])
+
+
+def test_an_editors_sidecar_in_the_other_unicode_form_is_merged_into(tmp_path: Path):
+    folder = tmp_path / "mac"
+    photo = copy_file(_raw(), folder, f"{NFC}_0001.NEF")
+    theirs = folder / f"{NFD}_0001.xmp"  # written on a Mac, copied here
+    _sidecar_with_rating(theirs, 5)
+    [record] = _records(run_cli("score", "--json", str(photo)))
+    assert record["sidecar"] == [str(theirs)]
+    assert _xmps(folder) == [theirs.name]
+    merged = read_sidecar(theirs)
+    assert merged["Xmp.xmp.Rating"] == "5"  # the person's rating stays
+    assert "Xmp.postselect.KeeperProbability" in merged
+
+
+def test_sidecars_are_found_whatever_their_case_or_unicode_form(tmp_path: Path):
+    for name in ("DSC_0001.NEF", "dsc_0001.XMP", f"{NFC}.NEF", f"{NFD}.NEF.xmp", "B.NEF"):
+        (tmp_path / name).write_bytes(b"")
+    assert [p.name for p in sidecars_of(tmp_path / "DSC_0001.NEF")] == ["dsc_0001.XMP"]
+    assert [p.name for p in sidecars_of(tmp_path / f"{NFC}.NEF")] == [f"{NFD}.NEF.xmp"]
+    assert sidecars_of(tmp_path / "B.NEF") == []
+    listing = _folder_listing(tmp_path)
+    found = {
+        photo: [p.name for p in _sidecar_candidates(tmp_path / photo, ["lightroom"], listing)]
+        for photo in ("DSC_0001.NEF", f"{NFC}.NEF", "B.NEF")
+    }
+    assert found == {
+        "DSC_0001.NEF": ["dsc_0001.XMP"],
+        f"{NFC}.NEF": [f"{NFD}.NEF.xmp"],
+        "B.NEF": [],
+    }
+
+
+@pytest.mark.slow
+def test_the_daemon_rates_a_raw_and_its_lowercase_jpeg_once_through_the_raw(watching, small_nef):
+    watch, daemon = watching("card")
+    raw = small_nef.write(watch / "DSC_0001.NEF", tag=3)
+    jpeg = watch / "dsc_0001.jpg"
+    shutil.copyfile(_jpeg(), jpeg)  # arrives after its raw, with a new mtime
+    daemon.wait_for(
+        lambda: (row := daemon.rows().get(str(jpeg))) is not None and row.status != "pending",
+        60,
+        "the JPEG's turn",
+    )
+    daemon.wait_for(lambda: daemon.rated() >= 1, 60, "the raw rated")
+    row = daemon.rows()[str(jpeg)]
+    assert (row.status, row.reason) == ("skipped", "a raw of the same name is rated instead")
+    test_daemon.assert_rated_once(daemon, [raw])
+    assert _xmps(watch) == ["DSC_0001.xmp"]
+    assert daemon.stop()[0] == 0
+
+
+# --- a real case-insensitive volume -----------------------------------------------------
+
+
+@pytest.fixture
+def exfat_card(tmp_path: Path):
+    """An exFAT image mounted through FUSE (exfat-fuse): case-insensitive, as a camera's
+    card is. Needs root, /dev/fuse, a loop device, mkfs.exfat and mount.exfat-fuse."""
+    tools = [shutil.which(t) for t in ("mkfs.exfat", "mount.exfat-fuse", "losetup", "umount")]
+    if os.geteuid() != 0 or not all(tools) or not os.path.exists("/dev/fuse"):
+        pytest.skip("an exFAT card needs root, /dev/fuse, exfatprogs and exfat-fuse")
+    image = tmp_path / "card.img"
+    with open(image, "wb") as f:
+        f.truncate(64 << 20)
+    subprocess.run(["mkfs.exfat", str(image)], check=True, capture_output=True)
+    loop = subprocess.run(
+        ["losetup", "-f", "--show", str(image)], capture_output=True, text=True
+    )  # fmt: skip
+    if loop.returncode != 0:
+        pytest.skip(f"no loop device here: {loop.stderr.strip()}")
+    device = loop.stdout.strip()
+    card = tmp_path / "card"
+    card.mkdir()
+    mounted = subprocess.run(["mount.exfat-fuse", device, str(card)], capture_output=True)
+    if mounted.returncode != 0:
+        subprocess.run(["losetup", "-d", device], check=False)
+        pytest.skip(f"cannot mount exFAT here: {mounted.stderr.decode().strip()}")
+    try:
+        (card / "PROBE").write_bytes(b"")
+        assert (card / "probe").exists(), "exFAT should be case-insensitive"
+        (card / "PROBE").unlink()
+        yield card
+    finally:
+        subprocess.run(["umount", str(card)], check=False, capture_output=True)
+        subprocess.run(["losetup", "-d", device], check=False, capture_output=True)
+
+
+def test_on_an_exfat_card_raw_and_lowercase_jpeg_write_one_sidecar_once(exfat_card: Path):
+    folder = exfat_card / "DCIM"
+    copy_file(_raw(), folder, "DSC_0001.NEF")
+    copy_file(_jpeg(), folder, "dsc_0001.jpg")
+    records = _records(run_cli("score", "--json", str(folder)))
+    assert [Path(r["path"]).name for r in records] == ["DSC_0001.NEF"]
+    assert _xmps(folder) == ["DSC_0001.xmp"]
+    assert read_sidecar(folder / "DSC_0001.xmp")["Xmp.xmp.Rating"] == str(records[0]["rating"])
