@@ -7,6 +7,7 @@ Exit status: 0 every file rated, 1 some files failed (each named with its reason
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
 import os
@@ -191,6 +192,10 @@ def setup_logging(level: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # A file name that is not valid UTF-8 (b'DSC_\xff01.NEF') is printed as DSC_\udcff01.NEF
+    # (in --json output too, where that is its exact escape), not a crash of a strict stdout.
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(errors="backslashreplace")
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

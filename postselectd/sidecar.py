@@ -23,6 +23,7 @@ The only module that calls pyexiv2. Rules it keeps:
 
 from __future__ import annotations
 
+import codecs
 import ctypes
 import errno
 import fcntl
@@ -77,6 +78,30 @@ for _uri, _prefix in (
         pyexiv2.registerNs(_uri, _prefix)
     except Exception:  # already registered in this process
         pass
+
+
+# pyexiv2 encodes a file name with the codec it is given ("utf-8" by default), which
+# fails on a name that is not valid UTF-8 (b'DSC_\xff01.NEF' on Linux, which Python keeps
+# as a lone surrogate); exiv2 itself takes the name as bytes. This codec hands it the
+# name's bytes as the OS has them, the same bytes UTF-8 gives for every valid name.
+_FS_CODEC = "postselectd-fsencode"
+
+
+def _find_fs_codec(name: str) -> codecs.CodecInfo | None:
+    if name != _FS_CODEC.replace("-", "_"):
+        return None
+    return codecs.CodecInfo(
+        encode=lambda text, errors="strict": (os.fsencode(text), len(text)),
+        decode=lambda data, errors="strict": (os.fsdecode(bytes(data)), len(data)),
+        name=_FS_CODEC,
+    )
+
+
+codecs.register(_find_fs_codec)
+
+
+def _open_image(path: Path) -> pyexiv2.Image:
+    return pyexiv2.Image(str(path), encoding=_FS_CODEC)
 
 
 class SidecarError(Exception):
@@ -380,7 +405,7 @@ def read_sidecar(path: Path) -> dict[str, object]:
     data = _read_existing(Path(path))
     if data is None:
         return {}
-    img = pyexiv2.Image(str(path))
+    img = _open_image(path)
     try:
         return img.read_xmp()
     finally:

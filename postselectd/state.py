@@ -125,7 +125,7 @@ _ROW_COLUMNS = (
 
 def _row(values: tuple) -> Row:
     return Row(
-        Path(values[0]),
+        _path(values[0]),
         values[1],
         values[2],
         values[3],
@@ -142,6 +142,36 @@ def _row(values: tuple) -> Row:
         values[14],
         values[15],
     )
+
+
+def _key(path: Path) -> str | bytes:
+    """A path as the journal keeps it: text, or its bytes when the name is not valid UTF-8
+    (b'DSC_\xff01.NEF' on Linux, a lone surrogate in Python), which sqlite text cannot
+    hold; such a row is a BLOB, read back to the same Path."""
+    text = str(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(text)
+    return text
+
+
+def _below(folder: Path) -> str | bytes:
+    """The key prefix of the paths in ``folder``: its key and a separator."""
+    key = _key(folder)
+    sep = b"/" if isinstance(key, bytes) else "/"
+    return key.rstrip(sep) + sep
+
+
+def _path(value: str | bytes) -> Path:
+    return Path(os.fsdecode(value)) if isinstance(value, bytes) else Path(value)
+
+
+def _text(text: str | None) -> str | None:
+    """A reason or result to show: a name that is not valid UTF-8 as its escape (\udcff)."""
+    if text is None:
+        return None
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def fingerprint(path: Path, size: int | None = None) -> str:
@@ -213,7 +243,7 @@ class Journal:
         The first start of a watch records now; ``catch_up`` records 0 (rate everything).
         """
         now = time.time() if now is None else now
-        key = str(folder)
+        key = _key(folder)
         if catch_up:
             self._db.execute(
                 "INSERT INTO watches (path, since) VALUES (?, 0) "
@@ -231,7 +261,7 @@ class Journal:
 
     def get(self, path: Path) -> Row | None:
         found = self._db.execute(
-            f"SELECT {_ROW_COLUMNS} FROM files WHERE path = ?", (str(path),)
+            f"SELECT {_ROW_COLUMNS} FROM files WHERE path = ?", (_key(path),)
         ).fetchone()
         return None if found is None else _row(found)
 
@@ -302,7 +332,7 @@ class Journal:
             self._db.execute(
                 "INSERT INTO files (path, status, size, mtime_ns, due_at, first_seen, updated_at)"
                 " VALUES (?, 'pending', ?, ?, ?, ?, ?)",
-                (str(path), sig.size, sig.mtime_ns, now + quiet, now, now),
+                (_key(path), sig.size, sig.mtime_ns, now + quiet, now, now),
             )
             return True
         if row.status != PENDING:
@@ -311,7 +341,7 @@ class Journal:
             self._db.execute(
                 "UPDATE files SET status = 'pending', size = ?, mtime_ns = ?, fingerprint = NULL,"
                 " reason = NULL, attempts = 0, due_at = ?, updated_at = ? WHERE path = ?",
-                (sig.size, sig.mtime_ns, now + quiet, now, str(path)),
+                (sig.size, sig.mtime_ns, now + quiet, now, _key(path)),
             )
             return True
         if row.signature != sig:
@@ -319,13 +349,13 @@ class Journal:
             self._db.execute(
                 "UPDATE files SET size = ?, mtime_ns = ?, fingerprint = NULL, attempts = 0,"
                 " reason = NULL, due_at = ?, updated_at = ? WHERE path = ?",
-                (sig.size, sig.mtime_ns, now + quiet, now, str(path)),
+                (sig.size, sig.mtime_ns, now + quiet, now, _key(path)),
             )
         elif row.attempts == 0 and (row.due_at is None or row.due_at > now + quiet):
             # Same bytes, a stronger hint that the writer is done (its close): look sooner.
             self._db.execute(
                 "UPDATE files SET due_at = ?, updated_at = ? WHERE path = ?",
-                (now + quiet, now, str(path)),
+                (now + quiet, now, _key(path)),
             )
         return True
 
@@ -334,19 +364,19 @@ class Journal:
         self._db.execute(
             "UPDATE files SET size = ?, mtime_ns = ?, fingerprint = NULL, attempts = 0,"
             " due_at = ?, claimed = 0, updated_at = ? WHERE path = ?",
-            (sig.size, sig.mtime_ns, due_at, now, str(path)),
+            (sig.size, sig.mtime_ns, due_at, now, _key(path)),
         )
 
     def forget(self, path: Path) -> None:
         """A file renamed away inside the watch: its new name has (or gets) its own row."""
-        self._db.execute("DELETE FROM files WHERE path = ? AND claimed = 0", (str(path),))
+        self._db.execute("DELETE FROM files WHERE path = ? AND claimed = 0", (_key(path),))
 
     # --- with a worker ---------------------------------------------------------------
 
     def claim(self, path: Path, fp: str | None, now: float) -> None:
         self._db.execute(
             "UPDATE files SET claimed = 1, fingerprint = ?, updated_at = ? WHERE path = ?",
-            (fp, now, str(path)),
+            (fp, now, _key(path)),
         )
 
     def unclaim(self, path: Path, due_at: float, now: float) -> None:
@@ -354,14 +384,14 @@ class Journal:
         self._db.execute(
             "UPDATE files SET claimed = 0, sidecar_started = NULL, due_at = ?, updated_at = ?"
             " WHERE path = ?",
-            (due_at, now, str(path)),
+            (due_at, now, _key(path)),
         )
 
     def begin_sidecar(self, path: Path, now: float) -> None:
         """Committed before the sidecar is written, so a crash in between is recognisable."""
         self._db.execute(
             "UPDATE files SET sidecar_started = ?, updated_at = ? WHERE path = ?",
-            (now, now, str(path)),
+            (now, now, _key(path)),
         )
 
     def rated(
@@ -381,11 +411,11 @@ class Journal:
             (
                 stars,
                 label,
-                None if result is None else json.dumps(result, ensure_ascii=False),
+                None if result is None else _text(json.dumps(result, ensure_ascii=False)),
                 elapsed_ms,
                 now,
                 now,
-                str(path),
+                _key(path),
             ),
         )
 
@@ -399,9 +429,9 @@ class Journal:
             (
                 stars,
                 label,
-                None if result is None else json.dumps(result, ensure_ascii=False),
+                None if result is None else _text(json.dumps(result, ensure_ascii=False)),
                 now,
-                str(path),
+                _key(path),
             ),
         )
 
@@ -415,13 +445,13 @@ class Journal:
             self._db.execute(
                 "UPDATE files SET status = 'failed', claimed = 0, sidecar_started = NULL,"
                 " reason = ?, attempts = ?, due_at = NULL, updated_at = ? WHERE path = ?",
-                (reason, attempts, now, str(path)),
+                (_text(reason), attempts, now, _key(path)),
             )
             return False
         self._db.execute(
             "UPDATE files SET claimed = 0, sidecar_started = NULL, reason = ?, attempts = ?,"
             " due_at = ?, updated_at = ? WHERE path = ?",
-            (reason, attempts, now + backoff * 2 ** (attempts - 1), now, str(path)),
+            (_text(reason), attempts, now + backoff * 2 ** (attempts - 1), now, _key(path)),
         )
         return True
 
@@ -431,12 +461,12 @@ class Journal:
         self._db.execute(
             "UPDATE files SET claimed = 0, sidecar_started = NULL, reason = ?, due_at = ?,"
             " updated_at = ? WHERE path = ? AND status = 'pending'",
-            (reason, due_at, now, str(path)),
+            (_text(reason), due_at, now, _key(path)),
         )
 
     def waiting_in(self, folder: Path, limit: int) -> list[Row]:
         """Pending files directly in ``folder`` (not below it), not with a worker."""
-        prefix = str(folder).rstrip("/") + "/"
+        prefix = _below(folder)
         cursor = self._db.execute(
             f"SELECT {_ROW_COLUMNS} FROM files WHERE status = 'pending' AND claimed = 0"
             " AND substr(path, 1, ?) = ? AND instr(substr(path, ?), '/') = 0"
@@ -447,7 +477,7 @@ class Journal:
 
     def release_waiting(self, folder: Path, now: float) -> int:
         """Make every pending file directly in ``folder`` due now; returns how many."""
-        prefix = str(folder).rstrip("/") + "/"
+        prefix = _below(folder)
         cursor = self._db.execute(
             "UPDATE files SET due_at = ?, updated_at = ? WHERE status = 'pending'"
             " AND claimed = 0 AND substr(path, 1, ?) = ? AND instr(substr(path, ?), '/') = 0",
@@ -459,7 +489,7 @@ class Journal:
         self._db.execute(
             "UPDATE files SET status = 'skipped', claimed = 0, sidecar_started = NULL,"
             " reason = ?, due_at = NULL, updated_at = ? WHERE path = ?",
-            (reason, now, str(path)),
+            (_text(reason), now, _key(path)),
         )
 
     def recover(self, now: float) -> list[Row]:

@@ -2,7 +2,8 @@
 
 A raw and its JPEG are one pair whatever the case of their names (``DSC_0001.NEF`` +
 ``dsc_0001.jpg``: one file on an exFAT card, a Mac or an SMB share) and whatever their
-Unicode form (macOS gives ``Café`` decomposed); an editor's sidecar is found the same way.
+Unicode form (macOS gives ``Café`` decomposed); an editor's sidecar is found the same way;
+a name that is not valid UTF-8 is rated and gets its sidecar, by ``score`` and by the daemon.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ watching = test_daemon.watching
 
 NFC = unicodedata.normalize("NFC", "Café")  # as Linux tools and cameras write it
 NFD = unicodedata.normalize("NFD", "Café")  # as macOS hands it out
+NOT_UTF8 = os.fsdecode(b"DSC_\xff01")  # Latin-1 bytes from an old disk: a lone surrogate
 
 
 def _raw() -> Path:
@@ -47,6 +49,15 @@ def _records(result: subprocess.CompletedProcess) -> list[dict]:
 
 def _xmps(folder: Path) -> list[str]:
     return sorted(n for n in os.listdir(folder) if n.lower().endswith(".xmp"))
+
+
+def _not_utf8_name_allowed(folder: Path) -> None:
+    probe = folder / (NOT_UTF8 + ".probe")
+    try:
+        probe.write_bytes(b"")
+    except OSError as exc:
+        pytest.skip(f"this filesystem takes only UTF-8 names (macOS): {exc}")
+    probe.unlink()
 
 
 def _sidecar_with_rating(path: Path, rating: int) -> None:
@@ -118,6 +129,65 @@ def test_sidecars_are_found_whatever_their_case_or_unicode_form(tmp_path: Path):
         f"{NFC}.NEF": [f"{NFD}.NEF.xmp"],
         "B.NEF": [],
     }
+
+
+# --- names that are not UTF-8 -----------------------------------------------------------
+
+
+def test_a_name_that_is_not_utf8_is_rated_and_gets_its_sidecars(tmp_path: Path):
+    folder = tmp_path / "old disk"
+    folder.mkdir()
+    _not_utf8_name_allowed(folder)
+    raw = copy_file(_raw(), folder, NOT_UTF8 + ".NEF")
+    copy_file(_jpeg(), folder, NOT_UTF8.lower() + ".JPG")  # its JPEG: left alone
+    config = tmp_path / "config.yaml"
+    config.write_text("sidecar:\n  profiles: [lightroom, darktable]\n")
+    # A UTF-8 locale's stdout is strict: the name must not crash the output either.
+    result = run_cli(
+        "score", "--json", "--config", str(config), str(folder),
+        env={"PYTHONIOENCODING": "utf-8:strict"},
+    )  # fmt: skip
+    [record] = _records(result)
+    assert os.fsencode(record["path"]) == os.fsencode(raw)  # the exact bytes, escaped
+    assert _xmps(folder) == sorted([NOT_UTF8 + ".NEF.xmp", NOT_UTF8 + ".xmp"])
+    for sidecar in _xmps(folder):
+        assert read_sidecar(folder / sidecar)["Xmp.xmp.Rating"] == str(record["rating"])
+    assert not [n for n in os.listdir(folder) if n.endswith(".tmp")]
+
+
+def test_a_new_sidecar_exiv2_cannot_open_is_not_called_an_invalid_existing_one(
+    tmp_path: Path, monkeypatch
+):
+    from postselectd import sidecar
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("injected")
+
+    monkeypatch.setattr(sidecar.pyexiv2, "Image", refuse)
+    content = sidecar.SidecarContent(3, None, (), "PostSelect", 0.5, (), "test")
+    with pytest.raises(sidecar.SidecarError) as error:
+        sidecar.write_sidecar(tmp_path / "DSC_0001.xmp", content)
+    assert str(error.value) == "DSC_0001.xmp: exiv2 cannot open it (injected); not written"
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_the_daemon_rates_a_name_that_is_not_utf8_and_goes_on(watching, small_nef):
+    watch, daemon = watching("import")
+    _not_utf8_name_allowed(watch)
+    odd = small_nef.write(watch / (NOT_UTF8 + ".NEF"), tag=1)
+    plain = small_nef.write(watch / "DSC_0002.NEF", tag=2)
+    daemon.wait_for(
+        lambda: (watch / (NOT_UTF8 + ".xmp")).exists() and (watch / "DSC_0002.xmp").exists(),
+        60,
+        "both sidecars",
+    )
+    test_daemon.assert_rated_once(daemon, [odd, plain])
+    status = run_cli("status", "--config", str(daemon.config_path), env=daemon.env)
+    assert status.returncode == 0, status.stderr
+    assert "DSC_\\udcff01.NEF" in status.stdout
+    assert daemon.stop()[0] == 0
+    assert "Traceback" not in daemon.log()
 
 
 @pytest.mark.slow
