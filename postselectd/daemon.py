@@ -163,8 +163,9 @@ class Scanner:
     """Reconcile scans in their own thread (a share can take minutes to list); the
     results go through the inbox, where the main thread compares them to the journal."""
 
-    def __init__(self, post: Callable[[object], bool]):
+    def __init__(self, post: Callable[[object], bool], watched: Callable[[], list[Path]] = list):
         self.post = post
+        self.watched = watched  # the configured watch folders: links inside them are fine
         self._requests: queue.Queue = queue.Queue()
         self._queued: set[tuple[Path, bool, float | None]] = set()
         self._lock = threading.Lock()
@@ -194,7 +195,7 @@ class Scanner:
             with self._lock:
                 self._queued.discard((root, recursive, since))
             count = 0
-            for path, st in watcher.scan(root, recursive, self._stop):
+            for path, st in watcher.scan(root, recursive, self._stop, self.watched()):
                 message = Scanned(path, Signature.of(st), max(st.st_mtime, st.st_ctime), since)
                 if not self.post(message):
                     return
@@ -343,7 +344,9 @@ class Daemon:
         if self.should_exit:
             return
         self.watcher = watcher.Watcher(self._post_arrival, self._post_overflow)
-        self.scanner = Scanner(self._post_from_scanner)
+        self.scanner = Scanner(
+            self._post_from_scanner, lambda: [folder.path for folder in self.config.watch]
+        )
         described = [self._add_watch(folder, reason="start-up") for folder in self.config.watch]
         log.info(
             "postselectd %s started (pid %d): watching %s with %d worker%s; config: %s",

@@ -194,20 +194,53 @@ def left_alone_reason(
     )
 
 
-def find_photos(paths: Iterable[Path], profiles: Iterable[str] | None = None) -> Iterator[Path]:
-    """Photos under the given files and folders, in name order; symlink loops are cut.
+_LINKS_REPORTED_MAX = 1024
+_links_reported: set[tuple[str, str]] = set()
 
-    With ``profiles``, a file whose every sidecar would be a sibling's (DSC_0001.DNG next
-    to DSC_0001.NEF with the lightroom profile) is not listed.
+
+def skip_linked_folder(link: Path, inside: Iterable[Path]) -> None:
+    """A symlinked folder met while listing photos, which is never followed.
+
+    Photos are found, and their sidecars written, where they really are and only inside
+    the folders the config (or the command line) names: a link to one of those is rated
+    there, under its real name, never twice; a link leading out of them is said once.
+    """
+    target = os.path.realpath(link)
+    for folder in inside:
+        real = os.path.realpath(folder)
+        if target == real or target.startswith(real.rstrip(os.sep) + os.sep):
+            log.debug("%s: a link to %s, which is rated there", link, target)
+            return
+    key = (str(link), target)
+    if key in _links_reported:
+        return
+    if len(_links_reported) >= _LINKS_REPORTED_MAX:
+        _links_reported.clear()
+    _links_reported.add(key)
+    log.warning(
+        "%s: a link to %s, outside the folders to rate; not followed, no sidecars are "
+        "written there (name that folder in the config to rate it)",
+        link,
+        target,
+    )
+
+
+def find_photos(paths: Iterable[Path], profiles: Iterable[str] | None = None) -> Iterator[Path]:
+    """Photos under the given files and folders, in name order.
+
+    Symlinked folders are not followed (``skip_linked_folder``); a symlinked photo is,
+    and its sidecar goes beside the link. With ``profiles``, a file whose every sidecar
+    would be a sibling's (DSC_0001.DNG next to DSC_0001.NEF with the lightroom profile)
+    is not listed.
     """
     profiles = list(profiles) if profiles is not None else None
+    paths = [Path(p) for p in paths]
+    seen: set[tuple[int, int]] = set()  # a folder given twice (A and A/sub) is listed once
     for root in paths:
-        root = Path(root)
         if root.is_file():
             yield root
             continue
-        seen: set[tuple[int, int]] = set()
-        for folder, dirs, files in os.walk(root, followlinks=True):
+        for folder, dirs, files in os.walk(root):
             try:
                 st = os.stat(folder)
             except OSError:
@@ -217,7 +250,11 @@ def find_photos(paths: Iterable[Path], profiles: Iterable[str] | None = None) ->
                 dirs[:] = []
                 continue
             seen.add((st.st_dev, st.st_ino))
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            linked = [d for d in dirs if os.path.islink(os.path.join(folder, d))]
+            for name in linked:
+                if not name.startswith("."):
+                    skip_linked_folder(Path(folder) / name, paths)
+            dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in linked)
             by_stem: dict[str, list[str]] = {}
             for name in files:
                 by_stem.setdefault(stem_key(name), []).append(name)

@@ -23,7 +23,7 @@ import re
 import stat
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,10 +38,10 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver, ObservedWatch
-from watchdog.observers.polling import PollingObserver
+from watchdog.observers.polling import PollingObserverVFS
 
 from postselectd.config import WatchFolder
-from postselectd.pipeline import is_candidate
+from postselectd.pipeline import is_candidate, skip_linked_folder
 
 log = logging.getLogger(__name__)
 
@@ -99,9 +99,18 @@ def is_photo_path(path: Path, root: Path | None = None) -> bool:
 
 
 def scan(
-    root: Path, recursive: bool, stop: threading.Event | None = None
+    root: Path,
+    recursive: bool,
+    stop: threading.Event | None = None,
+    inside: Iterable[Path] = (),
 ) -> Iterator[tuple[Path, os.stat_result]]:
-    """Photos under ``root`` with their stat; hidden folders and symlink loops skipped."""
+    """Photos under ``root`` with their stat; hidden folders skipped.
+
+    Symlinked folders are not followed, as the observers do not follow them: a link to a
+    folder ``inside`` the watched folders (``root`` when none are given) is rated there,
+    under its real path; one leading outside is said once and left alone.
+    """
+    inside = list(inside) or [root]
     seen: set[tuple[int, int]] = set()
     stack = [root]
     while stack:
@@ -122,7 +131,10 @@ def scan(
             try:
                 if entry.is_dir():
                     if recursive and not entry.name.startswith("."):
-                        subfolders.append(Path(entry.path))
+                        if entry.is_symlink():
+                            skip_linked_folder(Path(entry.path), inside)
+                        else:
+                            subfolders.append(Path(entry.path))
                     continue
                 if not is_photo_path(Path(entry.path)):
                     continue
@@ -355,7 +367,9 @@ class Watcher:
     def _observer(self, polling: bool) -> BaseObserver:
         if polling:
             if self._polling is None:
-                self._polling = PollingObserver(timeout=POLL_SECONDS)
+                self._polling = PollingObserverVFS(
+                    self._poll_stat, os.scandir, polling_interval=POLL_SECONDS
+                )
                 self._polling.daemon = True
                 self._polling.start()
             return self._polling
@@ -364,6 +378,22 @@ class Watcher:
             self._native.daemon = True
             self._native.start()
         return self._native
+
+    def _poll_stat(self, path: str) -> os.stat_result:
+        """What polling sees: a symlinked folder is not a folder, so it is not descended
+        into (inotify does not follow links either: no photo is found, and no sidecar
+        written, through a link out of the watched tree, nor round a link loop); a
+        symlinked file is its target, and a watched folder that is a link is followed."""
+        st = os.lstat(path)
+        if not stat.S_ISLNK(st.st_mode):
+            return st
+        try:
+            target = os.stat(path)
+        except OSError:
+            return st  # a dangling or looping link
+        if stat.S_ISDIR(target.st_mode) and Path(path) not in self._watches:
+            return st
+        return target
 
     def _attach(self, watch: _Watch) -> bool:
         path = watch.folder.path
