@@ -27,6 +27,13 @@ def stem_key(name: str) -> str:
 def same_stem(names: list[str], stem: str) -> list[str]:
     """The names among ``names`` whose stem is ``stem`` but for case and normalisation."""
     key = name_key(stem)
-    # Whole-name key first: it rules out nearly every name of a card folder, and only the
-    # few left are split.
-    return [n for n in names if name_key(n).startswith(key) and stem_key(n) == key]
+    size = len(key)
+    # A card folder's 6,000 names are checked for every photo rated: an ASCII name (nearly
+    # all) is ruled out by its lowered head alone, as cheap as the byte-for-byte compare
+    # it replaces (bench/names_speed.py); only the few left are normalised and split.
+    return [
+        n
+        for n in names
+        if (n[:size].lower() == key if n.isascii() else name_key(n).startswith(key))
+        and stem_key(n) == key
+    ]
