@@ -509,15 +509,17 @@ def build_report(
         roots=[Path(p) for p in paths],
         seconds=time.perf_counter() - started,
     )
+    # A file name that is not valid UTF-8 (b'DSC_\xff01.NEF') shows as DSC_\udcff01.NEF.
+    data = page.encode("utf-8", "backslashreplace")
     tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
-    tmp.write_text(page, encoding="utf-8")
+    tmp.write_bytes(data)
     os.replace(tmp, output)
     return Report(
         output=output,
         frames=tuple(frames),
         images_dir=images_dir,
         seconds=time.perf_counter() - started,
-        bytes_written=len(page.encode("utf-8")),
+        bytes_written=len(data),
     )
 
 

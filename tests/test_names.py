@@ -153,6 +153,12 @@ def test_a_name_that_is_not_utf8_is_rated_and_gets_its_sidecars(tmp_path: Path):
     for sidecar in _xmps(folder):
         assert read_sidecar(folder / sidecar)["Xmp.xmp.Rating"] == str(record["rating"])
     assert not [n for n in os.listdir(folder) if n.endswith(".tmp")]
+    # The contact sheet shows it, by its escaped name, with the verdict from its sidecar.
+    page = tmp_path / "report.html"
+    result = run_cli("report", "--config", str(config), "-o", str(page), str(folder))
+    assert result.returncode == 0, result.stderr
+    assert f"{NOT_UTF8.encode('utf-8', 'backslashreplace').decode()}.NEF: " in page.read_text()
+    assert f"{record['rating']} star" in page.read_text()
 
 
 def test_a_new_sidecar_exiv2_cannot_open_is_not_called_an_invalid_existing_one(
