@@ -218,8 +218,8 @@ def skip_linked_folder(link: Path, inside: Iterable[Path]) -> None:
         _links_reported.clear()
     _links_reported.add(key)
     log.warning(
-        "%s: a link to %s, outside the folders to rate; not followed, no sidecars are "
-        "written there (name that folder in the config to rate it)",
+        "%s: a link to %s, outside the folders to rate; not followed, so no sidecar is "
+        "written there (name that folder itself to have it rated)",
         link,
         target,
     )
