@@ -428,6 +428,8 @@ def _readable(merged: bytes, base: bytes | None, name: str) -> None:
             raise SidecarError(
                 f"{name}: existing sidecar is not valid XMP ({reason}); left untouched"
             ) from None
+    if base is None:  # our own new sidecar: nothing of the photographer's is wrong
+        raise SidecarError(f"{name}: exiv2 cannot open it ({reason}); not written")
     raise SidecarError(f"{name}: merging into it failed ({reason}); left untouched")
 
 

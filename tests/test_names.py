@@ -169,7 +169,7 @@ def test_a_new_sidecar_exiv2_cannot_open_is_not_called_an_invalid_existing_one(
     def refuse(*args, **kwargs):
         raise RuntimeError("injected")
 
-    monkeypatch.setattr(sidecar.pyexiv2, "Image", refuse)
+    monkeypatch.setattr(sidecar.pyexiv2, "ImageData", refuse)
     content = sidecar.SidecarContent(3, None, (), "PostSelect", 0.5, (), "test")
     with pytest.raises(sidecar.SidecarError) as error:
         sidecar.write_sidecar(tmp_path / "DSC_0001.xmp", content)
