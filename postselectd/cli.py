@@ -81,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also rate the photos already in the watched folders (default: only new ones)",
     )
+    run.add_argument(
+        "--service-manager",
+        choices=["launchd"],
+        default=None,
+        help=argparse.SUPPRESS,  # set by the launchd agent: how to say "do not restart me"
+    )
 
     status = sub.add_parser(
         "status", parents=[common], help="what the daemon has done: queue, rated, failed"
@@ -208,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
             setup_logging(args.log_level or "info")
             return cmd_doctor(args, None, str(exc))
         print(f"postselectd: bad config: {exc}", file=sys.stderr)
+        if args.command == "run":
+            return _not_restarted(args)
         return EXIT_USAGE
     setup_logging(args.log_level or config.log_level)
     log.debug("config from %s", source)
@@ -355,7 +363,34 @@ def cmd_run(args: argparse.Namespace, config: Config, source: str) -> int:
         return daemon.run()
     except DaemonError as exc:
         log.error("postselectd: %s", exc)
-        return EXIT_USAGE
+        return EXIT_FAILURES if exc.retry else _not_restarted(args)
+
+
+def _not_restarted(args: argparse.Namespace) -> int:
+    """The exit status of a daemon that must not be restarted until a person fixes what
+    the line before says (a bad config, a missing folder, unusable models).
+
+    systemd: 2, which the unit names in RestartPreventExitStatus. launchd restarts a job
+    on any non-zero status (KeepAlive/SuccessfulExit=false) and has no rule per status,
+    so under it (the agent passes --service-manager launchd) this is 0: a job that exits
+    0 is not started again until it is kicked, the reason is logged once.
+    """
+    if args.service_manager == "launchd":
+        from postselectd.service import LAUNCHD_LABEL
+
+        print(
+            "postselectd: not restarted until this is fixed; then run "
+            f"`launchctl kickstart -k gui/{os.getuid()}/{LAUNCHD_LABEL}`",
+            file=sys.stderr,
+        )
+        return EXIT_OK
+    if os.environ.get("INVOCATION_ID"):  # started by systemd
+        print(
+            "postselectd: not restarted until this is fixed; then run "
+            "`systemctl --user restart postselectd`",
+            file=sys.stderr,
+        )
+    return EXIT_USAGE
 
 
 def cmd_status(args: argparse.Namespace, config: Config) -> int:
@@ -561,7 +596,7 @@ def cmd_service(args: argparse.Namespace, config: Config) -> int:
         for name in chosen:
             if len(chosen) > 1:
                 print(f"# --- {name} ---")
-            print(render(name, config=args.config), end="")
+            print(render(name, config=args.config, settings=config), end="")
         return EXIT_OK
     if platform == "all":
         raise UsageError("--platform all only goes with --print")
@@ -569,7 +604,7 @@ def cmd_service(args: argparse.Namespace, config: Config) -> int:
         raise UsageError(f"cannot install a {platform} service on this system (try --print)")
     try:
         if args.action == "install":
-            done = install(platform, config=args.config, start=not args.no_start)
+            done = install(platform, config=args.config, settings=config, start=not args.no_start)
         else:
             done = uninstall(platform, stop=not args.no_start)
     except ServiceError as exc:

@@ -88,7 +88,16 @@ LOCK_NAME = "daemon.lock"
 
 
 class DaemonError(Exception):
-    """The daemon cannot start; str() is the reason for the user."""
+    """The daemon cannot start; str() is the reason for the user.
+
+    ``retry``: it may start if tried again (its workers were slow or died while
+    starting), so a service manager should restart it; otherwise only a person can fix
+    it (a missing folder, unusable models) and restarting it every few seconds helps no one.
+    """
+
+    def __init__(self, message: str, *, retry: bool = False):
+        super().__init__(message)
+        self.retry = retry
 
 
 # --- messages into the inbox ---------------------------------------------------------
@@ -1118,11 +1127,13 @@ class Daemon:
                 return
             if isinstance(message, WorkerDied):
                 raise DaemonError(
-                    f"a worker process died while starting (exit status {message.exitcode})"
+                    f"a worker process died while starting (exit status {message.exitcode})",
+                    retry=True,
                 )
         if not self.should_exit:
             raise DaemonError(
-                f"the worker processes did not start within {WORKER_START_TIMEOUT:.0f} s"
+                f"the worker processes did not start within {WORKER_START_TIMEOUT:.0f} s",
+                retry=True,
             )
 
     # --- status for the service manager --------------------------------------------

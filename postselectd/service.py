@@ -7,13 +7,20 @@ asks the service manager to start them. ``--print`` only renders.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from xml.sax.saxutils import escape
+
+if TYPE_CHECKING:
+    from postselectd.config import Config
 
 UNIT_NAME = "postselectd.service"
 LAUNCHD_LABEL = "org.postselectd.daemon"
@@ -36,10 +43,14 @@ def templates_dir() -> Path:
     raise ServiceError(f"service templates not found in {package / '_service'} (reinstall)")
 
 
-def command_line(python: str | None = None, config: Path | None = None) -> list[str]:
+def command_line(
+    python: str | None = None, config: Path | None = None, manager: str | None = None
+) -> list[str]:
     args = [python or sys.executable, "-m", "postselectd", "run"]
     if config is not None:
         args += ["--config", str(Path(config).expanduser().resolve())]
+    if manager is not None:
+        args += ["--service-manager", manager]
     return args
 
 
@@ -49,10 +60,113 @@ def _systemd_quote(arg: str) -> str:
     return f'"{escaped}"'
 
 
-def render_systemd_unit(python: str | None = None, config: Path | None = None) -> str:
+# Headroom over the workers' own limits for the daemon process and the page cache.
+DAEMON_MEMORY_BYTES = 1024 * 1024 * 1024
+
+
+def writable_folders(settings: Config) -> list[Path]:
+    """What the daemon writes to: sidecars beside the photos, its journal in the state folder."""
+    from postselectd.config import default_inbox
+
+    folders = [w.path for w in settings.watch] or [default_inbox()]
+    folders.append(settings.resolved_state_dir())
+    seen: list[Path] = []
+    for folder in folders:
+        folder = Path(folder).expanduser().absolute()
+        if folder not in seen:
+            seen.append(folder)
+    return seen
+
+
+def memory_max(settings: Config) -> int:
+    from postselectd.pipeline import default_workers
+    from postselectd.workers import WORKER_ADDRESS_SPACE_BYTES
+
+    setting = settings.daemon.workers
+    workers = default_workers() if setting == "auto" else int(setting)
+    return workers * WORKER_ADDRESS_SPACE_BYTES + DAEMON_MEMORY_BYTES
+
+
+def namespace_sandbox(writable: Iterable[Path]) -> str:
+    """The unit's mount-namespace sandbox: everything read-only but ``writable``."""
+    lines = [
+        "PrivateUsers=yes",
+        "ProtectSystem=strict",
+        "ProtectHome=read-only",
+        # "-": a folder that is not there (a card not inserted) is no reason not to start.
+        *(f"ReadWritePaths=-{_systemd_quote(str(p))}" for p in writable),
+        "PrivateTmp=yes",
+        "PrivateDevices=yes",
+        "PrivateNetwork=yes",
+        "ProtectKernelTunables=yes",
+        "ProtectKernelModules=yes",
+        "ProtectKernelLogs=yes",
+        "ProtectControlGroups=yes",
+        "ProtectClock=yes",
+        "ProtectHostname=yes",
+        "PrivateMounts=yes",
+        # It holds no capability outside its namespace; this drops those inside it too.
+        "CapabilityBoundingSet=",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+_CLONE_NEWNS, _CLONE_NEWUSER = 0x00020000, 0x10000000
+_MS_REC, _MS_PRIVATE = 0x4000, 0x40000
+_PR_CAPBSET_DROP, _CAP_SYS_ADMIN = 24, 21
+
+
+def can_sandbox() -> bool:
+    """Whether this user may create a user namespace, mount and drop capabilities in it,
+    as systemd does for a user unit's sandbox. Tried in a child process, which exits at
+    once. Where it may not (Ubuntu 23.10+ refuses it through AppArmor), a unit asking for
+    it would fail to start at all."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    except OSError:
+        return False
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child only reports through its exit status
+        ok = (
+            libc.unshare(_CLONE_NEWUSER | _CLONE_NEWNS) == 0
+            and libc.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None) == 0
+            and libc.prctl(_PR_CAPBSET_DROP, _CAP_SYS_ADMIN, 0, 0, 0) == 0
+        )
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status) == 0
+
+
+def render_systemd_unit(
+    python: str | None = None,
+    config: Path | None = None,
+    settings: Config | None = None,
+    *,
+    sandbox: bool | None = None,
+) -> str:
+    """The user unit for ``settings`` (the config at ``config``). ``sandbox``: write the
+    namespace sandbox (None: where this system allows it)."""
+    from postselectd.config import Config
+    from postselectd.daemon import WORKER_START_TIMEOUT
+
+    settings = settings or Config()
+    if sandbox is None:
+        sandbox = can_sandbox()
     text = (templates_dir() / UNIT_NAME).read_text()
     exec_start = " ".join(_systemd_quote(a) for a in command_line(python, config))
-    return text.replace("@EXEC_START@", exec_start)
+    if sandbox:
+        namespaced = namespace_sandbox(writable_folders(settings))
+    else:
+        namespaced = "# (not written: this system does not let this user create one)\n"
+    return (
+        text.replace("@EXEC_START@", exec_start)
+        .replace("@WORKER_START_TIMEOUT@", f"{WORKER_START_TIMEOUT:.0f}")
+        .replace("@TIMEOUT_START@", f"{WORKER_START_TIMEOUT + 60:.0f}")
+        .replace("@MEMORY_MAX@", f"{memory_max(settings) // 2**20}M")
+        .replace("@NAMESPACE_SANDBOX@\n", namespaced)
+    )
 
 
 def launchd_log_file() -> Path:
@@ -63,15 +177,24 @@ def render_launchd_plist(
     python: str | None = None, config: Path | None = None, log_file: Path | None = None
 ) -> str:
     text = (templates_dir() / f"{LAUNCHD_LABEL}.plist").read_text()
-    arguments = "\n".join(f"    <string>{escape(a)}</string>" for a in command_line(python, config))
+    arguments = "\n".join(
+        f"    <string>{escape(a)}</string>" for a in command_line(python, config, "launchd")
+    )
     return text.replace("@PROGRAM_ARGUMENTS@", arguments).replace(
         "@LOG_FILE@", escape(str(log_file or launchd_log_file()))
     )
 
 
-def render(platform: str, python: str | None = None, config: Path | None = None) -> str:
+def render(
+    platform: str,
+    python: str | None = None,
+    config: Path | None = None,
+    settings: Config | None = None,
+    *,
+    sandbox: bool | None = None,
+) -> str:
     if platform == "linux":
-        return render_systemd_unit(python, config)
+        return render_systemd_unit(python, config, settings, sandbox=sandbox)
     if platform == "macos":
         return render_launchd_plist(python, config)
     raise ServiceError(f"unknown platform {platform!r}: one of {', '.join(PLATFORMS)}")
@@ -118,15 +241,27 @@ def service_state(platform: str | None = None) -> ServiceState:
 
 
 def install(
-    platform: str, python: str | None = None, config: Path | None = None, *, start: bool = True
+    platform: str,
+    python: str | None = None,
+    config: Path | None = None,
+    settings: Config | None = None,
+    *,
+    start: bool = True,
+    sandbox: bool | None = None,
 ) -> list[str]:
     """Write the service file and (with ``start``) enable and start it. Returns what was
     done, one line each."""
-    text = render(platform, python, config)
+    from postselectd.config import Config
+
+    settings = settings or Config()
+    text = render(platform, python, config, settings, sandbox=sandbox)
     path = installed_path(platform)
     done = []
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        if "ReadWritePaths=" in text:
+            # A sandboxed unit cannot create them later: home is read-only there.
+            _make_writable_folders(settings)
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(text)
         os.replace(tmp, path)
@@ -150,6 +285,15 @@ def install(
         _checked(step)
         done.append("ran " + " ".join(step))
     return done
+
+
+def _make_writable_folders(settings: Config) -> None:
+    from postselectd.config import default_inbox
+
+    state_dir = settings.resolved_state_dir()
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not settings.watch:
+        default_inbox().mkdir(parents=True, exist_ok=True)
 
 
 def uninstall(platform: str, *, stop: bool = True) -> list[str]:

@@ -34,6 +34,13 @@ TASK_TIMEOUT_SECONDS = 120.0
 # A worker whose resident memory grows past this is killed after its file (a decompression
 # bomb, or a leak); the models and one preview take ~200 MB.
 MAX_WORKER_RSS_BYTES = 1536 * 1024 * 1024
+# ...and the kernel refuses it address space beyond this (RLIMIT_AS), so a file that asks
+# for gigabytes at once fails by itself before the 2 s poll above sees it, instead of
+# pushing the machine into swap or the OOM killer. Measured (bench/worker_memory.py): a
+# worker's address space is ~270 MB with the models loaded and at most ~390 MB after the
+# largest previews (an 8256x5504 JPEG, raws from 17 cameras), resident ~120 MB less, so
+# the limit is the RSS limit plus room for what is mapped but not resident.
+WORKER_ADDRESS_SPACE_BYTES = 2048 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -62,6 +69,7 @@ def _worker_main(worker_id: int, tasks: Connection, results: Connection, config)
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    limit_address_space()
     reuse_freed_memory()
     from postselectd import pipeline
 
@@ -87,6 +95,26 @@ def _worker_main(worker_id: int, tasks: Connection, results: Connection, config)
             results.send(("done", job, scored))
         except (BrokenPipeError, OSError):
             return
+
+
+def limit_address_space(limit: int = WORKER_ADDRESS_SPACE_BYTES) -> bool:
+    """Cap this process's address space: an allocation beyond it fails (MemoryError in
+    Python, a failed malloc in the decoders), which costs the file being read, not the
+    machine. RLIMIT_AS rather than RLIMIT_DATA: it also bounds what C code maps directly,
+    and a worker maps little it does not use (see WORKER_ADDRESS_SPACE_BYTES). Only
+    lowers the limit; where the platform does not enforce it (macOS) it says so."""
+    import resource
+
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        if hard != resource.RLIM_INFINITY:
+            limit = min(limit, hard)
+        if soft != resource.RLIM_INFINITY and soft <= limit:
+            return True
+        resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    except (ValueError, OSError, AttributeError):
+        return False
+    return True
 
 
 # glibc malloc (mallopt parameters): serve blocks up to this size from the heap...

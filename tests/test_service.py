@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
+import os
 import plistlib
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import need_tool, run_cli
 
 from postselectd.service import (
+    DAEMON_MEMORY_BYTES,
     LAUNCHD_LABEL,
+    can_sandbox,
     install,
     installed_path,
     render_launchd_plist,
     render_systemd_unit,
     uninstall,
 )
+from postselectd.workers import WORKER_ADDRESS_SPACE_BYTES
 
 
 def _unit_lines(text: str) -> dict[str, str]:
@@ -79,6 +84,8 @@ def test_launchd_plist_round_trips_and_is_not_background():
         "run",
         "--config",
         "/Users/me/a & b.yaml",
+        "--service-manager",
+        "launchd",
     ]
     assert plist["RunAtLoad"] is True
     assert plist["KeepAlive"]
@@ -124,3 +131,170 @@ def test_install_from_the_command_line_without_starting(tmp_path: Path):
     assert unit.is_file() and f'"{sys.executable}"' in unit.read_text()
     result = run_cli("service", "uninstall", "--no-start", env=env)
     assert result.returncode == 0 and not unit.exists()
+
+
+# --- restarts: a mistake only a person can fix is not retried every few seconds ----------
+
+
+def test_systemd_does_not_restart_a_daemon_that_exits_with_a_config_error(tmp_path: Path):
+    unit = _unit_lines(render_systemd_unit(sys.executable, tmp_path / "c.yaml", sandbox=False))
+    assert unit["Restart"] == "on-failure"
+    assert unit["RestartPreventExitStatus"] == "2"
+    # ...and the daemon really exits 2 on a bad config, with the reason once.
+    config = tmp_path / "c.yaml"
+    config.write_text("watch: [{path: 3}]\nnot_a_setting: 1\n")
+    result = run_cli("run", "--config", str(config), env={"INVOCATION_ID": "0123abcd"})
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("bad config") == 1
+    assert "systemctl --user restart postselectd" in result.stderr
+
+
+def test_a_daemon_that_fails_to_start_for_good_exits_2(tmp_path: Path):
+    config = tmp_path / "c.yaml"
+    config.write_text(f"watch: [{{path: '{tmp_path / 'renamed'}'}}]\nstate_dir: '{tmp_path}/s'\n")
+    result = run_cli("run", "--config", str(config))
+    assert result.returncode == 2, result.stderr
+    assert "does not exist" in result.stderr
+
+
+def test_launchd_agent_is_not_restarted_after_a_config_error(tmp_path: Path):
+    plist = plistlib.loads(render_launchd_plist(sys.executable, tmp_path / "c.yaml").encode())
+    # launchd restarts on a non-zero status only, at most every ThrottleInterval seconds...
+    assert plist["KeepAlive"] == {"SuccessfulExit": False}
+    assert plist["ThrottleInterval"] >= 10
+    # ...so the daemon it runs exits 0 for what only a person can fix, reason logged once.
+    args = plist["ProgramArguments"][1:]
+    assert args[:3] == ["-m", "postselectd", "run"]
+    (tmp_path / "c.yaml").write_text("workers: many\n")
+    result = run_cli(*args[2:])
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("bad config") == 1
+    assert "launchctl kickstart -k gui/" in result.stderr
+    (tmp_path / "c.yaml").write_text(f"watch: [{{path: '{tmp_path / 'gone'}'}}]\n")
+    result = run_cli(*args[2:], env={"HOME": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("does not exist") == 1
+
+
+def test_start_timeout_covers_the_wait_for_the_workers():
+    from postselectd.daemon import WORKER_START_TIMEOUT
+
+    unit = _unit_lines(render_systemd_unit("/usr/bin/python3", sandbox=False))
+    # systemd's default (90 s) would kill a daemon whose workers take 91-120 s to load.
+    assert float(unit["TimeoutStartSec"]) >= WORKER_START_TIMEOUT + 30
+    assert unit["Type"] == "notify"  # READY only once the workers are there
+
+
+# --- the sandbox ---------------------------------------------------------------------
+
+_NAMESPACE_SETTINGS = ("PrivateUsers", "ProtectSystem", "ReadWritePaths", "PrivateTmp")
+
+
+def _exposure(unit: Path, tmp_path: Path) -> float:
+    """systemd-analyze's overall exposure score of a user unit (0 safe .. 10 unsafe)."""
+    tool = need_tool("systemd-analyze")
+    runtime = tmp_path / "runtime"  # --user wants a runtime folder, even offline
+    runtime.mkdir(mode=0o700, exist_ok=True)
+    result = subprocess.run(
+        [tool, "security", "--user", "--offline=yes", "--no-pager", str(unit)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "XDG_RUNTIME_DIR": str(runtime)},
+    )
+    found = re.search(r"Overall exposure level for \S+: (\d+\.\d)", result.stdout)
+    assert found, result.stdout + result.stderr
+    print(f"{unit.name}: exposure {found.group(1)}")
+    return float(found.group(1))
+
+
+def test_installed_unit_is_sandboxed_to_the_watched_and_state_folders(tmp_path: Path):
+    if sys.platform == "darwin":
+        pytest.skip("the Linux layout")
+    photos, card = tmp_path / "My Photos", tmp_path / "card"
+    photos.mkdir()
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        f"watch:\n  - path: '{photos}'\n  - path: '{card}'\n    removable: true\n"
+        f"state_dir: '{tmp_path / 'state'}'\ndaemon: {{workers: 2}}\n"
+    )
+    env = {"HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    result = run_cli("service", "install", "--no-start", "--config", str(config), env=env)
+    assert result.returncode == 0, result.stderr
+    path = tmp_path / "config" / "systemd" / "user" / "postselectd.service"
+    text = path.read_text()
+    unit = _unit_lines(text)
+    assert unit["MemoryMax"] == f"{(2 * WORKER_ADDRESS_SPACE_BYTES + DAEMON_MEMORY_BYTES) >> 20}M"
+    assert unit["RestrictAddressFamilies"] == "AF_UNIX"  # sd_notify; no network at all
+    assert unit["NoNewPrivileges"] == "yes"
+    if can_sandbox():
+        assert f'ReadWritePaths=-"{photos}"' in text
+        assert f'ReadWritePaths=-"{card}"' in text  # "-": a card not inserted is no error
+        assert f'ReadWritePaths=-"{tmp_path / "state"}"' in text
+        assert (tmp_path / "state").is_dir()  # made now: home is read-only in the sandbox
+        assert unit["ProtectSystem"] == "strict" and unit["PrivateUsers"] == "yes"
+        assert _exposure(path, tmp_path) <= 2.0  # 3568b71: 9.6
+    else:
+        assert not any(name in unit for name in _NAMESPACE_SETTINGS)
+        assert _exposure(path, tmp_path) <= 6.5  # 3568b71: 9.6
+
+
+def test_sandboxed_and_plain_units_both_pass_systemd_analyze(tmp_path: Path):
+    tool = need_tool("systemd-analyze")
+    for sandbox, most in ((True, 2.0), (False, 6.5)):
+        unit = tmp_path / "postselectd.service"
+        text = render_systemd_unit(sys.executable, tmp_path / "c.yaml", sandbox=sandbox)
+        unit.write_text(text)
+        result = subprocess.run([tool, "verify", str(unit)], capture_output=True, text=True)
+        assert result.returncode == 0 and str(unit) not in result.stderr, result.stderr
+        assert _exposure(unit, tmp_path) <= most
+        assert any(name in _unit_lines(text) for name in _NAMESPACE_SETTINGS) == sandbox
+
+
+# --- the launchd agent, as far as Linux can check it ----------------------------------
+
+# launchd.plist(5): the keys this agent may use, with their types.
+_LAUNCHD_KEYS = {
+    "Label": str,
+    "Disabled": bool,
+    "Program": str,
+    "ProgramArguments": list,
+    "EnvironmentVariables": dict,
+    "WorkingDirectory": str,
+    "RunAtLoad": bool,
+    "KeepAlive": (bool, dict),
+    "ThrottleInterval": int,
+    "ExitTimeOut": int,
+    "ProcessType": str,
+    "LowPriorityIO": bool,
+    "LowPriorityBackgroundIO": bool,
+    "Nice": int,
+    "StandardOutPath": str,
+    "StandardErrorPath": str,
+    "SoftResourceLimits": dict,
+    "HardResourceLimits": dict,
+}
+_KEEPALIVE_KEYS = {"SuccessfulExit", "Crashed", "NetworkState", "PathState", "OtherJobEnabled"}
+
+
+def test_launchd_plist_uses_only_documented_keys_with_their_types(tmp_path: Path):
+    text = render_launchd_plist(
+        "/Users/me/.venv/bin/python", Path("/Users/me/c.yaml"), Path("/Users/me/l/p.log")
+    )
+    # What `plutil -lint` checks: well-formed XML, a plist DOCTYPE, one top-level dict.
+    assert text.startswith('<?xml version="1.0" encoding="UTF-8"?>\n<!DOCTYPE plist')
+    plist = plistlib.loads(text.encode(), fmt=plistlib.FMT_XML)
+    assert set(plist) <= set(_LAUNCHD_KEYS), set(plist) - set(_LAUNCHD_KEYS)
+    for key, value in plist.items():
+        assert isinstance(value, _LAUNCHD_KEYS[key]), key
+        assert not (isinstance(value, bool) and _LAUNCHD_KEYS[key] is int), key
+    assert set(plist["KeepAlive"]) <= _KEEPALIVE_KEYS
+    assert plist["ProcessType"] in ("Background", "Standard", "Adaptive", "Interactive")
+    assert 10 <= plist["ThrottleInterval"] <= 60
+    assert plist["ExitTimeOut"] >= 10  # time for the daemon to finish its files
+    assert all(isinstance(a, str) for a in plist["ProgramArguments"])
+    assert all(isinstance(v, str) for v in plist["EnvironmentVariables"].values())
+    for key in ("StandardOutPath", "StandardErrorPath"):
+        assert Path(plist[key]).is_absolute()
+    assert Path(plist["ProgramArguments"][0]).is_absolute()
+    # The whole file survives a binary round trip, as launchd stores it.
+    assert plistlib.loads(plistlib.dumps(plist, fmt=plistlib.FMT_BINARY)) == plist
