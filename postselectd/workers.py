@@ -38,7 +38,7 @@ MAX_WORKER_RSS_BYTES = 1536 * 1024 * 1024
 # for gigabytes at once fails by itself before the 2 s poll above sees it, instead of
 # pushing the machine into swap or the OOM killer. Measured (bench/worker_memory.py): a
 # worker's address space is ~270 MB with the models loaded and at most ~390 MB after the
-# largest previews (an 8256x5504 JPEG, raws from 17 cameras), resident ~120 MB less, so
+# largest previews (an 8256x5504 JPEG, raws from 7 cameras), resident ~120 MB less, so
 # the limit is the RSS limit plus room for what is mapped but not resident.
 WORKER_ADDRESS_SPACE_BYTES = 2048 * 1024 * 1024
 
@@ -89,6 +89,13 @@ def _worker_main(worker_id: int, tasks: Connection, results: Connection, config)
         job, path = task
         try:
             scored = pipeline.analyze_file(Path(path))
+        except MemoryError:  # past limit_address_space: this file asked for too much
+            scored = pipeline.Scored(
+                path=Path(path),
+                analysis=None,
+                error="needs more memory than a worker may use "
+                f"({WORKER_ADDRESS_SPACE_BYTES >> 20} MB): a damaged or hostile file?",
+            )
         except Exception as exc:  # a bug, not a bad file: report it, keep the worker
             scored = pipeline.Scored(path=Path(path), analysis=None, error=f"internal error: {exc}")
         try:

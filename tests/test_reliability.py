@@ -394,3 +394,57 @@ def test_a_crashing_or_hanging_decoder_costs_only_its_own_file(tmp_path: Path):
     for name in ("a_good.NEF", "d_good.NEF", "e_good.NEF"):
         assert results[name].error is None and results[name].rating is not None
     assert not (folder / "b_crash.xmp").exists() and not (folder / "c_hang.xmp").exists()
+
+
+def memory_hungry_worker(worker_id, tasks, results, config):
+    """A worker whose decoder asks for 3 GiB on files named *bomb* (a decompression bomb),
+    else works normally. Fault injection only: the real worker does the rest."""
+    from postselectd import pipeline, workers
+
+    real_load_preview = pipeline.load_preview
+
+    def load_preview(path, **kwargs):
+        if "bomb" in Path(path).name:
+            import numpy as np
+
+            buffer = np.zeros(3 << 30, dtype=np.uint8)  # untouched: costs nothing if allowed
+            del buffer
+        return real_load_preview(path, **kwargs)
+
+    pipeline.load_preview = load_preview
+    workers._worker_main(worker_id, tasks, results, config)
+
+
+def test_a_file_that_asks_for_too_much_memory_fails_alone(tmp_path: Path):
+    from postselectd.config import Config
+    from postselectd.pipeline import Pipeline
+
+    nef = shared_path("samples", "nef", "DSC_0102.NEF")
+    folder = tmp_path / "shoot"
+    for name in ("a_good.NEF", "b_bomb.NEF", "c_good.NEF", "d_good.NEF"):
+        copy_file(nef, folder, name)
+    with Pipeline(Config(), workers=1, worker_target=memory_hungry_worker) as pipeline:
+        results = {r.path.name: r for r in pipeline.score(sorted(folder.iterdir()))}
+    assert "needs more memory than a worker may use" in (results["b_bomb.NEF"].error or "")
+    for name in ("a_good.NEF", "c_good.NEF", "d_good.NEF"):
+        assert results[name].error is None and results[name].rating is not None
+    assert not (folder / "b_bomb.xmp").exists()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/PID/limits")
+def test_workers_run_with_an_address_space_limit():
+    import queue as queue_module
+
+    from postselectd.config import AnalysisConfig
+    from postselectd.workers import WORKER_ADDRESS_SPACE_BYTES, WorkerPool, WorkerReady
+
+    inbox: queue_module.Queue = queue_module.Queue()
+    pool = WorkerPool(1, AnalysisConfig(), inbox.put)
+    try:
+        assert isinstance(inbox.get(timeout=120), WorkerReady)
+        (pid,) = pool.pids()
+        limits = Path(f"/proc/{pid}/limits").read_text()
+    finally:
+        pool.close()
+    line = next(x for x in limits.splitlines() if x.startswith("Max address space"))
+    assert line.split()[3] == str(WORKER_ADDRESS_SPACE_BYTES), line  # the soft limit
