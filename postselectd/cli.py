@@ -182,9 +182,35 @@ class OneLineFormatter(logging.Formatter):
     a traceback (``--log-level debug``) still follows on its own lines."""
 
     _ESCAPES = {c: f"\\x{c:02x}" for c in range(32) if c != 9} | {127: "\\x7f"}
+    _ESCAPES |= {c: f"\\x{c:02x}" for c in range(0x80, 0xA0)}  # C1: 0x9b is CSI too
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         return super().formatMessage(record).translate(self._ESCAPES)
+
+
+# Characters that drive a terminal or hide what a name says: C0 (newline, ESC), DEL, C1
+# (0x9b opens an escape sequence like ESC [), and the bidi overrides that show a name
+# reversed ("gpj.EXE" for "EXE.jpg").
+_TERMINAL_ESCAPES = (
+    {c: f"\\x{c:02x}" for c in [*range(32), 127, *range(0x80, 0xA0)]}
+    | {c: f"\\u{c:04x}" for c in [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]}
+    | {c: f"\\x{c - 0xDC00:02x}" for c in range(0xDC80, 0xDD00)}  # undecodable bytes
+)
+_JSON_ESCAPES = {c: f"\\u{c:04x}" for c in [*range(0x80, 0xA0), *range(0x202A, 0x202F)]} | {
+    c: f"\\u{c:04x}" for c in [*range(0x2066, 0x206A), *range(0xD800, 0xE000)]
+}
+
+
+def printable(text: object) -> str:
+    """A file name or reason as one harmless line: what would drive the terminal is
+    shown escaped (``\\x1b[2J``), everything else as it is (accents, CJK, emoji)."""
+    return str(text).translate(_TERMINAL_ESCAPES)
+
+
+def json_line(value: object) -> str:
+    """One JSON line that is also safe on a terminal: json escapes C0 itself; C1, bidi
+    overrides and lone surrogates become \\u escapes, so the names still decode exactly."""
+    return json.dumps(value, ensure_ascii=False).translate(_JSON_ESCAPES)
 
 
 def setup_logging(level: str) -> None:
@@ -437,12 +463,12 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
             ],
         }
     if args.json:
-        print(json.dumps(report, ensure_ascii=False))
+        print(json_line(report))
         return EXIT_OK
     running = f"running (pid {pid})" if pid else "not running"
     lines = [
         f"{'daemon':<14}{running}",
-        f"{'journal':<14}{report['journal']}",
+        f"{'journal':<14}{printable(report['journal'])}",
         f"{'queue':<14}{report['queue']}"
         + (f" ({report['retrying']} waiting to retry)" if report["retrying"] else ""),
         f"{'rated':<14}{report['rated']} ({last_hour} in the last hour)",
@@ -455,11 +481,13 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
         for item in report["last"]:
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(item["rated_at"] or 0))
             stars = "-" if item["stars"] is None else f"{item['stars']}*"
-            lines.append(f"  {when}  {stars:<3} {item['label'] or '-':<7} {item['path']}")
+            label = printable(item["label"] or "-")
+            lines.append(f"  {when}  {stars:<3} {label:<7} {printable(item['path'])}")
     if report["failures"]:
         lines.append("failed:")
         for item in report["failures"]:
-            lines.append(f"  {item['path']}: {item['reason']} ({item['attempts']} attempts)")
+            path, reason = printable(item["path"]), printable(item["reason"])
+            lines.append(f"  {path}: {reason} ({item['attempts']} attempts)")
     print("\n".join(lines))
     return EXIT_OK
 
