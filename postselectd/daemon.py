@@ -41,12 +41,15 @@ from postselectd.config import (
 from postselectd.pipeline import (
     JPEG_SUFFIXES,
     FileResult,
+    RecordError,
     Scored,
     default_workers,
     finish,
     frame_of,
     has_raw_sibling,
     left_alone_reason,
+    scored_from_record,
+    scored_record,
 )
 from postselectd.sidecar import read_sidecar, sidecar_paths
 from postselectd.state import GONE, Journal, JournalError, Row, Signature, fingerprint
@@ -642,7 +645,7 @@ class Daemon:
             return
         self._job_ids += 1
         job = _Job(self._job_ids, path, sig, fp, quiet_until=row.due_at or now)
-        cached = self.journal.cached_analysis(fp, __version__)
+        cached = self._cached(fp)
         if cached is not None:
             # The same content was analysed before (a re-copy or a rename): reuse it, but
             # this name still gets its own sidecar.
@@ -653,6 +656,17 @@ class Daemon:
         if self.pool.submit(job.id, path):
             self.journal.claim(path, fp, now)
             self.jobs[job.id] = job
+
+    def _cached(self, fp: str) -> Scored | None:
+        """The analysis of identical content seen before (a re-copy, a rename), or None."""
+        record = self.journal.cached_analysis(fp, __version__)
+        if record is None:
+            return None
+        try:
+            return scored_from_record(record)
+        except RecordError as exc:
+            log.debug("cached analysis %s not used: %s", fp[:12], exc)
+            return None
 
     # --- results -------------------------------------------------------------------
 
@@ -692,7 +706,12 @@ class Daemon:
             self._attempt_failed(job.path, scored.error or "no analysis")
             return
         if job.fingerprint and not cached:
-            self.journal.store_analysis(job.fingerprint, __version__, scored, now)
+            try:
+                record = scored_record(scored)
+            except TypeError as exc:  # a field the record cannot hold: just not cached
+                log.debug("%s: analysis not cached: %s", job.path.name, exc)
+            else:
+                self.journal.store_analysis(job.fingerprint, __version__, record, now)
         self._rate(scored)
 
     def _busy(self) -> bool:

@@ -9,6 +9,8 @@ down only a worker). Rating and sidecar writing are cheap and run in the caller 
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import logging
 import os
 import queue
@@ -19,8 +21,12 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
+
 from postselectd import rawmeta
 from postselectd.analysis import Analysis, Analyzer
+from postselectd.analysis.faces import Face
+from postselectd.analysis.measure import Exposure, Sharpness
 from postselectd.bursts import MAX_GAP_SECONDS, BurstInfo, Frame, group_bursts
 from postselectd.config import AnalysisConfig, Config, RatingPolicy
 from postselectd.names import same_stem, stem_key
@@ -323,6 +329,83 @@ def analyze_file(
 
 def _ms(start: float) -> float:
     return (time.perf_counter() - start) * 1000.0
+
+
+# --- a worker's result as plain data (the journal's analysis cache) ------------------
+# The journal keeps the analyses of content it has seen (a re-copy, a rename) as JSON of
+# plain fields, never as pickles: reading a record builds only these classes, with
+# numbers, strings and arrays of numbers, so whoever can write to the journal cannot make
+# the daemon run code.
+_RECORD_TYPES = {cls.__name__: cls for cls in (Scored, Analysis, Sharpness, Exposure, Face)}
+
+
+class RecordError(ValueError):
+    """A cache record that is not one this version reads (it is analysed again)."""
+
+
+def scored_record(scored: Scored) -> dict:
+    """``scored`` as JSON-ready data; ``scored_from_record`` gives it back."""
+    return _plain(scored)
+
+
+def scored_from_record(record: object) -> Scored:
+    try:
+        scored = _unplain(record)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RecordError(f"not an analysis record ({exc})") from None
+    if not isinstance(scored, Scored):
+        raise RecordError("not an analysis record")
+    return scored
+
+
+def _plain(value: object) -> object:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        name = type(value).__name__
+        if _RECORD_TYPES.get(name) is not type(value):
+            raise TypeError(f"a {name} is not kept in the analysis cache")
+        fields = {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {"__type__": name, **fields}
+    if isinstance(value, np.ndarray):
+        array = np.ascontiguousarray(value)
+        return {
+            "__ndarray__": array.dtype.str,
+            "shape": list(array.shape),
+            "data": base64.b64encode(array.tobytes()).decode("ascii"),
+        }
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return {"__path__": str(value)}
+    if isinstance(value, datetime):
+        return {"__datetime__": value.isoformat()}
+    if isinstance(value, tuple | list):
+        return [_plain(item) for item in value]
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    raise TypeError(f"a {type(value).__name__} is not kept in the analysis cache")
+
+
+def _unplain(value: object) -> object:
+    if isinstance(value, list):
+        return tuple(_unplain(item) for item in value)
+    if not isinstance(value, dict):
+        if value is None or isinstance(value, str | int | float | bool):
+            return value
+        raise TypeError(type(value).__name__)
+    if "__type__" in value:
+        cls = _RECORD_TYPES[value["__type__"]]
+        return cls(**{k: _unplain(v) for k, v in value.items() if k != "__type__"})
+    if "__ndarray__" in value:
+        dtype = np.dtype(value["__ndarray__"])
+        if dtype.kind not in "biuf":  # numbers only: never objects
+            raise ValueError(f"array of {dtype}")
+        data = base64.b64decode(value["data"], validate=True)
+        return np.frombuffer(data, dtype=dtype).reshape(value["shape"]).copy()
+    if "__path__" in value:
+        return Path(value["__path__"])
+    if "__datetime__" in value:
+        return datetime.fromisoformat(value["__datetime__"])
+    raise ValueError(f"unknown record {sorted(value)[:3]}")
 
 
 # --- the caller side -----------------------------------------------------------------

@@ -17,7 +17,6 @@ import hashlib
 import json
 import logging
 import os
-import pickle
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -27,8 +26,9 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 JOURNAL_NAME = "journal.sqlite3"
-SCHEMA_VERSION = 1
-# How many analyses are kept for re-copied / renamed files (~6 KB each).
+# 2: cached analyses are JSON text (1 kept pickles, which are dropped on upgrade).
+SCHEMA_VERSION = 2
+# How many analyses are kept for re-copied / renamed files (~8.5 KB of JSON each).
 ANALYSIS_CACHE_ENTRIES = 20_000
 FINGERPRINT_BYTES = 64 * 1024
 
@@ -220,9 +220,21 @@ class Journal:
                     "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', ?)",
                     (str(SCHEMA_VERSION),),
                 )
+                self._upgrade()
         except sqlite3.Error as exc:
             raise JournalError(f"{self.path}: cannot open the journal ({exc})") from None
         self._inserted_analyses = 0
+
+    def _upgrade(self) -> None:
+        (found,) = self._db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+        if int(found) < 2:
+            # Schema 1 cached analyses as pickles, which can run code when loaded: they are
+            # dropped unread (a re-copied file is analysed again, nothing else is lost).
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("DELETE FROM analyses")
+            self._db.execute("UPDATE meta SET value = '2' WHERE key = 'schema'")
+            self._db.execute("COMMIT")
+            log.info("%s: cached analyses of the older format dropped", self.path)
 
     def close(self) -> None:
         self._db.close()
@@ -510,25 +522,26 @@ class Journal:
 
     # --- analyses of content seen before ---------------------------------------------
 
-    def cached_analysis(self, fp: str, version: str):
-        """The worker's result for identical content, or None (also if it will not load)."""
+    def cached_analysis(self, fp: str, version: str) -> object | None:
+        """The record stored for identical content (JSON data), or None. Only text is read,
+        and only as JSON: nothing stored here can make the reader run code."""
         found = self._db.execute(
             "SELECT scored FROM analyses WHERE fingerprint = ? AND version = ?", (fp, version)
         ).fetchone()
-        if found is None:
+        if found is None or not isinstance(found[0], str):
             return None
         try:
-            # Our own record in the user's private state folder (mode 0700).
-            return pickle.loads(found[0])
-        except Exception:  # written by another postselectd version: just analyse again
-            log.debug("cached analysis %s unreadable", fp[:12], exc_info=True)
+            return json.loads(found[0])
+        except ValueError:
+            log.debug("cached analysis %s unreadable", fp[:12])
             return None
 
-    def store_analysis(self, fp: str, version: str, scored: object, now: float) -> None:
+    def store_analysis(self, fp: str, version: str, record: object, now: float) -> None:
+        """Keep ``record`` (plain JSON data) for content with fingerprint ``fp``."""
         self._db.execute(
             "INSERT OR REPLACE INTO analyses (fingerprint, version, scored, created)"
             " VALUES (?, ?, ?, ?)",
-            (fp, version, pickle.dumps(scored, protocol=pickle.HIGHEST_PROTOCOL), now),
+            (fp, version, json.dumps(record), now),
         )
         self._inserted_analyses += 1
         if self._inserted_analyses % 500 == 0:

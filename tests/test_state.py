@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
+import pickle
 import sqlite3
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from postselectd.state import (
@@ -126,6 +130,98 @@ def test_analysis_cache_roundtrip_and_version_mismatch(journal):
     assert journal.cached_analysis("abc", "0.1.0") == {"keeper": 0.9}
     assert journal.cached_analysis("abc", "0.2.0") is None
     assert journal.cached_analysis("nope", "0.1.0") is None
+
+
+class _Planted:
+    """What a hostile pickle does when loaded: here, create a file (it could run anything)."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_cached_analyses_are_json_and_a_planted_pickle_never_runs(journal, tmp_path):
+    journal.store_analysis("abc", "0.1.0", {"keeper": 0.9, "faces": [1, 2]}, NOW)
+    db = sqlite3.connect(journal.path)
+    (kind, text) = db.execute("SELECT typeof(scored), scored FROM analyses").fetchone()
+    assert kind == "text" and json.loads(text) == {"keeper": 0.9, "faces": [1, 2]}
+    # Someone who can write the journal plants a pickle where an analysis would be.
+    marker = tmp_path / "code-ran"
+    db.execute(
+        "INSERT INTO analyses VALUES ('evil', '0.1.0', ?, ?)",
+        (pickle.dumps(_Planted(marker)), NOW),
+    )
+    db.commit()
+    assert journal.cached_analysis("evil", "0.1.0") is None
+    assert not marker.exists()
+
+
+def test_upgrade_drops_the_pickled_analyses_of_schema_1_unread(tmp_path: Path):
+    state = tmp_path / "state"
+    with Journal(state) as journal:
+        journal.touch(Path("/p/DSC_0001.NEF"), sig(), NOW, 0)
+    marker = tmp_path / "code-ran"
+    db = sqlite3.connect(journal_path(state))
+    db.execute("UPDATE meta SET value = '1' WHERE key = 'schema'")  # as 3568b71 left it
+    db.execute(
+        "INSERT INTO analyses VALUES ('fp', '0.1.0', ?, ?)", (pickle.dumps(_Planted(marker)), NOW)
+    )
+    db.commit()
+    db.close()
+    with Journal(state) as journal:
+        assert journal.cached_analysis("fp", "0.1.0") is None
+        assert journal.get(Path("/p/DSC_0001.NEF")).status == "pending"  # the rest is kept
+    db = sqlite3.connect(journal_path(state))
+    assert db.execute("SELECT count(*) FROM analyses").fetchone() == (0,)
+    assert db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == ("2",)
+    assert not marker.exists()
+
+
+def test_a_real_analysis_survives_the_cache_record_exactly():
+    from conftest import shared_path
+
+    from postselectd.config import Config
+    from postselectd.pipeline import (
+        analyze_file,
+        finish,
+        frame_of,
+        scored_from_record,
+        scored_record,
+    )
+
+    scored = analyze_file(shared_path("samples", "nef", "DSC_0102.NEF"))
+    assert scored.analysis is not None and scored.capture_time is not None
+    back = scored_from_record(json.loads(json.dumps(scored_record(scored))))
+    assert back == scored  # every field but the arrays (compare=False)...
+    for name in ("embedding", "measurements"):
+        ours, theirs = getattr(scored.analysis, name), getattr(back.analysis, name)
+        assert (ours is None) == (theirs is None)
+        if ours is not None:
+            assert ours.dtype == theirs.dtype and np.array_equal(ours, theirs)
+    config = Config()
+    # What the daemon does with it: the same verdict, and the same frame for bursts.
+    verdicts = [
+        replace(finish(s, config, dry_run=True), elapsed_ms=0.0, timings_ms=())
+        for s in (back, scored)
+    ]
+    assert verdicts[0] == verdicts[1] and verdicts[0].rating is not None
+    assert frame_of(back) == frame_of(scored)
+
+
+def test_a_cache_record_builds_only_analysis_types():
+    from postselectd.pipeline import RecordError, scored_from_record
+
+    for record in (
+        {"__type__": "Popen", "args": ["touch", "/tmp/x"]},
+        {"__type__": "Scored", "path": {"__ndarray__": "|O", "shape": [1], "data": "AA=="}},
+        {"__type__": "Scored", "path": "/x", "analysis": None, "shell": True},
+        {"keeper": 0.9},
+        "not a record",
+    ):
+        with pytest.raises(RecordError):
+            scored_from_record(record)
 
 
 def test_readonly_journal_that_does_not_exist_says_so(tmp_path):
