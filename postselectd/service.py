@@ -87,15 +87,26 @@ def memory_max(settings: Config) -> int:
     return workers * WORKER_ADDRESS_SPACE_BYTES + DAEMON_MEMORY_BYTES
 
 
-def namespace_sandbox(writable: Iterable[Path]) -> str:
-    """The unit's mount-namespace sandbox: everything read-only but ``writable``."""
-    lines = [
+_TEMP_FOLDERS = (Path("/tmp"), Path("/var/tmp"))
+
+
+def namespace_settings(settings: Config, seen: Iterable[Path] = ()) -> list[str]:
+    """The unit's mount-namespace sandbox: everything read-only but the folders it writes
+    to. ``seen``: further paths the daemon must see (the interpreter, the config file):
+    under /tmp they rule out PrivateTmp, which would hide them."""
+    writable = writable_folders(settings)
+    in_temp = any(
+        folder in path.parents or folder == path
+        for path in [*writable, *(Path(p).absolute() for p in seen)]
+        for folder in _TEMP_FOLDERS
+    )
+    return [
         "PrivateUsers=yes",
         "ProtectSystem=strict",
         "ProtectHome=read-only",
         # "-": a folder that is not there (a card not inserted) is no reason not to start.
         *(f"ReadWritePaths=-{_systemd_quote(str(p))}" for p in writable),
-        "PrivateTmp=yes",
+        *([] if in_temp else ["PrivateTmp=yes"]),
         "PrivateDevices=yes",
         "PrivateNetwork=yes",
         "ProtectKernelTunables=yes",
@@ -108,7 +119,37 @@ def namespace_sandbox(writable: Iterable[Path]) -> str:
         # It holds no capability outside its namespace; this drops those inside it too.
         "CapabilityBoundingSet=",
     ]
-    return "\n".join(lines) + "\n"
+
+
+def _starts_with(settings: list[str], python: str) -> bool | None:
+    """Whether the user's service manager starts the interpreter with these settings
+    (systemd-run: a unit of a moment); None where it cannot be asked."""
+    command = ["systemd-run", "--user", "--wait", "--quiet", "--collect"]
+    command += [f"--property={line}" for line in settings]
+    try:
+        done = _run([*command, "--", python, "-c", ""], timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if done.returncode != 0 and "Failed to connect to bus" in done.stderr:
+        return None
+    return done.returncode == 0
+
+
+def accepted_settings(settings: list[str], python: str) -> list[str] | None:
+    """Of the namespace ``settings``, those this system's user manager can apply: one
+    it cannot apply (a container's /proc/sys, AppArmor's user-namespace rule) makes the
+    whole unit fail to start (226/NAMESPACE). None: no user manager to ask."""
+    works = _starts_with(settings, python)
+    if works is None or works:
+        return settings if works else None
+    base = settings[:1]  # PrivateUsers: what the others need in a user unit
+    if not _starts_with(base, python):
+        return []
+    kept = list(base)
+    for line in settings[1:]:
+        if _starts_with([*kept, line], python):
+            kept.append(line)
+    return kept
 
 
 _CLONE_NEWNS, _CLONE_NEWUSER = 0x00020000, 0x10000000
@@ -144,22 +185,26 @@ def render_systemd_unit(
     config: Path | None = None,
     settings: Config | None = None,
     *,
-    sandbox: bool | None = None,
+    sandbox: bool | list[str] | None = None,
 ) -> str:
-    """The user unit for ``settings`` (the config at ``config``). ``sandbox``: write the
-    namespace sandbox (None: where this system allows it)."""
+    """The user unit for ``settings`` (the config at ``config``). ``sandbox``: the
+    namespace settings to write, or all of them (True), none (False), all where this
+    user may create a user namespace (None)."""
     from postselectd.config import Config
     from postselectd.daemon import WORKER_START_TIMEOUT
 
     settings = settings or Config()
+    python = python or sys.executable
     if sandbox is None:
         sandbox = can_sandbox()
+    if sandbox is True:
+        sandbox = namespace_settings(settings, [Path(python), *([config] if config else [])])
     text = (templates_dir() / UNIT_NAME).read_text()
     exec_start = " ".join(_systemd_quote(a) for a in command_line(python, config))
     if sandbox:
-        namespaced = namespace_sandbox(writable_folders(settings))
+        namespaced = "\n".join(sandbox) + "\n"
     else:
-        namespaced = "# (not written: this system does not let this user create one)\n"
+        namespaced = "# (none: this system does not let this user create one)\n"
     return (
         text.replace("@EXEC_START@", exec_start)
         .replace("@WORKER_START_TIMEOUT@", f"{WORKER_START_TIMEOUT:.0f}")
@@ -191,7 +236,7 @@ def render(
     config: Path | None = None,
     settings: Config | None = None,
     *,
-    sandbox: bool | None = None,
+    sandbox: bool | list[str] | None = None,
 ) -> str:
     if platform == "linux":
         return render_systemd_unit(python, config, settings, sandbox=sandbox)
@@ -247,13 +292,18 @@ def install(
     settings: Config | None = None,
     *,
     start: bool = True,
-    sandbox: bool | None = None,
+    sandbox: bool | list[str] | None = None,
 ) -> list[str]:
     """Write the service file and (with ``start``) enable and start it. Returns what was
     done, one line each."""
     from postselectd.config import Config
 
     settings = settings or Config()
+    if platform == "linux" and sandbox is None:
+        # Ask the user's service manager which of the sandbox settings it can apply here.
+        python = python or sys.executable
+        wanted = namespace_settings(settings, [Path(python), *([config] if config else [])])
+        sandbox = accepted_settings(wanted, python)
     text = render(platform, python, config, settings, sandbox=sandbox)
     path = installed_path(platform)
     done = []

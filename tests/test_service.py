@@ -298,3 +298,54 @@ def test_launchd_plist_uses_only_documented_keys_with_their_types(tmp_path: Path
     assert Path(plist["ProgramArguments"][0]).is_absolute()
     # The whole file survives a binary round trip, as launchd stores it.
     assert plistlib.loads(plistlib.dumps(plist, fmt=plistlib.FMT_BINARY)) == plist
+
+
+def _fake_systemd_run(folder: Path, refuse: str | None, no_bus: bool = False) -> None:
+    """A systemd-run whose user manager refuses units with ``refuse`` in their settings
+    (226/NAMESPACE, as in a container or where AppArmor restricts user namespaces)."""
+    folder.mkdir(exist_ok=True)
+    script = folder / "systemd-run"
+    if no_bus:
+        body = 'echo "Failed to connect to bus: No medium found" >&2; exit 1'
+    else:
+        body = f'case "$*" in *{refuse}*) exit 226;; esac; exit 0'
+    script.write_text(f"#!/bin/sh\n{body}\n")
+    script.chmod(0o755)
+
+
+def test_only_the_sandbox_settings_the_user_manager_applies_are_written(tmp_path, monkeypatch):
+    from postselectd.config import Config
+    from postselectd.service import accepted_settings, namespace_settings
+
+    wanted = namespace_settings(Config(), [Path("/opt/venv/bin/python")])
+    assert "PrivateTmp=yes" in wanted and wanted[0] == "PrivateUsers=yes"
+    fake = tmp_path / "bin"
+    monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
+    _fake_systemd_run(fake, refuse="ProtectKernelTunables")
+    kept = accepted_settings(wanted, sys.executable)
+    assert kept == [line for line in wanted if line != "ProtectKernelTunables=yes"]
+    _fake_systemd_run(fake, refuse="PrivateUsers")  # no user namespaces at all
+    assert accepted_settings(wanted, sys.executable) == []
+    _fake_systemd_run(fake, refuse=None, no_bus=True)  # no user manager to ask
+    assert accepted_settings(wanted, sys.executable) is None
+
+    # install writes what was accepted, and nothing that needs a user namespace if none.
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    _fake_systemd_run(fake, refuse="PrivateUsers")
+    install("linux", sys.executable, tmp_path / "c.yaml", start=False)
+    unit = _unit_lines(installed_path("linux").read_text())
+    assert not any(name in unit for name in _NAMESPACE_SETTINGS)
+    assert unit["NoNewPrivileges"] == "yes" and unit["SystemCallFilter"]
+
+
+def test_private_tmp_only_when_nothing_the_daemon_needs_is_under_tmp():
+    from postselectd.config import Config, WatchFolder
+    from postselectd.service import namespace_settings
+
+    home = Config(watch=[WatchFolder(path=Path("/home/me/Photos"))], state_dir=Path("/home/me/s"))
+    assert "PrivateTmp=yes" in namespace_settings(home, [Path("/usr/bin/python3")])
+    # A private /tmp would hide these from the daemon: the unit would not even start.
+    assert "PrivateTmp=yes" not in namespace_settings(home, [Path("/tmp/venv/bin/python")])
+    in_tmp = Config(watch=[WatchFolder(path=Path("/var/tmp/shoot"))], state_dir=Path("/home/s"))
+    assert "PrivateTmp=yes" not in namespace_settings(in_tmp, [Path("/usr/bin/python3")])
