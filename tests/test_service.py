@@ -6,8 +6,10 @@ import os
 import plistlib
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -349,3 +351,36 @@ def test_private_tmp_only_when_nothing_the_daemon_needs_is_under_tmp():
     assert "PrivateTmp=yes" not in namespace_settings(home, [Path("/tmp/venv/bin/python")])
     in_tmp = Config(watch=[WatchFolder(path=Path("/var/tmp/shoot"))], state_dir=Path("/home/s"))
     assert "PrivateTmp=yes" not in namespace_settings(in_tmp, [Path("/usr/bin/python3")])
+
+
+def test_a_worker_that_dies_while_starting_exits_1_so_the_service_is_retried(tmp_path: Path):
+    # Not a mistake to fix (a worker killed by the OOM killer while loading the models):
+    # exit status 1, which systemd and launchd restart, where 2 would stop for good.
+    (tmp_path / "in").mkdir()
+    config = tmp_path / "c.yaml"
+    config.write_text(f"watch: [{{path: '{tmp_path / 'in'}'}}]\nstate_dir: '{tmp_path / 's'}'\n")
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "postselectd", "run", "--config", str(config)],
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    try:
+        worker = None
+        for _ in range(3000):  # its first worker, while it loads the models
+            children = Path(f"/proc/{daemon.pid}/task/{daemon.pid}/children").read_text().split()
+            for child in children:
+                if "spawn_main" in Path(f"/proc/{child}/cmdline").read_text(errors="replace"):
+                    worker = int(child)
+            if worker or daemon.poll() is not None:
+                break
+            time.sleep(0.01)
+        assert worker, "no worker process appeared"
+        os.kill(worker, signal.SIGKILL)
+        _, stderr = daemon.communicate(timeout=60)
+    finally:
+        daemon.kill()
+    if "started (pid" in stderr:
+        pytest.skip("the worker was ready before it could be killed")
+    assert daemon.returncode == 1, stderr
+    assert "a worker process died while starting" in stderr
