@@ -498,7 +498,12 @@ def cmd_doctor(args: argparse.Namespace, config: Config | None, source: str) -> 
 
     from postselectd.config import WatchFolder, default_inbox
     from postselectd.daemon import running_daemon_pid
-    from postselectd.service import current_platform, installed_path, service_state
+    from postselectd.service import (
+        current_platform,
+        folders_the_unit_cannot_write,
+        installed_path,
+        service_state,
+    )
     from postselectd.watcher import should_poll
 
     results: list[tuple[str, str, str]] = []
@@ -582,6 +587,14 @@ def cmd_doctor(args: argparse.Namespace, config: Config | None, source: str) -> 
     where = installed_path(platform)
     if service.installed:
         check("OK", "service", f"installed ({where})")
+        sealed = folders_the_unit_cannot_write(config)
+        if sealed:
+            check(
+                "FAIL",
+                "service sandbox",
+                f"the service may not write to {', '.join(map(str, sealed))}: "
+                "run `postselectd service install` again",
+            )
     else:
         check("WARN", "service", "not installed: run `postselectd service install`")
     if service.running or pid:

@@ -252,6 +252,23 @@ def installed_path(platform: str) -> Path:
     return Path(base) / "systemd" / "user" / UNIT_NAME
 
 
+def folders_the_unit_cannot_write(settings: Config, platform: str | None = None) -> list[Path]:
+    """Folders the daemon writes to that the installed unit's sandbox keeps read-only
+    (a watch folder added to the config after ``service install``)."""
+    path = installed_path(platform or current_platform())
+    try:
+        text = path.read_text()
+    except OSError:
+        return []
+    if "\nProtectSystem=strict" not in text:
+        return []
+    return [
+        folder
+        for folder in writable_folders(settings)
+        if f"\nReadWritePaths=-{_systemd_quote(str(folder))}\n" not in text
+    ]
+
+
 @dataclass(frozen=True)
 class ServiceState:
     installed: bool

@@ -384,3 +384,33 @@ def test_a_worker_that_dies_while_starting_exits_1_so_the_service_is_retried(tmp
         pytest.skip("the worker was ready before it could be killed")
     assert daemon.returncode == 1, stderr
     assert "a worker process died while starting" in stderr
+
+
+def test_doctor_says_when_a_new_watch_folder_is_outside_the_installed_sandbox(
+    tmp_path: Path, monkeypatch
+):
+    if sys.platform == "darwin":
+        pytest.skip("the Linux layout")
+    env = {"HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    first, added = tmp_path / "Photos", tmp_path / "Phone"
+    first.mkdir()
+    added.mkdir()
+    config = tmp_path / "c.yaml"
+    config.write_text(f"watch: [{{path: '{first}'}}]\nstate_dir: '{tmp_path / 's'}'\n")
+    from postselectd.config import load_config
+
+    settings, _ = load_config(config)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    install("linux", sys.executable, config, settings, start=False, sandbox=True)
+    result = run_cli("doctor", "--config", str(config), env=env)
+    assert "service sandbox" not in result.stdout, result.stdout
+    config.write_text(
+        config.read_text().replace(
+            f"[{{path: '{first}'}}]", f"[{{path: '{first}'}}, {{path: '{added}'}}]"
+        )
+    )
+    result = run_cli("doctor", "--config", str(config), env=env)
+    line = next(x for x in result.stdout.splitlines() if "service sandbox" in x)
+    assert line.startswith("FAIL") and str(added) in line and str(first) not in line
+    assert "postselectd service install" in line
