@@ -32,7 +32,7 @@ from postselectd.config import AnalysisConfig, Config, RatingPolicy
 from postselectd.names import same_stem, stem_key
 from postselectd.preview import PreviewError, load_preview
 from postselectd.rating import Rating, rate, weigh
-from postselectd.reasons import EYES_CLOSED
+from postselectd.reasons import EYES_CLOSED, Finding
 from postselectd.sidecar import (
     SidecarContent,
     SidecarError,
@@ -336,7 +336,9 @@ def _ms(start: float) -> float:
 # plain fields, never as pickles: reading a record builds only these classes, with
 # numbers, strings and arrays of numbers, so whoever can write to the journal cannot make
 # the daemon run code.
-_RECORD_TYPES = {cls.__name__: cls for cls in (Scored, Analysis, Sharpness, Exposure, Face)}
+_RECORD_TYPES = {
+    cls.__name__: cls for cls in (Scored, Analysis, Sharpness, Exposure, Face, Finding)
+}
 
 
 class RecordError(ValueError):
