@@ -81,6 +81,9 @@ CATEGORIES = [
     "sport/action",
 ]
 LOW_P = "(keeper p below 2 stars)"
+NEF_PREVIEW = 1620  # the long side of the preview the daemon decodes in a camera NEF
+SMALL = f"long side < {NEF_PREVIEW} px"  # upscaled into the NEF's preview: softer there
+LARGE = f"long side >= {NEF_PREVIEW} px"
 BLUR_WORDS = ("blur", "focus")
 
 
@@ -151,28 +154,46 @@ def score(paths: list[Path], config: Config, workers: int) -> dict[Path, FileRes
         return {r.path: r for r in pipeline.score(paths)}
 
 
-def make_nefs(photos: list[Path], cache: Path, jobs: int) -> dict[Path, Path]:
-    """One NEF per photo (make_nef.py, previews only), an hour apart so none is a burst."""
+def make_nefs(photos: list[Path], cache: Path, jobs: int) -> tuple[dict[Path, Path], dict]:
+    """One NEF per photo (make_nef.py, previews only), an hour apart so none is a burst.
+
+    Returns the NEF of each photo and, for the photos make_nef.py cannot turn into a NEF
+    (a film scan whose grain does not fit the camera's 6000x4000 preview slot), its message.
+    """
     tool = SHARED / "tools" / "make_nef.py"
     cache.mkdir(parents=True, exist_ok=True)
     start = datetime(2026, 6, 1, 8, 0, 0)
     plan = {photo: cache / f"{photo.stem}.NEF" for photo in photos}
+    failed: dict[Path, str] = {}
+
+    def fresh(path: Path, photo: Path) -> bool:
+        return path.exists() and path.stat().st_mtime >= photo.stat().st_mtime
+
+    for photo in photos:
+        marker = plan[photo].with_suffix(".failed")
+        if fresh(marker, photo):
+            failed[photo] = marker.read_text().strip()
     todo = [
         (i, photo)
         for i, photo in enumerate(photos)
-        if not plan[photo].exists() or plan[photo].stat().st_mtime < photo.stat().st_mtime
+        if photo not in failed and not fresh(plan[photo], photo)
     ]
 
     def one(item: tuple[int, Path]) -> None:
         i, photo = item
         when = (start + timedelta(hours=i)).strftime("%Y:%m:%d %H:%M:%S")
         part = plan[photo].with_suffix(".part")
-        subprocess.run(
+        run = subprocess.run(
             [sys.executable, str(tool), str(photo), str(part), "--time", when],
-            check=True,
             capture_output=True,
+            text=True,
         )
-        os.replace(part, plan[photo])
+        if run.returncode == 0:
+            os.replace(part, plan[photo])
+        else:
+            part.unlink(missing_ok=True)
+            failed[photo] = (run.stderr.strip().splitlines() or ["make_nef.py failed"])[-1]
+            plan[photo].with_suffix(".failed").write_text(failed[photo] + "\n")
 
     if todo:
         started = time.monotonic()
@@ -184,7 +205,8 @@ def make_nefs(photos: list[Path], cache: Path, jobs: int) -> dict[Path, Path]:
                         f"  {done}/{len(todo)} ({time.monotonic() - started:.0f} s)",
                         file=sys.stderr,
                     )
-    return plan
+    made = {photo: nef for photo, nef in plan.items() if photo not in failed and nef.exists()}
+    return made, failed
 
 
 # --- the known-good table -----------------------------------------------------------------
@@ -230,11 +252,21 @@ def rate(k: int, n: int) -> float | None:
 def tally(items: list[dict], verdicts: dict[str, Verdict]) -> dict[str, Tally]:
     rows: dict[str, Tally] = defaultdict(Tally)
     for item in items:
-        v = verdicts[item["file"]]
+        v = verdicts.get(item["file"])
+        if v is None:
+            continue  # no NEF could be made of it
         rows[item["category"]].add(v)
         rows["people" if item["people"] == "yes" else "no people"].add(v)
+        rows[SMALL if item.get("long_side", NEF_PREVIEW) < NEF_PREVIEW else LARGE].add(v)
         rows["overall"].add(v)
     return rows
+
+
+def long_side(path: Path) -> int:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return max(im.size)
 
 
 def pct(k: int, n: int) -> str:
@@ -458,7 +490,10 @@ def main() -> int:
     started = time.monotonic()
 
     photos = [data / item["file"] for item in items]
+    for item, photo in zip(items, photos, strict=True):
+        item["long_side"] = long_side(photo)
     modes: dict[str, dict[str, Verdict]] = {}
+    no_nef: dict[Path, str] = {}
     timings: dict[str, float] = {}
     t0 = time.monotonic()
     results = score(photos, config, workers)
@@ -468,17 +503,18 @@ def main() -> int:
         for i, p in zip(items, photos, strict=True)
     }
     if args.nef:
-        plan = make_nefs(photos, args.nef_cache or data / ".nef-cache", workers)
+        plan, no_nef = make_nefs(photos, args.nef_cache or data / ".nef-cache", workers)
         t0 = time.monotonic()
         results = score(list(plan.values()), config, workers)
         timings["NEF"] = time.monotonic() - t0
         modes["NEF"] = {
             i["file"]: verdict_of(i["file"], results.get(plan[p]), policy)
             for i, p in zip(items, photos, strict=True)
+            if p in plan
         }
     tallies = {name: tally(items, verdicts) for name, verdicts in modes.items()}
     catch = {} if args.no_catch else catch_side(config, workers, args.shared)
-    order = CATEGORIES + ["people", "no people", "overall"]
+    order = CATEGORIES + ["people", "no people", SMALL, LARGE, "overall"]
     order += sorted({i["category"] for i in items} - set(order))
 
     false_rejects: dict[str, dict[str, list[dict]]] = {}
@@ -512,6 +548,7 @@ def main() -> int:
                     },
                     "false_rejects": false_rejects,
                     "catch": catch,
+                    "no_nef": {p.name: why for p, why in no_nef.items()},
                     "seconds": {k: round(v, 1) for k, v in timings.items()},
                 },
                 indent=1,
@@ -531,6 +568,11 @@ def main() -> int:
         " check = a 'check' keyword (2 stars)\n"
     )
     print_table(tallies, order)
+    if no_nef:
+        print(
+            f"no NEF made of {len(no_nef)} photo(s), left out of the NEF columns: "
+            + "; ".join(f"{p.name} ({why})" for p, why in no_nef.items())
+        )
     for name, rows in tallies.items():
         overall = rows["overall"]
         print(
