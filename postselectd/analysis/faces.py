@@ -32,6 +32,8 @@ from postselectd.analysis.runtime import ModelError, OnnxModel
 
 __all__ = [
     "EYES_CLOSED_BELOW",
+    "EYES_CLOSED_PROBABILITY",
+    "EYE_STATE_MIN_WIDTH_PX",
     "FaceAnalyzer",
     "Face",
     "FaceFocus",
@@ -50,6 +52,14 @@ EYES_CLOSED_BELOW = 0.20
 # Looking down lowers the upper lid over an open eye: then only a nearly shut lid is a blink.
 # Not validated on open-eyed looking-down faces (no such labels yet); costs 2 of 149 eyes-face.
 EYES_CLOSED_BELOW_LOOKING_DOWN = 0.14
+# With the eye-state model (models/eye_state.onnx): a face's eyes are closed when its
+# P(closed) reaches this (see bench/eval_eyes.py for the measurements behind it).
+EYES_CLOSED_PROBABILITY = 0.8
+# An eye narrower than this (px, corner to corner, in the image it was sampled from) is too
+# small to tell open from closed: no verdict (None), never "closed" (bench/eval_eyes.py).
+EYE_STATE_MIN_WIDTH_PX = 8.0
+# The eye crop's side over the eye's width (the iris model's ROI, MediaPipe's 2.3).
+EYE_CROP_SCALE = 2.3
 # Head pitch (degrees, negative = chin down) from which a face counts as looking down.
 LOOKING_DOWN_PITCH = -30.0
 # A face is a main subject when it is at least this fraction of the largest face's size...
@@ -122,6 +132,15 @@ class Face:
     pitch: float  # degrees, negative = chin down
     looking_down: bool  # pitch <= LOOKING_DOWN_PITCH (on main subjects)
     is_main_subject: bool
+    # The learned eye-state model (models/eye_state.onnx) on the same crops the iris model
+    # reads: P(closed) per eye, None when the eye is narrower than EYE_STATE_MIN_WIDTH_PX
+    # in the image ("cannot tell"), when the eyes were not measured, or without the model.
+    left_eye_closed_probability: float | None = None
+    right_eye_closed_probability: float | None = None
+    # The face's P(closed): the mean over the eyes that can be told (None if neither can).
+    eyes_closed_probability: float | None = None
+    # Mean eye width (corner to corner) in px of the analysed image: how much there was to see.
+    eye_width: float | None = None
 
 
 @dataclass(frozen=True)
@@ -400,6 +419,10 @@ _UNMEASURED_EYES = {
 }
 
 
+def _round(value: float | None, digits: int = 4) -> float | None:
+    return None if value is None else round(value, digits)
+
+
 class Pyramid:
     """The photo and its halvings (box filter): detectors and crops read the smallest copy
     that still has the detail they need, which is faster and avoids aliasing."""
@@ -462,6 +485,19 @@ class FaceAnalyzer:
             raise ModelError(f"{self.iris.path}: eye contour metadata unreadable ({exc})") from None
         self.mesh_scale = float(self.mesh.metadata.get("postselectd.landmark_scale", 192))
         self.iris_scale = float(self.iris.metadata.get("postselectd.landmark_scale", 64))
+        # The learned eye-state model reads the iris model's crops. Optional, so a models
+        # folder without it (POSTSELECTD_MODELS) still works, with the geometric rule.
+        eye_state = directory / "eye_state.onnx"
+        self.eye_state = (
+            OnnxModel(eye_state, threads, providers, outputs=("closed_probability",))
+            if eye_state.is_file()
+            else None
+        )
+        if self.eye_state is not None and (
+            self.eye_state.contract.width,
+            self.eye_state.contract.height,
+        ) != (self.iris.contract.width, self.iris.contract.height):
+            raise ModelError(f"{eye_state}: input size differs from the iris model's crop")
 
     # -- detection ---------------------------------------------------------------------------
 
@@ -634,34 +670,58 @@ class FaceAnalyzer:
         }
 
     def _eyes(self, pyramid: Pyramid, mesh: np.ndarray, pitch: float) -> dict:
-        openness = []
-        sharpness = []
+        crops, widths, openness, sharpness = [], [], [], []
         for corners, flip in ((_IMAGE_LEFT_EYE, False), (_IMAGE_RIGHT_EYE, True)):
-            o, s = self._eye(pyramid, mesh[corners[0]], mesh[corners[1]], flip)
-            openness.append(o)
-            sharpness.append(s)
+            crop, width, center = self._eye_crop(pyramid, mesh[corners[0]], mesh[corners[1]], flip)
+            crops.append(crop)
+            widths.append(width)
+            openness.append(self._openness(crop))
+            # Sharpness inside the eye's box (the crop's middle: eye width is 1/2.3 of it).
+            half = (max(width * 0.6, 3.0), max(width * 0.35, 2.0))
+            sharpness.append(_detail(_native_patch(pyramid.levels[0][0], center, half)))
         looking_down = pitch <= LOOKING_DOWN_PITCH
-        limit = EYES_CLOSED_BELOW_LOOKING_DOWN if looking_down else EYES_CLOSED_BELOW
-        # The mean of both eyes: one eye alone can be misread (hair, a turned head); max() would
-        # miss a third of half-shut blinks, min() flags squints (bench/eval_faces.py).
-        closed = (openness[0] + openness[1]) / 2 < limit
+        per_eye = self._closed_probabilities(crops, widths)
+        told = [p for p in per_eye if p is not None]
+        probability = float(np.mean(told)) if told else None
+        if self.eye_state is not None:
+            # Only confident evidence on an eye big enough to judge is a blink.
+            closed = probability is not None and probability >= EYES_CLOSED_PROBABILITY
+        else:
+            limit = EYES_CLOSED_BELOW_LOOKING_DOWN if looking_down else EYES_CLOSED_BELOW
+            # The mean of both eyes: one eye alone can be misread (hair, a turned head);
+            # max() would miss a third of half-shut blinks, min() flags squints.
+            closed = (openness[0] + openness[1]) / 2 < limit
         return {
             "left_eye_openness": round(openness[0], 4),
             "right_eye_openness": round(openness[1], 4),
             "eyes_closed": bool(closed),
             "eye_sharpness": round(float(np.mean(sharpness)), 3),
             "looking_down": bool(looking_down),
+            "left_eye_closed_probability": _round(per_eye[0]),
+            "right_eye_closed_probability": _round(per_eye[1]),
+            "eyes_closed_probability": _round(probability),
+            "eye_width": round(float(np.mean(widths)), 1),
         }
 
-    def _eye(
+    def _eye_crop(
         self, pyramid: Pyramid, corner_a: np.ndarray, corner_b: np.ndarray, flip: bool
-    ) -> tuple[float, float]:
-        """Openness and sharpness of one eye; corners in image order (left, right)."""
+    ) -> tuple[np.ndarray, float, np.ndarray]:
+        """The iris model's input crop of one eye (64 x 64 RGB uint8), the eye's width in
+        image px and its centre; corners in image order (left, right).
+
+        Rotated so the corners are level, the eye's width spanning 1/2.3 of the crop, the
+        eye on the image right mirrored: both the iris and the eye-state model read it.
+        """
         angle = math.atan2(corner_b[1] - corner_a[1], corner_b[0] - corner_a[0])
         width = float(np.linalg.norm(corner_b - corner_a))
         center = (corner_a + corner_b) / 2
         size = self.iris.contract.width
-        crop, _ = _sample(pyramid, center, angle, max(width, 1.0) * 2.3, size, flip)
+        crop, _ = _sample(pyramid, center, angle, max(width, 1.0) * EYE_CROP_SCALE, size, flip)
+        return crop, width, center
+
+    def _openness(self, crop: np.ndarray) -> float:
+        """Lid gap over eye width from the iris model's eyelid contour."""
+        size = self.iris.contract.width
         c = self.iris.contract
         tensor = ((crop.astype(np.float32) - c.mean) / c.std).transpose(2, 0, 1)
         out = self.iris.run(np.ascontiguousarray(tensor)[None])
@@ -669,17 +729,53 @@ class FaceAnalyzer:
         temporal, nasal = contour[self.corners[0]], contour[self.corners[1]]
         eye_width = float(np.linalg.norm(nasal - temporal))
         gaps = contour[self.lid_pairs[:, 1], 1] - contour[self.lid_pairs[:, 0], 1]
-        openness = float(np.clip(gaps[2:5].mean(), 0, None) / max(eye_width, 1e-6))
-        # Sharpness inside the eye's box (the crop's middle: eye width is 1/2.3 of the crop).
-        half = (max(width * 0.6, 3.0), max(width * 0.35, 2.0))
-        return openness, _detail(_native_patch(pyramid.levels[0][0], center, half))
+        return float(np.clip(gaps[2:5].mean(), 0, None) / max(eye_width, 1e-6))
 
-    def eye_crop_openness(self, eye: np.ndarray) -> float:
-        """Openness of a single-eye crop (H x W x 3 uint8), for evaluation on eye-crop sets.
+    def _closed_probabilities(
+        self, crops: Sequence[np.ndarray], widths: Sequence[float]
+    ) -> list[float | None]:
+        """P(closed) of each crop by the eye-state model, in one run; None for an eye
+        narrower than EYE_STATE_MIN_WIDTH_PX (too few pixels to tell) or without the model."""
+        if self.eye_state is None:
+            return [None] * len(crops)
+        probabilities = self.closed_probability(np.stack(crops))
+        return [
+            float(p) if w >= EYE_STATE_MIN_WIDTH_PX else None
+            for p, w in zip(probabilities, widths, strict=True)
+        ]
 
-        The crop is padded so the eye spans 1/2.3 of the model's input, as the face chain frames
-        it, assuming the eye fills ~70% of the crop's width. Which eye it is is unknown, so the
-        crop and its mirror are read and averaged.
+    def closed_probability(self, crops: np.ndarray) -> np.ndarray:
+        """P(closed) for a batch of eye crops (N x 64 x 64 x 3 uint8, framed as _eye_crop)."""
+        if self.eye_state is None:
+            raise ModelError("no eye-state model (models/eye_state.onnx) is loaded")
+        c = self.eye_state.contract
+        tensor = ((crops.astype(np.float32) - c.mean) / c.std).transpose(0, 3, 1, 2)
+        out = self.eye_state.run(np.ascontiguousarray(tensor))
+        return out["closed_probability"].reshape(-1)
+
+    def eye_samples(self, image: Image.Image) -> list[tuple[float, list[tuple[np.ndarray, float]]]]:
+        """Each meshed face's size and its two eye crops with their widths (largest face
+        first): what the eye-state model reads, for building its training data and benches."""
+        pyramid = Pyramid(image)
+        out = []
+        for detection in sorted(self.detect(pyramid), key=lambda d: -d.score)[:MAX_FACES]:
+            face = self._mesh(pyramid, detection)
+            if face is None:
+                continue
+            mesh = face["mesh"]
+            eyes = []
+            for corners, flip in ((_IMAGE_LEFT_EYE, False), (_IMAGE_RIGHT_EYE, True)):
+                crop, width, _ = self._eye_crop(pyramid, mesh[corners[0]], mesh[corners[1]], flip)
+                eyes.append((crop, width))
+            out.append((face["size"], eyes))
+        return sorted(out, key=lambda item: -item[0])
+
+    def eye_patch_crops(self, eye: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A single-eye crop (H x W x 3 uint8, as eye-crop sets have them) framed as the face
+        chain frames an eye, as it is and mirrored (which eye it is is unknown).
+
+        The patch is padded (black) so the eye spans 1/2.3 of the crop, assuming the eye
+        fills ~70% of the patch's width.
         """
         picture = Image.fromarray(np.ascontiguousarray(eye, dtype=np.uint8))
         pyramid = Pyramid(picture)
@@ -687,9 +783,20 @@ class FaceAnalyzer:
         center = np.array(picture.size, dtype=np.float64) / 2
         left = center - (width / 2, 0)
         right = center + (width / 2, 0)
-        plain = self._eye(pyramid, left, right, flip=False)[0]
-        mirrored = self._eye(pyramid, left, right, flip=True)[0]
-        return (plain + mirrored) / 2
+        return (
+            self._eye_crop(pyramid, left, right, flip=False)[0],
+            self._eye_crop(pyramid, left, right, flip=True)[0],
+        )
+
+    def eye_crop_openness(self, eye: np.ndarray) -> float:
+        """Openness of a single-eye crop, for evaluation on eye-crop sets (mean of the crop
+        and its mirror, see eye_patch_crops)."""
+        plain, mirrored = self.eye_patch_crops(eye)
+        return (self._openness(plain) + self._openness(mirrored)) / 2
+
+    def eye_crop_closed_probability(self, eye: np.ndarray) -> float:
+        """The eye-state model's P(closed) of a single-eye crop (mean of it and its mirror)."""
+        return float(self.closed_probability(np.stack(self.eye_patch_crops(eye))).mean())
 
     @staticmethod
     def _face_detail(picture: Image.Image, mesh: np.ndarray) -> float:
