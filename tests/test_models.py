@@ -45,6 +45,8 @@ EXPECTED_FILES = {
     "face_detection_full",
     "face_landmark",
     "iris_landmark",
+    # Trained by models/build_eye_state.py (not converted), checked like the others.
+    "eye_state",
 }
 
 
@@ -239,6 +241,20 @@ def test_lite0_accepts_any_batch_size():
     check_summary(emb[2:3], ref["embedding"], "batch row 2 embedding")
     check_summary(logits[0:1], ref["logits"], "batch row 0 logits")
     assert not np.allclose(emb[0], emb[1])
+
+
+def test_eye_state_reads_the_iris_models_crop_two_eyes_at_once():
+    """The runtime feeds the eye-state model the very tensor it made for the iris model."""
+    meta, iris = meta_of("eye_state"), meta_of("iris_landmark")
+    assert input_size(meta) == input_size(iris)
+    assert normalization(meta) == normalization(iris)
+    assert meta["postselectd.batch"] == "dynamic"
+    assert "eye_data_manifest.tsv:" in meta["postselectd.source_sha256"]
+    x = to_input(synthetic_image(*input_size(meta)), meta)
+    (p,) = cached_session("eye_state").run(None, {"image": np.concatenate([x, x[:, :, :, ::-1]])})
+    assert p.shape == (2, 1) and np.all((p >= 0) & (p <= 1))
+    check_summary(p[:1], REFERENCE["models"]["eye_state"]["outputs"]["closed_probability"], "b2")
+    assert (MODELS / "eye_state.onnx").stat().st_size < 1_000_000
 
 
 @pytest.mark.parametrize("name", ["face_detection_short", "face_detection_full"])
