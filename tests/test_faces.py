@@ -12,6 +12,8 @@ from conftest import shared_path
 from PIL import Image
 
 from postselectd.analysis.faces import (
+    EYE_STATE_MIN_WIDTH_PX,
+    EYES_CLOSED_PROBABILITY,
     EYES_SHARP_ABOVE,
     Face,
     FaceAnalyzer,
@@ -91,6 +93,71 @@ def test_upright_portrait_finds_a_face(analyzer: FaceAnalyzer) -> None:
 def test_head_shot_filling_the_frame_with_closed_eyes(analyzer: FaceAnalyzer) -> None:
     faces = analyzer.analyze(load_preview(shared_path("samples", "nef", "DSC_0109.NEF")).image)
     assert eyes_closed_reason(faces)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        # Seven faces of 37-53 px, eyes 7-10 px wide: the lid-gap rule called two closed
+        # (openness 0.06-0.12: at that size the lid gap is noise); now "cannot tell".
+        "2008_007676.jpg",
+        # Three men laughing and grimacing, eyes 17-22 px wide and narrowed.
+        "2008_002506.jpg",
+        # Four faces of 30-53 px, the lid-gap rule called one closed.
+        "2008_002079.jpg",
+    ],
+)
+def test_open_eyes_of_a_group_photo_are_not_called_closed(
+    analyzer: FaceAnalyzer, name: str
+) -> None:
+    faces = analyzer.analyze(rgb(shared_path("eval", "portraits", name)))
+    main = [f for f in faces if f.is_main_subject]
+    assert len(main) >= 3
+    assert not any(f.eyes_closed for f in main)
+    assert not eyes_closed_reason(faces)
+    for face in main:
+        if face.eye_width < EYE_STATE_MIN_WIDTH_PX:
+            assert face.eyes_closed_probability is None
+        elif face.eyes_closed_probability is not None:
+            assert face.eyes_closed_probability < EYES_CLOSED_PROBABILITY
+
+
+def test_a_smiling_squint_is_not_a_blink(analyzer: FaceAnalyzer) -> None:
+    """Tom_Cruise_avp_2014_4: a 430 px smiling face, eyes narrowed but open (lid gap 0.20 /
+    0.17 of the eye's width, under the old 0.20 limit)."""
+    face = only_face(
+        analyzer.analyze(rgb(shared_path("eval", "portraits", "Tom_Cruise_avp_2014_4.jpg")))
+    )
+    assert face.eyes_closed_probability is not None
+    assert face.eyes_closed_probability < 0.5
+    assert not face.eyes_closed
+
+
+@pytest.mark.parametrize("name", ["eyes-face-0001.jpg", "eyes-face-0050.jpg", "eyes-face-0100.jpg"])
+def test_closed_eyes_are_caught(analyzer: FaceAnalyzer, name: str) -> None:
+    face = only_face(analyzer.analyze(rgb(shared_path("eval", "eyes-face", name))))
+    assert face.eyes_closed_probability >= EYES_CLOSED_PROBABILITY
+    assert face.left_eye_closed_probability is not None
+    assert face.right_eye_closed_probability is not None
+    assert face.eyes_closed and eyes_closed_reason((face,))
+
+
+def test_an_eye_too_small_to_judge_gives_no_verdict(analyzer: FaceAnalyzer) -> None:
+    """A closed-eyed face shrunk until its eyes are a few px wide: "cannot tell", not closed."""
+    photo = Image.open(shared_path("eval", "eyes-face", "eyes-face-0001.jpg")).convert("RGB")
+    big = only_face(analyzer.analyze(photo))
+    shrink = 0.8 * EYE_STATE_MIN_WIDTH_PX / big.eye_width
+    small = photo.resize((round(photo.width * shrink), round(photo.height * shrink)))
+    frame = Image.new("RGB", (small.width * 4, small.height * 4), (118, 118, 118))
+    frame.paste(small, (small.width * 3 // 2, small.height * 3 // 2))
+    faces = analyzer.analyze(frame)
+    assert faces  # the face is still found (~30 px), its eyes are ~6 px wide
+    for face in faces:
+        assert face.eye_width < EYE_STATE_MIN_WIDTH_PX
+        assert face.eyes_closed_probability is None
+        assert face.left_eye_closed_probability is None
+        assert not face.eyes_closed
+    assert not eyes_closed_reason(faces)
 
 
 def test_no_face_gives_an_empty_tuple(analyzer: FaceAnalyzer) -> None:
