@@ -527,11 +527,12 @@ def test_contact_sheet_in_headless_chromium(scored_shoot: Path, tmp_path: Path, 
         for p in scored_shoot.glob("*.xmp")
         if "PostSelect|reject" in p.read_text()
     )
-    assert len(rejected) == 8
+    # 8 before #14; the dim DSC_0112 is now a "check" (exposure), not a reject.
+    assert len(rejected) == 7
     page.js("document.getElementById('show-reject').click()")
     shown = page.js(f"{CARDS_SHOWN}.map(c => c.querySelector('.name').textContent)")
     assert sorted(shown) == rejected
-    assert page.js("document.getElementById('shown').textContent") == "Showing 8 of 13 photos"
+    assert page.js("document.getElementById('shown').textContent") == "Showing 7 of 13 photos"
     page.screenshot(ARTIFACTS / "report-rejects.png")
     page.js("document.getElementById('show-select').click()")
     assert sorted(page.js(f"{CARDS_SHOWN}.map(c => c.querySelector('.name').textContent)")) == [
@@ -541,7 +542,8 @@ def test_contact_sheet_in_headless_chromium(scored_shoot: Path, tmp_path: Path, 
     page.js("document.getElementById('show-all').click()")
     page.js("document.getElementById('reason-eyes-closed').click()")  # a reason unticked
     shown = page.js(f"{CARDS_SHOWN}.map(c => c.querySelector('.name').textContent)")
-    assert "DSC_0109.NEF" not in shown and "DSC_0110.NEF" in shown  # 0110: also overexposed
+    assert "DSC_0109.NEF" not in shown and "DSC_0110.NEF" not in shown
+    assert "DSC_0101.NEF" in shown and len(shown) == 11  # the other reasons stay
     page.js("document.querySelector('#filters button[type=reset]').click()")
     page.js("new Promise(r => setTimeout(r, 50))")
     assert page.js(f"{CARDS_SHOWN}.length") == 13
