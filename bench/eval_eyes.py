@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from postselectd.analysis import faces as F  # noqa: E402
 from postselectd.analysis.runtime import models_dir  # noqa: E402
+from postselectd.rating import LINES  # noqa: E402
 
 
 def rgb(path: Path) -> np.ndarray:
@@ -220,7 +221,9 @@ def held_out(fa: F.FaceAnalyzer, data: Path) -> list[str]:
         ("min", np.minimum(pl, pr)),
         ("max", np.maximum(pl, pr)),
     ):
-        for t in (0.5, 0.8, 0.9):
+        # 0.5, 0.8, 0.9, and the normal policy's reject and check lines (the analysis takes
+        # the face's P as the "eyes closed" confidence).
+        for t in sorted({0.5, 0.8, 0.9, *LINES["normal"]}):
             lines.append(
                 f"              faces ({truth.sum()} closed, {(~truth).sum()} open) {name:4s} "
                 f"of both eyes >= {t}: closed caught {(p[truth] >= t).mean():.3f}, open called "

@@ -364,7 +364,9 @@ def catch_side(config: Config, workers: int, shared: Path) -> dict:
 
 
 def eyes_crop(folder: Path) -> dict:
-    """Open/closed single-eye crops through the face chain's eye reader (as bench/eval_faces.py)."""
+    """Open/closed single-eye crops through the face chain's eye reader: the eye-state model
+    at P(closed) >= 0.5 where the models have it (as bench/eval_eyes.py), else the iris
+    model's lid gap (as bench/eval_faces.py)."""
     import numpy as np
     from PIL import Image
 
@@ -372,14 +374,26 @@ def eyes_crop(folder: Path) -> dict:
     from postselectd.analysis.runtime import models_dir
 
     analyzer = F.FaceAnalyzer(models_dir(), threads=1)
-    read = getattr(analyzer, "eye_crop_openness", None)
-    below = getattr(F, "EYES_CLOSED_BELOW", None)
-    if read is None or below is None:
-        return {"skipped": "this version has no FaceAnalyzer.eye_crop_openness / EYES_CLOSED_BELOW"}
+    if getattr(analyzer, "eye_state", None) is not None:
+        reader = "eye-state model, P >= 0.5"
+
+        def is_closed(eye: np.ndarray) -> bool:
+            return analyzer.eye_crop_closed_probability(eye) >= 0.5
+
+    else:
+        read = getattr(analyzer, "eye_crop_openness", None)
+        below = getattr(F, "EYES_CLOSED_BELOW", None)
+        if read is None or below is None:
+            return {"skipped": "this version has no eye-crop reader"}
+        reader = "iris lid gap"
+
+        def is_closed(eye: np.ndarray) -> bool:
+            return read(eye) < below
+
     right = closed_n = closed_hit = open_n = open_false = 0
     for r in eval_labels(folder):
         with Image.open(folder / r["file"]) as im:
-            called_closed = read(np.asarray(im.convert("RGB"))) < below
+            called_closed = is_closed(np.asarray(im.convert("RGB")))
         closed = r["label"] == "eyes_closed"
         right += called_closed == closed
         if closed:
@@ -391,6 +405,7 @@ def eyes_crop(folder: Path) -> dict:
     n = closed_n + open_n
     return {
         "n": n,
+        "reader": reader,
         "accuracy": rate(right, n),
         "closed_caught": f"{closed_hit}/{closed_n}",
         "open_called_closed": f"{open_false}/{open_n}",
@@ -412,7 +427,8 @@ def print_catch(c: dict) -> None:
             print(f"  eyes-crop   skipped: {e['skipped']}")
         else:
             print(
-                f"  eyes-crop   open/closed accuracy {e['accuracy']:.3f} (n={e['n']}; "
+                f"  eyes-crop   open/closed accuracy {e['accuracy']:.3f} (n={e['n']}, "
+                f"{e.get('reader', 'iris lid gap')}; "
                 f"closed caught {e['closed_caught']}, "
                 f"open called closed {e['open_called_closed']})"
                 "   target >= 0.97"
