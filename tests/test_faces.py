@@ -160,6 +160,20 @@ def test_an_eye_too_small_to_judge_gives_no_verdict(analyzer: FaceAnalyzer) -> N
     assert not eyes_closed_reason(faces)
 
 
+def test_an_eye_outside_the_frame_gives_no_verdict(analyzer: FaceAnalyzer) -> None:
+    """A closed-eyed face cut by the frame just under its eyes (as a bouquet portrait cut at
+    the lips): the mesh still places the eyes, above the picture, but padding is no eye."""
+    photo = Image.open(shared_path("eval", "eyes-face", "eyes-face-0001.jpg")).convert("RGB")
+    photo = photo.resize((photo.width * 4, photo.height * 4))
+    whole = only_face(analyzer.analyze(photo))
+    assert whole.eyes_closed_probability is not None and whole.eyes_closed
+    cut = photo.crop((0, round(photo.height * 0.42), photo.width, photo.height))
+    face = only_face(analyzer.analyze(cut))
+    assert face.left_eye_closed_probability is None
+    assert face.right_eye_closed_probability is None
+    assert face.eyes_closed_probability is None and not face.eyes_closed
+
+
 def test_no_face_gives_an_empty_tuple(analyzer: FaceAnalyzer) -> None:
     assert analyzer.analyze(rgb(shared_path("eval", "natural", "kodim01.png"))) == ()
     assert analyzer.analyze(np.full((1080, 1620, 3), 128, np.uint8)) == ()

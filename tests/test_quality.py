@@ -68,6 +68,43 @@ def test_closed_eyes_of_a_large_face_are_a_confident_reason(analyzer):
     assert sure(result, "eyes closed") >= 0.75
 
 
+def test_a_group_whose_eyes_all_read_closed_asks_for_a_check(analyzer):
+    """Three closed-eyed faces in one frame: a group looking down together is a moment to
+    look at, counted (3 of 3), never a reject."""
+    from PIL import Image
+
+    faces = [
+        Image.open(shared_path("eval", "eyes-face", f"eyes-face-000{i}.jpg")).convert("RGB")
+        for i in (1, 2, 3)
+    ]
+    faces = [f.resize((260, round(260 * f.height / f.width))) for f in faces]
+    frame = Image.new("RGB", (3 * 300 + 40, 420), (118, 118, 118))
+    for i, face in enumerate(faces):
+        frame.paste(face, (20 + 300 * i, 60))
+    result = analyzer.analyze(frame)
+    eyes = [f for f in result.findings if f.reason == "eyes closed"]
+    assert eyes and eyes[0].count == 3 and eyes[0].detail == "3 of 3"
+    assert 0.45 <= eyes[0].confidence < 0.75
+
+
+def test_eyes_are_read_only_on_a_face_the_detector_is_sure_of():
+    """An alpaca's head or the back of a head scored 0.45-0.63 and read as a blink."""
+    from postselectd.analysis import EYES_MIN_DETECTION_SCORE, _eyes
+    from postselectd.analysis.faces import Face
+
+    def face(score: float) -> Face:
+        return Face(
+            box=(0, 0, 300, 300), score=score, size=300.0, left_eye_openness=0.05,
+            right_eye_openness=0.05, eyes_closed=True, eye_sharpness=0.5,
+            face_sharpness=0.8, yaw=0.0, pitch=0.0, looking_down=False,
+            is_main_subject=True, left_eye_closed_probability=0.99,
+            right_eye_closed_probability=0.99, eyes_closed_probability=0.99, eye_width=40.0,
+        )  # fmt: skip
+
+    assert _eyes([face(EYES_MIN_DETECTION_SCORE - 0.05)]) is None
+    assert _eyes([face(0.9)]).confidence == 0.99
+
+
 def test_open_sharp_face_is_neither_closed_nor_blurred(analyzer):
     folder = shared_path("eval", "faceblur")
     sharp = [

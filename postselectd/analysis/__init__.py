@@ -18,6 +18,7 @@ from PIL import Image
 
 from postselectd.analysis import measure
 from postselectd.analysis.faces import (
+    EYE_STATE_MIN_WIDTH_PX,
     EYES_CLOSED_BELOW,
     EYES_CLOSED_BELOW_LOOKING_DOWN,
     Face,
@@ -72,16 +73,25 @@ MOTION_DIRECTIONALITY = 0.55
 # nothing, fully judged from FACE_JUDGED_FULL px.
 FACE_SOFT_BELOW, FACE_BLUR_SURE = 0.45, 0.25
 FACE_JUDGED_FROM, FACE_JUDGED_FULL = 30.0, 90.0
-# Eyes: mean lid gap / eye width of a main face; closed for sure from EYES_SHUT_SURE down.
-# A face narrower than EYES_JUDGED_FROM px (its eye ~8 px wide) cannot be told; fully
-# judged from EYES_JUDGED_FULL px (eval/portraits: 30-53 px faces read 0.06-0.16 with
-# every eye open).
+# Eyes: the eye-state model's P(closed) of a main face (the more open of its two eyes, see
+# faces.py) is the confidence itself: on held-out faces (bench/eval_eyes.py --data) P >= 0.75
+# (normal: reject) calls 2 of 1321 open faces closed and catches 0.895 of 171 closed ones,
+# P >= 0.45 (normal: check) 6 and 0.953. An eye narrower than
+# EYE_STATE_MIN_WIDTH_PX gives no P: it cannot be told, and is no evidence either way.
+# Without the model (a models folder of one's own), the iris model's lid gap / eye width:
+# closed for sure from EYES_SHUT_SURE down, a face narrower than EYES_JUDGED_FROM px (its eye
+# ~8 px wide) cannot be told, fully judged from EYES_JUDGED_FULL px.
 EYES_SHUT_SURE = 0.10
 EYES_JUDGED_FROM, EYES_JUDGED_FULL = 30.0, 60.0
-# In a group one blink is a frame to look at, not to throw away (another frame of the
-# burst may have it, or a retouch fixes it): it asks for a check unless most blinked.
+# Eyes are read only on a face the detector is sure of: an alpaca's head (0.50), the back
+# of a head (0.45) and a face cut by the frame (0.63) were read as blinks; the closed faces
+# of eval/eyes-face score 0.74 and up (1st percentile).
+EYES_MIN_DETECTION_SCORE = 0.70
+# In a group, closed eyes ask for a check, never the reject: one blink is a frame to look
+# at, not to throw away (another frame of the burst may have it, or a retouch fixes it),
+# and when most of a group read closed they are looking down at something together (a
+# bouquet, a ring, a child), a moment, not blinks (blinks that close together are rare).
 GROUP_OF = 3
-GROUP_BLINK_MOST = 0.70
 # Exposure. A raw holds stops the preview does not show: only lost information rejects,
 # a frame that is merely dark or bright asks for a check at most (EXPOSURE_CHECK_MOST).
 # The head's P(over/underexposed) counts from EXPOSURE_DOUBT (nothing) to EXPOSURE_SURE.
@@ -238,25 +248,37 @@ def judge(
 
 def _eyes(main: list[Face]) -> Finding | None:
     """Closed eyes of the main subjects; in a group, how many of those judged blinked."""
-    judged = []
-    for face in main:
-        if face.left_eye_openness is None or face.right_eye_openness is None:
-            continue
-        seen = _ramp(face.size, EYES_JUDGED_FROM, EYES_JUDGED_FULL)
-        if seen <= 0:
-            continue
-        limit = EYES_CLOSED_BELOW_LOOKING_DOWN if face.looking_down else EYES_CLOSED_BELOW
-        openness = (face.left_eye_openness + face.right_eye_openness) / 2
-        sure = EYES_SHUT_SURE * limit / EYES_CLOSED_BELOW
-        judged.append(_ramp(openness, limit, sure) * seen)
+    judged = [c for c in map(_eyes_closed, main) if c is not None]
     blinked = [c for c in judged if c >= NAMED_FROM]
     if not judged:
         return None
     confidence = max(judged)
-    if len(judged) >= GROUP_OF and len(blinked) < GROUP_BLINK_MOST * len(judged):
+    if len(main) >= GROUP_OF:  # a group however many of its eyes could be told
         confidence = min(confidence, NAMED_FROM + 0.25)
     detail = f"{len(blinked)} of {len(judged)}" if len(judged) > 1 else ""
     return Finding(EYES_CLOSED, round(confidence, 3), detail, count=len(blinked))
+
+
+def _eyes_closed(face: Face) -> float | None:
+    """How sure it is that this face blinked (0..1), None when its eyes cannot be told."""
+    if face.score < EYES_MIN_DETECTION_SCORE:
+        return None
+    if face.eyes_closed_probability is not None:
+        return face.eyes_closed_probability
+    if face.eye_width is not None and face.eye_width < EYE_STATE_MIN_WIDTH_PX:
+        return None  # too few pixels: "cannot tell" is not "closed"
+    if face.left_eye_openness is None or face.right_eye_openness is None:
+        return None
+    if face.left_eye_closed_probability is not None or face.right_eye_closed_probability is not None:
+        return None  # the model read one eye only: one eye alone is no blink
+    # No eye-state model: the lid gap.
+    seen = _ramp(face.size, EYES_JUDGED_FROM, EYES_JUDGED_FULL)
+    if seen <= 0:
+        return None
+    limit = EYES_CLOSED_BELOW_LOOKING_DOWN if face.looking_down else EYES_CLOSED_BELOW
+    openness = (face.left_eye_openness + face.right_eye_openness) / 2
+    sure = EYES_SHUT_SURE * limit / EYES_CLOSED_BELOW
+    return _ramp(openness, limit, sure) * seen
 
 
 def _focus(

@@ -672,17 +672,25 @@ class FaceAnalyzer:
         }
 
     def _eyes(self, pyramid: Pyramid, mesh: np.ndarray, pitch: float) -> dict:
-        crops, widths, openness, sharpness = [], [], [], []
+        crops, widths, centers, openness, sharpness = [], [], [], [], []
         for corners, flip in ((_IMAGE_LEFT_EYE, False), (_IMAGE_RIGHT_EYE, True)):
             crop, width, center = self._eye_crop(pyramid, mesh[corners[0]], mesh[corners[1]], flip)
             crops.append(crop)
             widths.append(width)
+            centers.append(center)
             openness.append(self._openness(crop))
             # Sharpness inside the eye's box (the crop's middle: eye width is 1/2.3 of it).
             half = (max(width * 0.6, 3.0), max(width * 0.35, 2.0))
             sharpness.append(_detail(_native_patch(pyramid.levels[0][0], center, half)))
         looking_down = pitch <= LOOKING_DOWN_PITCH
         per_eye = self._closed_probabilities(crops, widths)
+        # An eye the mesh placed outside the picture (a face cut by the frame) is padding,
+        # not an eye: no verdict (a bouquet portrait cut at the lips read P 0.94 "closed").
+        width, height = pyramid.levels[0][0].size
+        per_eye = [
+            None if not (0 <= x < width and 0 <= y < height) else p
+            for p, (x, y) in zip(per_eye, centers, strict=True)
+        ]
         # A blink closes both eyes: the face is as closed as its more open eye, and one eye
         # alone (the other too small to tell) is no evidence. On held-out faces (bench/
         # eval_eyes.py --data) min >= 0.8 calls 1 of 1321 open faces closed and catches 0.883
