@@ -3,6 +3,7 @@ them skip with a clear reason where it is absent."""
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import subprocess
@@ -44,9 +45,10 @@ def copy_file(source: Path, folder: Path, name: str | None = None) -> Path:
 
 
 def run_cli(
-    *args: str, env: dict | None = None, timeout: float = 600
+    *args: str, env: dict | None = None, timeout: float = 600, popen: dict | None = None
 ) -> subprocess.CompletedProcess:
-    """Run the real command line in a fresh process, as a user would."""
+    """Run the real command line in a fresh process, as a user would (``popen``: more
+    subprocess arguments, e.g. ``Unprivileged.popen``)."""
     full_env = dict(os.environ)
     full_env.setdefault(
         "XDG_CONFIG_HOME", str(Path(os.environ.get("TMPDIR", "/tmp")) / "postselectd-test-noconfig")
@@ -60,7 +62,64 @@ def run_cli(
         env=full_env,
         timeout=timeout,
         cwd=ROOT,
+        **(popen or {}),
     )
+
+
+# --- a file the daemon really cannot read, also where the tests run as root -------------
+
+# prctl(2) PR_CAPBSET_DROP; capability(7) CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH.
+_PR_CAPBSET_DROP, _CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH = 24, 1, 2
+
+
+def _without_file_powers() -> None:
+    """In the child before exec: drop root's power to read and write every file, so
+    another user's 0600 file is as unreadable to it as to any user. (Not a switch to
+    ``nobody``: this interpreter may live where only root can reach, like ~/.pyenv.)"""
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in (_CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH):
+        if libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+class Unprivileged:
+    """How to start a process that file permissions apply to, and make a file it cannot
+    read: as root, root without CAP_DAC_OVERRIDE/CAP_DAC_READ_SEARCH and a file of
+    ``nobody``'s, mode 0600; otherwise ourselves and a file of ours, mode 000."""
+
+    def __init__(self) -> None:
+        self.root = os.geteuid() == 0
+        self.popen: dict = {}
+        if not self.root:
+            return
+        self.popen = {"preexec_fn": _without_file_powers}
+        try:
+            subprocess.run([sys.executable, "-c", "pass"], check=True, **self.popen)
+        except (OSError, subprocess.SubprocessError) as exc:
+            pytest.skip(f"running as root and cannot drop the file-permission powers: {exc}")
+
+    def unreadable_file(self, path: Path, data: bytes) -> None:
+        path.write_bytes(data)
+        self.lock(path, 0o600)
+
+    def lock(self, path: Path, mode: int) -> None:
+        """``path`` (a file or folder) as another user's with ``mode`` (as root) or as our
+        own with no permission at all: closed to the processes started with ``popen``."""
+        if self.root:
+            os.chown(path, 65534, 65534)  # nobody
+            os.chmod(path, mode)
+        else:
+            os.chmod(path, 0o000)
+
+    @staticmethod
+    def release(path: Path) -> None:
+        """Readable again, for the test's own checks and tmp_path's cleanup."""
+        os.chmod(path, 0o700 if path.is_dir() else 0o600)
+
+
+@pytest.fixture
+def unprivileged() -> Unprivileged:
+    return Unprivileged()
 
 
 def need_tool(name: str) -> str:

@@ -169,12 +169,18 @@ def test_doctor_reports_a_bad_config_and_a_file_where_a_folder_should_be(tmp_pat
     assert "models" in result.stdout  # the other checks still run
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every folder")
-def test_doctor_fails_an_unreadable_folder(tmp_path: Path):
+def test_doctor_fails_an_unreadable_folder(tmp_path: Path, unprivileged):
     locked = tmp_path / "locked"
-    locked.mkdir(mode=0o000)
+    locked.mkdir()
+    unprivileged.lock(locked, 0o700)
     try:
-        result = run_cli("doctor", "--config", str(_config(tmp_path, [locked])), env=_env(tmp_path))
+        result = run_cli(
+            "doctor",
+            "--config",
+            str(_config(tmp_path, [locked])),
+            env=_env(tmp_path),
+            popen=unprivileged.popen,
+        )
     finally:
-        locked.chmod(0o755)
+        unprivileged.release(locked)
     assert result.returncode == 1 and f"FAIL  watch {locked}" in result.stdout

@@ -10,7 +10,6 @@ permissions, and the unreadable sidecar is ``nobody``'s, mode 0600.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import signal
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import test_daemon
-from conftest import ROOT, copy_file, shared_path
+from conftest import ROOT, Unprivileged, copy_file, shared_path
 from test_daemon import DaemonProcess, assert_rated_once, sidecar_of
 
 from postselectd.config import Config
@@ -45,57 +44,6 @@ CONTENT = SidecarContent(
     reasons=(),
     model_version="test",
 )
-
-
-# --- a file the daemon really cannot read, also where the tests run as root -------------
-
-# prctl(2) PR_CAPBSET_DROP; capability(7) CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH.
-_PR_CAPBSET_DROP, _CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH = 24, 1, 2
-
-
-def _without_file_powers() -> None:
-    """In the child before exec: drop root's power to read and write every file, so
-    another user's 0600 file is as unreadable to it as to any user. (Not a switch to
-    ``nobody``: this interpreter may live where only root can reach, like ~/.pyenv.)"""
-    libc = ctypes.CDLL(None, use_errno=True)
-    for cap in (_CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH):
-        if libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
-
-
-class Unprivileged:
-    """How to start a process that file permissions apply to, and make a file it cannot
-    read: as root, root without CAP_DAC_OVERRIDE/CAP_DAC_READ_SEARCH and a file of
-    ``nobody``'s, mode 0600; otherwise ourselves and a file of ours, mode 000."""
-
-    def __init__(self) -> None:
-        self.root = os.geteuid() == 0
-        self.popen: dict = {}
-        if not self.root:
-            return
-        self.popen = {"preexec_fn": _without_file_powers}
-        try:
-            subprocess.run([sys.executable, "-c", "pass"], check=True, **self.popen)
-        except (OSError, subprocess.SubprocessError) as exc:
-            pytest.skip(f"running as root and cannot drop the file-permission powers: {exc}")
-
-    def unreadable_file(self, path: Path, data: bytes) -> None:
-        path.write_bytes(data)
-        if self.root:
-            os.chown(path, 65534, 65534)  # nobody
-            os.chmod(path, 0o600)
-        else:
-            os.chmod(path, 0o000)
-
-    @staticmethod
-    def release(path: Path) -> None:
-        """Readable again, for the test's own checks and tmp_path's cleanup."""
-        os.chmod(path, 0o600)
-
-
-@pytest.fixture
-def unprivileged() -> Unprivileged:
-    return Unprivileged()
 
 
 class FaultDaemon(DaemonProcess):

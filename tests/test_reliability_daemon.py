@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import test_daemon
 import yaml
-from conftest import DATA, ROOT, shared_path
+from conftest import DATA, ROOT, Unprivileged, shared_path
 from test_daemon import DaemonProcess, assert_rated_once, sidecar_of
 from test_reliability import FUZZ_CORPUS, _fill, _mutations
 
@@ -480,10 +480,11 @@ def test_bad_config_or_models_stop_the_daemon_at_start_with_one_line_and_exit_2(
         config.mkdir()
     elif case == "config not text":
         config.write_bytes(b"watch: [\xff\xfe]\n")
-    elif case == "config unreadable":
-        if os.geteuid() == 0:
-            pytest.skip("root reads every file")
-        config.chmod(0)
+    popen = {}
+    if case == "config unreadable":
+        as_user = Unprivileged()
+        as_user.lock(config, 0o600)
+        popen = as_user.popen
     result = subprocess.run(
         [sys.executable, "-m", "postselectd", "run", "--config", str(config)],
         capture_output=True,
@@ -491,6 +492,7 @@ def test_bad_config_or_models_stop_the_daemon_at_start_with_one_line_and_exit_2(
         env=env,
         cwd=ROOT,
         timeout=120,
+        **popen,
     )
     lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
     assert result.returncode == 2, lines

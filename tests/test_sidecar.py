@@ -6,6 +6,8 @@ import os
 import re
 import shutil
 import stat
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -229,15 +231,33 @@ def test_dry_run_writes_nothing(photo: Path):
     assert sorted(p.name for p in photo.parent.iterdir()) == ["DSC_0001.NEF"]
 
 
-def test_read_only_folder_gives_a_clear_error(photo: Path):
-    if os.geteuid() == 0:
-        pytest.skip("root ignores folder permissions")
-    os.chmod(photo.parent, 0o555)
+def test_read_only_folder_gives_a_clear_error(photo: Path, unprivileged):
+    """In a process file permissions apply to (root ignores them, so CI drops that power)."""
+    folder = photo.parent
+    unprivileged.lock(folder, 0o755)  # another user's folder: readable, not writable
+    if not unprivileged.root:
+        os.chmod(folder, 0o555)
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from postselectd.sidecar import SidecarContent, SidecarError, write_sidecars\n"
+        f"content = SidecarContent(**{dict(SELECT.__dict__)!r})\n"
+        "try:\n"
+        f"    write_sidecars(Path({str(photo)!r}), content, ['lightroom'])\n"
+        "except SidecarError as exc:\n"
+        "    print(exc)\n"
+        "    sys.exit(3)\n"
+    )
     try:
-        with pytest.raises(SidecarError, match="not writable"):
-            write_sidecars(photo, SELECT, ["lightroom"])
+        result = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+            **unprivileged.popen,
+        )  # fmt: skip
     finally:
-        os.chmod(photo.parent, 0o755)
+        unprivileged.release(folder)
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "not writable" in result.stdout
+    assert sorted(p.name for p in folder.iterdir()) == ["DSC_0001.NEF"]
 
 
 # --- dialects ---------------------------------------------------------------------------
