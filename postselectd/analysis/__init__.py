@@ -269,7 +269,10 @@ def _eyes_closed(face: Face) -> float | None:
         return None  # too few pixels: "cannot tell" is not "closed"
     if face.left_eye_openness is None or face.right_eye_openness is None:
         return None
-    if face.left_eye_closed_probability is not None or face.right_eye_closed_probability is not None:
+    if (
+        face.left_eye_closed_probability is not None
+        or face.right_eye_closed_probability is not None
+    ):
         return None  # the model read one eye only: one eye alone is no blink
     # No eye-state model: the lid gap.
     seen = _ramp(face.size, EYES_JUDGED_FROM, EYES_JUDGED_FULL)
@@ -281,9 +284,7 @@ def _eyes_closed(face: Face) -> float | None:
     return _ramp(openness, limit, sure) * seen
 
 
-def _focus(
-    p: dict[str, float], measured: measure.Measurements, main: list[Face]
-) -> Finding | None:
+def _focus(p: dict[str, float], measured: measure.Measurements, main: list[Face]) -> Finding | None:
     """Out of focus or motion blur; ``p`` is updated where a sharp face shows that what the
     head took for blur is the background."""
     kind = (
@@ -356,9 +357,7 @@ def _brightest_colours(image: np.ndarray | Image.Image) -> float:
     return float(np.percentile(small, 99)) / 255.0
 
 
-def _faces_light(
-    main: list[Face], image: np.ndarray | Image.Image
-) -> tuple[float, float | None]:
+def _faces_light(main: list[Face], image: np.ndarray | Image.Image) -> tuple[float, float | None]:
     """Main subjects' skin: the blown fraction (luma >= 250: white, not a saturated
     channel of warm skin) and mean luma of the centre half of each main face, medians over
     faces; (0, None) without faces."""
