@@ -727,6 +727,10 @@ def report_file(result) -> None:
         for what, value in result.kept_by_person
     )
     kept = f" (kept {kept})" if kept else ""
+    if result.overruled:
+        kept += " overruled by a person"
+    if result.unchanged:
+        kept += " sidecar unchanged"
     if result.burst is not None:
         reasons += f" burst={result.burst:04d}" + (" best" if result.best_of_burst else "")
     log.info(
@@ -745,9 +749,12 @@ def format_summary(results, elapsed: float, *, dry_run: bool = False) -> str:
     rated = [r for r in results if not r.error]
     failed = [r for r in results if r.error]
     stars = Counter(r.rating.stars for r in rated)
-    reasons = Counter(reason for r in rated for reason in r.reasons)
-    checks = Counter(family for r in rated for family in r.checks)
+    # A frame a person judged no longer carries postselectd's reasons or checks.
+    reasons = Counter(reason for r in rated if not r.overruled for reason in r.reasons)
+    checks = Counter(family for r in rated if not r.overruled for family in r.checks)
     kept = sum(1 for r in rated if r.kept_human_rating)
+    overruled = sum(1 for r in rated if r.overruled)
+    unchanged = sum(1 for r in rated if r.unchanged)
     rate = len(results) / elapsed if elapsed > 0 else 0.0
     lines = [
         "",
@@ -755,6 +762,8 @@ def format_summary(results, elapsed: float, *, dry_run: bool = False) -> str:
         f"{'rated' + (' (dry run)' if dry_run else ''):<22}{len(rated)}",
         f"{'failed':<22}{len(failed)}",
         f"{'kept a person rating':<22}{kept}",
+        f"{'overruled by a person':<22}{overruled}",
+        f"{'sidecars unchanged':<22}{unchanged}",
         f"{'images/s':<22}{rate:.1f}",
         "stars:",
     ]

@@ -73,6 +73,9 @@ class FileResult:
     findings: tuple = ()  # every reason with its confidence (analysis.Finding)
     # What a person set (or removed) and the sidecars kept: (("rating", "2"), ("label", ""))
     kept_by_person: tuple[tuple[str, str], ...] = ()
+    # A person's verdict stands: postselectd's label and verdict keywords were withdrawn.
+    overruled: bool = False
+    unchanged: bool = False  # every sidecar already said this and was left untouched
     burst: int | None = None
     best_of_burst: bool = False
     faces: int = 0
@@ -104,6 +107,8 @@ class FileResult:
             "error": self.error,
             # What the sidecar keeps of a person's instead of the above; null: removed.
             "kept_by_person": {what: value or None for what, value in self.kept_by_person},
+            "overruled": self.overruled,
+            "unchanged": self.unchanged,
         }
 
     @property
@@ -450,6 +455,7 @@ def sidecar_content(scored: Scored, rating: Rating, config: Config) -> SidecarCo
         model_version=a.model_version,
         details=details,
         verdict=rating.verdict,
+        facts=rating.burst_keywords,
     )
 
 
@@ -547,6 +553,8 @@ def finish(
         checks=rating.checks,
         findings=a.findings,
         kept_by_person=kept,
+        overruled=any(r.overruled for r in results),
+        unchanged=not any(r.changed for r in results),
         faces=len(a.faces),
         burst=burst.burst_id if burst else None,
         best_of_burst=bool(burst and burst.best_of_burst),

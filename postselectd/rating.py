@@ -30,6 +30,7 @@ REJECT = "reject"
 CHECK = "check"
 LOW_SCORE = "low score"  # the check of a frame the keeper head scores low for no sure reason
 BEST_OF_BURST = "best of burst"
+BURST_KEYWORD = "burst "  # "burst 0104": the burst's first frame's number
 # strictness -> (confidence from which a reason rejects, from which it asks for a check)
 LINES = {
     "off": (2.0, 2.0),
@@ -48,6 +49,12 @@ class Rating:
     keywords: tuple[str, ...]  # leaves under the PostSelect parent, e.g. "select", "motion blur"
     reasons: tuple[str, ...] = ()  # the reasons that reject
     checks: tuple[str, ...] = ()  # families to look at: "eyes", "focus", "exposure"
+
+    @property
+    def burst_keywords(self) -> tuple[str, ...]:
+        """The keywords that are facts of the burst, not a judgement of the frame: they
+        stay when a person's own verdict replaces this one."""
+        return tuple(k for k in self.keywords if k == BEST_OF_BURST or k.startswith(BURST_KEYWORD))
 
 
 def weigh(findings: tuple[str | Finding, ...], policy: RatingPolicy) -> tuple[tuple, tuple]:
@@ -102,7 +109,7 @@ def rate(
     if best_of_burst:
         keywords.append(BEST_OF_BURST)
     if burst_id is not None:
-        keywords.append(f"burst {burst_id:04d}")
+        keywords.append(f"{BURST_KEYWORD}{burst_id:04d}")
     return Rating(
         stars=stars,
         label=label,

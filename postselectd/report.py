@@ -40,7 +40,14 @@ from PIL import Image
 
 from postselectd.names import name_key, stem_key
 from postselectd.preview import PreviewError, load_preview
-from postselectd.sidecar import DIALECTS, NS_PREFIX, color_of, read_sidecar
+from postselectd.sidecar import (
+    DIALECTS,
+    NS_PREFIX,
+    OVERRULED,
+    color_of,
+    read_sidecar,
+    set_by_person,
+)
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +94,9 @@ class Verdict:
     burst_size: int | None = None
     best_of_burst: bool = False
     rating_by_person: bool = False  # xmp:Rating is not what postselectd wrote (or removed)
+    # A person set the rating, label or pick: theirs is the verdict, postselectd's (and its
+    # reasons) only numbers, whether or not it has rated the frame again since.
+    overruled: bool = False
     faces: tuple[FaceNumbers, ...] = ()
     preview_size: tuple[int, int] | None = None
     numbers: tuple[tuple[str, str], ...] = ()  # (what, value) rows for the larger view
@@ -100,7 +110,9 @@ def verdict_from_sidecar(xmp: Mapping[str, object], keyword_parent: str = "PostS
     """Read stars, label, verdict and the numbers behind it from a sidecar's properties.
 
     The verdict is postselectd's keyword (``PostSelect|reject``); a rating of -1
-    (Lightroom's "rejected", whoever set it) also counts as a reject.
+    (Lightroom's "rejected", whoever set it) also counts as a reject. Where a person set
+    the rating, label or pick (``set_by_person``, the rule the sidecar writer keeps),
+    their verdict wins: postselectd's keywords and reasons no longer count.
     """
     ours = {
         k.split("|", 1)[1]
@@ -112,20 +124,24 @@ def verdict_from_sidecar(xmp: Mapping[str, object], keyword_parent: str = "PostS
         if k.startswith(keyword_parent + "/")
     }
     stars = _int(xmp.get("Xmp.xmp.Rating"))
-    written = _int(xmp.get(_NS + "WrittenRating"))
     label = _text(xmp.get("Xmp.xmp.Label"))
     color = color_of(label) or _color_from_numbers(xmp)
     if label is None and color:
         label = color.capitalize()
+    keeper = _float(xmp.get(_NS + "KeeperProbability"))
+    reasons = tuple(_strings(xmp.get(_NS + "Reasons")))
+    rated = keeper is not None or bool(ours)
+    person = set_by_person(xmp)
+    overruled = rated and (person.any or OVERRULED in ours)
+    judged = reasons  # postselectd's, shown among the numbers either way
+    if overruled:
+        ours, reasons = ours & {BEST_OF_BURST}, ()
     if REJECT in ours or stars == -1:
         verdict = REJECT
     elif SELECT in ours:
         verdict = SELECT
     else:
         verdict = ""
-    keeper = _float(xmp.get(_NS + "KeeperProbability"))
-    reasons = tuple(_strings(xmp.get(_NS + "Reasons")))
-    rated = keeper is not None or bool(ours)
     preview_size = _size(xmp.get(_NS + "PreviewSize"))
     faces = _faces(xmp)
     return Verdict(
@@ -139,11 +155,11 @@ def verdict_from_sidecar(xmp: Mapping[str, object], keyword_parent: str = "PostS
         burst_id=_text(xmp.get(_NS + "BurstId")),
         burst_size=_int(xmp.get(_NS + "BurstSize")),
         best_of_burst=BEST_OF_BURST in ours,
-        # Without a record of ours, a rating beside our numbers was there before us.
-        rating_by_person=stars != written if written is not None else rated and bool(stars),
+        rating_by_person=rated and person.rating is not None,
+        overruled=overruled,
         faces=faces,
         preview_size=preview_size,
-        numbers=_numbers(xmp, keeper, reasons),
+        numbers=_numbers(xmp, keeper, judged, overruled),
         rated_at=_text(xmp.get(_NS + "RatedAt")),
     )
 
@@ -164,7 +180,7 @@ def _color_from_numbers(xmp: Mapping[str, object]) -> str | None:
 
 
 def _numbers(
-    xmp: Mapping[str, object], keeper: float | None, reasons: tuple[str, ...]
+    xmp: Mapping[str, object], keeper: float | None, reasons: tuple[str, ...], overruled: bool
 ) -> tuple[tuple[str, str], ...]:
     def get(name: str) -> str | None:
         return _text(xmp.get(_NS + name))
@@ -172,7 +188,7 @@ def _numbers(
     rows: list[tuple[str, str]] = []
     if keeper is not None:
         rows.append(("Keeper probability", f"{keeper:.2f}"))
-    rows.append(("Reasons", ", ".join(reasons) or "none"))
+    rows.append(("Reasons", (", ".join(reasons) or "none") + (" (overruled)" if overruled else "")))
     if get("Probabilities"):
         parts = re.findall(r"([^=]+?)=([0-9.]+)\s*", get("Probabilities") or "")
         rows.append(("Class probabilities", "\n".join(f"{k.strip()} {v}" for k, v in parts)))
@@ -643,6 +659,8 @@ def verdict_text(frame: Frame) -> str:
     v = frame.verdict
     if not v.rated:
         return frame.problem or "not rated"
+    if v.overruled:
+        return "set by a person" + (" (reject)" if v.verdict == REJECT else "")
     words = {SELECT: "select", REJECT: "reject"}.get(v.verdict, "keep")
     if v.reasons:
         words += f" ({', '.join(v.reasons)})"
@@ -970,8 +988,8 @@ def _card(frame: Frame) -> str:
         if v.best_of_burst:
             badges.append('<span class="badge bestmark">★ best of burst</span>')
         badges += [f'<span class="reason">{e(r)}</span>' for r in v.reasons]
-        if v.rating_by_person:
-            badges.append('<span class="reason person">rating set by a person</span>')
+        if v.overruled:
+            badges.append('<span class="reason person">verdict set by a person</span>')
         if badges:
             meta.append('<span class="badges">' + "".join(badges) + "</span>")
     else:

@@ -9,8 +9,15 @@ The only module that calls pyexiv2. Rules it keeps:
   stays, so namespace URIs, layout and content beside rdf:RDF are as their owner wrote
   them. pyexiv2 only reads (``read_sidecar``).
 - A rating or label a person set is never changed: postselectd records what it wrote in
-  its own ``postselect:`` namespace and only changes a value that still equals that.
-  Keywords alike: one of ours a person removed stays removed (``_keyword_changes``).
+  its own ``postselect:`` namespace and only changes a value that still equals that
+  (``set_by_person``, which the report reads sidecars with too). Keywords alike: one of
+  ours a person removed stays removed (``_keyword_changes``).
+- A person's verdict wins whole: once they set (or removed) the rating, a label or a pick,
+  postselectd withdraws its own label, pick and verdict keywords (``overruled``) and says
+  so with the keyword ``overruled``; its ``postselect:`` numbers stay.
+- No rewrite without a change: a sidecar that already says everything postselectd would
+  write is not touched (editors flag every changed sidecar as "changed on disk"), and
+  ``postselect:RatedAt`` is when the verdict it holds was first written.
 - Atomic: the merged sidecar is written to a temp file in the same folder under a
   per-folder lock, fsynced, and replaces the sidecar. Editors do not take our lock: the
   sidecar is re-read just before the swap and an editor's newer version is merged into
@@ -34,9 +41,9 @@ import secrets
 import stat
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from xml.parsers import expat
@@ -122,6 +129,27 @@ class SidecarContent:
     # Numbers behind the verdict, written as postselect:<Name>.
     details: tuple[tuple[str, str], ...] = ()
     verdict: str = ""  # "select", "reject" or "" (undecided): digiKam's pick label
+    # Keywords that are facts, not a judgement (the burst's): they stay when a person's
+    # own verdict replaces postselectd's; every other keyword of ours goes.
+    facts: tuple[str, ...] = ()
+
+
+# The keyword of a frame whose verdict a person gave instead: PostSelect|overruled.
+OVERRULED = "overruled"
+
+
+def overruled(content: SidecarContent) -> SidecarContent:
+    """What postselectd still says about a frame a person judged: no label, no pick, no
+    verdict keywords, but ``overruled``; the numbers stay. A -1 rating (Lightroom's
+    "rejected") is a verdict too: it is written as the 1 star of a reject."""
+    facts = tuple(k for k in content.keywords if k in content.facts)
+    return replace(
+        content,
+        stars=max(content.stars, 1),
+        label=None,
+        verdict="",
+        keywords=(OVERRULED,) + facts,
+    )
 
 
 @dataclass(frozen=True)
@@ -134,6 +162,8 @@ class SidecarResult:
     kept_rating: str | None
     kept_label: str | None
     kept_pick: str | None = None
+    changed: bool = True  # False: the sidecar already said all this and was not touched
+    overruled: bool = False  # a person's verdict stands; postselectd's was withdrawn
 
     @property
     def kept_by_person(self) -> tuple[tuple[str, str], ...]:
@@ -232,6 +262,10 @@ DIALECTS: dict[str, Dialect] = {
         Dialect("photomechanic", False, (XMP_LABEL, PHOTOMECHANIC_CLASS)),
     )
 }
+
+
+# Every label and pick property of every dialect, for reading any sidecar (the report).
+ALL_GUARDED = tuple(dict.fromkeys(g for d in DIALECTS.values() for g in d.guarded))
 
 
 def names_shared_sidecar(profile: str) -> bool:
@@ -368,7 +402,7 @@ def write_sidecar(
                 created=base is None,
             )
             _readable(merged, base, path.name)
-            if dry_run:
+            if dry_run or not result.changed:
                 return result
             tmp = _make_temp(folder, path.name, merged)
             try:
@@ -433,10 +467,50 @@ def _readable(merged: bytes, base: bytes | None, name: str) -> None:
     raise SidecarError(f"{name}: merging into it failed ({reason}); left untouched")
 
 
-def _guard_group(current: dict[str, object], fields: list[Guarded]) -> tuple[bool, str | None]:
-    """(a person set or removed one of these properties, the first such value: "" when
-    removed). An editor's own "no label" value (Photo Mechanic's ColorClass 0, digiKam's
-    0) means the same as no property: one written over our "none" is not a person's."""
+@dataclass(frozen=True)
+class PersonMarks:
+    """What a person set in a sidecar instead of postselectd: their value, "" where they
+    removed ours, None where the property is still postselectd's (or nobody's)."""
+
+    rating: str | None = None
+    label: str | None = None
+    pick: str | None = None
+
+    @property
+    def any(self) -> bool:
+        """A person has given their own verdict: it wins over postselectd's, whole."""
+        return (self.rating, self.label, self.pick) != (None, None, None)
+
+
+def set_by_person(
+    current: Mapping[str, object], guarded: Iterable[Guarded] = ALL_GUARDED
+) -> PersonMarks:
+    """Which of the rating, label and pick in a sidecar a person set or removed.
+
+    ``current``: the sidecar's properties keyed like pyexiv2's (``Xmp.xmp.Rating``), as
+    ``read_sidecar`` or the merge reads them. A value that differs from postselectd's
+    record of what it wrote there (postselect:Written*) is a person's; with no record,
+    any value is (a rating of 0, or an editor's own "no label", is no value).
+    """
+    ours = _text(current.get(f"Xmp.{NS_PREFIX}.WrittenRating"))
+    theirs = _text(current.get("Xmp.xmp.Rating"))
+    if ours is None:
+        human = theirs not in (None, "0")
+    else:
+        human = theirs != ours
+    rating = (theirs or "") if human else None  # "": the person removed the rating
+    groups: dict[str, str | None] = {}
+    guarded = list(guarded)
+    for group in ("label", "pick"):
+        groups[group] = _guard_group(current, [g for g in guarded if g.group == group])
+    return PersonMarks(rating=rating, label=groups["label"], pick=groups["pick"])
+
+
+def _guard_group(current: Mapping[str, object], fields: list[Guarded]) -> str | None:
+    """The first of these properties a person set, or "" if they removed it; None: all
+    still ours. An editor's own "no label" value (Photo Mechanic's ColorClass 0,
+    digiKam's 0) means the same as no property: one written over our "none" is not a
+    person's."""
     for guarded in fields:
         theirs = _joined(current.get(guarded.key))
         if theirs in guarded.unset:
@@ -447,8 +521,8 @@ def _guard_group(current: dict[str, object], fields: list[Guarded]) -> tuple[boo
         else:
             human = theirs != (None if ours == "none" or ours in guarded.unset else ours)
         if human:
-            return True, theirs or ""
-    return False, None
+            return theirs or ""
+    return None
 
 
 def _merge(
@@ -469,6 +543,11 @@ def _merge(
         raise SidecarError(f"{final.name}: cannot update sidecar ({exc}); left untouched") from None
 
 
+# postselect: properties that are numbers behind the verdict, not the verdict: a change
+# of theirs alone rewrites the sidecar but keeps RatedAt (see _merge_packet).
+_NUMBERS = frozenset(f"Xmp.{NS_PREFIX}.{n}" for n in ("KeeperProbability", "ModelVersion"))
+
+
 def _merge_packet(
     data: bytes,
     final: Path,
@@ -480,31 +559,20 @@ def _merge_packet(
 ) -> tuple[bytes, SidecarResult]:
     packet = _Packet(data, final.name)
     current = packet.values()
-    changes: dict[str, str | list[str] | None] = {}  # None: remove; []: remove our array
-    ours_rating = _text(current.get(f"Xmp.{NS_PREFIX}.WrittenRating"))
-    theirs_rating = _text(current.get("Xmp.xmp.Rating"))
-    if ours_rating is None:
-        human_rating = theirs_rating not in (None, "0")
-    else:
-        human_rating = theirs_rating != ours_rating
-    kept_rating = None
-    if force or not human_rating:
-        changes["Xmp.xmp.Rating"] = str(content.stars)
-        changes[f"Xmp.{NS_PREFIX}.WrittenRating"] = str(content.stars)
-    else:
-        kept_rating = theirs_rating or ""  # "": the person removed the rating
-
     # Label and pick properties, each dialect's own; a person's value in one keeps the
     # whole group (a darktable color label set by hand also keeps our xmp:Label as is).
     guarded = list(dict.fromkeys(g for d in dialects for g in d.guarded))
-    kept: dict[str, str | None] = {}
+    person = PersonMarks() if force else set_by_person(current, guarded)
+    if person.any:
+        content = overruled(content)
+    changes: dict[str, str | list[str] | None] = {}  # None: remove; []: remove our array
+    if person.rating is None:
+        changes["Xmp.xmp.Rating"] = str(content.stars)
+        changes[f"Xmp.{NS_PREFIX}.WrittenRating"] = str(content.stars)
     for group in ("label", "pick"):
-        fields = [g for g in guarded if g.group == group]
-        human, theirs = _guard_group(current, fields)
-        if human and not force:
-            kept[group] = theirs
+        if getattr(person, group) is not None:
             continue
-        for item in fields:
+        for item in (g for g in guarded if g.group == group):
             value = item.value(content)
             if item.is_list:
                 changes[item.key] = value.split(",") if value else []
@@ -519,20 +587,31 @@ def _merge_packet(
     changes[f"Xmp.{NS_PREFIX}.Reasons"] = list(content.reasons)
     changes[f"Xmp.{NS_PREFIX}.KeeperProbability"] = f"{content.keeper_probability:.4f}"
     changes[f"Xmp.{NS_PREFIX}.ModelVersion"] = content.model_version
-    changes[f"Xmp.{NS_PREFIX}.RatedAt"] = (
-        datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
-    )
+    numbers = set(_NUMBERS)
     for name, value in content.details:
         changes[f"Xmp.{NS_PREFIX}.{name}"] = value
-    for key, value in changes.items():
-        packet.set(key, value)
-    return packet.merged(), SidecarResult(
+        numbers.add(f"Xmp.{NS_PREFIX}.{name}")
+    changed = [key for key, value in changes.items() if packet.set(key, value)]
+    rated_at = f"Xmp.{NS_PREFIX}.RatedAt"
+    if not changed and rated_at in current:
+        merged = data  # it says all this already: not touched, so no "changed on disk"
+    else:
+        # RatedAt is when this verdict was first written: a change of the numbers alone
+        # (a new model that judges alike) keeps it.
+        if rated_at not in current or any(key not in numbers for key in changed):
+            packet.set(
+                rated_at, datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
+            )
+        merged = packet.merged()
+    return merged, SidecarResult(
         path=final,
         created=created,
-        rating_written=kept_rating is None,
-        kept_rating=kept_rating,
-        kept_label=kept.get("label"),
-        kept_pick=kept.get("pick"),
+        rating_written=person.rating is None,
+        kept_rating=person.rating,
+        kept_label=person.label,
+        kept_pick=person.pick,
+        changed=merged != data,
+        overruled=person.any,
     )
 
 
@@ -836,10 +915,35 @@ class _Packet:
 
     # -- editing ------------------------------------------------------------------------
 
-    def set(self, key: str, value: str | list[str] | None) -> None:
+    def set(self, key: str, value: str | list[str] | None) -> bool:
         """Give one of our properties a value; None removes it, as does [] an array we
-        emptied (an empty array someone else left there stays)."""
+        emptied (an empty array someone else left there stays). False: it has that value
+        already (however its owner spelled it), and nothing is edited."""
         found = self.props.get(key, [])
+        if self._holds(found, key, value):
+            return False
+        self._set(key, found, value)
+        return True
+
+    @staticmethod
+    def _holds(found: list[_Prop], key: str, value: str | list[str] | None) -> bool:
+        if not found:
+            return value is None or value == []
+        if len(found) > 1 or value is None:
+            return False
+        first = found[0]
+        if value == []:
+            return not first.value
+        if isinstance(value, str):
+            return first.array is None and first.value == value
+        kind = b"Bag" if key in _BAGS else b"Seq"
+        return (
+            first.array is not None
+            and first.value == value
+            and (key not in _BAGS or first.array.qname.rpartition(b":")[2] == kind)
+        )
+
+    def _set(self, key: str, found: list[_Prop], value: str | list[str] | None) -> None:
         first, rest = (found[0], found[1:]) if found else (None, [])
         for prop in rest:
             self._replace(prop.start, prop.end, b"")

@@ -51,6 +51,7 @@ def _sidecar(**extra: object) -> dict[str, object]:
         "Xmp.xmp.Rating": "1",
         "Xmp.xmp.Label": "Red",
         "Xmp.postselect.WrittenRating": "1",
+        "Xmp.postselect.WrittenLabel": "Red",
         "Xmp.postselect.KeeperProbability": "0.4500",
         "Xmp.postselect.Reasons": ["motion blur"],
         "Xmp.postselect.BurstId": "0101",
@@ -76,7 +77,16 @@ def test_verdict_is_what_the_sidecar_says() -> None:
 def test_a_rating_a_person_changed_shows_as_theirs() -> None:
     v = verdict_from_sidecar(_sidecar(**{"Xmp.xmp.Rating": "4"}))
     assert v.stars == 4 and v.rating_by_person
-    assert v.verdict == "reject"  # the machine's verdict is still what it was
+    # The person's verdict wins whole, also before postselectd rates the frame again:
+    # not a reject, its reasons only among the numbers.
+    assert v.overruled and v.verdict == "" and v.reasons == ()
+    assert ("Reasons", "motion blur (overruled)") in v.numbers
+
+
+def test_a_label_a_person_set_overrules_too() -> None:
+    v = verdict_from_sidecar(_sidecar(**{"Xmp.xmp.Label": "Green"}))
+    assert v.overruled and v.verdict == "" and not v.rating_by_person
+    assert (v.stars, v.label) == (1, "Green")
 
 
 def test_lightroom_rejected_counts_as_a_reject() -> None:
@@ -89,6 +99,8 @@ def test_digikam_sidecar_gives_its_color_and_keywords() -> None:
         {
             "Xmp.xmp.Rating": "4",
             "Xmp.digiKam.ColorLabel": "4",
+            "Xmp.postselect.WrittenRating": "4",
+            "Xmp.postselect.WrittenColorLabel": "4",
             "Xmp.digiKam.TagsList": ["PostSelect/select", "PostSelect/best of burst"],
             "Xmp.postselect.KeeperProbability": "0.93",
         }

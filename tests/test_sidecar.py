@@ -126,9 +126,10 @@ def test_human_rating_is_never_overwritten(photo: Path):
     assert not second.rating_written and second.kept_rating == "2"
     xmp = read_sidecar(first.path)
     assert xmp["Xmp.xmp.Rating"] == "2"
-    # The label was still ours, so it follows the new verdict; keywords too.
-    assert xmp["Xmp.xmp.Label"] == "Red"
-    assert xmp["Xmp.lr.hierarchicalSubject"] == ["PostSelect|reject", "PostSelect|motion blur"]
+    # The person's verdict wins whole: no Red beside their 2 stars, no reject keywords.
+    assert "Xmp.xmp.Label" not in xmp
+    assert xmp["Xmp.lr.hierarchicalSubject"] == ["PostSelect|overruled"]
+    assert second.overruled
     # And again: the guard holds on every later run.
     write_sidecars(photo, SELECT, ["lightroom"])
     assert read_sidecar(first.path)["Xmp.xmp.Rating"] == "2"
@@ -357,7 +358,9 @@ def test_a_persons_digikam_pick_is_never_overwritten(photo: Path):
     assert second.kept_pick == "3" and second.rating_written and second.kept_rating is None
     xmp = read_sidecar(first.path)
     assert xmp["Xmp.digiKam.PickLabel"] == "3"
-    assert xmp["Xmp.digiKam.ColorLabel"] == "4"  # the color was still ours: it follows
+    # The person's pick is their verdict: postselectd's color and keywords are withdrawn.
+    assert second.overruled and "Xmp.digiKam.ColorLabel" not in xmp
+    assert xmp["Xmp.digiKam.TagsList"] == ["PostSelect/overruled"]
 
 
 def test_every_key_of_a_darktable_sidecar_survives(photo: Path):
@@ -376,7 +379,8 @@ def test_every_key_of_a_darktable_sidecar_survives(photo: Path):
         assert key in after, f"{key} was lost"
         if key not in ("Xmp.xmp.Rating", "Xmp.dc.subject", "Xmp.lr.hierarchicalSubject"):
             assert after[key] == value, f"{key} changed"
-    assert after["Xmp.lr.hierarchicalSubject"] == ["People|Anna"]
+    # Its purple label is a person's verdict: only "overruled" of PostSelect's keywords.
+    assert after["Xmp.lr.hierarchicalSubject"] == ["People|Anna", "PostSelect|overruled"]
 
 
 # --- living next to an editor -----------------------------------------------------------
