@@ -464,3 +464,60 @@ def test_temps_of_killed_writers_are_swept_at_the_first_write_and_then_now_and_t
     write_sidecars(photo, SELECT, ["lightroom"], force=True)
     assert not stale.exists() and alive.exists()
     assert read_sidecar(photo.with_suffix(".xmp"))["Xmp.xmp.Rating"]
+
+
+# --- no rewrite without a change (#20, point 4) -----------------------------------------
+
+
+def test_a_sidecar_that_already_says_it_all_is_not_touched(photo: Path):
+    write_sidecars(photo, SELECT, ["lightroom", "darktable"])
+    sidecars = sidecar_paths(photo, ["lightroom", "darktable"])
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in sidecars}
+    results = write_sidecars(photo, SELECT, ["lightroom", "darktable"])
+    assert [r.changed for r in results] == [False, False]
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in sidecars} == before
+    assert sorted(p.name for p in photo.parent.iterdir()) == sorted(
+        [photo.name] + [p.name for p in sidecars]
+    )  # no temp file either
+
+
+def test_rated_at_moves_with_the_verdict_not_with_the_numbers(photo: Path):
+    [first] = write_sidecars(photo, SELECT, ["lightroom"])
+    # The verdict was written long ago.
+    text = re.sub(
+        r'postselect:RatedAt="[^"]*"',
+        'postselect:RatedAt="2020-01-01T00:00:00+00:00"',
+        first.path.read_text(),
+    )
+    first.path.write_text(text)
+    [numbers] = write_sidecars(photo, replace(SELECT, keeper_probability=0.95), ["lightroom"])
+    xmp = read_sidecar(first.path)
+    assert numbers.changed and xmp["Xmp.postselect.KeeperProbability"] == "0.9500"
+    assert xmp["Xmp.postselect.RatedAt"] == "2020-01-01T00:00:00+00:00"
+    [verdict] = write_sidecars(photo, REJECT, ["lightroom"])
+    assert verdict.changed
+    rated_at = read_sidecar(first.path)["Xmp.postselect.RatedAt"]
+    assert rated_at != "2020-01-01T00:00:00+00:00" and rated_at.startswith("20")
+
+
+def test_a_persons_label_overrules_and_a_later_run_leaves_it_alone(photo: Path):
+    import pyexiv2
+
+    [first] = write_sidecars(photo, REJECT, ["lightroom"])
+    # The person labels the frame in an exiv2-based editor (a real pyexiv2 write).
+    img = pyexiv2.Image(str(first.path))
+    try:
+        img.modify_xmp({"Xmp.xmp.Label": "Purple"})
+    finally:
+        img.close()
+    [second] = write_sidecars(photo, REJECT, ["lightroom"])
+    assert second.overruled and second.kept_label == "Purple" and second.changed
+    xmp = read_sidecar(first.path)
+    assert xmp["Xmp.xmp.Label"] == "Purple" and xmp["Xmp.xmp.Rating"] == "1"
+    assert xmp["Xmp.lr.hierarchicalSubject"] == ["PostSelect|overruled"]
+    assert xmp["Xmp.dc.subject"] == ["overruled"]
+    assert xmp["Xmp.postselect.Reasons"] == ["motion blur"]  # the numbers stay
+    state = (first.path.read_bytes(), first.path.stat().st_mtime_ns)
+    [third] = write_sidecars(photo, REJECT, ["lightroom"])
+    assert not third.changed and third.overruled
+    assert (first.path.read_bytes(), first.path.stat().st_mtime_ns) == state
