@@ -18,6 +18,7 @@ from pathlib import Path
 
 from postselectd import __version__
 from postselectd.config import Config, ConfigError, load_config
+from postselectd.rating import PREVIEW_TOO_SMALL, SMALLEST_JUDGED_PREVIEW
 
 log = logging.getLogger("postselectd")
 
@@ -717,6 +718,19 @@ def report_file(result) -> None:
         log.error("%s: %s", name, result.error)
         return
     rating = result.rating
+    if result.preview_too_small:
+        width, height = result.preview_size or (0, 0)
+        log.warning(
+            "%s: not judged: its largest readable preview is %dx%d, too small to see focus "
+            "and eyes (%d px needed); no stars, keyword check|%s %.0f ms",
+            name,
+            width,
+            height,
+            SMALLEST_JUDGED_PREVIEW,
+            PREVIEW_TOO_SMALL,
+            result.elapsed_ms,
+        )
+        return
     stars = "reject" if rating.stars < 0 else f"{rating.stars}*"
     label = rating.label or "-"
     reasons = ", ".join(result.reasons) or "-"
@@ -767,9 +781,9 @@ def format_summary(results, elapsed: float, *, dry_run: bool = False) -> str:
         f"{'images/s':<22}{rate:.1f}",
         "stars:",
     ]
-    for value in (5, 4, 3, 2, 1, -1):
+    for value in (5, 4, 3, 2, 1, -1, 0):
         if stars.get(value):
-            name = "reject (-1)" if value == -1 else f"{value} " + "*" * value
+            name = {-1: "reject (-1)", 0: "not judged (0)"}.get(value, f"{value} " + "*" * value)
             lines.append(f"  {name:<20}{stars[value]}")
     if reasons:
         lines.append("rejects by reason:")

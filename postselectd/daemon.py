@@ -47,6 +47,7 @@ from postselectd.pipeline import (
     finish,
     frame_of,
     has_raw_sibling,
+    judged,
     left_alone_reason,
     scored_from_record,
     scored_record,
@@ -734,7 +735,7 @@ class Daemon:
         instead of two, and no second change for an editor that has the folder open.
         """
         path = scored.path
-        can_join = scored.analysis is not None and scored.capture_time is not None
+        can_join = judged(scored) and scored.capture_time is not None
         deferred = self._deferred.pop(path, None)
         if deferred is not None:
             now = time.time()

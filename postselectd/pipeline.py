@@ -31,7 +31,7 @@ from postselectd.bursts import MAX_GAP_SECONDS, BurstInfo, Frame, group_bursts
 from postselectd.config import AnalysisConfig, Config, RatingPolicy
 from postselectd.names import same_stem, stem_key
 from postselectd.preview import PreviewError, load_preview
-from postselectd.rating import Rating, rate, weigh
+from postselectd.rating import PREVIEW_TOO_SMALL, SMALLEST_JUDGED_PREVIEW, Rating, rate, weigh
 from postselectd.reasons import EYES_CLOSED, Finding
 from postselectd.sidecar import (
     SidecarContent,
@@ -80,6 +80,7 @@ class FileResult:
     best_of_burst: bool = False
     faces: int = 0
     preview_source: str | None = None
+    preview_size: tuple[int, int] | None = None  # the analysed preview's width, height
     notes: tuple[str, ...] = ()
     error: str | None = None
     elapsed_ms: float = 0.0
@@ -103,6 +104,9 @@ class FileResult:
             "faces": self.faces,
             "burst": self.burst,
             "best_of_burst": self.best_of_burst,
+            "preview_size": list(self.preview_size) if self.preview_size else None,
+            # No verdict: the preview is below rating.SMALLEST_JUDGED_PREVIEW.
+            "preview_too_small": self.preview_too_small,
             "elapsed_ms": round(self.elapsed_ms, 1),
             "error": self.error,
             # What the sidecar keeps of a person's instead of the above; null: removed.
@@ -110,6 +114,10 @@ class FileResult:
             "overruled": self.overruled,
             "unchanged": self.unchanged,
         }
+
+    @property
+    def preview_too_small(self) -> bool:
+        return PREVIEW_TOO_SMALL in self.checks
 
     @property
     def kept_human_rating(self) -> bool:
@@ -429,6 +437,8 @@ def sidecar_content(scored: Scored, rating: Rating, config: Config) -> SidecarCo
         ("ClippedHighlights", f"{a.exposure.clipped_highlights:.4f}"),
         ("CrushedShadows", f"{a.exposure.crushed_shadows:.4f}"),
         ("PreviewSource", scored.preview_source or ""),
+        # In the upright preview's pixels (also what FaceBoxes are in).
+        ("PreviewSize", f"{scored.preview_size[0]}x{scored.preview_size[1]}"),
         ("Probabilities", " ".join(f"{k}={v:.3f}" for k, v in a.class_probabilities)),
         ("Faces", str(len(a.faces))),
         # Every reason with its confidence, also those that only ask for a check or neither:
@@ -440,7 +450,6 @@ def sidecar_content(scored: Scored, rating: Rating, config: Config) -> SidecarCo
     if a.faces:
         details += (
             # Boxes in the upright preview's pixels (PreviewSize), for the report.
-            ("PreviewSize", f"{scored.preview_size[0]}x{scored.preview_size[1]}"),
             ("FaceBoxes", "; ".join(",".join(str(round(v)) for v in f.box) for f in a.faces)),
             ("EyeOpenness", "; ".join(_openness(f) for f in a.faces)),
             ("FaceSharpness", "; ".join(f"{f.face_sharpness:.2f}" for f in a.faces)),
@@ -501,6 +510,7 @@ def finish(
         config.rating,
         best_of_burst=bool(burst and burst.best_of_burst),
         burst_id=burst.burst_id if burst else None,
+        preview_size=_known_size(scored),
     )
     content = sidecar_content(scored, rating, config)
     if burst:
@@ -539,6 +549,7 @@ def finish(
             checks=rating.checks,
             findings=a.findings,
             preview_source=scored.preview_source,
+            preview_size=_known_size(scored),
             notes=scored.notes,
             error=_file_error(exc, scored.path),
             elapsed_ms=scored.elapsed_ms,
@@ -559,10 +570,23 @@ def finish(
         burst=burst.burst_id if burst else None,
         best_of_burst=bool(burst and burst.best_of_burst),
         preview_source=scored.preview_source,
+        preview_size=_known_size(scored),
         notes=scored.notes,
         elapsed_ms=scored.elapsed_ms + _ms(start),
         timings_ms=scored.timings_ms + (("sidecar", _ms(start)),),
     )
+
+
+def _known_size(scored: Scored) -> tuple[int, int] | None:
+    """The analysed preview's size; None for an analysis cached before it was recorded."""
+    return scored.preview_size if any(scored.preview_size) else None
+
+
+def judged(scored: Scored) -> bool:
+    """Analysed from a preview large enough to judge (rating.SMALLEST_JUDGED_PREVIEW): only
+    such frames take part in bursts, where a thumbnail's score would pick the wrong best."""
+    size = _known_size(scored)
+    return scored.analysis is not None and (size is None or max(size) >= SMALLEST_JUDGED_PREVIEW)
 
 
 def _file_error(exc: Exception, path: Path) -> str:
@@ -700,7 +724,7 @@ class Pipeline:
                     continue  # drain after an error; the caller re-raises it
                 try:
                     bursts = group_bursts(
-                        (frame_of(s, self.config.rating) for s in run if s.analysis is not None),
+                        (frame_of(s, self.config.rating) for s in run if judged(s)),
                         used_ids=used_ids,
                     )
                     for item in sorted(run, key=_capture_order):

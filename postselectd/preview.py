@@ -22,11 +22,13 @@ import rawpy
 from PIL import Image, UnidentifiedImageError
 
 from postselectd import rawmeta
+from postselectd.rating import SMALLEST_JUDGED_PREVIEW
 
 log = logging.getLogger(__name__)
 
-# Below this long side a thumbnail says too little to rate a frame; decode the raw instead.
-TINY_PREVIEW = 320
+# Below this long side a thumbnail says too little to rate a frame (rating.py says why):
+# decode the raw instead, and keep the thumbnail only as the last resort.
+TINY_PREVIEW = SMALLEST_JUDGED_PREVIEW
 # A thumbnail this small is useless even as a last resort (an 8x8 "thumbnail" exists).
 USELESS_PREVIEW = 120
 # Raw data does not compress below ~1 bit per pixel (a 1995 Kodak DC50 KDC: 1.9 bits);
@@ -140,7 +142,7 @@ def load_preview(path: str | os.PathLike, min_size: int = 1024) -> Preview:
                 raw = _try_raw(path, failures, min_size)
                 if raw is not None:
                     return done(*raw)
-                notes.append(f"only a {candidate.width}x{candidate.height} preview")
+                # Too small to judge: the rating says so (rating.SMALLEST_JUDGED_PREVIEW).
                 return done(upright_picture(fallback[0], orientation), fallback[1], orientation)
             source = f"{candidate.where} JPEG {candidate.width}x{candidate.height}"
             return done(upright_picture(picture, orientation), source, orientation)
@@ -195,7 +197,7 @@ def _try_raw(path: Path, failures: list[str], min_size: int):
                         )
             sensor = _half_size_decode(path, raw, failures)
             if sensor is not None:
-                return sensor, "half-size raw decode", orientation
+                return *sensor, orientation
     except rawpy.LibRawFileUnsupportedError:
         failures.append("LibRaw does not support this file")
     except (rawpy.LibRawError, MemoryError) as exc:
@@ -205,7 +207,8 @@ def _try_raw(path: Path, failures: list[str], min_size: int):
     return None
 
 
-def _half_size_decode(path: Path, raw, failures: list[str]) -> Image.Image | None:
+def _half_size_decode(path: Path, raw, failures: list[str]) -> tuple[Image.Image, str] | None:
+    """The sensor data as (picture, what it is), at half size unless that is too small."""
     sizes = raw.sizes
     pixels = int(sizes.raw_width) * int(sizes.raw_height)
     size = path.stat().st_size
@@ -215,9 +218,12 @@ def _half_size_decode(path: Path, raw, failures: list[str]) -> Image.Image | Non
             "truncated or metadata-only file)"
         )
         return None
+    # A small sensor (a 0.4 MP Kodak DC50: 768x512) is decoded whole where half of it
+    # would be too small to judge; it costs little at that size.
+    half = max(int(sizes.width), int(sizes.height)) // 2 >= TINY_PREVIEW
     try:
         image = raw.postprocess(
-            half_size=True, use_camera_wb=True, output_bps=8, no_auto_bright=False
+            half_size=half, use_camera_wb=True, output_bps=8, no_auto_bright=False
         )
     except (rawpy.LibRawError, MemoryError) as exc:
         failures.append(f"raw decode failed ({_libraw_reason(exc)})")
@@ -228,7 +234,7 @@ def _half_size_decode(path: Path, raw, failures: list[str]) -> Image.Image | Non
     if int(image.max()) <= 2:
         failures.append("raw data decodes to a black frame (file truncated?)")
         return None
-    return Image.fromarray(image)
+    return Image.fromarray(image), "half-size raw decode" if half else "raw decode"
 
 
 def _thumb_image(thumb, min_size: int, failures: list[str]):

@@ -12,6 +12,7 @@ middling score alone; a reason it is unsure of asks the photographer to check.
              p < 0.30 with no confident reason (check|low score)
     1 star   a confident reason (reject)
     +1 star  best frame of its burst (not for a reject; 5 at most; 2 at most for a check)
+    0 stars  the preview is too small to judge (check|preview too small): no verdict
 
 A reason's confidence (0..1) is weighed against the line of its family's
 ``rating.strictness`` (``LINES``): at or above the reject line it rejects, at or above the
@@ -39,11 +40,22 @@ LINES = {
     "strict": (0.50, 0.25),
 }
 CHECK_MOST_STARS = 2
+# The smallest preview (long side, px) postselectd judges at all. Below it blur is not seen
+# and the keeper head reads a thumbnail as a crisp frame: a 160x120 IFD0 thumbnail got
+# 4 stars Green at p=0.95 (issue #20). Measured (bench/eval_preview_size.py, the 11 blurred
+# frames of eval/blur and samples/nef shrunk): a blurred frame is neither rejected nor sent
+# to a check for 11 of 11 at 160 px, 5 at 320, 2 at 480, 1 at 640 (blur-0010, a whole-frame
+# motion blur whose own photo is only 800 px), 0 at 800; no sharp frame is rejected at any
+# size. 640 is also the smallest preview real cameras embed (a D7100's MakerNote JPEG is
+# 640x424); a raw with only a smaller one is decoded from its sensor data instead
+# (preview.py), so only a raw whose sensor data is unreadable ends up here.
+SMALLEST_JUDGED_PREVIEW = 640
+PREVIEW_TOO_SMALL = "preview too small"  # the check of a frame that was not judged
 
 
 @dataclass(frozen=True)
 class Rating:
-    stars: int  # 1..5, or -1 for a reject when the policy asks for it
+    stars: int  # 1..5, -1 for a reject when the policy asks for it, 0 not judged
     label: str | None  # xmp:Label text, None for no label
     verdict: str  # "select", "reject" or "" (keep, undecided)
     keywords: tuple[str, ...]  # leaves under the PostSelect parent, e.g. "select", "motion blur"
@@ -77,8 +89,20 @@ def rate(
     *,
     best_of_burst: bool = False,
     burst_id: int | None = None,
+    preview_size: tuple[int, int] | None = None,
 ) -> Rating:
-    """``findings``: the analysis's reasons with their confidence (a bare name is sure)."""
+    """``findings``: the analysis's reasons with their confidence (a bare name is sure).
+    ``preview_size``: the analysed preview's width and height, None when unknown."""
+    if preview_size is not None and max(preview_size) < SMALLEST_JUDGED_PREVIEW:
+        # No verdict from a thumbnail: neither a select nor a reject, no stars (0: the
+        # editors' "not rated"), and a keyword that says why the photographer has to look.
+        return Rating(
+            stars=0,
+            label=None,
+            verdict="",
+            keywords=(f"{CHECK}|{PREVIEW_TOO_SMALL}",),
+            checks=(PREVIEW_TOO_SMALL,),
+        )
     p = keeper_probability
     reasons, checks = weigh(findings, policy)
     if reasons:

@@ -119,3 +119,16 @@ def test_strictness_is_per_family():
     rating = rate(0.8, findings, policy)
     assert rating.reasons == ("motion blur",)
     assert policy.strictness.exposure == "normal"
+
+
+def test_a_preview_too_small_to_judge_gets_no_stars_no_label_and_a_check():
+    # A 160x120 thumbnail reads as a crisp frame: no select, and no reject either, even
+    # for a reason the analysis is sure of on so few pixels.
+    for p, findings in ((0.95, ()), (0.95, ("eyes closed",)), (0.1, ())):
+        rating = rate(p, findings, POLICY, best_of_burst=True, preview_size=(160, 120))
+        assert (rating.stars, rating.label, rating.verdict) == (0, None, "")
+        assert rating.keywords == ("check|preview too small",)
+        assert rating.checks == ("preview too small",) and rating.reasons == ()
+    # From the smallest preview a camera embeds (640x424) a frame is judged as usual.
+    assert rate(0.95, (), POLICY, preview_size=(640, 424)).verdict == "select"
+    assert rate(0.95, (), POLICY, preview_size=(424, 640)).stars == 4

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from conftest import DATA, copy_file, need_tool, run_cli, shared_path
 
+from postselectd.sidecar import read_sidecar
+
 
 def _fingerprints(folder: Path) -> dict[str, tuple[str, int]]:
     return {
@@ -227,6 +229,32 @@ def test_broken_raws_get_a_rating_or_one_line_error_and_the_run_finishes(tmp_pat
     rated = {Path(r["path"]).name for r in records if not r["error"]}
     assert "TRUNC_canon-1ds-mk3_CR2-head.CR2" in rated  # LibRaw refuses it; its JPEG survives
     assert "TRUNC_canon-r6_nom-exif.cr3" in rated
+
+
+def test_a_raw_with_only_a_thumbnail_is_not_judged_but_marked_for_a_check(tmp_path: Path):
+    # Issue #20: the trimmed CRW and RAF have nothing but a 160x120 thumbnail, which got
+    # 4 stars Green at p=0.95.
+    folder = tmp_path / "thumbs"
+    names = ("TRIM_canon-powershot-s40_exiv2.crw", "TRIM_fuji-s5pro_exiftool_FujiFilm.raf")
+    for name in names:
+        copy_file(shared_path("samples", "raw", "broken", name), folder)
+    result, records = _score_json(str(folder))
+    assert result.returncode == 0, result.stderr
+    assert sorted(Path(r["path"]).name for r in records) == sorted(names)
+    for record in records:
+        name = Path(record["path"]).name
+        assert record["error"] is None
+        assert (record["rating"], record["label"], record["verdict"]) == (0, None, ""), name
+        assert record["preview_too_small"] is True and record["preview_size"] == [160, 120]
+        assert record["checks"] == ["preview too small"]
+        assert record["keywords"] == ["check|preview too small"]
+        sidecar = read_sidecar(Path(record["sidecar"][0]))
+        assert sidecar["Xmp.xmp.Rating"] == "0"
+        assert "Xmp.xmp.Label" not in sidecar
+        assert "PostSelect|check|preview too small" in str(sidecar["Xmp.lr.hierarchicalSubject"])
+        lines = [line for line in result.stderr.splitlines() if line.startswith(f"{name}: ")]
+        assert len(lines) == 1 and "not judged" in lines[0] and "160x120" in lines[0], lines
+    assert re.search(r"not judged \(0\)\s+2", result.stderr)
 
 
 def test_raw_and_jpeg_pair_gets_one_sidecar_from_the_raw(tmp_path: Path):
