@@ -1,7 +1,8 @@
 """Command line: argument parsing and output only; the work happens in the modules.
 
 Exit status: 0 every file rated, 1 some files failed (each named with its reason),
-2 bad usage, bad config or unusable models.
+2 bad usage, bad config or unusable models, 3 (score) no photos in the paths given,
+141 the reader of the output went away (``| head``), as for a tool SIGPIPE ends.
 """
 
 from __future__ import annotations
@@ -23,6 +24,12 @@ from postselectd.rating import PREVIEW_TOO_SMALL, SMALLEST_JUDGED_PREVIEW
 log = logging.getLogger("postselectd")
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
+# Nothing to rate is neither success (nothing was rated) nor a failed file nor bad usage:
+# a script can tell an empty card from a failure.
+EXIT_NO_PHOTOS = 3
+# What a shell reports for a program SIGPIPE ended (128 + 13), which Python's own
+# handling of EPIPE would otherwise turn into a traceback.
+EXIT_BROKEN_PIPE = 141
 
 
 class UsageError(Exception):
@@ -50,7 +57,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     score = sub.add_parser(
-        "score", parents=[common], help="rate files and folders (recursively) now"
+        "score",
+        parents=[common],
+        help="rate files and folders (recursively) now",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="exit status:\n"
+        "  0    every photo rated\n"
+        "  1    some photos could not be rated (each is named with its reason)\n"
+        "  2    bad usage, a bad config or unusable models\n"
+        f"  {EXIT_NO_PHOTOS}    no photos found in the paths given (nothing written)\n"
+        f"  {EXIT_BROKEN_PIPE}  the output's reader went away (`score --json | head`)",
     )
     score.add_argument("paths", nargs="+", type=Path, metavar="PATH")
     score.add_argument(
@@ -267,6 +283,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("postselectd: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader of stdout went away (`score --json | head -3`): stop quietly, as Unix
+        # tools do. stdout is pointed at /dev/null, so that Python's flush of it at exit
+        # does not fail once more (the pattern in Python's `signal` documentation).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_BROKEN_PIPE
     parser.print_help(sys.stderr)
     return EXIT_USAGE
 
@@ -289,9 +313,11 @@ def cmd_score(args: argparse.Namespace, config: Config) -> int:
     if args.workers is not None and args.workers < 1:
         raise UsageError("--workers must be at least 1")
     _model_check(config)
-    files = list(find_photos(args.paths, config.sidecar.profiles))
+    passed_over: Counter[str] = Counter()
+    files = list(find_photos(args.paths, config.sidecar.profiles, passed_over))
     if not files:
-        log.warning("no photos found under %s", ", ".join(str(p) for p in args.paths))
+        print(f"postselectd: {no_photos_found(args.paths, passed_over)}", file=sys.stderr)
+        return EXIT_NO_PHOTOS
     progress = Progress(len(files), enabled=sys.stderr.isatty())
     started = time.perf_counter()
 
@@ -315,6 +341,20 @@ def cmd_score(args: argparse.Namespace, config: Config) -> int:
     summary = format_summary(results, elapsed, dry_run=args.dry_run)
     print(summary, file=sys.stderr if args.json else sys.stdout)
     return EXIT_FAILURES if any(r.error for r in results) else EXIT_OK
+
+
+def no_photos_found(paths: list[Path], passed_over: Counter[str]) -> str:
+    """The sentence for a run with nothing to rate: where, what it looked for, and the
+    pictures it passed over (a folder of PNG exports is not "empty")."""
+    from postselectd.pipeline import passed_over_text
+    from postselectd.rawmeta import PHOTO_SUFFIXES
+
+    where = ", ".join(printable(p) for p in paths)
+    looked_for = ", ".join(sorted(s.upper() for s in PHOTO_SUFFIXES))
+    text = f"no photos found in {where} (looked for {looked_for})"
+    if passed_over:
+        text += "; passed over " + passed_over_text(passed_over)
+    return text
 
 
 def cmd_train(args: argparse.Namespace, config: Config) -> int:

@@ -16,6 +16,7 @@ import os
 import queue
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -244,13 +245,18 @@ def skip_linked_folder(link: Path, inside: Iterable[Path]) -> None:
     )
 
 
-def find_photos(paths: Iterable[Path], profiles: Iterable[str] | None = None) -> Iterator[Path]:
+def find_photos(
+    paths: Iterable[Path],
+    profiles: Iterable[str] | None = None,
+    passed_over: Counter[str] | None = None,
+) -> Iterator[Path]:
     """Photos under the given files and folders, in name order.
 
     Symlinked folders are not followed (``skip_linked_folder``); a symlinked photo is,
     and its sidecar goes beside the link. With ``profiles``, a file whose every sidecar
     would be a sibling's (DSC_0001.DNG next to DSC_0001.NEF with the lightroom profile)
-    is not listed.
+    is not listed. ``passed_over`` counts, by suffix (".png"), the pictures found in the
+    folders that are not a type postselectd rates (rawmeta.UNRATED_IMAGE_SUFFIXES).
     """
     profiles = list(profiles) if profiles is not None else None
     paths = [Path(p) for p in paths]
@@ -280,11 +286,27 @@ def find_photos(paths: Iterable[Path], profiles: Iterable[str] | None = None) ->
             for name in sorted(files):
                 path = Path(folder) / name
                 siblings = by_stem[stem_key(name)]
-                if not is_candidate(path) or has_raw_sibling(path, siblings):
+                if not is_candidate(path):
+                    suffix = path.suffix.lower()
+                    if passed_over is not None and suffix in rawmeta.UNRATED_IMAGE_SUFFIXES:
+                        if not name.startswith("."):
+                            passed_over[suffix] += 1
+                    continue
+                if has_raw_sibling(path, siblings):
                     continue
                 if profiles is not None and not sidecar_profiles_for(path, profiles, siblings):
                     continue
                 yield path
+
+
+def passed_over_text(passed_over: Counter[str]) -> str:
+    """``find_photos``'s ``passed_over`` in words: "3 .png files, 1 .heic file, which
+    postselectd does not rate"."""
+    kinds = ", ".join(
+        f"{count} {suffix} file{'' if count == 1 else 's'}"
+        for suffix, count in sorted(passed_over.items(), key=lambda kv: (-kv[1], kv[0]))
+    )
+    return f"{kinds}, which postselectd does not rate"
 
 
 # --- the worker side ----------------------------------------------------------------
@@ -743,6 +765,10 @@ class Pipeline:
                     failure.append(exc)
 
         def analysed(scored: Scored) -> None:
+            if failure:
+                # Writing failed (stdout closed under `score --json | head`): no point in
+                # analysing the rest; the caller gets the writer's exception.
+                raise failure[0]
             if on_analyzed:
                 with callbacks:
                     on_analyzed(scored)

@@ -43,6 +43,7 @@ from datetime import datetime, timedelta
 __all__ = [
     "PHOTO_SUFFIXES",
     "RAW_SUFFIXES",
+    "UNRATED_IMAGE_SUFFIXES",
     "ContainerError",
     "ContainerInfo",
     "EmbeddedJpeg",
@@ -101,6 +102,11 @@ RAW_SUFFIXES: frozenset[str] = frozenset(
     }
 )  # fmt: skip
 PHOTO_SUFFIXES: frozenset[str] = RAW_SUFFIXES | {".jpg", ".jpeg", ".tif", ".tiff"}
+# Pictures postselectd does not rate (no camera writes them as its original), counted where
+# a command passes them over so it can say so instead of finding "no photos" in silence.
+UNRATED_IMAGE_SUFFIXES: frozenset[str] = frozenset(
+    {".png", ".heic", ".heif", ".webp", ".gif", ".bmp", ".avif", ".jxl"}
+)
 
 # Raw suffixes whose files are always TIFF-structured.  Suffixes that are not listed here or in
 # _SUFFIX_KIND (.kdc: some Kodak KDCs are not TIFF; .raw: several unrelated formats; .mrw, .x3f,

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from conftest import DATA, copy_file, need_tool, run_cli, shared_path
+from conftest import DATA, ROOT, copy_file, need_tool, run_cli, shared_path
 
 from postselectd.sidecar import read_sidecar
 
@@ -308,3 +310,38 @@ def test_sample_bursts_and_their_best_frames(scored_shoot):
     assert all(r["burst"] is None for r in others)
     for name in best:
         assert by_name[name]["rating"] >= 3 and not by_name[name]["reasons"]
+
+
+def test_json_into_a_closed_pipe_stops_quietly(tmp_path: Path):
+    # `score --json | head -3`: the reader goes away; like any Unix tool, stop without a
+    # traceback, with the status a shell gives a program SIGPIPE ended.
+    folder = tmp_path / "piped"
+    for n in (101, 102, 103):
+        copy_file(shared_path("samples", "nef", f"DSC_{n:04d}.NEF"), folder)
+    stderr_path = tmp_path / "stderr"
+    with stderr_path.open("w") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "postselectd", "score", "--json", "--dry-run", str(folder)],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            cwd=ROOT,
+            env=dict(os.environ, XDG_CONFIG_HOME=str(tmp_path / "noconfig")),
+        )
+        process.stdout.close()  # gone before the first line (the models take a second)
+        code = process.wait(timeout=300)
+    err = stderr_path.read_text()
+    assert "Traceback" not in err and "BrokenPipe" not in err and "Exception" not in err, err
+    assert code == 141, err
+
+
+def test_a_folder_without_photos_says_so_and_exits_3(tmp_path: Path):
+    folder = tmp_path / "exports"
+    copy_file(sorted(shared_path("eval", "natural").glob("*.png"))[0], folder, "IMG_0001.png")
+    (folder / "notes.txt").write_text("no photos here\n")
+    result = run_cli("score", str(folder))
+    assert result.returncode == 3, result.stderr
+    assert result.stdout == ""  # no empty summary table
+    assert f"no photos found in {folder} (looked for " in result.stderr
+    assert ".NEF" in result.stderr and ".CR3" in result.stderr
+    assert "passed over 1 .png file, which postselectd does not rate" in result.stderr
+    assert "3    no photos found" in run_cli("score", "--help").stdout
