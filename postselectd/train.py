@@ -316,8 +316,9 @@ class Dataset:
     y: np.ndarray  # 1 select, 0 reject
     weight: np.ndarray  # 1, or CORRECTION_WEIGHT for a person's correction of our rating
     shoot: np.ndarray  # shoot index per frame
-    shoot_names: list[str]
+    shoot_names: list[str]  # the groups the split keeps whole: shoots, or blocks of frames
     stand_in_shoots: bool = False  # too few real shoots: blocks of consecutive frames
+    real_shoots: int = 0  # folders and capture days, whether or not blocks stood in
 
     def __len__(self) -> int:
         return len(self.y)
@@ -326,6 +327,7 @@ class Dataset:
 def build_dataset(frames: list[Frame]) -> Dataset:
     keys = [(str(shoot_folder(f.path)), f.capture_day) for f in frames]
     names = sorted(set(keys))
+    real_shoots = len(names)
     stand_in = False
     if len(names) < MIN_SHOOTS:
         # One or two shoots: consecutive frames (a burst stays together) stand in.
@@ -347,6 +349,7 @@ def build_dataset(frames: list[Frame]) -> Dataset:
         shoot=np.array([index[k] for k in keys]),
         shoot_names=[" ".join(p for p in k if p) for k in names],
         stand_in_shoots=stand_in,
+        real_shoots=real_shoots,
     )
 
 
@@ -699,7 +702,8 @@ def evaluate(data: Dataset, test: np.ndarray, rules: TrainConfig, two_stars_from
         "default_precision": round(d_precision, 4),
         "default_auc": round(roc_auc(data.X[test, KEEPER], y), 4),
         "held_out": {
-            "shoots": int(len(np.unique(data.shoot[test]))),
+            # Blocks of consecutive frames when they stood in for shoots (data.shoot_names).
+            ("blocks" if data.stand_in_shoots else "shoots"): int(len(np.unique(data.shoot[test]))),
             "images": int(test.sum()),
             "selects": int(y.sum()),
             "rejects": int((1 - y).sum()),
@@ -725,20 +729,25 @@ def find_rated(
     darktable_db: Path | None = None,
 ) -> tuple[list[Verdict], dict]:
     """Every photo under ``paths`` with the photographer's verdict on it."""
-    from postselectd.pipeline import find_photos
+    from postselectd.pipeline import find_photos, passed_over_text
 
     photos: list[tuple[Path, Path]] = []
     seen: set[Path] = set()
+    passed_over: Counter[str] = Counter()
     for root in paths:
         root = Path(root)
         if not root.exists():
             raise TrainError(f"{root}: no such file or folder")
-        for photo in find_photos([root]):
+        for photo in find_photos([root], passed_over=passed_over):
             if photo not in seen:
                 seen.add(photo)
                 photos.append((photo, root if root.is_dir() else root.parent))
     if not photos:
-        raise TrainError("no photos under " + ", ".join(str(p) for p in paths))
+        raise TrainError(
+            "no photos under "
+            + ", ".join(str(p) for p in paths)
+            + (f" (passed over {passed_over_text(passed_over)})" if passed_over else "")
+        )
     try:
         lightroom = CatalogIndex(read_lightroom_catalog(lrcat)) if lrcat else None
         darktable = CatalogIndex(read_darktable_library(darktable_db)) if darktable_db else None
@@ -747,6 +756,8 @@ def find_rated(
     verdicts, skipped = collect_verdicts(
         photos, config.train, lightroom=lightroom, darktable=darktable
     )
+    for suffix, count in sorted(passed_over.items()):
+        skipped[f"{suffix} files (a type postselectd does not rate)"] = count
     info = {"photos_found": len(photos), "not_used": skipped}
     return verdicts, info
 
@@ -783,7 +794,8 @@ def train(
     metrics = evaluate(data, test, config.train, config.rating.two_stars_from)
     card = {
         "images": len(data),
-        "shoots": len(data.shoot_names),
+        "shoots": data.real_shoots,
+        **({"blocks": len(data.shoot_names)} if data.stand_in_shoots else {}),
         "selects": int(data.y.sum()),
         "rejects": int((1 - data.y).sum()),
         **{k: metrics[k] for k in ("recall", "precision", "auc", "threshold")},
@@ -922,13 +934,18 @@ def format_card(card: dict) -> str:
         )
 
     held = card["held_out"]
+    held_in = (
+        f"{held['shoots']} shoots"
+        if "shoots" in held
+        else f"{held['blocks']} blocks of consecutive frames"
+    )
     lines = [
         f"personal model, {card['created']}"
         + (f": {card['model']}" if card["model"] else " (evaluation only, nothing written)"),
         f"learnt from      {card['images']} photos in {card['shoots']} shoots: "
         f"{card['selects']} selects, {card['rejects']} rejects",
         "ratings from     " + ", ".join(f"{k} {v}" for k, v in card["sources"].items()),
-        f"held out         {held['images']} photos in {held['shoots']} shoots never trained on "
+        f"held out         {held['images']} photos in {held_in} never trained on "
         f"({held['selects']} selects, {held['rejects']} rejects)",
         "                 personal model   shipped model",
         f"  selects kept   {pct(card['recall']):>14}   {pct(card['default_recall']):>13}",
@@ -952,8 +969,9 @@ def format_card(card: dict) -> str:
     )
     if card.get("stand_in_shoots"):
         lines.append(
-            "note             fewer than 4 shoots: blocks of consecutive frames stood "
-            "in for shoots, so the held-out numbers are optimistic"
+            f"note             fewer than {MIN_SHOOTS} shoots: {card.get('blocks', 'some')} "
+            f"blocks of up to {BLOCK} consecutive frames stood in for shoots, so the "
+            "held-out numbers are optimistic"
         )
     if card["not_used"]:
         lines.append(
