@@ -298,7 +298,9 @@ class Daemon:
         self._since: dict[Path, float] = {}
         self._lock_file = None
         self._pool_stale = False
-        self._rated = self._failed = 0
+        # Files rated for the first time, and rated again (their bytes changed since their
+        # last rating, in this run or an earlier one): the stop line counts them apart.
+        self._rated = self._rerated = self._failed = 0
         self._rated_today = 0
         self._today = time.localtime().tm_yday
         self._next_rescan = 0.0
@@ -434,10 +436,12 @@ class Daemon:
         if not self._started:
             return  # it never started: the reason is the one line the user sees
         log.info(
-            "postselectd stopped (pid %d)%s: rated %d, failed %d in this run; %d still queued",
+            "postselectd stopped (pid %d)%s: rated %d, rated again %d (changed since their "
+            "rating), failed %d in this run; %d still queued",
             os.getpid(),
             " (forced)" if self.force_exit else "",
             self._rated,
+            self._rerated,
             self._failed,
             queued,
         )
@@ -780,10 +784,14 @@ class Daemon:
         if rejudge:
             self.journal.rejudged(path, now=time.time(), **verdict)
         else:
+            before = self.journal.get(path)
             self.journal.rated(path, elapsed_ms=result.elapsed_ms, now=time.time(), **verdict)
             if path.parent in self._blocked:
                 self._unblock(path.parent)
-            self._rated += 1
+            if before is not None and before.rated_count > 0:
+                self._rerated += 1
+            else:
+                self._rated += 1
             self._count_today()
             self.on_result(result)
         if burst is not None:

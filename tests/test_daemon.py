@@ -831,3 +831,17 @@ def test_during_a_dump_a_burst_frame_gets_one_sidecar_with_its_bursts_verdict(
         subjects = read_sidecar(sidecar_of(raw)).get("Xmp.lr.hierarchicalSubject", [])
         assert f"PostSelect|burst {101 if raw.name < 'DSC_0104' else 104:04d}" in subjects
     assert_rated_once(daemon, [watch / p.name for p in sample_nefs])
+
+
+def test_the_stop_line_counts_first_ratings_and_re_ratings_apart(watching, small_nef):
+    # Issue #20: a file rated again after it changed was counted as one more rated file.
+    watch, daemon = watching("in")
+    first = small_nef.write(watch / "DSC_0001.NEF", tag=1)
+    small_nef.write(watch / "DSC_0002.NEF", tag=2)
+    daemon.wait_for(lambda: daemon.rated() == 2, 60, "two first ratings")
+    small_nef.write(first, tag=3)  # new bytes in the same file: rated again
+    daemon.wait_for(lambda: daemon.rows()[str(first)].rated_count == 2, 60, "the re-rating")
+    assert daemon.stop()[0] == 0
+    stop_line = daemon.log().splitlines()[-1]
+    assert "stopped (pid" in stop_line
+    assert "rated 2, rated again 1 (changed since their rating), failed 0 in this run" in stop_line
