@@ -615,6 +615,13 @@ def fit(
     for l2 in L2_CHOICES:
         logits = _out_of_fold(data, rows, l2, SEED, axes)
         known = ~np.isnan(logits)
+        if not (y[known] == 1).any() or not (y[known] == 0).any():
+            # Too few shoots (or stand-in blocks) to predict selects and rejects for ones
+            # the model did not see, so the threshold cannot be set out of fold.
+            raise TrainError(
+                f"{len(rows)} rated photos are too few to set the threshold on shoots the "
+                "model did not see: rate photos in more folders (shoots), or more of each kind"
+            )
         a, b = _platt(logits[known], y[known])
         p = _sigmoid(a * logits[known] + b)
         loss = -np.mean(y[known] * np.log(p + 1e-12) + (1 - y[known]) * np.log(1 - p + 1e-12))

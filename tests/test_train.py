@@ -370,3 +370,19 @@ def test_three_folders_are_three_shoots_and_skipped_pngs_are_counted(tmp_path: P
     assert "72 photos in 3 shoots" in text
     assert "4 blocks of up to 20 consecutive frames stood in for shoots" in text
     assert "not used         .png files (a type postselectd does not rate) 1" in text
+
+
+def test_too_few_photos_to_set_the_threshold_out_of_fold_is_one_line_not_a_traceback(
+    tmp_path: Path,
+):
+    # 32 frames in 3 folders: the held-out split works, but the out-of-fold predictions of
+    # the remaining blocks hold no select, and threshold_for_recall raised IndexError.
+    photos = sorted(shared_path("eval", "natural").glob("*.png"))[:16]
+    rated_folder(tmp_path / "photos", photos, shoots=3)
+    config = tmp_path / "config.yaml"
+    config.write_text(f"state_dir: {tmp_path / 'state'}\n")
+    result = run_cli("train", "--config", str(config), "--evaluate", str(tmp_path / "photos"))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "too few to set the threshold" in lines[0], lines
