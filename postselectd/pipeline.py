@@ -467,15 +467,17 @@ def sidecar_content(scored: Scored, rating: Rating, config: Config) -> SidecarCo
         # "eyes closed 2 of 24 (0.70); out of focus (0.12)".
         ("Findings", "; ".join(str(f) for f in a.findings) or "none"),
     )
-    if rating.checks:
-        details += (("Check", " ".join(rating.checks)),)
-    if a.faces:
-        details += (
-            # Boxes in the upright preview's pixels (PreviewSize), for the report.
-            ("FaceBoxes", "; ".join(",".join(str(round(v)) for v in f.box) for f in a.faces)),
-            ("EyeOpenness", "; ".join(_openness(f) for f in a.faces)),
-            ("FaceSharpness", "; ".join(f"{f.face_sharpness:.2f}" for f in a.faces)),
-        )
+    # None removes what an earlier rating wrote: a check answered, the faces of a frame
+    # analysed anew, a burst the frame has left (BurstId, BurstSize: set by finish).
+    details += (("Check", " ".join(rating.checks) or None),)
+    details += (
+        # Boxes in the upright preview's pixels (PreviewSize), for the report.
+        ("FaceBoxes", "; ".join(",".join(str(round(v)) for v in f.box) for f in a.faces) or None),
+        ("EyeOpenness", "; ".join(_openness(f) for f in a.faces) or None),
+        ("FaceSharpness", "; ".join(f"{f.face_sharpness:.2f}" for f in a.faces) or None),
+        ("BurstId", None),
+        ("BurstSize", None),
+    )
     return SidecarContent(
         stars=rating.stars,
         label=rating.label,
@@ -538,7 +540,7 @@ def finish(
     if burst:
         content = replace(
             content,
-            details=content.details
+            details=tuple(d for d in content.details if d[0] not in ("BurstId", "BurstSize"))
             + (("BurstId", f"{burst.burst_id:04d}"), ("BurstSize", str(burst.size))),
         )
     start = time.perf_counter()

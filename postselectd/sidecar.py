@@ -127,7 +127,7 @@ class SidecarContent:
     reasons: tuple[str, ...]
     model_version: str
     # Numbers behind the verdict, written as postselect:<Name>.
-    details: tuple[tuple[str, str], ...] = ()
+    details: tuple[tuple[str, str | None], ...] = ()  # None: remove the property
     verdict: str = ""  # "select", "reject" or "" (undecided): digiKam's pick label
     # Keywords that are facts, not a judgement (the burst's): they stay when a person's
     # own verdict replaces postselectd's; every other keyword of ours goes.

@@ -180,3 +180,27 @@ def test_a_changed_verdict_is_rewritten_with_a_new_rated_at(shoot: Path, tmp_pat
     assert unchanged and not (unchanged & changed)
     assert "DSC_0113.xmp" in unchanged
     assert _read(shoot / "DSC_0113.xmp")["RatedAt"] == rated_at["DSC_0113.xmp"]
+
+
+def test_a_rerating_removes_the_check_and_burst_it_no_longer_has(tmp_path: Path):
+    """postselect:Check, BurstId and BurstSize describe the current verdict: a check that
+    no longer applies, or a burst the frame left (its partner deleted), goes."""
+    folder = tmp_path / "shoot"
+    for name in ("DSC_0101.NEF", "DSC_0102.NEF", "DSC_0112.NEF"):
+        copy_file(shared_path("samples", "nef", name), folder)
+    _, first = _score(folder)
+    assert first["DSC_0112.NEF"]["checks"] == ["exposure"]
+    assert first["DSC_0102.NEF"]["burst"] is not None
+    tags = _read(folder / "DSC_0112.xmp")
+    assert tags.get("Check") == "exposure"
+    assert _read(folder / "DSC_0102.xmp").get("BurstSize") == 2
+
+    (folder / "DSC_0101.NEF").unlink()  # the photographer deleted the burst's other frame
+    (folder / "DSC_0101.xmp").unlink()
+    config = tmp_path / "config.yaml"
+    config.write_text("rating:\n  strictness:\n    exposure: 'off'\n")
+    _, second = _score(folder, "--config", str(config))
+    assert second["DSC_0112.NEF"]["checks"] == [] and second["DSC_0102.NEF"]["burst"] is None
+    assert "Check" not in _read(folder / "DSC_0112.xmp")
+    tags = _read(folder / "DSC_0102.xmp")
+    assert "BurstId" not in tags and "BurstSize" not in tags
