@@ -69,6 +69,16 @@ class ReasonStrictness(_Model):
     focus: Strictness = "normal"
     exposure: Strictness = "normal"
 
+    @field_validator("eyes", "focus", "exposure", mode="before")
+    @classmethod
+    def _unquoted_off(cls, value: object) -> object:
+        return _off(value)
+
+
+def _off(value: object) -> object:
+    """YAML 1.1 (PyYAML) reads an unquoted ``off`` as false: it means "off" here."""
+    return "off" if value is False else value
+
 
 class RatingPolicy(_Model):
     # The seed's rule: a select needs a keeper probability of at least 0.90.
@@ -87,6 +97,7 @@ class RatingPolicy(_Model):
     @field_validator("strictness", mode="before")
     @classmethod
     def _one_for_all(cls, value: object) -> object:
+        value = _off(value)
         if isinstance(value, str):
             return {"eyes": value, "focus": value, "exposure": value}
         return value

@@ -96,6 +96,19 @@ def test_strictness_one_word_for_all_or_one_per_family():
     assert (some.eyes, some.focus, some.exposure) == ("off", "normal", "normal")
 
 
+def test_an_unquoted_off_in_yaml_means_off(tmp_path: Path):
+    """PyYAML reads `focus: off` as false; a photographer means the word."""
+    config = tmp_path / "config.yaml"
+    config.write_text("rating:\n  strictness:\n    focus: off\n    eyes: gentle\n")
+    strictness = load_config(config)[0].rating.strictness
+    assert (strictness.focus, strictness.eyes, strictness.exposure) == ("off", "gentle", "normal")
+    config.write_text("rating:\n  strictness: off\n")
+    strictness = load_config(config)[0].rating.strictness
+    assert (strictness.focus, strictness.eyes, strictness.exposure) == ("off",) * 3
+    with pytest.raises(ConfigError, match="rating.strictness.focus: must be one of"):
+        parse_config({"rating": {"strictness": {"focus": True}}})  # `on` is not a strictness
+
+
 def test_bad_strictness_names_the_field_and_the_choices():
     expected = r"rating.strictness.focus: must be one of off, gentle, normal, strict"
     with pytest.raises(ConfigError, match=expected):
