@@ -7,8 +7,10 @@ photographer can act on: ``sidecar.profiles.0: must be one of lightroom, darktab
 
 from __future__ import annotations
 
+import difflib
 import os
 import sys
+import typing
 from pathlib import Path
 from typing import Literal
 
@@ -257,6 +259,25 @@ def user_config_file() -> Path:
     return user_config_dir() / "config.yaml"
 
 
+def _keys_at(loc: tuple) -> list[str]:
+    """The keys the config takes at ``loc`` (("sidecar",) -> profiles, ...), for "did you
+    mean"; [] where the path leads to no section."""
+    model: object = Config
+    for part in loc:
+        if isinstance(part, int):
+            continue  # an item of a list: its type was taken with the list below
+        fields = getattr(model, "model_fields", None)
+        if not fields or part not in fields:
+            return []
+        model = fields[part].annotation
+        while not hasattr(model, "model_fields") and typing.get_args(model):
+            model = next(
+                (a for a in typing.get_args(model) if hasattr(a, "model_fields")),
+                typing.get_args(model)[0],
+            )
+    return list(getattr(model, "model_fields", {}))
+
+
 def _describe(error: dict) -> str:
     where = ".".join(str(part) for part in error["loc"]) or "(top level)"
     kind = error["type"]
@@ -267,7 +288,8 @@ def _describe(error: dict) -> str:
         words = [w.strip(" '\"") for w in choices.replace(" or ", ",").split(",") if w.strip()]
         reason = "must be one of " + ", ".join(words)
     elif kind == "extra_forbidden":
-        reason = "unknown key (misspelt?)"
+        close = difflib.get_close_matches(str(error["loc"][-1]), _keys_at(error["loc"][:-1]), 1)
+        reason = f"unknown key (did you mean '{close[0]}'?)" if close else "unknown key (misspelt?)"
     elif kind == "missing":
         reason = "is required"
     else:

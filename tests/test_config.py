@@ -41,6 +41,21 @@ def test_misspelt_key_is_an_error_not_ignored():
         parse_config({"rating": {"select_treshold": 0.8}})
 
 
+@pytest.mark.parametrize(
+    "data, expected",
+    [
+        ({"sidecar": {"profile": []}}, "sidecar.profile: unknown key (did you mean 'profiles'?)"),
+        ({"watch": [{"paht": "/x"}]}, "watch.0.paht: unknown key (did you mean 'path'?)"),
+        ({"rating": {"select_treshold": 0.8}}, "(did you mean 'select_threshold'?)"),
+        ({"zzz": 1}, "zzz: unknown key (misspelt?)"),
+    ],
+)  # fmt: skip
+def test_a_misspelt_key_names_the_key_it_is_close_to(data, expected):
+    with pytest.raises(ConfigError) as info:
+        parse_config(data)
+    assert expected in str(info.value)
+
+
 def test_thresholds_must_be_ordered():
     with pytest.raises(ConfigError, match="two_stars_from <= three_stars_from <= select_threshold"):
         parse_config({"rating": {"three_stars_from": 0.95}})
