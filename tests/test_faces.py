@@ -172,6 +172,8 @@ def test_an_eye_outside_the_frame_gives_no_verdict(analyzer: FaceAnalyzer) -> No
     assert face.left_eye_closed_probability is None
     assert face.right_eye_closed_probability is None
     assert face.eyes_closed_probability is None and not face.eyes_closed
+    # Nor does the lid gap read the padding (the rule without the eye-state model).
+    assert face.left_eye_openness is None and face.right_eye_openness is None
 
 
 def test_no_face_gives_an_empty_tuple(analyzer: FaceAnalyzer) -> None:

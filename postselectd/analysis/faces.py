@@ -672,24 +672,24 @@ class FaceAnalyzer:
         }
 
     def _eyes(self, pyramid: Pyramid, mesh: np.ndarray, pitch: float) -> dict:
-        crops, widths, centers, openness, sharpness = [], [], [], [], []
+        crops, widths, inside, openness, sharpness = [], [], [], [], []
+        picture_width, picture_height = pyramid.levels[0][0].size
         for corners, flip in ((_IMAGE_LEFT_EYE, False), (_IMAGE_RIGHT_EYE, True)):
             crop, width, center = self._eye_crop(pyramid, mesh[corners[0]], mesh[corners[1]], flip)
             crops.append(crop)
             widths.append(width)
-            centers.append(center)
-            openness.append(self._openness(crop))
+            # An eye the mesh placed outside the picture (a face cut by the frame) is
+            # padding, not an eye: neither reader measures it (a bouquet portrait cut at
+            # the lips read P 0.94 "closed").
+            inside.append(0 <= center[0] < picture_width and 0 <= center[1] < picture_height)
+            openness.append(self._openness(crop) if inside[-1] else None)
             # Sharpness inside the eye's box (the crop's middle: eye width is 1/2.3 of it).
             half = (max(width * 0.6, 3.0), max(width * 0.35, 2.0))
             sharpness.append(_detail(_native_patch(pyramid.levels[0][0], center, half)))
         looking_down = pitch <= LOOKING_DOWN_PITCH
-        per_eye = self._closed_probabilities(crops, widths)
-        # An eye the mesh placed outside the picture (a face cut by the frame) is padding,
-        # not an eye: no verdict (a bouquet portrait cut at the lips read P 0.94 "closed").
-        width, height = pyramid.levels[0][0].size
         per_eye = [
-            None if not (0 <= x < width and 0 <= y < height) else p
-            for p, (x, y) in zip(per_eye, centers, strict=True)
+            p if seen else None
+            for p, seen in zip(self._closed_probabilities(crops, widths), inside, strict=True)
         ]
         # A blink closes both eyes: the face is as closed as its more open eye, and one eye
         # alone (the other too small to tell) is no evidence. On held-out faces (bench/
@@ -703,10 +703,10 @@ class FaceAnalyzer:
             limit = EYES_CLOSED_BELOW_LOOKING_DOWN if looking_down else EYES_CLOSED_BELOW
             # The mean of both eyes: one eye alone can be misread (hair, a turned head);
             # max() would miss a third of half-shut blinks, min() flags squints.
-            closed = (openness[0] + openness[1]) / 2 < limit
+            closed = None not in openness and (openness[0] + openness[1]) / 2 < limit
         return {
-            "left_eye_openness": round(openness[0], 4),
-            "right_eye_openness": round(openness[1], 4),
+            "left_eye_openness": _round(openness[0]),
+            "right_eye_openness": _round(openness[1]),
             "eyes_closed": bool(closed),
             "eye_sharpness": round(float(np.mean(sharpness)), 3),
             "looking_down": bool(looking_down),
