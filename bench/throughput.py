@@ -71,8 +71,11 @@ def source_photos() -> list[Path]:
     return photos
 
 
-def make_set(out: Path, count: int, jobs: int) -> int:
-    """``count`` distinct camera-size NEFs in ``out`` (existing ones are kept)."""
+def make_set(out: Path, count: int, jobs: int, bursts_first: bool = False) -> int:
+    """``count`` distinct camera-size NEFs in ``out`` (existing ones are kept).
+
+    ``bursts_first``: every variant of a photo before the next photo, so that a small set
+    is made of bursts (8 frames each) rather than of single frames of many photos."""
     from PIL import Image, ImageOps
 
     out.mkdir(parents=True, exist_ok=True)
@@ -82,9 +85,10 @@ def make_set(out: Path, count: int, jobs: int) -> int:
     start = datetime(2026, 5, 2, 9, 0, 0)
     for v, (mirror, frac, ax, ay) in enumerate(VARIANTS):
         for p, photo in enumerate(photos):
-            if len(plan) >= count:
-                break
             plan.append((photo, p, v, mirror, frac, ax, ay))
+    if bursts_first:
+        plan.sort(key=lambda item: (item[1], item[2]))
+    plan = plan[:count]
     # Capture order: a photo's variants together, like a burst.
     plan.sort(key=lambda item: (item[1], item[2]))
     tool = SHARED / "tools" / "make_nef.py"

@@ -27,10 +27,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 
 from postselectd import __version__, watcher
-from postselectd.bursts import BurstHold, BurstInfo
+from postselectd.bursts import BurstBook, BurstInfo
 from postselectd.config import (
     Config,
     ConfigError,
@@ -43,6 +44,7 @@ from postselectd.pipeline import (
     FileResult,
     RecordError,
     Scored,
+    capture_time_of,
     default_workers,
     finish,
     frame_of,
@@ -82,6 +84,9 @@ DRAIN_SECONDS = 7.0
 # A stop ends every open burst: their sidecars are rewritten for at most this long, the
 # best frames first (theirs gain a star); the rest keep the rating they already have.
 STOP_BURSTS_SECONDS = 2.0
+# The frames of a folder where nothing arrived for this long leave memory; a late frame
+# of one of its bursts loads them again from the journal.
+IDLE_FOLDER_SECONDS = 600.0
 STATUS_MIN_INTERVAL = 2.0
 # A folder where no sidecar can be written (read-only, disk full) holds its photos back;
 # they wait this long between looks, and one of them tries again at least this often
@@ -226,6 +231,7 @@ class _Job:
     sig: Signature
     fingerprint: str | None
     quiet_until: float = 0.0  # time.time() at which the file's quiet time ends
+    capture_time: datetime | None = None  # from its EXIF: which burst it may join
 
 
 @dataclass
@@ -313,11 +319,11 @@ class Daemon:
         self._exit_code = 0
         self._timed_out: set[int] = set()
         self._bloated: set[int] = set()
-        self.bursts = BurstHold()
-        self._held: dict[Path, Scored] = {}
+        # Every frame of the folders being rated, grouped into bursts as `score DIR` would.
+        self.bursts = BurstBook()
         # Analysed while other files were queued (a dump): their one sidecar waits for the
         # burst's verdict. The signature is the file's when it was analysed.
-        self._deferred: dict[Path, Signature] = {}
+        self._deferred: dict[Path, tuple[Scored, Signature]] = {}
         self._overflowed = False
         self._blocked: dict[Path, _BlockedFolder] = {}
         self._started = False
@@ -508,6 +514,7 @@ class Daemon:
             self._next_folder_check = now_m + FOLDER_CHECK_SECONDS
             self._check_folders()
             self._check_blocked_folders(now_m)
+            self.bursts.unload_idle(now_m, IDLE_FOLDER_SECONDS)
             for job in self.pool.kill_stuck(TASK_TIMEOUT_SECONDS):
                 self._timed_out.add(job)
             for job in self.pool.kill_bloated():
@@ -584,6 +591,7 @@ class Daemon:
             return
         if arrival.moved_from is not None:
             self.journal.forget(arrival.moved_from)
+            self.bursts.remove(arrival.moved_from, time.monotonic())
         self._touch(arrival.path, self._settle_for(arrival.kind))
 
     def _scanned(self, found: Scanned) -> None:
@@ -659,6 +667,7 @@ class Daemon:
             self._analysed(job.id, replace(cached, path=path), cached=True)
             return
         if self.pool.submit(job.id, path):
+            job.capture_time = capture_time_of(path)
             self.journal.claim(path, fp, now)
             self.jobs[job.id] = job
 
@@ -726,48 +735,55 @@ class Daemon:
         next_due = self.journal.next_due()
         return next_due is not None and next_due <= time.time() + EARLY_START_SECONDS
 
-    def _rate(
-        self, scored: Scored, burst: BurstInfo | None = None, *, rejudge: bool = False
-    ) -> None:
-        """The one place a file is rated and its sidecar written.
+    def _rate(self, scored: Scored) -> None:
+        """A file's rating once it is analysed (again, when its bytes changed).
 
-        On an idle daemon a frame is rated at once (the photographer should not wait for a
-        burst to end) and held in ``self.bursts`` until no later frame can join its burst;
-        if it turns out to be part of one, its sidecar is written again with the burst's
-        verdict (``rejudge``). While other files are queued (a card dump, a burst being
-        shot) it is held first and rated once, with its burst's verdict: one sidecar write
-        instead of two, and no second change for an editor that has the folder open.
+        Its burst is a property of the capture times and content of its folder's frames,
+        whatever the order and spacing they arrive in (``self.bursts``). On an idle daemon
+        the frame is rated at once with the burst it is in so far: the photographer should
+        not wait for a burst to end. While other files are queued (a card dump, a burst
+        being shot) its sidecar waits until its burst is complete and is written once,
+        with the burst's verdict. A frame that joins a burst later (a slow card reader, an
+        upload, a restart in between) makes the burst's sidecars be written again once it
+        is complete: the same bursts and best frames as ``score DIR``.
         """
         path = scored.path
-        can_join = judged(scored) and scored.capture_time is not None
-        deferred = self._deferred.pop(path, None)
-        if deferred is not None:
-            now = time.time()
+        self._deferred.pop(path, None)  # analysed again: this analysis supersedes it
+        if not (judged(scored) and scored.capture_time is not None):
+            self.bursts.remove(path, time.monotonic())  # a changed file no longer judged
+            self._write(scored)
+            return
+        self._load_folder(path.parent)
+        frame = frame_of(scored, self.config.rating)
+        if self._busy():
             try:
                 sig = Signature.of(os.stat(path))
             except OSError as exc:
-                self._unreachable(path, exc, now)
-                return
-            if sig != deferred:
-                # Written again while it waited for its burst: rate the new bytes.
-                self.journal.resettle(path, sig, now + self.config.daemon.settle_seconds, now)
-                return
-        elif not rejudge and burst is None and can_join and self._busy():
-            try:
-                self._deferred[path] = Signature.of(os.stat(path))
-            except OSError as exc:
+                self.bursts.remove(path, time.monotonic())
                 self._unreachable(path, exc, time.time())
                 return
-            self.bursts.add(frame_of(scored, self.config.rating), time.monotonic())
-            self._held[path] = scored
+            self._deferred[path] = (scored, sig)
+            self.bursts.place(frame, time.monotonic(), hold=True)
             return
+        self.bursts.place(frame, time.monotonic())
+        self._write(scored, burst=self.bursts.burst_of(path))
+
+    def _write(
+        self, scored: Scored, burst: BurstInfo | None = None, *, rejudge: bool = False
+    ) -> None:
+        """The one place a file's sidecar is written; ``rejudge``: again, for its burst."""
+        path = scored.path
         self.journal.begin_sidecar(path, time.time())
         result = finish(scored, self.config, burst=burst)
         if result.error and rejudge:
-            # Already rated on its own; only the burst's update did not make it.
+            # Already rated; only the burst's update did not make it (tried again when
+            # the burst next changes).
+            self.bursts.let_go(path)
             log.warning("%s: burst verdict not written: %s", path.name, result.error)
             return
         if result.error:
+            # Rated again once it can be: its burst goes on without it meanwhile.
+            self.bursts.remove(path, time.monotonic())
             if self._left_alone(path, time.time()):
                 return  # its raw arrived while it was analysed
             trouble = folder_trouble(path.parent, result.error)
@@ -776,6 +792,7 @@ class Daemon:
             else:
                 self._attempt_failed(path, result.error)
             return
+        self.bursts.wrote(path)
         verdict = {
             "stars": result.rating.stars if result.rating else None,
             "label": result.rating.label if result.rating else None,
@@ -803,36 +820,60 @@ class Daemon:
                 ", best of burst" if burst.best_of_burst else "",
                 verdict["stars"],
             )
-        elif can_join and deferred is None:
-            self.bursts.add(frame_of(scored, self.config.rating), time.monotonic())
-            self._held[path] = scored
+        elif rejudge:
+            log.info("%s: no longer in a burst: %s*", path.name, verdict["stars"])
+
+    def _load_folder(self, folder: Path) -> None:
+        """The frames rated in ``folder`` before (an earlier run, or before the folder
+        left memory), from the journal's analyses: a late frame joins their bursts."""
+        if self.bursts.is_loaded(str(folder)):
+            return
+        frames = []
+        for row in self.journal.rated_in(folder):
+            scored = self._stored_analysis(row)
+            if scored is not None and judged(scored) and scored.capture_time is not None:
+                frames.append(frame_of(scored, self.config.rating))
+        self.bursts.load(str(folder), frames, time.monotonic())
+
+    def _stored_analysis(self, row: Row) -> Scored | None:
+        """A rated file's analysis as the journal keeps it, if its file is still there."""
+        if row.status != "rated" or not row.fingerprint or not row.path.exists():
+            return None
+        scored = self._cached(row.fingerprint)
+        return None if scored is None else replace(scored, path=row.path)
+
+    def _on_the_way(self) -> dict[str, list[datetime | None]]:
+        """Per folder, the capture times of files being analysed: they may join a burst."""
+        coming: dict[str, list[datetime | None]] = {}
+        for job in self.jobs.values():
+            coming.setdefault(str(job.path.parent), []).append(job.capture_time)
+        for _, scored, _ in self._early:
+            coming.setdefault(str(scored.path.parent), []).append(scored.capture_time)
+        return coming
 
     def _release_bursts(self, everything: bool = False, budget: float | None = None) -> None:
-        """Rate the frames held for their bursts: the held-back ones for the first time,
-        the others again where they turned out to form a burst.
+        """Write the sidecars held for their bursts, once the bursts are complete: frames
+        of a dump for the first time, and frames whose burst changed (a late frame joined)
+        again.
 
         With a ``budget`` (seconds, when stopping) first ratings go first, then the best
         frames of bursts, and the rest is left once it runs out: a copy of 2,000 frames of
         one scene held 500 rewrites per folder and kept SIGTERM waiting far past the
-        service manager's patience. A frame rated on its own keeps that rating; one not
-        rated yet is rated after the restart."""
-        writes = []
-        for frames, bursts in self.bursts.release(time.monotonic(), everything=everything):
-            for frame in frames:
-                scored = self._held.pop(frame.key, None)
-                if scored is None:
-                    continue
-                if frame.key in self._deferred:
-                    writes.append((scored, bursts.get(frame.key), False))
-                elif frame.key in bursts:
-                    writes.append((scored, bursts[frame.key], True))
+        service manager's patience. A frame rated before keeps that rating; one not rated
+        yet is rated after the restart."""
+        ready = self.bursts.ready(time.monotonic(), self._on_the_way(), everything=everything)
         if budget is not None:
-            writes.sort(key=lambda w: (w[2], not (w[1] is not None and w[1].best_of_burst)))
+            ready.sort(
+                key=lambda path: (
+                    path not in self._deferred,
+                    not getattr(self.bursts.burst_of(path), "best_of_burst", False),
+                )
+            )
         deadline = time.monotonic() + (budget if budget is not None else float("inf"))
-        for done, (scored, burst, rejudge) in enumerate(writes):
+        for done, path in enumerate(ready):
             if time.monotonic() > deadline:
-                left = writes[done:]
-                unrated = sum(1 for w in left if not w[2])
+                left = ready[done:]
+                unrated = sum(1 for p in left if p in self._deferred)
                 log.warning(
                     "stopping: %d frame%s of bursts keep their own rating (no time to write "
                     "the burst's verdict), %d not rated yet (rated after the restart)",
@@ -841,14 +882,42 @@ class Daemon:
                     unrated,
                 )
                 return
-            self._rate(scored, burst=burst, rejudge=rejudge)
-        if self._deferred and not everything and not self._busy():
-            # Nothing is queued any more (the dump is over): what still waits for its
-            # burst is rated now, on its own, and updated if its burst completes.
-            for path in list(self._deferred):
-                scored = self._held.get(path)
-                if scored is not None:
-                    self._rate(scored)
+            if path in self._deferred:
+                self._rate_deferred(path)
+            else:
+                self._rejudge(path)
+
+    def _rate_deferred(self, path: Path) -> None:
+        scored, sig = self._deferred.pop(path)
+        now = time.time()
+        try:
+            current = Signature.of(os.stat(path))
+        except OSError as exc:
+            self.bursts.remove(path, time.monotonic())
+            self._unreachable(path, exc, now)
+            return
+        if current != sig:
+            # Written again while it waited for its burst: rate the new bytes.
+            self.bursts.remove(path, time.monotonic())
+            self.journal.resettle(path, current, now + self.config.daemon.settle_seconds, now)
+            return
+        self._write(scored, burst=self.bursts.burst_of(path))
+
+    def _rejudge(self, path: Path) -> None:
+        """A rated frame whose burst changed: its sidecar is written again with it."""
+        burst = self.bursts.burst_of(path)
+        if burst == self.bursts.written(path):
+            self.bursts.wrote(path)  # changed and changed back: the sidecar says it already
+            return
+        row = self.journal.get(path)
+        scored = None if row is None else self._stored_analysis(row)
+        if scored is None:
+            # Changed or gone since its rating (it is rated again, or forgotten), or its
+            # analysis is no longer kept.
+            self.bursts.let_go(path)
+            log.debug("%s: burst changed, its analysis is not at hand", path.name)
+            return
+        self._write(scored, burst=burst, rejudge=True)
 
     def _left_alone(self, path: Path, now: float) -> bool:
         """DSC_0001.DNG beside DSC_0001.NEF with only shared-name profiles: the raw writes

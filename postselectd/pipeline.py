@@ -630,8 +630,9 @@ def _capture_order(scored: Scored) -> tuple:
     return _order_key(scored.path, scored.capture_time)
 
 
-def _capture_time(path: Path) -> datetime | None:
-    """The capture time from the file's own EXIF, or None; only a hint for the order."""
+def capture_time_of(path: Path) -> datetime | None:
+    """The capture time from the file's own EXIF (~0.2-0.4 ms), or None; a hint for the
+    order of files, and for the daemon, which files on their way may join a burst."""
     try:
         return rawmeta.read_container(path).capture_time
     except Exception:  # noqa: BLE001 - the worker reports what is wrong with the file
@@ -644,7 +645,7 @@ class _Runs:
     capture time) are never in one burst, so each run can be judged on its own."""
 
     def __init__(self, paths: list[Path]) -> None:
-        times = {path: _capture_time(path) for path in paths}
+        times = {path: capture_time_of(path) for path in paths}
         self.order = sorted(paths, key=lambda p: _order_key(p, times[p]))
         self._run_of: dict[Path, int] = {}
         self._left: dict[int, int] = {}
@@ -740,7 +741,7 @@ class Pipeline:
         results: list[tuple[tuple, FileResult]] = []
         ready: queue.Queue = queue.Queue()
         failure: list[BaseException] = []
-        used_ids: set[int] = set()
+        used_ids: dict[str, set[int]] = {}  # burst numbers given, per folder
 
         def write() -> None:
             while (run := ready.get()) is not None:

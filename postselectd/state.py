@@ -487,6 +487,17 @@ class Journal:
         )
         return [_row(r) for r in cursor]
 
+    def rated_in(self, folder: Path) -> list[Row]:
+        """Rated files directly in ``folder`` (not below it): the frames a late frame of a
+        burst joins, after a restart."""
+        prefix = _below(folder)
+        cursor = self._db.execute(
+            f"SELECT {_ROW_COLUMNS} FROM files WHERE status = 'rated'"
+            " AND substr(path, 1, ?) = ? AND instr(substr(path, ?), '/') = 0",
+            (len(prefix), prefix, len(prefix) + 1),
+        )
+        return [_row(r) for r in cursor]
+
     def release_waiting(self, folder: Path, now: float) -> int:
         """Make every pending file directly in ``folder`` due now; returns how many."""
         prefix = _below(folder)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, shared_path
+from conftest import ROOT, run_cli, shared_path
 
 from postselectd.sidecar import read_sidecar
 from postselectd.state import Journal
@@ -450,7 +450,10 @@ def test_sigterm_with_work_in_flight_exits_0_and_restart_finishes(
     # Full-size samples (real analysis in the workers) and many unique small ones.
     raws = [shutil.copyfile(src, watch / f"BIG_{i:04d}.NEF") for i, src in enumerate(sample_nefs)]
     raws += [small_nef.write(watch / f"DSC_{i:04d}.NEF", tag=1000 + i) for i in range(50)]
-    daemon.wait_for(lambda: daemon.rated() >= 20, 60, "work in flight")
+    # 20 files taken up (their sidecars may wait for their bursts: the 50 small ones are
+    # one burst, of 50 identical frames shot at the same second).
+    started = lambda: sum(1 for r in daemon.rows().values() if r.fingerprint)  # noqa: E731
+    daemon.wait_for(lambda: started() >= 20, 60, "work in flight")
     code, took = daemon.stop(signal.SIGTERM, timeout=15)
     assert code == 0, daemon.log()
     assert took < 10, f"took {took:.1f} s to stop"
@@ -830,6 +833,60 @@ def test_during_a_dump_a_burst_frame_gets_one_sidecar_with_its_bursts_verdict(
         assert os.stat(sidecar_of(raw)).st_ino == first_inode[raw], f"{raw.name} written twice"
         subjects = read_sidecar(sidecar_of(raw)).get("Xmp.lr.hierarchicalSubject", [])
         assert f"PostSelect|burst {101 if raw.name < 'DSC_0104' else 104:04d}" in subjects
+    assert_rated_once(daemon, [watch / p.name for p in sample_nefs])
+
+
+def bursts_in(folder: Path) -> dict[str, tuple[str | None, bool]]:
+    """Each photo's burst keyword and whether it is its burst's best frame, from its sidecar."""
+    found = {}
+    for raw in sorted(folder.glob("*.NEF")):
+        subjects = read_sidecar(sidecar_of(raw)).get("Xmp.lr.hierarchicalSubject", [])
+        burst = next((s for s in subjects if s.startswith("PostSelect|burst ")), None)
+        found[raw.name] = (burst, "PostSelect|best of burst" in subjects)
+    return found
+
+
+def test_bursts_are_the_same_however_and_whenever_their_frames_arrive(
+    daemon_factory, tmp_path, sample_nefs
+):
+    # Issue #20: frames copied 3.5 s apart formed no burst, a 4 s gap left the first frame
+    # out, and a restart did not regroup them. A burst is a property of capture times and
+    # content: the daemon must end with the bursts and best frames of `score DIR`.
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    for source in sample_nefs:
+        shutil.copyfile(source, reference / source.name)
+    scored = run_cli("score", str(reference))
+    assert scored.returncode == 0, scored.stderr
+    expected = bursts_in(reference)
+    assert sorted(b for b, best in expected.values() if best) == [
+        "PostSelect|burst 0101",
+        "PostSelect|burst 0104",
+    ]
+
+    watch = tmp_path / "in"
+    watch.mkdir()
+    daemon = daemon_factory([watch])
+    daemon.start()
+    # Out of capture order: the two blurred frames of burst 0101 and the last of burst
+    # 0104 at once, then a restart, then the rest 3.5 s apart, their best frames late.
+    at_once = ["0113", "0103", "0106", "0101", "0109", "0111", "0108"]
+    one_by_one = ["0105", "0112", "0102", "0110", "0107", "0104"]
+    for n in at_once:
+        shutil.copyfile(shared_path("samples", "nef", f"DSC_{n}.NEF"), watch / f"DSC_{n}.NEF")
+    daemon.wait_for(lambda: daemon.rated() == len(at_once), 60, "the first seven rated")
+    assert daemon.stop()[0] == 0
+    daemon.start()
+    for n in one_by_one:
+        shutil.copyfile(shared_path("samples", "nef", f"DSC_{n}.NEF"), watch / f"DSC_{n}.NEF")
+        time.sleep(3.5)
+    daemon.wait_for(lambda: daemon.rated() == len(sample_nefs), 60, "every photo rated")
+    try:
+        daemon.wait_for(lambda: bursts_in(watch) == expected, 30, "the bursts of score DIR")
+    except AssertionError:
+        pass  # the comparison below says what differs
+    assert daemon.stop()[0] == 0
+    assert bursts_in(watch) == expected, daemon.all_logs()
     assert_rated_once(daemon, [watch / p.name for p in sample_nefs])
 
 
