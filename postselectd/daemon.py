@@ -55,7 +55,15 @@ from postselectd.pipeline import (
     scored_record,
 )
 from postselectd.sidecar import read_sidecar, sidecar_paths
-from postselectd.state import GONE, Journal, JournalError, Row, Signature, fingerprint
+from postselectd.state import (
+    GONE,
+    Journal,
+    JournalError,
+    JournalFull,
+    Row,
+    Signature,
+    fingerprint,
+)
 from postselectd.workers import (
     TASK_TIMEOUT_SECONDS,
     Analysed,
@@ -245,17 +253,19 @@ class _BlockedFolder:
     probe: Path | None = None  # the one photo trying, while it tries
 
 
-def folder_trouble(folder: Path, error: str) -> str | None:
-    """Why no sidecar can be written in ``folder`` ("read-only", "full"), or None when the
-    failure is the file's own (a foreign sidecar, a name clash): that one counts as an
-    attempt. The folder's state decides, not only the message."""
+def folder_trouble(folder: Path, result: FileResult) -> str | None:
+    """Why no sidecar can be written in ``folder`` ("read-only", "full": no space, or over
+    quota), or None when the failure is the file's own (a foreign sidecar, a name clash):
+    that one counts as an attempt."""
+    if result.waits_for == "space":
+        return "full"
     try:
         st = os.statvfs(folder)
     except OSError:
         return None
     if st.f_flag & os.ST_RDONLY or not os.access(folder, os.W_OK):
-        return "read-only"
-    if "disk full" in error or st.f_bavail == 0:  # the sidecar module's words for ENOSPC
+        return "read-only"  # the folder's state decides: EACCES may be one file's
+    if st.f_bavail == 0:
         return "full"
     return None
 
@@ -326,6 +336,9 @@ class Daemon:
         self._deferred: dict[Path, tuple[Scored, Signature]] = {}
         self._overflowed = False
         self._blocked: dict[Path, _BlockedFolder] = {}
+        # Since when the journal cannot be written (its disk is full): nothing is rated
+        # that could not be recorded, until there is space again.
+        self._journal_full_since: float | None = None
         self._started = False
 
     # --- the lifecycle --------------------------------------------------------------
@@ -384,19 +397,25 @@ class Daemon:
 
     def main_loop(self) -> None:
         while not self.should_exit:
-            timeout = self._tick()
             try:
-                message = self.inbox.get(timeout=timeout)
+                self._turn()
+            except JournalFull as exc:
+                self._journal_full(exc)
+
+    def _turn(self) -> None:
+        timeout = self._tick()
+        try:
+            message = self.inbox.get(timeout=timeout)
+        except queue.Empty:
+            return
+        self._handle(message)
+        # Drain what else arrived, without waiting: a storm is handled in batches.
+        for _ in range(500):
+            try:
+                message = self.inbox.get_nowait()
             except queue.Empty:
-                continue
+                break
             self._handle(message)
-            # Drain what else arrived, without waiting: a storm is handled in batches.
-            for _ in range(500):
-                try:
-                    message = self.inbox.get_nowait()
-                except queue.Empty:
-                    break
-                self._handle(message)
 
     def shutdown(self) -> None:
         self.notifier.notify("STOPPING=1", "STATUS=stopping")
@@ -421,15 +440,18 @@ class Daemon:
             self._settle_early(everything=True)
         if self.pool is not None:
             self.pool.close(timeout=0.5 if self.force_exit else 3.0)
-        if self.journal is not None and not self.force_exit:
-            self._release_bursts(everything=True, budget=STOP_BURSTS_SECONDS)
         queued = 0
         if self.journal is not None:
-            now = time.time()
-            for job in [*self.jobs.values(), *(job for job, _, _ in self._early)]:
-                self.journal.unclaim(job.path, now, now)
-            for path in self._deferred:  # not rated yet: rated after the restart
-                self.journal.unclaim(path, now, now)
+            try:
+                if not self.force_exit and self._journal_full_since is None:
+                    self._release_bursts(everything=True, budget=STOP_BURSTS_SECONDS)
+                now = time.time()
+                for job in [*self.jobs.values(), *(job for job, _, _ in self._early)]:
+                    self.journal.unclaim(job.path, now, now)
+                for path in self._deferred:  # not rated yet: rated after the restart
+                    self.journal.unclaim(path, now, now)
+            except JournalFull as exc:
+                log.warning("%s: what was in progress is rated after the restart", exc)
             self.jobs.clear()
             self._early.clear()
             self._deferred.clear()
@@ -507,6 +529,8 @@ class Daemon:
     def _tick(self) -> float:
         """Timers and dispatch; returns how long the loop may sleep."""
         now_m = time.monotonic()
+        if self._journal_full_since is not None:
+            return self._wait_for_journal_space(now_m)
         if self.reload_requested:
             self.reload_requested = False
             self._reload()
@@ -615,7 +639,7 @@ class Daemon:
     # --- dispatch: settled files to workers ------------------------------------------
 
     def _dispatch(self) -> None:
-        if self._pool_stale or self.should_exit:
+        if self._pool_stale or self.should_exit or self._journal_full_since is not None:
             return
         budget = 200  # cached results finished per turn; keeps the loop responsive
         while budget > 0 and self.pool.idle() > 0:
@@ -786,7 +810,7 @@ class Daemon:
             self.bursts.remove(path, time.monotonic())
             if self._left_alone(path, time.time()):
                 return  # its raw arrived while it was analysed
-            trouble = folder_trouble(path.parent, result.error)
+            trouble = folder_trouble(path.parent, result)
             if trouble is not None:
                 self._wait_for_folder(path, trouble, result.error)
             else:
@@ -1242,7 +1266,51 @@ class Daemon:
             self._rated_today = 0
         self._rated_today += 1
 
+    # --- a journal that cannot be written ------------------------------------------
+
+    def _journal_full(self, exc: JournalFull) -> None:
+        """The journal's disk is full (or over quota, or failing): say so once, and rate
+        nothing more until it can be recorded. The results in hand are let go: their
+        files are still queued in the journal and are analysed again (from the cache)."""
+        if self._journal_full_since is None:
+            self._journal_full_since = time.monotonic()
+            log.warning(
+                "%s; nothing is rated until there is space again (photos that arrive "
+                "meanwhile are found then)",
+                exc,
+            )
+        for path in list(self._deferred):
+            self.bursts.remove(path, time.monotonic())
+        self._deferred.clear()
+        self._notify_status()
+
+    def _wait_for_journal_space(self, now_m: float) -> float:
+        """The turn of the loop while the journal cannot be written: keep the service
+        manager informed, and look for space every FOLDER_CHECK_SECONDS once the workers
+        are done with what they held."""
+        if self.notifier.watchdog_interval and now_m >= self._next_ping:
+            self.notifier.notify("WATCHDOG=1")
+            self._next_ping = now_m + self.notifier.watchdog_interval
+        if now_m >= self._next_folder_check:
+            self._next_folder_check = now_m + FOLDER_CHECK_SECONDS
+            for job in self.pool.kill_stuck(TASK_TIMEOUT_SECONDS):
+                self._timed_out.add(job)
+            if not self.jobs and self.journal.can_write(time.time()):
+                waited = now_m - self._journal_full_since
+                self._journal_full_since = None
+                self._early.clear()
+                log.info("the journal has space again after %.0f s: rating resumes", waited)
+                self._recover_interrupted_sidecars()
+                self._rescan_all("the journal had no space")
+        self._notify_status()
+        timeout = FOLDER_CHECK_SECONDS
+        if self.notifier.watchdog_interval:
+            timeout = min(timeout, max(0.05, self._next_ping - now_m))
+        return timeout
+
     def _status_text(self) -> str:
+        if self._journal_full_since is not None:
+            return f"waiting for space for the journal, working on {len(self.jobs)}"
         pending = self.journal.counts()["pending"] if self.journal else 0
         return (
             f"queue {pending}, working on {len(self.jobs)}, "

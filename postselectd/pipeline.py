@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import errno
 import logging
 import os
 import queue
@@ -84,6 +85,8 @@ class FileResult:
     preview_size: tuple[int, int] | None = None  # the analysed preview's width, height
     notes: tuple[str, ...] = ()
     error: str | None = None
+    # The error is the folder's, not the photo's: it waits for "space" or "write access".
+    waits_for: str | None = None
     elapsed_ms: float = 0.0
     timings_ms: tuple[tuple[str, float], ...] = field(default=(), repr=False)
 
@@ -576,6 +579,7 @@ def finish(
             preview_size=_known_size(scored),
             notes=scored.notes,
             error=_file_error(exc, scored.path),
+            waits_for=_waits_for(exc),
             elapsed_ms=scored.elapsed_ms,
         )
     kept = tuple(dict.fromkeys(item for r in results for item in r.kept_by_person))
@@ -611,6 +615,15 @@ def judged(scored: Scored) -> bool:
     such frames take part in bursts, where a thumbnail's score would pick the wrong best."""
     size = _known_size(scored)
     return scored.analysis is not None and (size is None or max(size) >= SMALLEST_JUDGED_PREVIEW)
+
+
+def _waits_for(exc: Exception) -> str | None:
+    """What the photo's folder lacks, when a sidecar could not be written for its sake."""
+    if isinstance(exc, SidecarError):
+        return exc.waits_for
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "space"
+    return None
 
 
 def _file_error(exc: Exception, path: Path) -> str:

@@ -112,7 +112,14 @@ def _open_image(path: Path) -> pyexiv2.Image:
 
 
 class SidecarError(Exception):
-    """The sidecar could not be written; str() is the reason for the log line."""
+    """The sidecar could not be written; str() is the reason for the log line.
+
+    ``waits_for``: the folder cannot take a sidecar now, which is not the photo's fault:
+    "space" (disk full or over quota) or "write access" (read-only); None otherwise."""
+
+    def __init__(self, message: str, waits_for: str | None = None):
+        super().__init__(message)
+        self.waits_for = waits_for
 
 
 @dataclass(frozen=True)
@@ -425,7 +432,7 @@ def write_sidecar(
                 log.debug("%s: an editor wrote it during the swap; merging again", path.name)
                 _exchange(tmp, path)
             except OSError as exc:
-                raise SidecarError(_os_reason(exc, path)) from None
+                raise _os_error(exc, path) from None
             finally:
                 try:
                     os.unlink(tmp)
@@ -1327,7 +1334,7 @@ def _make_temp(folder: Path, name: str, data: bytes) -> Path:
         except FileExistsError:
             continue
         except OSError as exc:
-            raise SidecarError(_os_reason(exc, folder / name)) from None
+            raise _os_error(exc, folder / name) from None
         try:
             view = memoryview(data)
             while view:
@@ -1336,7 +1343,7 @@ def _make_temp(folder: Path, name: str, data: bytes) -> Path:
         except OSError as exc:
             os.close(fd)
             os.unlink(tmp)
-            raise SidecarError(_os_reason(exc, folder / name)) from None
+            raise _os_error(exc, folder / name) from None
         os.close(fd)
         return tmp
     raise SidecarError(f"{name}: cannot create a temporary file next to it")
@@ -1379,7 +1386,7 @@ def _folder_lock(folder: Path) -> Iterator[None]:
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError as exc:
-        raise SidecarError(_os_reason(exc, folder)) from None
+        raise _os_error(exc, folder) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -1394,9 +1401,18 @@ def _read_reason(exc: OSError, path: Path) -> str:
     return f"{path.name}: existing sidecar cannot be read ({exc.strerror or exc}); left untouched"
 
 
-def _os_reason(exc: OSError, path: Path) -> str:
+def _os_error(exc: OSError, path: Path) -> SidecarError:
     if exc.errno == errno.ENOSPC:
-        return f"{path.name}: disk full, sidecar not written (the old one is intact)"
+        return SidecarError(
+            f"{path.name}: disk full, sidecar not written (the old one is intact)", "space"
+        )
+    if exc.errno == errno.EDQUOT:
+        return SidecarError(
+            f"{path.name}: disk quota exceeded, sidecar not written (the old one is intact)",
+            "space",
+        )
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return f"{path.parent}: folder is not writable, sidecar not written"
-    return f"{path.name}: {exc.strerror or exc}"
+        return SidecarError(
+            f"{path.parent}: folder is not writable, sidecar not written", "write access"
+        )
+    return SidecarError(f"{path.name}: {exc.strerror or exc}")

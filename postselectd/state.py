@@ -79,6 +79,54 @@ class JournalError(Exception):
     """The journal cannot be opened or used; str() says which file and why."""
 
 
+class JournalFull(JournalError):
+    """The journal cannot be written now: its disk is full, over quota or failing. Nothing
+    was changed (sqlite rolled the statement back); writes work again once there is space."""
+
+
+# sqlite's primary result codes for "the write did not make it to disk": SQLITE_FULL
+# (ENOSPC) and SQLITE_IOERR (EDQUOT and other write errors arrive as IOERR_WRITE).
+_CANNOT_WRITE = {13, 10}
+_CANNOT_WRITE_WORDS = ("database or disk is full", "disk i/o error")
+
+
+class _Connection:
+    """The sqlite connection, with a full or failing disk turned into JournalFull."""
+
+    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
+        self._db = db
+        self._path = path
+
+    def execute(self, sql: str, params: tuple = ()) -> sqlite3.Cursor:
+        try:
+            return self._db.execute(sql, params)
+        except sqlite3.Error as exc:
+            raise self._translated(exc) from exc
+
+    def executescript(self, script: str) -> None:
+        try:
+            self._db.executescript(script)
+        except sqlite3.Error as exc:
+            raise self._translated(exc) from exc
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _translated(self, exc: sqlite3.Error) -> Exception:
+        code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+        cannot_write = (code is not None and code & 0xFF in _CANNOT_WRITE) or (
+            code is None and any(w in str(exc).lower() for w in _CANNOT_WRITE_WORDS)
+        )
+        if not cannot_write:
+            return exc
+        if self._db.in_transaction:
+            try:
+                self._db.rollback()
+            except sqlite3.Error:
+                pass
+        return JournalFull(f"{self._path}: the journal cannot be written ({exc})")
+
+
 @dataclass(frozen=True)
 class Signature:
     """What the settle rule compares: a file is complete when this stops changing."""
@@ -207,10 +255,14 @@ class Journal:
                 if not self.path.exists():
                     raise JournalError(f"{self.path}: no journal yet (the daemon has not run)")
                 uri = f"file:{self.path}?mode=ro"
-                self._db = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=10)
+                self._db = _Connection(
+                    sqlite3.connect(uri, uri=True, isolation_level=None, timeout=10), self.path
+                )
             else:
                 Path(state_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
-                self._db = sqlite3.connect(self.path, isolation_level=None, timeout=10)
+                self._db = _Connection(
+                    sqlite3.connect(self.path, isolation_level=None, timeout=10), self.path
+                )
                 self._db.execute("PRAGMA journal_mode=WAL")
                 # WAL + NORMAL: a killed process loses nothing committed; only a power cut
                 # can lose the last commits (then a file is rated again, never torn).
@@ -221,7 +273,7 @@ class Journal:
                     (str(SCHEMA_VERSION),),
                 )
                 self._upgrade()
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, JournalFull) as exc:
             raise JournalError(f"{self.path}: cannot open the journal ({exc})") from None
         self._inserted_analyses = 0
 
@@ -514,6 +566,16 @@ class Journal:
             " reason = ?, due_at = NULL, updated_at = ? WHERE path = ?",
             (_text(reason), now, _key(path)),
         )
+
+    def can_write(self, now: float) -> bool:
+        """Whether a write reaches the disk now (after JournalFull: is there space again?)."""
+        try:
+            self._db.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('written', ?)", (repr(now),)
+            )
+        except JournalFull:
+            return False
+        return True
 
     def recover(self, now: float) -> list[Row]:
         """At start-up: nothing is with a worker any more. Returns the files whose sidecar

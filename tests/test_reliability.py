@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
@@ -252,6 +253,33 @@ def test_disk_full_leaves_the_old_sidecar_intact(tmp_path: Path):
         assert read_sidecar(sidecar)["Xmp.xmp.Rating"] == "4"
     finally:
         subprocess.run(["umount", str(disk)], check=False)
+
+
+def test_over_quota_is_like_a_full_disk_the_photo_waits_for_space(tmp_path: Path, monkeypatch):
+    # Issue #19: EDQUOT (a user's quota on a NAS share) is no fault of the photo: like
+    # ENOSPC it waits for space, the old sidecar intact, instead of failing after retries.
+    from postselectd.daemon import folder_trouble
+    from postselectd.pipeline import FileResult
+
+    photo = tmp_path / "DSC_0001.NEF"
+    photo.write_bytes(b"x" * 1000)
+    sidecar = photo.with_suffix(".xmp")
+    shutil.copy(DATA / "lightroom_sidecar.xmp", sidecar)
+    before = sidecar.read_bytes()
+
+    def over_quota(fd: int, data) -> int:  # the fault: every write is over quota
+        raise OSError(errno.EDQUOT, os.strerror(errno.EDQUOT))
+
+    monkeypatch.setattr(os, "write", over_quota)
+    with pytest.raises(SidecarError, match="quota exceeded") as caught:
+        write_sidecars(photo, CONTENT, ["lightroom"])
+    monkeypatch.undo()
+    assert caught.value.waits_for == "space"
+    assert sidecar.read_bytes() == before
+    result = FileResult(path=photo, error=str(caught.value), waits_for=caught.value.waits_for)
+    assert folder_trouble(tmp_path, result) == "full"  # the daemon waits for space
+    failed = FileResult(path=photo, error="DSC_0001.xmp: cannot read its XMP; left untouched")
+    assert folder_trouble(tmp_path, failed) is None  # a file's own failure still counts
 
 
 def test_score_on_a_full_disk_reports_each_file_and_keeps_going(tmp_path: Path):

@@ -15,6 +15,7 @@ import re
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -232,6 +233,38 @@ def test_disk_full_keeps_the_old_sidecar_and_the_file_queued_until_there_is_spac
     merged = read_sidecar(sidecar)
     assert "Xmp.postselect.KeeperProbability" in merged
     assert {k: merged.get(k) for k in develop} == develop  # the develop settings survived
+
+
+def test_a_full_disk_under_the_journal_pauses_rating_until_there_is_space(
+    daemon_factory, tmp_path, small_nef, mounts
+):
+    # Issue #19: the state folder's disk (the journal's) full. The daemon stays up, says
+    # so once, writes no sidecar it cannot record, and rates everything once there is
+    # space again; the journal is whole.
+    mounts(tmp_path / "state", "size=4m")
+    watch = tmp_path / "card"
+    watch.mkdir()
+    daemon = daemon_factory([watch], workers=1)
+    daemon.start()
+    first = small_nef.write(watch / "DSC_0001.NEF", tag=501)
+    daemon.wait_for(lambda: daemon.rated() == 1, 60, "the first photo rated")
+    filler = tmp_path / "state" / "filler"
+    _fill(filler)
+    raws = [small_nef.write(watch / f"DSC_{i:04d}.NEF", tag=501 + i) for i in range(2, 6)]
+    daemon.wait_for(lambda: "the journal cannot be written" in daemon.log(), 30, "one line")
+    time.sleep(3)  # the daemon keeps going: nothing rated, nothing written
+    assert daemon.proc.poll() is None, daemon.log()
+    assert not any(sidecar_of(raw).exists() for raw in raws)
+
+    filler.unlink()
+    daemon.wait_for(lambda: daemon.rated() == 1 + len(raws), 60, "every photo rated")
+    assert daemon.stop()[0] == 0
+    log = daemon.log()
+    assert log.count("the journal cannot be written") == 1, log
+    assert "rating resumes" in log
+    assert_rated_once(daemon, [first, *raws])
+    with sqlite3.connect(daemon.state_dir / "journal.sqlite3") as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
 
 # --- file system oddities ----------------------------------------------------------------
