@@ -18,11 +18,17 @@ on the long side), twice:
 
 A photo counts as falsely REJECTED when it gets 1 star (or -1), the reject colour label, or
 any reason without a ``check`` keyword; as a CHECK when a keyword is ``check`` or starts with
-``check`` (a doubtful reason: 2 stars, label unchanged) and it is not rejected. The table gives
-n, rejects and checks per category, for photos with and without people, and overall, with the
-reasons that fired.
+``check`` (a doubtful reason: 2 stars, label unchanged) and it is not rejected, or when it is
+not judged at all (0 stars, ``check|preview too small``: a preview under
+``rating.SMALLEST_JUDGED_PREVIEW``, which none of these >= 1000 px photos has). The table
+gives n, rejects and checks per category, for photos with and without people, and overall,
+with the reasons that fired.
 
-On the same run, the catching side, which must not get worse:
+On the same run, the catching side, which must not get worse. Its photos are small crops of
+labelled test photos (148 of the 149 eyes-face faces and blur-0012 to 0014 are under 640 px)
+standing in for camera-size frames, so they are analysed exactly as ``postselectd score``
+does (``Pipeline.analyze``) and rated by the policy without the preview-size gate that would
+give them no verdict:
 - ../shared/eval/eyes-face: faces with closed eyes rejected with an eyes reason (and flagged
   at all: rejected or checked);
 - ../shared/eval/eyes-crop: open/closed single-eye crops judged by the face chain's
@@ -57,7 +63,8 @@ SHARED = ROOT.parent / "shared"
 sys.path.insert(0, str(ROOT))
 
 from postselectd.config import Config, RatingPolicy, parse_config  # noqa: E402
-from postselectd.pipeline import FileResult, Pipeline, default_workers  # noqa: E402
+from postselectd.pipeline import FileResult, Pipeline, Scored, default_workers  # noqa: E402
+from postselectd.rating import rate as rating_of  # noqa: E402
 
 CATEGORIES = [
     "portrait close-up",
@@ -129,6 +136,10 @@ def verdict_of(name: str, result: FileResult | None, policy: RatingPolicy) -> Ve
     rating = result.rating
     reasons = tuple(reason_text(r) for r in result.reasons)
     checks = tuple(k for k in rating.keywords if is_check(k))
+    if rating.stars == 0 or getattr(result, "preview_too_small", False):
+        # Not judged (preview under rating.SMALLEST_JUDGED_PREVIEW): no verdict at all, the
+        # photographer is asked to look. 0 stars is "not rated", not a reject.
+        return Verdict(name, "check", checks or ("not judged",), result.keeper_probability, 0)
     reject_label = policy.labels.reject
     rejected = (
         rating.stars <= 1
@@ -152,6 +163,41 @@ def score(paths: list[Path], config: Config, workers: int) -> dict[Path, FileRes
         return {}
     with Pipeline(config, workers=min(workers, len(paths)), dry_run=True) as pipeline:
         return {r.path: r for r in pipeline.score(paths)}
+
+
+def judge_as_camera_frames(
+    paths: list[Path], config: Config, workers: int
+) -> dict[Path, FileResult]:
+    """The catching side's verdicts on small labelled crops that stand in for camera frames.
+
+    ``postselectd score`` gives a preview under rating.SMALLEST_JUDGED_PREVIEW no verdict,
+    which would measure nothing here. So: the same analysis (``Pipeline.analyze``: worker
+    processes, preview, models) and the same policy (``rating.rate``), only without the
+    preview size. No burst grouping: a burst only adds a star, which changes no verdict.
+    """
+    if not paths:
+        return {}
+    with Pipeline(config, workers=min(workers, len(paths)), dry_run=True) as pipeline:
+        analysed = pipeline.analyze(paths)
+    return {s.path: judged_anyway(s, config.rating) for s in analysed}
+
+
+def judged_anyway(scored: Scored, policy: RatingPolicy) -> FileResult:
+    """What ``pipeline.finish`` would rate this analysis at a camera's preview size."""
+    a = scored.analysis
+    if a is None:
+        return FileResult(path=scored.path, error=scored.error)
+    rating = rating_of(a.keeper_probability, a.findings or a.reasons, policy)
+    return FileResult(
+        path=scored.path,
+        rating=rating,
+        keeper_probability=a.keeper_probability,
+        reasons=rating.reasons,
+        checks=rating.checks,
+        findings=a.findings,
+        faces=len(a.faces),
+        preview_source=scored.preview_source,
+    )
 
 
 def make_nefs(photos: list[Path], cache: Path, jobs: int) -> tuple[dict[Path, Path], dict]:
@@ -316,7 +362,7 @@ def catch_side(config: Config, workers: int, shared: Path) -> dict:
     eyes = shared / "eval" / "eyes-face"
     if (eyes / "labels.tsv").exists():
         items = [r for r in eval_labels(eyes) if r["label"] == "eyes_closed"]
-        results = score([eyes / r["file"] for r in items], config, workers)
+        results = judge_as_camera_frames([eyes / r["file"] for r in items], config, workers)
         vs = [verdict_of(r["file"], results.get(eyes / r["file"]), policy) for r in items]
         caught = sum(v.kind == "reject" and flagged_for(v, ("eye",)) for v in vs)
         flagged = sum(v.kind in ("reject", "check") and flagged_for(v, ("eye",)) for v in vs)
@@ -327,7 +373,7 @@ def catch_side(config: Config, workers: int, shared: Path) -> dict:
     blur = shared / "eval" / "blur"
     if (blur / "labels.tsv").exists():
         items = eval_labels(blur)
-        results = score([blur / r["file"] for r in items], config, workers)
+        results = judge_as_camera_frames([blur / r["file"] for r in items], config, workers)
         blurred, sharp = [], []
         for r in items:
             v = verdict_of(r["file"], results.get(blur / r["file"]), policy)
