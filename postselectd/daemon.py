@@ -53,6 +53,7 @@ from postselectd.pipeline import (
     left_alone_reason,
     scored_from_record,
     scored_record,
+    withdraw_second_truths,
 )
 from postselectd.sidecar import read_sidecar, sidecar_paths
 from postselectd.state import (
@@ -102,6 +103,7 @@ STATUS_MIN_INTERVAL = 2.0
 FOLDER_RETRY_SECONDS = 60.0
 WORKER_START_TIMEOUT = 120.0
 LOCK_NAME = "daemon.lock"
+RAW_RATED_INSTEAD = "a raw of the same name is rated instead"
 
 
 class DaemonError(Exception):
@@ -671,7 +673,7 @@ class Daemon:
             self.journal.resettle(path, sig, now + self.config.daemon.settle_seconds, now)
             return
         if path.suffix.lower() in JPEG_SUFFIXES and has_raw_sibling(path):
-            self.journal.skip(path, "a raw of the same name is rated instead", now)
+            self.journal.skip(path, RAW_RATED_INSTEAD, now)
             return
         if self._left_alone(path, now):
             return
@@ -835,6 +837,10 @@ class Daemon:
                 self._rated += 1
             self._count_today()
             self.on_result(result)
+            for sibling in withdraw_second_truths(path, self.config):
+                row = self.journal.get(sibling)
+                if row is not None and row.status == "rated":
+                    self.journal.skip(sibling, RAW_RATED_INSTEAD, time.time())
         if burst is not None:
             log.info(
                 "%s: burst %04d of %d%s: %s*",

@@ -39,6 +39,8 @@ from postselectd.sidecar import (
     SidecarContent,
     SidecarError,
     names_shared_sidecar,
+    sidecar_path,
+    withdraw,
     write_sidecars,
 )
 
@@ -188,6 +190,43 @@ def shared_sidecar_owner(path: Path, siblings: list[str] | None = None) -> Path:
         path.parent / n for n in names if n != path.name and is_candidate(path.parent / n)
     ]
     return min(owners, key=lambda p: (_sidecar_rank(p), p.name))
+
+
+# A JPEG or TIFF written beside a raw of the same name (RAW+JPEG shooting).
+_SECOND_FILES = tuple(
+    suffix for lower in (".jpg", ".jpeg", ".tif", ".tiff") for suffix in (lower, lower.upper())
+)
+
+
+def withdraw_second_truths(raw: Path, config: Config) -> list[Path]:
+    """DSC_0001.JPG rated before its raw DSC_0001.NEF arrived: once the raw is rated, the
+    JPEG's verdict is not left behind as a second truth. The sidecars only the JPEG names
+    (DSC_0001.JPG.xmp for darktable and digiKam) lose postselectd's verdict (a person's
+    marks and every foreign property stay); a shared DSC_0001.xmp is the raw's already.
+    Returns the siblings there are (whose journal rows the caller settles)."""
+    if raw.suffix.lower() not in rawmeta.RAW_SUFFIXES:
+        return []
+    profiles = list(config.sidecar.profiles)
+    raw_sidecars = {sidecar_path(raw, p) for p in profiles}
+    siblings: dict[tuple[int, int], Path] = {}  # one file, however a card spells its case
+    for suffix in _SECOND_FILES:
+        sibling = raw.with_suffix(suffix)
+        try:
+            st = sibling.stat()
+        except OSError:
+            continue
+        siblings.setdefault((st.st_dev, st.st_ino), sibling)
+    for sibling in siblings.values():
+        for profile in profiles:
+            own = sidecar_path(sibling, profile)
+            if own in raw_sidecars or not own.is_file():
+                continue
+            try:
+                if withdraw(own, [profile], config.rating.keyword_parent):
+                    log.info("%s: verdict withdrawn, %s is rated instead", own.name, raw.name)
+            except SidecarError as exc:
+                log.warning("%s: its verdict stays: %s", own.name, exc)
+    return list(siblings.values())
 
 
 def sidecar_profiles_for(

@@ -441,6 +441,77 @@ def write_sidecar(
         raise SidecarError(f"{path.name}: another program keeps rewriting it; try again later")
 
 
+def withdraw(path: Path, profiles: Iterable[str], keyword_parent: str) -> bool:
+    """Take postselectd's verdict out of a sidecar that is no longer its to write
+    (DSC_0001.JPG.xmp once the raw DSC_0001.NEF beside it is rated): the rating, label,
+    pick and keywords it wrote where a person has not changed them, and its postselect:
+    numbers. Everything else stays; a sidecar left with nothing at all is removed (it
+    only ever held our verdict). Returns whether the sidecar changed."""
+    path = Path(path)
+    folder = path.parent
+    dialects = [DIALECTS[p] for p in profiles]
+    guarded = list(dict.fromkeys(g for d in dialects for g in d.guarded))
+    nothing = SidecarContent(
+        stars=0,
+        label=None,
+        keywords=(),
+        keyword_parent=keyword_parent,
+        keeper_probability=0.0,
+        reasons=(),
+        model_version="",
+    )
+    with _folder_lock(folder):
+        for _ in range(10):
+            base = _read_settled(path)
+            if base is None:
+                return False
+            packet = _Packet(base, path.name)
+            current = packet.values()
+            ours = [key for key in current if key.startswith(f"Xmp.{NS_PREFIX}.")]
+            if not ours:
+                return False
+            person = set_by_person(current, guarded)
+            changes: dict[str, str | list[str] | None] = {}
+            if person.rating is None:
+                changes["Xmp.xmp.Rating"] = None
+            for item in guarded:
+                if getattr(person, item.group) is None and item.key in current:
+                    changes[item.key] = [] if item.is_list else None
+            keywords = _keyword_changes(current, nothing, dialects, force=False)
+            for key in ("Xmp.lr.hierarchicalSubject", "Xmp.dc.subject", "Xmp.digiKam.TagsList"):
+                if key in keywords and key in current:
+                    changes[key] = keywords[key]
+            changes.update(dict.fromkeys(ours))
+            for key, value in changes.items():
+                packet.set(key, value)
+            merged = packet.merged()
+            _readable(merged, base, path.name)
+            try:
+                tmp = _make_temp(folder, path.name, merged)
+                try:
+                    if _read_bytes(path) != base:
+                        continue  # an editor wrote it meanwhile: look again
+                    if not read_sidecar(tmp):  # nothing of anyone's is left
+                        os.unlink(path)
+                        _fsync_dir(folder)
+                        return True
+                    _copy_mode(path, tmp)
+                    _fsync_file(tmp)
+                    displaced = _swap_in(tmp, path)
+                    if displaced is None or displaced == base:
+                        _fsync_dir(folder)
+                        return True
+                    _exchange(tmp, path)  # an editor's version came in between: theirs back
+                finally:
+                    try:
+                        os.unlink(tmp)
+                    except OSError:
+                        pass
+            except OSError as exc:
+                raise _os_error(exc, path) from None
+        raise SidecarError(f"{path.name}: another program keeps rewriting it; try again later")
+
+
 def read_sidecar(path: Path) -> dict[str, object]:
     """All XMP properties of a sidecar, keyed like ``Xmp.xmp.Rating``."""
     data = _read_existing(Path(path))

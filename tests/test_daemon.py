@@ -890,6 +890,57 @@ def test_bursts_are_the_same_however_and_whenever_their_frames_arrive(
     assert_rated_once(daemon, [watch / p.name for p in sample_nefs])
 
 
+def test_a_jpeg_rated_before_its_raw_leaves_no_second_verdict(daemon_factory, tmp_path):
+    # Issue #19: RAW+JPEG pairs copied JPEG first (DSC_0102.JPG sorts before .NEF). Once
+    # the raw is rated, the pair has one verdict, the raw's: the sidecar only the JPEG
+    # names loses ours (and goes, when it held nothing else), a person's edits stay.
+    watch = tmp_path / "card"
+    watch.mkdir()
+    daemon = daemon_factory([watch])
+    daemon.write_config([watch], {"sidecar": {"profiles": ["lightroom", "darktable"]}})
+    daemon.start()
+    stems = ("DSC_0102", "DSC_0104")
+    for stem in stems:
+        shutil.copyfile(shared_path("eval", "blur", "blur-0002.jpg"), watch / f"{stem}.JPG")
+    daemon.wait_for(lambda: daemon.rated() == 2, 60, "the JPEGs rated")
+    edited = watch / "DSC_0104.JPG.xmp"  # an editor developed the JPEG meanwhile
+    text = edited.read_text()
+    assert "<rdf:Description " in text
+    edited.write_text(
+        text.replace(
+            "<rdf:Description ",
+            '<rdf:Description xmlns:crs="http://ns.adobe.com/camera-raw-settings/1.0/" '
+            'crs:Exposure2012="+0.35" ',
+            1,
+        )
+    )
+    for stem in stems:
+        shutil.copyfile(shared_path("samples", "nef", f"{stem}.NEF"), watch / f"{stem}.NEF")
+    daemon.wait_for(
+        lambda: (
+            all(sidecar_of(watch / f"{s}.NEF").with_suffix(".NEF.xmp").exists() for s in stems)
+            and daemon.rated() == 2
+        ),
+        60,
+        "the raws rated",
+    )
+    assert daemon.stop()[0] == 0
+    rows = daemon.rows()
+    for stem in stems:
+        assert rows[str(watch / f"{stem}.JPG")].status == "skipped"
+        assert rows[str(watch / f"{stem}.NEF")].status == "rated"
+        shared = read_sidecar(watch / f"{stem}.xmp")
+        raws_own = read_sidecar(watch / f"{stem}.NEF.xmp")
+        assert (
+            shared["Xmp.postselect.KeeperProbability"]
+            == (raws_own["Xmp.postselect.KeeperProbability"])
+        )
+    assert not (watch / "DSC_0102.JPG.xmp").exists()  # it held only our verdict
+    left = read_sidecar(edited)
+    assert left.get("Xmp.crs.Exposure2012") == "+0.35"
+    assert not [k for k in left if k.startswith("Xmp.postselect.") or k == "Xmp.xmp.Rating"]
+
+
 def test_the_stop_line_counts_first_ratings_and_re_ratings_apart(watching, small_nef):
     # Issue #20: a file rated again after it changed was counted as one more rated file.
     watch, daemon = watching("in")
