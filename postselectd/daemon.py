@@ -104,6 +104,8 @@ FOLDER_RETRY_SECONDS = 60.0
 WORKER_START_TIMEOUT = 120.0
 LOCK_NAME = "daemon.lock"
 RAW_RATED_INSTEAD = "a raw of the same name is rated instead"
+# Journal rows checked for photos that are gone, per turn of the loop (~2 ms).
+PRUNE_BATCH = 500
 
 
 class DaemonError(Exception):
@@ -341,6 +343,9 @@ class Daemon:
         # Since when the journal cannot be written (its disk is full): nothing is rated
         # that could not be recorded, until there is space again.
         self._journal_full_since: float | None = None
+        # Watch folders whose journal rows are being checked for photos that are gone:
+        # where the pass is, and how many it forgot so far.
+        self._pruning: dict[Path, tuple[Path | None, int]] = {}
         self._started = False
 
     # --- the lifecycle --------------------------------------------------------------
@@ -562,6 +567,7 @@ class Daemon:
         self._settle_early()
         self._release_bursts()
         self._dispatch()
+        self._prune_some()
         self._notify_status()
         if self.notifier.watchdog_interval and now_m >= self._next_ping:
             self.notifier.notify("WATCHDOG=1")
@@ -596,6 +602,10 @@ class Daemon:
             log.debug(
                 "%s scan of %s: %d photos looked at", message.reason, message.root, message.files
             )
+            if any(folder.path == message.root for folder in self.config.watch):
+                # The journal forgets the photos that are gone (a pass over its rows
+                # below the folder, a batch a turn).
+                self._pruning.setdefault(message.root, (None, 0))
         elif isinstance(message, WorkerReady):
             if message.error:
                 log.error("a worker cannot load the models: %s", message.error)
@@ -1322,6 +1332,29 @@ class Daemon:
             f"queue {pending}, working on {len(self.jobs)}, "
             f"rated today {self._rated_today}, failed this run {self._failed}"
         )
+
+    def _prune_some(self, limit: int = PRUNE_BATCH) -> None:
+        """One batch of the journal's rows checked for photos no longer there."""
+        if not self._pruning:
+            return
+        root, (after, forgotten) = next(iter(self._pruning.items()))
+        if not (self.watcher.is_attached(root) and root.is_dir()):
+            del self._pruning[root]  # a card pulled out: its photos are not gone
+            return
+        keep = frozenset(self._deferred) | {job.path for job in self.jobs.values()}
+        pruned, after = self.journal.prune_missing(root, after, limit, keep)
+        forgotten += pruned
+        if after is not None:
+            self._pruning[root] = (after, forgotten)
+            return
+        del self._pruning[root]
+        if forgotten:
+            log.info(
+                "%s: %d photo%s no longer there (deleted or renamed away) left the journal",
+                root,
+                forgotten,
+                "" if forgotten == 1 else "s",
+            )
 
     def _notify_status(self) -> None:
         if not self.notifier.enabled:

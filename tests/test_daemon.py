@@ -604,7 +604,7 @@ def test_a_card_pulled_and_put_back_is_watched_again(daemon_factory, tmp_path, s
 
     os.rename(card, tmp_path / "media" / "pulled")  # the card is gone
     daemon.wait_for(lambda: "NIKON D7100 is gone" in daemon.log(), 10, "gone logged")
-    card.mkdir()  # ... and back
+    os.rename(tmp_path / "media" / "pulled", card)  # ... and back, with its photos
     daemon.wait_for(lambda: "NIKON D7100 is back" in daemon.log(), 10, "back logged")
     second = small_nef.write(card / "DSC_0002.NEF", tag=8001)
     daemon.wait_for(lambda: sidecar_of(second).exists(), 30, "sidecar after return")
@@ -939,6 +939,30 @@ def test_a_jpeg_rated_before_its_raw_leaves_no_second_verdict(daemon_factory, tm
     left = read_sidecar(edited)
     assert left.get("Xmp.crs.Exposure2012") == "+0.35"
     assert not [k for k in left if k.startswith("Xmp.postselect.") or k == "Xmp.xmp.Rating"]
+
+
+def test_the_journal_forgets_photos_deleted_or_renamed_while_it_was_not_watching(
+    watching, small_nef
+):
+    # Issue #19: rows of deleted photos stayed for ever; an archive renamed and pruned
+    # over the years grew a journal of ghosts. A scan of the folder (start-up, hourly)
+    # leaves only what is there.
+    watch, daemon = watching("archive")
+    raws = [small_nef.write(watch / f"DSC_{i:04d}.NEF", tag=700 + i) for i in range(4)]
+    daemon.wait_for(lambda: daemon.rated() == 4, 60, "four rated")
+    assert daemon.stop()[0] == 0
+    raws[0].unlink()
+    raws[1].rename(watch / "renamed.NEF")
+    daemon.start()
+    daemon.wait_for(lambda: "left the journal" in daemon.log(), 30, "the journal pruned")
+    daemon.wait_for(lambda: daemon.rated() == 3, 30, "the renamed photo rated")
+    assert daemon.stop()[0] == 0
+    assert sorted(Path(p).name for p in daemon.rows()) == [
+        "DSC_0002.NEF",
+        "DSC_0003.NEF",
+        "renamed.NEF",
+    ]
+    assert "2 photos no longer there" in daemon.log()
 
 
 def test_the_stop_line_counts_first_ratings_and_re_ratings_apart(watching, small_nef):

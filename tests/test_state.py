@@ -245,3 +245,38 @@ def test_fingerprint_reads_only_head_and_tail(tmp_path: Path):
     short = tmp_path / "short"
     short.write_bytes(bytes(data[:1000]))
     assert fingerprint(short) != fingerprint(one)
+
+
+def test_the_journal_of_an_archive_renamed_and_deleted_over_time_stays_bounded(tmp_path):
+    # Issue #19: rows of photos that are gone are forgotten (the daemon runs this after
+    # each scan of a watch folder), so years of renames and deletions do not pile up.
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    kept = [archive / f"keep_{i:03d}.NEF" for i in range(50)]
+    for path in kept:
+        path.write_bytes(b"x")
+    sizes = []
+    with Journal(tmp_path / "state") as journal:
+        for round_ in range(5):
+            # 4,000 photos arrive and are rated, then are renamed or deleted.
+            for i in range(4000):
+                path = archive / f"r{round_}_{i:04d}.NEF"
+                journal.touch(path, sig(), NOW, 0)
+                journal.rated(path, stars=3, label=None, result={}, elapsed_ms=1.0, now=NOW)
+            for path in kept:
+                journal.touch(path, sig(), NOW, 0)
+            after, forgotten = None, 0
+            while True:
+                pruned, after = journal.prune_missing(archive, after, 500)
+                forgotten += pruned
+                if after is None:
+                    break
+            assert forgotten == 4000
+            assert sorted(row.path for row in journal.rows()) == kept
+            sizes.append(journal_path(tmp_path / "state").stat().st_size)
+        # Elsewhere: untouched (another watch folder, or one not mounted now).
+        other = tmp_path / "other" / "DSC_0001.NEF"
+        journal.touch(other, sig(), NOW, 0)
+        assert journal.prune_missing(archive, None, 500) == (0, None)
+        assert journal.get(other) is not None
+    assert sizes[-1] <= sizes[0] * 1.5, sizes
