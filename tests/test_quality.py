@@ -105,6 +105,29 @@ def test_eyes_are_read_only_on_a_face_the_detector_is_sure_of():
     assert _eyes([face(0.9)]).confidence == 0.99
 
 
+def test_a_blink_on_a_head_turned_from_the_camera_asks_for_a_check_only():
+    """Three-quarter bridal portraits looking down read P(closed) 0.93-0.98 (issue #14):
+    on a turned head the far eye is foreshortened and a downcast gaze looks shut, so the
+    evidence is not sure enough to reject; a frontal blink still is."""
+    from dataclasses import replace
+
+    from postselectd.analysis import TURNED_YAW, _eyes
+    from postselectd.analysis.faces import Face
+    from postselectd.config import RatingPolicy
+    from postselectd.rating import weigh
+
+    frontal = Face(
+        box=(0, 0, 300, 300), score=0.95, size=300.0, left_eye_openness=0.05,
+        right_eye_openness=0.05, eyes_closed=True, eye_sharpness=0.5,
+        face_sharpness=0.8, yaw=3.0, pitch=-10.0, looking_down=False,
+        is_main_subject=True, left_eye_closed_probability=0.98,
+        right_eye_closed_probability=0.98, eyes_closed_probability=0.98, eye_width=40.0,
+    )  # fmt: skip
+    turned = replace(frontal, yaw=-(TURNED_YAW + 5))
+    assert weigh((_eyes([frontal]),), RatingPolicy()) == (("eyes closed",), ())
+    assert weigh((_eyes([turned]),), RatingPolicy()) == ((), ("eyes",))
+
+
 def test_open_sharp_face_is_neither_closed_nor_blurred(analyzer):
     folder = shared_path("eval", "faceblur")
     sharp = [
