@@ -26,8 +26,9 @@ depth, IFD count, entries per IFD), and no allocation is driven by an unchecked 
 A broken *essential* structure (the TIFF header or IFD0, a CR3 without metadata, an empty file)
 ends in :class:`ContainerError` with a reason a photographer can read.  A broken *secondary*
 structure (an EXIF IFD, a SubIFD, a preview whose bytes lie past EOF) is skipped and the rest is
-returned: a partial result is more useful to a culler than an error.  No other exception type ever
-leaves :func:`read_container`.
+returned: a partial result is more useful to a culler than an error.  A preview skipped because
+its bytes lie past EOF is still named (``previews_cut``): the file may be still being written.
+No other exception type ever leaves :func:`read_container`.
 
 Stdlib only (struct, os, stat, datetime, dataclasses).
 """
@@ -88,6 +89,11 @@ class ContainerInfo:
     orientation: int  # EXIF 1..8; 1 when absent or out of range
     capture_time: datetime | None  # naive; DateTimeOriginal + SubSecTimeOriginal
     previews: tuple[EmbeddedJpeg, ...]  # sorted by width*height ascending
+    # The embedded previews the file's own structure declares whose bytes run past its end
+    # (their ``where``): a file still being written, or one cut short. Only previews: a raw
+    # whose sensor data is cut off (the sample NEF heads) but whose previews are whole has
+    # none here.
+    previews_cut: tuple[str, ...] = ()
 
 
 # --------------------------------------------------------------------------------------------
@@ -410,6 +416,7 @@ class _Meta:
     orientation: int | None = None
     times: dict[str, str] = field(default_factory=dict)  # "dto","dto_sub","dtd",... -> text
     cands: list[tuple[int, int, str]] = field(default_factory=list)  # (abs offset, length, where)
+    cut: list[str] = field(default_factory=list)  # declared previews whose offset is past EOF
     raw_hint: bool = False
     dng: bool = False
 
@@ -507,11 +514,19 @@ class _TiffWalker:
                 e = entries.get(0x002E)
                 if e is not None and e.data_off >= 0 and e.inline is None:
                     m.cands.append((e.data_off, e.count, "RW2 JpgFromRaw"))
+                elif e is not None and e.inline is None:
+                    m.cut.append("RW2 JpgFromRaw")  # its bytes lie past the end of the file
         if self.collect:
             self._jpeg_interchange(t, entries, name)
             strips = entries.get(0x0111)
             counts = entries.get(0x0117)
-            if compression in (6, 7) and strips and counts and strips.count == 1:
+            if (
+                compression in (6, 7)
+                and strips
+                and counts
+                and strips.count == 1
+                and not _is_sensor_data(t, entries, photometric)
+            ):
                 off, ln = t.int1(strips), t.int1(counts)
                 if off and ln:
                     m.cands.append((t.base + off, ln, self.prefix + name))
@@ -543,6 +558,15 @@ class _TiffWalker:
             except ContainerError:
                 return
             self._optional(mt, mt.ifd0, "MakerNote", depth + 1, "makernote")
+
+
+def _is_sensor_data(t: _Tiff, entries: dict[int, _Entry], photometric: int | None) -> bool:
+    """A JPEG-compressed strip that holds the sensor data (a CR2's IFD3, a DNG's lossless
+    JPEG), never a preview: CFA or LinearRaw pixels, Canon's slice layout, or more than
+    8 bits a sample. Its bytes lying past the end of a file says nothing about the previews."""
+    if photometric in _RAW_PHOTOMETRICS or 0xC640 in entries:  # 0xC640: CR2Slice
+        return True
+    return any(bits > 8 for bits in t.ints(entries.get(0x0102), 4))
 
 
 def _tiff_format_name(magic4: bytes, cr2: bool, meta: _Meta) -> str:
@@ -630,6 +654,8 @@ def _read_raf(r: _Reader) -> ContainerInfo:
     joff, jlen = struct.unpack(">II", hdr[84:92])
     previews: tuple[EmbeddedJpeg, ...] = ()
     info = _jpeg_info(r, joff, jlen, want_exif=True) if jlen else None
+    if info is None and jlen:
+        meta.cands.append((joff, jlen, "RAF"))  # _finish tells a cut one from a broken one
     if info is not None:
         # The EXIF IFD1 thumbnail (160x120) is what LibRaw extracts from trimmed RAFs.
         _exif_into(r, info.exif, meta, thumbs_prefix="RAF EXIF ")
@@ -874,10 +900,14 @@ def _finish(
     extra: tuple[EmbeddedJpeg, ...] = (),
 ) -> ContainerInfo:
     """Validate candidate previews (FF D8, inside the file, readable SOF), dedupe by offset and
-    sort by pixel count."""
+    sort by pixel count; name those whose bytes run past the end of the file."""
     previews: dict[int, EmbeddedJpeg] = {p.offset: p for p in extra}
+    cut = dict.fromkeys(meta.cut)
     for off, ln, where in meta.cands:
         if off in previews:
+            continue
+        if off >= 0 and ln > 0 and off + ln > r.size:
+            cut[where] = None
             continue
         info = _jpeg_info(r, off, ln)
         if info is not None:
@@ -893,6 +923,7 @@ def _finish(
         orientation=orientation,
         capture_time=_capture_time(meta),
         previews=tuple(ordered),
+        previews_cut=tuple(cut),
     )
 
 

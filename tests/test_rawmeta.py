@@ -238,6 +238,7 @@ def test_preview_running_past_eof_is_dropped_metadata_kept(tmp_path: Path) -> No
     path.write_bytes(build_tiff(jpeg)[: JPEG_AT + len(jpeg) - 1])
     info = read_container(path)
     assert info.previews == ()
+    assert info.previews_cut == ("SubIFD0",)  # the file says a preview is there, not whole
     assert info.model == "NIKON TEST"
     assert info.capture_time == datetime(2024, 3, 4, 5, 6, 7, 250000)
 
@@ -346,6 +347,8 @@ def test_nef_samples(name: str) -> None:
         (1620, 1080, "SubIFD2"),
         (6000, 4000, "SubIFD0"),
     ]
+    # Its sensor strip is cut off (a D7100 head), its previews are whole: nothing is cut.
+    assert info.previews_cut == ()
     expected = _nef_table()[name]
     assert info.capture_time is not None
     assert abs((info.capture_time - expected).total_seconds()) < 0.010
@@ -621,7 +624,45 @@ def test_truncated_nef_drops_only_the_cut_preview(tmp_path: Path) -> None:
     path.write_bytes(src.read_bytes()[:2_000_000])  # inside the 6000x4000 JpgFromRaw
     info = read_container(path)
     assert [(p.width, p.height) for p in info.previews] == [(640, 424), (1620, 1080)]
+    assert info.previews_cut == ("SubIFD0",)
     assert info.capture_time == datetime(2026, 5, 1, 15, 10)
+
+
+def test_a_nef_written_in_pieces_names_its_previews_past_the_end_until_it_is_whole(
+    tmp_path: Path,
+) -> None:
+    # Issue #20: a file written in chunks was rated from its first 10 %. The raw's own
+    # offsets say which previews cannot be complete yet.
+    data = shared("samples", "nef", "DSC_0113.NEF").read_bytes()
+    path = tmp_path / "DSC_0113.NEF"
+    seen = []
+    for end in range(640 * 1024, len(data) + 640 * 1024, 640 * 1024):
+        path.write_bytes(data[:end])
+        info = read_container(path)
+        seen.append((info.previews_cut, [p.where for p in info.previews]))
+    assert seen == [
+        (("SubIFD0", "SubIFD2"), ["MakerNote PreviewIFD"]),
+        (("SubIFD0",), ["MakerNote PreviewIFD", "SubIFD2"]),
+        (("SubIFD0",), ["MakerNote PreviewIFD", "SubIFD2"]),
+        (("SubIFD0",), ["MakerNote PreviewIFD", "SubIFD2"]),
+        (("SubIFD0",), ["MakerNote PreviewIFD", "SubIFD2"]),
+        ((), ["MakerNote PreviewIFD", "SubIFD2", "SubIFD0"]),
+    ]
+
+
+@pytest.mark.parametrize(
+    "rel, cut",
+    [
+        # Image data stripped: its IFD0 preview (a 4032x3024 JPEG) points past the end.
+        ("broken/PRUNED_iphone12pro_IMG_1361.dng", ("IFD0",)),
+        # Only the sensor data (IFD3, lossless JPEG slices) lies past the end: not a preview.
+        ("broken/TRUNC_canon-1ds-mk3_CR2-head.CR2", ()),
+        ("broken/TRUNC_sony-slt-a55v_ARW-head.ARW", ()),
+        ("nikon-d7100-head.NEF", ()),
+    ],
+)
+def test_previews_cut_are_previews_never_sensor_data(rel: str, cut: tuple[str, ...]) -> None:
+    assert read_container(shared("samples", "raw", *rel.split("/"))).previews_cut == cut
 
 
 @pytest.mark.parametrize("parts", FUZZ_FILES, ids=lambda parts: parts[-1])
