@@ -64,6 +64,9 @@ class Scored:
     error: str | None = None
     elapsed_ms: float = 0.0
     timings_ms: tuple[tuple[str, float], ...] = ()
+    # Previews the file declares whose bytes run past its end (preview.Preview.previews_cut):
+    # the daemon does not rate it while it may still be being written.
+    previews_cut: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -387,7 +390,13 @@ def analyze_file(
     try:
         preview = load_preview(path, min_size=config.preview_min_size)
     except PreviewError as exc:
-        return Scored(path=path, analysis=None, error=str(exc), elapsed_ms=_ms(start))
+        return Scored(
+            path=path,
+            analysis=None,
+            error=str(exc),
+            elapsed_ms=_ms(start),
+            previews_cut=exc.previews_cut,
+        )
     decoded = _ms(start)
     analysis = analyzer.analyze(preview.picture)
     return Scored(
@@ -400,6 +409,7 @@ def analyze_file(
         preview_size=(preview.width, preview.height),
         notes=preview.notes,
         elapsed_ms=_ms(start),
+        previews_cut=preview.previews_cut,
         timings_ms=(("preview", decoded),) + analysis.timings_ms,
     )
 

@@ -37,7 +37,14 @@ MIN_RAW_BYTES_PER_PIXEL = 0.1
 
 
 class PreviewError(Exception):
-    """No usable image in the file; str() is the reason, for the log line."""
+    """No usable image in the file; str() is the reason, for the log line.
+
+    ``previews_cut``: the previews the file declares whose bytes run past its end (it may
+    be still being written), as :attr:`Preview.previews_cut`."""
+
+    def __init__(self, reason: str, previews_cut: tuple[str, ...] = ()):
+        super().__init__(reason)
+        self.previews_cut = previews_cut
 
 
 @dataclass(frozen=True)
@@ -52,6 +59,9 @@ class Preview:
     capture_time: datetime | None
     orientation: int
     notes: tuple[str, ...] = ()  # things worth a log line: "file is a JPEG named .NEF"
+    # Previews the file declares whose bytes run past its end ("SubIFD0"): a file still
+    # being written, or one cut short (rawmeta.ContainerInfo.previews_cut).
+    previews_cut: tuple[str, ...] = ()
 
     @functools.cached_property
     def image(self) -> np.ndarray:
@@ -92,6 +102,10 @@ def load_preview(path: str | os.PathLike, min_size: int = 1024) -> Preview:
     if info and expected and kind not in (expected, "unknown") and not _same_family(expected, kind):
         notes.append(f"file is a {info.format_name} named {path.suffix}")
 
+    previews_cut = info.previews_cut if info else ()
+    if previews_cut:
+        notes.append(f"rated from a file that looks truncated: {cut_previews_text(previews_cut)}")
+
     camera = None
     if info and (info.make or info.model):
         make, model = (info.make or "").strip(), (info.model or "").strip()
@@ -111,6 +125,7 @@ def load_preview(path: str | os.PathLike, min_size: int = 1024) -> Preview:
             capture_time=info.capture_time if info else None,
             orientation=orientation,
             notes=tuple(notes),
+            previews_cut=previews_cut,
         )
 
     orientation = info.orientation if info else 1
@@ -154,7 +169,18 @@ def load_preview(path: str | os.PathLike, min_size: int = 1024) -> Preview:
     reason = "; ".join(dict.fromkeys(failures)) or "no preview and no decodable raw data"
     if kind == "unknown" and not failures:
         reason = "not a photo format postselectd can read"
-    raise PreviewError(reason)
+    if previews_cut:
+        reason += f"; {cut_previews_text(previews_cut)}"
+    raise PreviewError(reason, previews_cut)
+
+
+def cut_previews_text(previews_cut: tuple[str, ...]) -> str:
+    """The cut previews in words, for a log line: "its SubIFD0 preview runs past the end of
+    the file"."""
+    if len(previews_cut) == 1:
+        return f"its {previews_cut[0]} preview runs past the end of the file"
+    names = ", ".join(previews_cut[:-1]) + " and " + previews_cut[-1]
+    return f"its {names} previews run past the end of the file"
 
 
 def _same_family(expected: str, kind: str | None) -> bool:

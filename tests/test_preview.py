@@ -131,6 +131,31 @@ def test_truncated_nef_preview_is_an_error_or_a_smaller_intact_preview(tmp_path:
             assert preview.image.size > 0
 
 
+def test_a_preview_still_past_the_end_of_the_file_is_said_with_the_preview(tmp_path: Path):
+    # Issue #20: the first 1.3 MB of DSC_0113 hold a whole 1620x1080 preview, which is
+    # usable, but its 6000x4000 JpgFromRaw is not there yet: the file may still be written.
+    data = shared_path("samples", "nef", "DSC_0113.NEF").read_bytes()
+    path = tmp_path / "DSC_0113.NEF"
+    path.write_bytes(data[:1_310_720])
+    preview = load_preview(path)
+    assert preview.source == "SubIFD2 JPEG 1620x1080"
+    assert preview.previews_cut == ("SubIFD0",)
+    assert preview.notes == (
+        "rated from a file that looks truncated: its SubIFD0 preview runs past the end of the file",
+    )
+    path.write_bytes(data)
+    whole = load_preview(path)
+    assert (whole.previews_cut, whole.notes) == ((), ())
+
+
+def test_a_file_with_no_usable_preview_says_which_previews_are_cut():
+    raw = shared_path("samples", "raw", "broken", "PRUNED_iphone12pro_IMG_1361.dng")
+    with pytest.raises(PreviewError) as error:
+        load_preview(raw)
+    assert error.value.previews_cut == ("IFD0",)
+    assert str(error.value).endswith("; its IFD0 preview runs past the end of the file")
+
+
 def test_missing_file_is_a_preview_error(tmp_path: Path):
     with pytest.raises(PreviewError, match="file is gone"):
         load_preview(tmp_path / "gone.NEF")
