@@ -180,6 +180,11 @@ class DaemonConfig(_Model):
     # A file is rated once its size and modification time stayed unchanged this long.
     # After the writer's close is seen (Linux), a short recheck is enough.
     settle_seconds: float = Field(2.0, ge=0.05, le=600)
+    # A raw whose own offsets put a preview past its end may still be being written (a
+    # copy in pieces, closed between them): it is not rated until it has not changed for
+    # this long, then it is rated as it is (a file cut short still gets its verdict).
+    # 0: rated at once from what is there.
+    incomplete_wait_seconds: float = Field(30.0, ge=0, le=3600)
     # Reconcile scan of every watched folder (also at start-up and after lost events).
     # 0 turns the periodic scan off.
     rescan_interval_minutes: float = Field(60, ge=0, le=10080)

@@ -55,6 +55,7 @@ from postselectd.pipeline import (
     scored_record,
     withdraw_second_truths,
 )
+from postselectd.preview import cut_previews_text
 from postselectd.sidecar import read_sidecar, sidecar_paths
 from postselectd.state import (
     GONE,
@@ -744,16 +745,18 @@ class Daemon:
         """A file's analysis, once the file has been quiet: rated, unless it changed."""
         now = time.time()
         try:
-            sig = Signature.of(os.stat(job.path))
+            st = os.stat(job.path)
         except OSError as exc:
             self._unreachable(job.path, exc, now)
             return
+        sig = Signature.of(st)
         if sig != job.sig:
             # Rewritten while it was analysed: that analysis is of bytes no longer there.
             self.journal.resettle(job.path, sig, now + self.config.daemon.settle_seconds, now)
             return
         if scored.analysis is None:
-            self._attempt_failed(job.path, scored.error or "no analysis")
+            if not self._waits_for_the_rest(job.path, st, scored, now):
+                self._attempt_failed(job.path, scored.error or "no analysis")
             return
         if job.fingerprint and not cached:
             try:
@@ -761,8 +764,41 @@ class Daemon:
             except TypeError as exc:  # a field the record cannot hold: just not cached
                 log.debug("%s: analysis not cached: %s", job.path.name, exc)
             else:
+                # Kept even while the file waits for the rest: unchanged, its next look
+                # takes no worker.
                 self.journal.store_analysis(job.fingerprint, __version__, record, now)
+        if self._waits_for_the_rest(job.path, st, scored, now):
+            return
         self._rate(scored)
+
+    def _waits_for_the_rest(
+        self, path: Path, st: os.stat_result, scored: Scored, now: float
+    ) -> bool:
+        """Whether a file whose own offsets put a preview past its end is left to wait.
+
+        A copy written in pieces, closed between them, looks quiet after each piece; rated
+        then, it was rated from its first 10 % and again after every piece. While it
+        changed within ``daemon.incomplete_wait_seconds`` it is looked at again that long
+        after its last change (sooner when it changes: its events queue it). After that it
+        is rated as it is: a file cut short on a broken card gets its verdict (with a note
+        that it looks truncated) or its error, and never waits for ever. A time stamp far
+        from now (a camera's clock kept by the copy) says nothing about a recent change.
+        """
+        wait = self.config.daemon.incomplete_wait_seconds
+        if not scored.previews_cut or wait <= 0:
+            return False
+        recent = [t for t in (st.st_mtime, st.st_ctime) if now - wait < t < now + wait]
+        if not recent:
+            return False
+        due = max(recent) + wait
+        self.journal.resettle(path, Signature.of(st), due, now)
+        log.debug(
+            "%s: %s; not rated while it may still be written, looked at again in %.1f s",
+            path.name,
+            cut_previews_text(scored.previews_cut),
+            due - now,
+        )
+        return True
 
     def _busy(self) -> bool:
         """Other files are being analysed or due: a dump or a burst coming in, not one file."""

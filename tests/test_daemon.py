@@ -977,3 +977,112 @@ def test_the_stop_line_counts_first_ratings_and_re_ratings_apart(watching, small
     stop_line = daemon.log().splitlines()[-1]
     assert "stopped (pid" in stop_line
     assert "rated 2, rated again 1 (changed since their rating), failed 0 in this run" in stop_line
+
+
+# --- files written in pieces ----------------------------------------------------------
+
+WAITING = "not rated while it may still be written"
+
+
+def _without_levels(log: str) -> str:
+    """A --log-level debug log as an info one reads: without the level before each line."""
+    return re.sub(r"^(?:DEBUG|INFO|WARNING|ERROR|CRITICAL) ", "", log, flags=re.M)
+
+
+def _lines_of(log: str, name: str) -> list[str]:
+    return [line for line in log.splitlines() if line.startswith(f"{name}: ")]
+
+
+def test_a_file_written_in_pieces_is_rated_once_whole_never_as_a_burst_of_itself(
+    daemon_factory, tmp_path
+):
+    # Issue #20: DSC_0113 written in 7 pieces of 640 KB, closed between them (`dd
+    # conv=notrunc` in a loop), was rated 6 times, the first at 10 % written, and ended as
+    # "burst 0113 of 6, best of burst". Until the last piece its own offsets put its
+    # 6000x4000 JpgFromRaw past its end: the daemon's default wait (30 s) applies.
+    watch = tmp_path / "chunk"
+    watch.mkdir()
+    daemon = daemon_factory([watch])
+    daemon.start("--log-level", "debug")  # the debug line of each look that waits
+    data = shared_path("samples", "nef", "DSC_0113.NEF").read_bytes()
+    target = watch / "DSC_0113.NEF"
+    piece = 640 * 1024
+
+    def looks() -> int:
+        """Looks at the file so far: each one waits, or rates it (an INFO line)."""
+        log = _without_levels(daemon.log())
+        lines = _lines_of(log, target.name)
+        return sum(WAITING in line for line in lines) + logged_names(log).count(target.name)
+
+    changed = 0
+    for start in range(0, 7 * piece, piece):
+        with open(target, "r+b" if target.exists() else "wb") as f:
+            f.seek(start)
+            f.write(data[start : start + piece])  # nothing left for the seventh
+        if start < len(data):
+            changed += 1
+            # The daemon has looked at this much of the file before the next piece comes.
+            daemon.wait_for(lambda n=changed: looks() >= n, 60, f"a look at piece {changed}")
+        time.sleep(0.2)
+    daemon.wait_for(lambda: sidecar_of(target).exists(), 60, "the sidecar")
+    time.sleep(1.0)  # a second rating, or a burst rewrite, would come within this
+    assert daemon.stop()[0] == 0
+
+    log = _without_levels(daemon.log())
+    lines = _lines_of(log, target.name)
+    subjects = read_sidecar(sidecar_of(target)).get("Xmp.lr.hierarchicalSubject", [])
+    assert not any(s.startswith("PostSelect|burst") for s in subjects), subjects
+    assert "PostSelect|best of burst" not in subjects
+    assert not any("burst" in line for line in lines), lines
+    row = daemon.rows()[str(target)]
+    assert (row.status, row.rated_count, row.size) == ("rated", 1, len(data)), lines
+    assert logged_names(log) == [target.name], lines  # rated once, once it was whole
+    waits = [line for line in lines if WAITING in line]
+    assert len(waits) >= changed - 1, lines  # pieces 1-5: each look waited
+    assert all("its SubIFD0" in line for line in waits), waits
+    assert "looks truncated" not in log
+
+
+def test_a_truncated_file_is_rated_or_failed_as_it_is_once_it_stops_changing(
+    daemon_factory, tmp_path
+):
+    # A file cut short (a broken card) looks like one still being written: after the wait
+    # it gets its one verdict, saying it looks truncated, or its one error line.
+    watch = tmp_path / "card"
+    watch.mkdir()
+    daemon = daemon_factory([watch], incomplete_wait_seconds=1.5, max_retries=0)
+    daemon.start("--log-level", "debug")
+    data = shared_path("samples", "nef", "DSC_0113.NEF").read_bytes()
+    cut = watch / "DSC_0113.NEF"
+    cut.write_bytes(data[:2_000_000])  # inside the JpgFromRaw; the 1620x1080 one is whole
+    pruned = watch / "IMG_1361.dng"  # its only preview points past its end
+    shutil.copyfile(
+        shared_path("samples", "raw", "broken", "PRUNED_iphone12pro_IMG_1361.dng"), pruned
+    )
+    daemon.wait_for(
+        lambda: (
+            [daemon.rows().get(str(p)) and daemon.rows()[str(p)].status for p in (cut, pruned)]
+            == ["rated", "failed"]
+        ),
+        60,
+        "a verdict and an error",
+    )
+    assert daemon.stop()[0] == 0
+
+    log = _without_levels(daemon.log())
+    lines = _lines_of(log, cut.name)
+    assert WAITING in lines[0], lines  # it waited first ...
+    rated = [line for line in lines if re.match(rf"{re.escape(cut.name)}: (\d\*|reject) ", line)]
+    assert len(rated) == 1 and lines.index(rated[0]) > 0, lines  # ... then was rated once
+    assert (
+        f"{cut.name}: rated from a file that looks truncated: its SubIFD0 preview runs past "
+        "the end of the file"
+    ) in lines
+    assert sidecar_of(cut).exists() and daemon.rows()[str(cut)].rated_count == 1
+
+    lines = _lines_of(log, pruned.name)
+    assert WAITING in lines[0], lines
+    assert len(lines) == 2 and "failed: " in lines[1], lines
+    assert lines[1].endswith("its IFD0 preview runs past the end of the file"), lines
+    assert "IFD0 preview runs past" in daemon.rows()[str(pruned)].reason
+    assert not sidecar_of(pruned).exists()
