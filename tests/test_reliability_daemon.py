@@ -110,7 +110,11 @@ def test_fuzzed_files_never_kill_the_daemon_and_each_is_rated_or_failed_with_a_r
 
     watch = tmp_path / "card"
     watch.mkdir()
-    daemon = daemon_factory([watch], max_retries=0, retry_backoff_seconds=0.1)
+    # Many mutations are cut short: they wait for the rest (daemon.incomplete_wait_seconds,
+    # 30 s by default) before their verdict; 1 s is enough to go through that path.
+    daemon = daemon_factory(
+        [watch], max_retries=0, retry_backoff_seconds=0.1, incomplete_wait_seconds=1.0
+    )
     daemon.start()
     paths = []
     for name, blob in blobs:  # copied in as a card reader would: one file after another
