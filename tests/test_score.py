@@ -233,6 +233,21 @@ def test_broken_raws_get_a_rating_or_one_line_error_and_the_run_finishes(tmp_pat
     assert "TRUNC_canon-r6_nom-exif.cr3" in rated
 
 
+def test_a_cut_raw_is_rated_at_once_and_said_to_look_truncated(tmp_path: Path):
+    # The daemon waits for the rest of such a file (issue #20); `score` was pointed at it.
+    folder = tmp_path / "cut"
+    folder.mkdir()
+    data = shared_path("samples", "nef", "DSC_0113.NEF").read_bytes()
+    (folder / "DSC_0113.NEF").write_bytes(data[:2_000_000])  # its JpgFromRaw is cut
+    result, records = _score_json(str(folder))
+    assert result.returncode == 0, result.stderr
+    assert [(r["error"], r["preview_size"]) for r in records] == [(None, [1620, 1080])]
+    assert (
+        "DSC_0113.NEF: rated from a file that looks truncated: its SubIFD0 preview runs past "
+        "the end of the file"
+    ) in result.stderr.splitlines()
+
+
 def test_a_raw_with_only_a_thumbnail_is_not_judged_but_marked_for_a_check(tmp_path: Path):
     # Issue #20: the trimmed CRW and RAF have nothing but a 160x120 thumbnail, which got
     # 4 stars Green at p=0.95.
