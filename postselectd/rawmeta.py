@@ -5,7 +5,8 @@ Why this module exists
 The preview stage needs three things that rawpy/LibRaw cannot give without unpacking sensor data
 (which fails on truncated, pruned or unsupported raws):
 
-* the file's real type from its bytes, not its extension (a JPEG named ``.NEF`` is a JPEG);
+* the file's real type from its bytes, not its extension (a JPEG named ``.NEF`` is a JPEG, a
+  WebP saved from the web as ``.jpg`` is a WebP, a ``.MOV`` is a video);
 * capture metadata: make, model, EXIF Orientation and DateTimeOriginal with sub-second precision
   (bursts are grouped at sub-second resolution);
 * every embedded JPEG preview with its real pixel size, so the caller can decode the *smallest one
@@ -42,9 +43,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 __all__ = [
+    "PHONE_AND_WEB_SUFFIXES",
     "PHOTO_SUFFIXES",
     "RAW_SUFFIXES",
     "UNRATED_IMAGE_SUFFIXES",
+    "VIDEO_SUFFIXES",
     "ContainerError",
     "ContainerInfo",
     "EmbeddedJpeg",
@@ -80,6 +83,13 @@ class ContainerInfo:
     ``kind`` is one of "jpeg", "tiff" (a TIFF-based raw), "cr3", "raf", "crw", "png",
     "tiff-image" (a TIFF with no raw indicator at all: no SubIFDs, no DNGVersion, no CFA or
     LinearRaw photometric, no raw-only compression, no raw-only magic) or "unknown".
+
+    Phone and web formats: "webp", "heif" (HEIC/HEIF, ``format_name`` "HEIC" or "HEIF") and
+    "avif". Their EXIF gives make, model and capture time. For "heif" and "avif" ``orientation``
+    is always 1: the HEIF standard makes the EXIF tag informational, the container's own
+    irot/imir properties turn the image, and the decoder reports those. Files that are
+    recognised but are not photos: "video" (``format_name`` "QuickTime MOV", "MP4", "AVI", ...)
+    and "other" (``format_name`` says what they are: "PDF document", "GIF image", ...).
     """
 
     kind: str
@@ -107,11 +117,20 @@ RAW_SUFFIXES: frozenset[str] = frozenset(
         ".k25", ".mrw", ".x3f", ".iiq", ".mef", ".mos", ".gpr", ".raw",
     }
 )  # fmt: skip
-PHOTO_SUFFIXES: frozenset[str] = RAW_SUFFIXES | {".jpg", ".jpeg", ".tif", ".tiff"}
+# Phones write HEIC (iPhone) or HEIF (.hif: Canon and Sony cameras); clients and the web send
+# WebP, AVIF and PNG.
+PHONE_AND_WEB_SUFFIXES: frozenset[str] = frozenset(
+    {".heic", ".heif", ".hif", ".webp", ".avif", ".png"}
+)
+PHOTO_SUFFIXES: frozenset[str] = (
+    RAW_SUFFIXES | {".jpg", ".jpeg", ".tif", ".tiff"} | PHONE_AND_WEB_SUFFIXES
+)
 # Pictures postselectd does not rate (no camera writes them as its original), counted where
 # a command passes them over so it can say so instead of finding "no photos" in silence.
-UNRATED_IMAGE_SUFFIXES: frozenset[str] = frozenset(
-    {".png", ".heic", ".heif", ".webp", ".gif", ".bmp", ".avif", ".jxl"}
+UNRATED_IMAGE_SUFFIXES: frozenset[str] = frozenset({".gif", ".bmp", ".jxl"})
+# Videos a camera or phone writes beside its photos (a Live Photo's .MOV among them).
+VIDEO_SUFFIXES: frozenset[str] = frozenset(
+    {".mov", ".mp4", ".m4v", ".3gp", ".avi", ".mts", ".m2ts", ".mkv", ".webm"}
 )
 
 # Raw suffixes whose files are always TIFF-structured.  Suffixes that are not listed here or in
@@ -132,6 +151,11 @@ _SUFFIX_KIND = {
     ".png": "png",
     ".tif": "tiff-image",
     ".tiff": "tiff-image",
+    ".webp": "webp",
+    ".heic": "heif",
+    ".heif": "heif",
+    ".hif": "heif",
+    ".avif": "avif",
 }
 
 
@@ -197,26 +221,150 @@ _TRUNCATED = "(file truncated?)"
 
 
 def sniff(head: bytes) -> str:
-    """The kind from the first bytes of a file (32 are enough), same vocabulary as
-    :attr:`ContainerInfo.kind`.
+    """The kind from the first bytes of a file, same vocabulary as :attr:`ContainerInfo.kind`.
 
-    Every TIFF-structured head (classic TIFF, CR2, ORF, RW2) gives "tiff": whether a plain TIFF is
-    a raw needs its IFDs, which only :func:`read_container` reads.
+    32 bytes tell every photo format; ISO BMFF files (HEIF, AVIF, MOV, MP4) list more brands
+    after that, and an MPEG transport stream shows only at byte 188, so give up to
+    ``HEAD_BYTES`` when there are. Every TIFF-structured head (classic TIFF, CR2, ORF, RW2)
+    gives "tiff": whether a plain TIFF is a raw needs its IFDs, which only
+    :func:`read_container` reads.
     """
-    h = bytes(head[:32])
+    return _identify(head)[0]
+
+
+HEAD_BYTES = 256  # what read_container gives sniff
+
+# ISO BMFF brands (ftyp major and compatible brands).  An image brand anywhere wins: a HEIF
+# says "mif1" and "heic", an AVIF "avif" and "mif1".
+_AVIF_BRANDS = frozenset({b"avif", b"avis"})
+_HEIC_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis"})
+_HEIF_BRANDS = _HEIC_BRANDS | {b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"mif2", b"msf1"}
+_VIDEO_BRANDS = {
+    b"qt  ": "QuickTime MOV",
+    b"M4V ": "M4V",
+    b"M4VH": "M4V",
+    b"M4VP": "M4V",
+    b"3gp4": "3GP",
+    b"3gp5": "3GP",
+    b"3gp6": "3GP",
+    b"3gp7": "3GP",
+    b"3g2a": "3G2",
+    b"XAVC": "MP4",  # Sony cameras
+    b"MSNV": "MP4",  # Sony
+    b"isom": "MP4",
+    b"iso2": "MP4",
+    b"iso4": "MP4",
+    b"iso5": "MP4",
+    b"iso6": "MP4",
+    b"mp41": "MP4",
+    b"mp42": "MP4",
+    b"avc1": "MP4",
+    b"dash": "MP4",
+    b"f4v ": "F4V",
+}
+_BMP_HEADER_SIZES = frozenset(struct.pack("<I", n) for n in (12, 40, 52, 56, 64, 108, 124))
+# Atoms a QuickTime file from before ftyp existed starts with.
+_QUICKTIME_ATOMS = frozenset({b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot"})
+
+# Recognised files that are not photos: (magic, offset, what it is).
+_OTHER_MAGIC: tuple[tuple[bytes, int, str], ...] = (
+    (b"%PDF-", 0, "PDF document"),
+    (b"PK\x03\x04", 0, "ZIP archive"),
+    (b"\x1f\x8b", 0, "gzip archive"),
+    (b"7z\xbc\xaf\x27\x1c", 0, "7-Zip archive"),
+    (b"Rar!\x1a\x07", 0, "RAR archive"),
+    (b"GIF87a", 0, "GIF image"),
+    (b"GIF89a", 0, "GIF image"),
+    (b"\xff\x0a", 0, "JPEG XL image"),
+    (b"\x00\x00\x00\x0cJXL \r\n\x87\n", 0, "JPEG XL image"),
+    (b"\x00\x00\x00\x0cjP  \r\n\x87\n", 0, "JPEG 2000 image"),
+    (b"8BPS", 0, "Photoshop PSD image"),
+    (b"\x76\x2f\x31\x01", 0, "OpenEXR image"),
+    (b"ID3", 0, "MP3 audio file"),
+    (b"fLaC", 0, "FLAC audio file"),
+    (b"OggS", 0, "Ogg media file"),
+    (b"<?xpacket", 0, "XMP sidecar"),
+    (b"<x:xmpmeta", 0, "XMP sidecar"),
+    (b"\x7fELF", 0, "program (ELF)"),
+    (b"SQLite format 3\x00", 0, "SQLite database"),
+)
+
+
+def _identify(head: bytes) -> tuple[str, str]:
+    """(kind, format_name) from the first bytes; see :func:`sniff`."""
+    h = bytes(head[:HEAD_BYTES])
     if h[:3] == b"\xff\xd8\xff":
-        return "jpeg"
+        return "jpeg", "JPEG"
     if h[:8] == _PNG_MAGIC:
-        return "png"
+        return "png", "PNG"
     if h[:16] == _RAF_MAGIC:
-        return "raf"
+        return "raf", "RAF"
     if h[:2] in (b"II", b"MM") and h[6:14] == b"HEAPCCDR":
-        return "crw"
-    if h[4:8] == b"ftyp" and h[8:12] == b"crx ":
-        return "cr3"
+        return "crw", "CRW"
     if h[:4] in (b"II*\x00", b"MM\x00*", b"IIRO", b"IIRS", b"MMOR", b"IIU\x00"):
-        return "tiff"
-    return "unknown"
+        return "tiff", "TIFF"
+    if h[:4] == b"RIFF" and h[8:12] == b"WEBP":
+        return "webp", "WebP"
+    if h[:4] == b"RIFF" and h[8:12] == b"AVI ":
+        return "video", "AVI"
+    if h[:4] == b"\x1a\x45\xdf\xa3":
+        return "video", "WebM" if b"webm" in h[:64] else "Matroska MKV"
+    if h[4:8] == b"ftyp":
+        return _identify_bmff(h)
+    if h[4:8] in _QUICKTIME_ATOMS:
+        return "video", "QuickTime MOV"
+    if _is_transport_stream(h):
+        return "video", "MPEG transport stream (AVCHD MTS)"
+    if h[:4] == b"\x00MRM":
+        return "unknown", "MRW"
+    if h[:4] == b"FOVb":
+        return "unknown", "X3F"
+    if h[:2] == b"BM" and h[14:18] in _BMP_HEADER_SIZES:
+        return "other", "BMP image"
+    for magic, at, name in _OTHER_MAGIC:
+        if h[at : at + len(magic)] == magic:
+            return "other", name
+    if h[:5] == b"<?xml":
+        return "other", "XML document"
+    if _looks_like_text(h):
+        return "other", "text file"
+    return "unknown", "unknown"
+
+
+def _identify_bmff(h: bytes) -> tuple[str, str]:
+    """An ISO BMFF file by the brands of its ftyp box (as far as ``h`` holds them)."""
+    (size,) = struct.unpack(">I", h[:4])
+    major = h[8:12]
+    brands = [major] + [h[i : i + 4] for i in range(16, min(size, len(h)) - 3, 4)]
+    if major == b"crx ":
+        return "cr3", "CR3"
+    if any(b in _AVIF_BRANDS for b in brands):
+        return "avif", "AVIF"
+    if any(b in _HEIF_BRANDS for b in brands):
+        return "heif", "HEIC" if any(b in _HEIC_BRANDS for b in brands) else "HEIF"
+    for brand in brands:
+        if brand in _VIDEO_BRANDS:
+            return "video", _VIDEO_BRANDS[brand]
+    return "unknown", "ISO BMFF " + major.decode("ascii", "replace").strip()
+
+
+def _is_transport_stream(h: bytes) -> bool:
+    """MPEG-TS (188-byte packets) or M2TS/AVCHD (192: a 4-byte time code first)."""
+    return (h[:1] == b"\x47" and h[188:189] == b"\x47") or (
+        h[4:5] == b"\x47" and h[196:197] == b"\x47"
+    )
+
+
+def _looks_like_text(h: bytes) -> bool:
+    if len(h) < 8 or b"\x00" in h:
+        return False
+    try:
+        text = h.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(h) - 3:  # not only a character cut at the end of the head
+            return False
+        text = h[: exc.start].decode("utf-8")
+    return all(c.isprintable() or c in "\t\r\n\f" for c in text)
 
 
 # --------------------------------------------------------------------------------------------
@@ -680,7 +828,7 @@ class _Box:
     end: int  # declared end, may lie past EOF (truncated mdat)
 
 
-def _boxes(r: _Reader, start: int, end: int) -> list[_Box]:
+def _boxes(r: _Reader, start: int, end: int, what: str = "CR3") -> list[_Box]:
     """Child boxes in [start, end), bounded; stops at the first box that cannot be read."""
     out: list[_Box] = []
     end = min(end, r.size)
@@ -702,7 +850,7 @@ def _boxes(r: _Reader, start: int, end: int) -> list[_Box]:
             uuid = r.read(p + hdr, 16)
             hdr += 16
         if size < hdr:
-            raise ContainerError("CR3 box has an impossible size (corrupt)")
+            raise ContainerError(f"{what} box has an impossible size (corrupt)")
         out.append(_Box(typ, uuid, p, p + hdr, p + size))
         p += size
     return out
@@ -755,6 +903,178 @@ def _cr3_canon_box(r: _Reader, box: _Box, meta: _Meta, walker: _TiffWalker) -> b
         except ContainerError:
             continue  # one broken block does not hide the others
     return found
+
+
+# --------------------------------------------------------------------------------------------
+# Phone and web formats: PNG, WebP, HEIF/HEIC and AVIF
+# --------------------------------------------------------------------------------------------
+
+_MAX_CHUNKS = 64  # PNG/WebP chunks looked at before giving up on finding EXIF
+_MAX_ITEMS = 4096  # HEIF items (a 48 MP grid image has ~200)
+_MAX_META_BOX = 1 << 20  # bytes of a HEIF iinf/iloc box read at once
+
+
+def _read_png(r: _Reader) -> ContainerInfo:
+    """EXIF from the eXIf chunk, looked for up to the first IDAT (where writers put it)."""
+    meta = _Meta()
+    p = 8
+    for _ in range(_MAX_CHUNKS):
+        if p + 8 > r.size:
+            break
+        length, typ = struct.unpack(">I4s", r.read(p, 8))
+        if typ in (b"IDAT", b"IEND"):
+            break
+        if typ == b"eXIf" and p + 8 + length <= r.size:
+            _exif_into(r, (p + 8, p + 8 + length), meta)
+            break
+        p += 12 + length  # length, type, data, CRC
+    return _finish(r, "png", "PNG", meta)
+
+
+def _read_webp(r: _Reader) -> ContainerInfo:
+    """EXIF from the RIFF EXIF chunk (a TIFF, "Exif\\0\\0" first in some writers' files)."""
+    hdr = r.read_upto(0, 12)
+    if len(hdr) < 12:
+        raise ContainerError(f"WebP header is cut short {_TRUNCATED}")
+    (riff_size,) = struct.unpack("<I", hdr[4:8])
+    end = min(8 + riff_size, r.size)
+    meta = _Meta()
+    p = 12
+    for _ in range(_MAX_CHUNKS):
+        if p + 8 > end:
+            break
+        typ, length = struct.unpack("<4sI", r.read(p, 8))
+        if typ == b"EXIF" and p + 8 + length <= end:
+            start = p + 8
+            if r.read_upto(start, 6) == b"Exif\x00\x00":
+                start += 6
+            _exif_into(r, (start, p + 8 + length), meta)
+            break
+        p += 8 + length + (length & 1)  # chunks are padded to an even size
+    return _finish(r, "webp", "WebP", meta)
+
+
+def _read_heif(r: _Reader, kind: str, format_name: str) -> ContainerInfo:
+    """HEIC/HEIF/AVIF: make, model and capture time from the Exif item of the meta box.
+
+    The meta box lists items (iinf) and where their bytes are (iloc); the Exif item starts
+    with a 4-byte offset to its TIFF header.  Orientation stays 1 (see ContainerInfo).
+    """
+    meta = _Meta()
+    top = _boxes(r, 0, r.size, format_name)
+    box = next((b for b in top if b.typ == b"meta"), None)
+    if box is None:
+        raise ContainerError(f"{format_name} has no meta box {_TRUNCATED}")
+    try:
+        children = {b.typ: b for b in reversed(_boxes(r, box.payload + 4, box.end, format_name))}
+        exif_item = _heif_exif_item(r, children.get(b"iinf"))
+        span = None
+        if exif_item is not None:
+            span = _heif_item_span(r, children.get(b"iloc"), children.get(b"idat"), exif_item)
+        if span is not None and span[1] - span[0] > 4:
+            (to_tiff,) = struct.unpack(">I", r.read(span[0], 4))
+            start = span[0] + 4 + to_tiff
+            if r.read_upto(start, 6) == b"Exif\x00\x00":
+                start += 6
+            if start < span[1]:
+                _exif_into(r, (start, span[1]), meta)
+    except ContainerError:
+        pass  # the metadata is secondary: the image may still decode
+    meta.orientation = 1
+    return _finish(r, kind, format_name, meta)
+
+
+def _box_bytes(r: _Reader, box: _Box | None) -> bytes | None:
+    """A full box's payload (version and flags first), or None when absent, cut or too big."""
+    if box is None or box.end > r.size or box.end - box.payload > _MAX_META_BOX:
+        return None
+    data = r.read(box.payload, box.end - box.payload)
+    return data if len(data) >= 4 else None
+
+
+def _heif_exif_item(r: _Reader, iinf: _Box | None) -> int | None:
+    """The ID of the first item of type "Exif" (infe version 2 or 3)."""
+    data = _box_bytes(r, iinf)
+    if data is None:
+        return None
+    p = 8 if data[0] else 6  # version, flags, entry count (u32 from version 1 on, else u16)
+    for _ in range(_MAX_ITEMS):
+        if p + 8 > len(data):
+            return None
+        size, typ = struct.unpack(">I4s", data[p : p + 8])
+        if size < 8 or p + size > len(data):
+            return None
+        if typ == b"infe" and size > 12 and data[p + 8] in (2, 3):
+            id_size = 2 if data[p + 8] == 2 else 4  # version 2: 16-bit item IDs
+            item_type = data[p + 14 + id_size : p + 18 + id_size]  # after the protection index
+            if item_type == b"Exif" and p + 18 + id_size <= p + size:
+                return _uint(data, p + 12, id_size)
+        p += size
+    return None
+
+
+def _heif_item_span(
+    r: _Reader, iloc: _Box | None, idat: _Box | None, wanted: int
+) -> tuple[int, int] | None:
+    """Absolute [start, end) of one item's bytes, when it is one extent in the file or in the
+    meta box's idat (construction methods 0 and 1); None otherwise."""
+    data = _box_bytes(r, iloc)
+    if data is None:
+        return None
+    version = data[0]
+    if version > 2 or len(data) < 8:
+        return None
+    offset_size, length_size = data[4] >> 4, data[4] & 15
+    base_size, index_size = data[5] >> 4, (data[5] & 15) if version else 0
+    if any(n not in (0, 4, 8) for n in (offset_size, length_size, base_size, index_size)):
+        return None
+    id_size = 4 if version == 2 else 2
+    p = 6
+    count = _uint(data, p, id_size)
+    p += id_size
+    for _ in range(min(count or 0, _MAX_ITEMS)):
+        item_id = _uint(data, p, id_size)
+        p += id_size
+        method = 0
+        if version:
+            method = (_uint(data, p, 2) or 0) & 15
+            p += 2
+        p += 2  # data reference index
+        base = _uint(data, p, base_size)
+        p += base_size
+        extents = _uint(data, p, 2)
+        p += 2
+        if item_id is None or base is None or extents is None:
+            return None
+        spans = []
+        for _ in range(extents):
+            p += index_size
+            off, ln = _uint(data, p, offset_size), _uint(data, p + offset_size, length_size)
+            p += offset_size + length_size
+            if off is None or ln is None:
+                return None
+            spans.append((base + off, ln))
+        if item_id != wanted:
+            continue
+        if len(spans) != 1 or method not in (0, 1):
+            return None
+        start, length = spans[0]
+        if method == 1:
+            if idat is None:
+                return None
+            start += idat.payload
+            if length == 0 or start + length > idat.end:
+                return None
+        end = r.size if length == 0 else start + length
+        return (start, end) if end <= r.size else None
+    return None
+
+
+def _uint(data: bytes, at: int, size: int) -> int | None:
+    """A big-endian unsigned integer of 0, 2, 4 or 8 bytes (0 bytes: 0); None past the end."""
+    if at < 0 or at + size > len(data):
+        return None
+    return int.from_bytes(data[at : at + size], "big")
 
 
 # --------------------------------------------------------------------------------------------
@@ -927,23 +1247,13 @@ def _finish(
     )
 
 
-def _unknown(head: bytes) -> ContainerInfo:
-    name = "unknown"
-    if head[:4] == b"\x00MRM":
-        name = "MRW"
-    elif head[:4] == b"FOVb":
-        name = "X3F"
-    elif head[4:8] == b"ftyp":
-        name = "ISO BMFF " + head[8:12].decode("ascii", "replace").strip()
-    return ContainerInfo("unknown", name, None, None, 1, None, ())
-
-
 def read_container(path: str | os.PathLike[str]) -> ContainerInfo:
     """Identify the file from its bytes and read its metadata and embedded JPEG previews.
 
     Returns kind "unknown" for bytes it does not recognise (not an error: LibRaw may still know
-    them).  Raises :class:`ContainerError` -- and nothing else -- for an unreadable, empty or
-    too-short file, or a recognised container whose essential structure is broken.
+    them), "video" or "other" for files it knows are not photos.  Raises
+    :class:`ContainerError` -- and nothing else -- for an unreadable, empty or too-short file,
+    or a recognised container whose essential structure is broken.
     """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
@@ -958,8 +1268,8 @@ def read_container(path: str | os.PathLike[str]) -> ContainerInfo:
             raise ContainerError("file is empty")
         if r.size < _MIN_PHOTO_BYTES:
             raise ContainerError(f"file is {r.size} bytes: too short to be a photo")
-        head = r.read_upto(0, 32)
-        kind = sniff(head)
+        head = r.read_upto(0, HEAD_BYTES)
+        kind, format_name = _identify(head)
         if kind == "jpeg":
             return _read_jpeg(r)
         if kind == "tiff":
@@ -971,8 +1281,12 @@ def read_container(path: str | os.PathLike[str]) -> ContainerInfo:
         if kind == "crw":
             return _read_crw(r, head)
         if kind == "png":
-            return ContainerInfo("png", "PNG", None, None, 1, None, ())
-        return _unknown(head)
+            return _read_png(r)
+        if kind == "webp":
+            return _read_webp(r)
+        if kind in ("heif", "avif"):
+            return _read_heif(r, kind, format_name)
+        return _finish(r, kind, format_name, _Meta())  # video, other, unknown
     except ContainerError:
         raise
     except OSError as exc:

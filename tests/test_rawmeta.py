@@ -23,6 +23,8 @@ from postselectd import rawmeta
 from postselectd.rawmeta import (
     PHOTO_SUFFIXES,
     RAW_SUFFIXES,
+    UNRATED_IMAGE_SUFFIXES,
+    VIDEO_SUFFIXES,
     ContainerError,
     ContainerInfo,
     EmbeddedJpeg,
@@ -150,7 +152,19 @@ def build_tiff(
         (b"FUJIFILMCCD-RAW 0201FF383501", "raf"),
         (b"II\x1a\x00\x00\x00HEAPCCDR\x01\x00", "crw"),
         (b"\x00\x00\x00\x18ftypcrx \x00\x00\x00\x01", "cr3"),
-        (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00", "unknown"),
+        (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic", "heif"),  # iPhone
+        (b"\x00\x00\x00\x1cftypmif1\x00\x00\x00\x00mif1heicmiaf", "heif"),  # Samsung
+        (b"\x00\x00\x00\x1cftypavif\x00\x00\x00\x00avifmif1miaf", "avif"),
+        (b"\x00\x00\x00\x1cftypmif1\x00\x00\x00\x00mif1avifmiaf", "avif"),
+        (b"RIFF\x24\x00\x00\x00WEBPVP8 ", "webp"),
+        (b"\x00\x00\x00\x14ftypqt  \x00\x00\x00\x00qt  ", "video"),  # iPhone .MOV
+        (b"\x00\x00\x00\x20ftypisom\x00\x00\x02\x00isomiso2avc1mp41", "video"),
+        (b"\x00\x00\x00\x08wide\x00\x00\x00\x00mdat", "video"),  # QuickTime, no ftyp
+        (b"RIFF\x24\x00\x00\x00AVI LIST", "video"),
+        (b"\x1a\x45\xdf\xa3\x01\x00\x00\x00", "video"),  # Matroska / WebM
+        (b"\x00\x00\x00\x18ftypzzzz\x00\x00\x00\x00zzzz", "unknown"),
+        (b"%PDF-1.7\n%\xe2\xe3\xcf\xd3", "other"),
+        (b"GIF89a\x10\x00\x10\x00", "other"),
         (b"FUJIFILM</tiff:M", "unknown"),  # the exiv2 fuzz "RAF": not a RAF header
         (b"", "unknown"),
     ],
@@ -168,6 +182,9 @@ def test_expected_kind_and_suffix_sets() -> None:
     assert expected_kind(".crw") == "crw"
     assert expected_kind(".png") == "png"
     assert expected_kind(".tif") == expected_kind(".TIFF") == "tiff-image"
+    assert expected_kind(".HEIC") == expected_kind(".heif") == expected_kind(".HIF") == "heif"
+    assert expected_kind(".webp") == "webp"
+    assert expected_kind(".AVIF") == "avif"
     assert expected_kind(".raw") is None  # several unrelated formats use .raw
     assert expected_kind(".txt") is None
     assert expected_kind("") is None
@@ -176,7 +193,10 @@ def test_expected_kind_and_suffix_sets() -> None:
               ".x3f", ".iiq", ".raw"):  # fmt: skip
         assert s in RAW_SUFFIXES
     assert all(s == s.lower() and s.startswith(".") for s in PHOTO_SUFFIXES)
-    assert PHOTO_SUFFIXES - RAW_SUFFIXES == {".jpg", ".jpeg", ".tif", ".tiff"}
+    assert PHOTO_SUFFIXES - RAW_SUFFIXES == {
+        ".jpg", ".jpeg", ".tif", ".tiff", ".png", ".heic", ".heif", ".hif", ".webp", ".avif",
+    }  # fmt: skip
+    assert not PHOTO_SUFFIXES & (UNRATED_IMAGE_SUFFIXES | VIDEO_SUFFIXES)
 
 
 # --------------------------------------------------------------------------------------------
@@ -294,9 +314,164 @@ def test_png_and_unknown(tmp_path: Path) -> None:
     Image.new("RGB", (8, 8)).save(png, "PNG")
     assert read_container(png).kind == "png"
     junk = tmp_path / "junk.nef"
-    junk.write_bytes(bytes(random.Random(1).randrange(256) for _ in range(4096)))
+    rng = random.Random(1)  # one generator: a new Random(1) per byte wrote 4096 "D"s (text)
+    junk.write_bytes(bytes(rng.randrange(256) for _ in range(4096)))
     info = read_container(junk)
-    assert (info.kind, info.previews) == ("unknown", ())
+    assert (info.kind, info.format_name, info.previews) == ("unknown", "unknown", ())
+
+
+# --------------------------------------------------------------------------------------------
+# Phone and web formats, videos and other files
+# --------------------------------------------------------------------------------------------
+
+
+def phone_exif(orientation: int = 6) -> Image.Exif:
+    exif = Image.Exif()
+    exif[0x010F] = "Apple"
+    exif[0x0110] = "iPhone XS"
+    exif[0x0112] = orientation
+    exif.get_ifd(0x8769)[0x9003] = "2026:05:01 14:03:22"
+    exif.get_ifd(0x8769)[0x9291] = "40"
+    return exif
+
+
+def image_file(path: Path, exif: Image.Exif | None = None, size=(96, 64), **options) -> Path:
+    """A small real file of the format its suffix names, written by Pillow (and pillow-heif for
+    HEIC, which registers itself only where a test asks for it)."""
+    if path.suffix.lower() in (".heic", ".heif", ".hif"):
+        pillow_heif = pytest.importorskip("pillow_heif")
+        pillow_heif.register_heif_opener()
+    picture = Image.new("RGB", size, (200, 120, 40))
+    fmt = {".heic": "HEIF", ".jpg": "WEBP"}.get(path.suffix.lower())  # .jpg: a WebP so named
+    if exif is not None:
+        options["exif"] = exif.tobytes()
+    picture.save(path, fmt, **options)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "format_name", "orientation"),
+    [
+        ("IMG_0001.HEIC", "heif", "HEIC", 1),  # the container's irot turns it, not the EXIF tag
+        ("IMG_0002.avif", "avif", "AVIF", 1),
+        ("IMG_0003.webp", "webp", "WebP", 6),
+        ("IMG_0004.png", "png", "PNG", 6),
+    ],
+)
+def test_phone_and_web_formats_give_camera_and_capture_time(
+    name: str, kind: str, format_name: str, orientation: int, tmp_path: Path
+) -> None:
+    path = image_file(tmp_path / name, phone_exif())
+    info = read_container(path)
+    assert (info.kind, info.format_name, info.previews) == (kind, format_name, ())
+    assert (info.make, info.model, info.orientation) == ("Apple", "iPhone XS", orientation)
+    assert info.capture_time == datetime(2026, 5, 1, 14, 3, 22, 400000)  # bursts need it
+
+
+def test_phone_formats_without_exif_are_still_recognised(tmp_path: Path) -> None:
+    for name in ("a.HEIC", "b.avif", "c.webp", "d.png"):
+        info = read_container(image_file(tmp_path / name))
+        assert info.kind == expected_kind(Path(name).suffix)
+        assert (info.make, info.capture_time, info.orientation) == (None, None, 1)
+
+
+def test_webp_named_jpg_is_a_webp(tmp_path: Path) -> None:
+    # Saved from a web page: the bytes decide, not the name.
+    path = image_file(tmp_path / "client_photo.jpg", quality=80)
+    info = read_container(path)
+    assert (info.kind, info.format_name) == ("webp", "WebP")
+    assert expected_kind(path.suffix) != info.kind
+
+
+def quicktime_movie() -> bytes:
+    """The smallest real QuickTime file: ftyp "qt  ", a moov with its mvhd, an empty mdat."""
+
+    def atom(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", 8 + len(payload)) + kind + payload
+
+    mvhd = bytes(4) + struct.pack(">IIII", 0, 0, 600, 0) + struct.pack(">IH", 0x10000, 0x100)
+    mvhd += bytes(10) + struct.pack(">9I", 0x10000, 0, 0, 0, 0x10000, 0, 0, 0, 0x40000000)
+    mvhd += bytes(24) + struct.pack(">I", 1)
+    return (
+        atom(b"ftyp", b"qt  " + bytes(4) + b"qt  ")
+        + atom(b"moov", atom(b"mvhd", mvhd))
+        + (atom(b"mdat", b""))
+    )
+
+
+@pytest.mark.parametrize(
+    ("data", "kind", "format_name"),
+    [
+        (quicktime_movie(), "video", "QuickTime MOV"),
+        (b"\x00\x00\x00\x1cftypisom\x00\x00\x02\x00isomiso2mp41" + bytes(64), "video", "MP4"),
+        (b"\x00\x00\x00\x18ftyp3gp4\x00\x00\x00\x00isom3gp4" + bytes(64), "video", "3GP"),
+        (b"%PDF-1.7\n" + bytes(64), "other", "PDF document"),
+        (b"PK\x03\x04\x14\x00" + bytes(64), "other", "ZIP archive"),
+        (b"GIF89a\x10\x00\x10\x00" + bytes(64), "other", "GIF image"),
+        (
+            b'<?xpacket begin="" id="W5M0MpCehiHzreSzNTczkc9d"?>\n<x:xmpmeta>',
+            "other",
+            "XMP sidecar",
+        ),
+        (
+            b"Shot list for Saturday: ceremony 14:00, portraits 15:30\n",
+            "other",
+            "text file",
+        ),
+        (b"\x00MRM\x00\x00\x00\x20" + bytes(64), "unknown", "MRW"),  # LibRaw may know it
+    ],
+)
+def test_videos_and_other_files_say_what_they_are(
+    data: bytes, kind: str, format_name: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "IMG_0005.JPG"
+    path.write_bytes(data)
+    info = read_container(path)
+    assert (info.kind, info.format_name, info.previews) == (kind, format_name, ())
+
+
+def test_heif_exif_in_the_idat_box_is_read(tmp_path: Path) -> None:
+    # Some writers keep the Exif item inside the meta box (construction method 1).
+    exif = b"\x00\x00\x00\x00" + phone_exif().tobytes()  # 4-byte offset to the TIFF header
+    infe = b"\x02\x00\x00\x00" + struct.pack(">HH", 7, 0) + b"Exif" + b"\x00"
+    iinf = b"\x00\x00\x00\x00" + struct.pack(">H", 1) + _box(b"infe", infe)
+    # iloc version 1: 4-byte offsets and lengths; item 7, construction method 1 (idat)
+    iloc = b"\x01\x00\x00\x00" + bytes([0x44, 0x00]) + struct.pack(">HHHH", 1, 7, 1, 0)
+    iloc += struct.pack(">HII", 1, 0, len(exif))
+    meta = b"\x00\x00\x00\x00" + _box(b"iinf", iinf) + _box(b"iloc", iloc) + _box(b"idat", exif)
+    ftyp = _box(b"ftyp", b"heic\x00\x00\x00\x00mif1heic")
+    path = tmp_path / "IMG_0006.HEIC"
+    path.write_bytes(ftyp + _box(b"meta", meta) + _box(b"mdat", bytes(64)))
+    info = read_container(path)
+    assert (info.kind, info.make, info.model) == ("heif", "Apple", "iPhone XS")
+    assert info.capture_time == datetime(2026, 5, 1, 14, 3, 22, 400000)
+
+
+def _box(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", 8 + len(payload)) + kind + payload
+
+
+def test_heif_without_a_meta_box_is_a_readable_error(tmp_path: Path) -> None:
+    path = tmp_path / "cut.HEIC"
+    path.write_bytes(_box(b"ftyp", b"heic\x00\x00\x00\x00mif1heic") + _box(b"mdat", bytes(64)))
+    with pytest.raises(ContainerError, match="HEIC has no meta box"):
+        read_container(path)
+
+
+@pytest.mark.parametrize("name", ["IMG_0007.HEIC", "IMG_0008.avif", "IMG_0009.webp", "IMG.png"])
+def test_phone_formats_survive_truncation_and_byte_flips(name: str, tmp_path: Path) -> None:
+    data = image_file(tmp_path / name, phone_exif(), size=(64, 48)).read_bytes()
+    path = tmp_path / ("damaged" + Path(name).suffix)
+    rng = random.Random(99)
+    for cut in sorted({rng.randrange(1, len(data)) for _ in range(60)}):
+        path.write_bytes(data[:cut])
+        _check_result(read_or_error(path), cut)
+    hot = min(len(data), 4096)  # the boxes and chunks with the metadata come first
+    for _ in range(300):
+        damaged = bytearray(data)
+        damaged[rng.randrange(hot)] ^= rng.randrange(1, 256)
+        path.write_bytes(damaged)
+        _check_result(read_or_error(path), len(data))
 
 
 def test_empty_short_missing_and_special_files(tmp_path: Path) -> None:
