@@ -1,9 +1,16 @@
 """File -> upright RGB preview + capture metadata.
 
-The only module that calls rawpy. A raw file carries its own JPEG previews; decoding the
-smallest one that is large enough is ~10x cheaper than the full-size one LibRaw picks,
-and it still works on files whose sensor data LibRaw cannot read (truncated or pruned
-raws). Sensor data is decoded only when a raw has no usable preview at all.
+The only module that calls rawpy (and the image decoders). A raw file carries its own JPEG
+previews; decoding the smallest one that is large enough is ~10x cheaper than the full-size
+one LibRaw picks, and it still works on files whose sensor data LibRaw cannot read
+(truncated or pruned raws). Sensor data is decoded only when a raw has no usable preview at
+all.
+
+Phone and web photos (HEIC/HEIF, AVIF, WebP, PNG, TIFF) and JPEGs are whole images: Pillow
+decodes them (pillow-heif for HEIF, Pillow's own AVIF plugin), as small as the format lets
+it (a JPEG's DCT scaling, a HEIF thumbnail that is large enough), then reduced to the
+smallest size at or above ``min_size``. The bytes decide which decoder, never the name: a
+WebP saved as ``.jpg`` is read as the WebP it is, a video is named as one.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import rawpy
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError, features
 
 from postselectd import rawmeta
 from postselectd.rating import SMALLEST_JUDGED_PREVIEW
@@ -130,11 +137,13 @@ def load_preview(path: str | os.PathLike, min_size: int = 1024) -> Preview:
 
     orientation = info.orientation if info else 1
 
-    if kind in ("jpeg", "png", "tiff-image"):
-        picture = _decode_pillow(path, min_size)
-        if kind == "jpeg":
-            picture = upright_picture(picture, orientation)
-        return done(picture, f"{info.format_name} file", orientation)
+    if kind == "video":
+        raise PreviewError(f"a video file ({info.format_name}), not a photo")
+    if kind == "other":
+        raise PreviewError(_not_a_photo(info.format_name))
+    if kind in WHOLE_IMAGE_KINDS:
+        picture, orientation = _decode_image_file(path, kind, info.format_name, min_size)
+        return done(upright_picture(picture, orientation), f"{info.format_name} file", orientation)
 
     failures: list[str] = []
     if container_problem:
@@ -154,7 +163,7 @@ def load_preview(path: str | os.PathLike, min_size: int = 1024) -> Preview:
             if max(candidate.width, candidate.height) < TINY_PREVIEW:
                 # Rather decode the sensor data, but keep this as the last resort.
                 fallback = (picture, f"{candidate.where} JPEG {candidate.width}x{candidate.height}")
-                raw = _try_raw(path, failures, min_size)
+                raw = _try_raw(path, failures, min_size, info)
                 if raw is not None:
                     return done(*raw)
                 # Too small to judge: the rating says so (rating.SMALLEST_JUDGED_PREVIEW).
@@ -163,12 +172,10 @@ def load_preview(path: str | os.PathLike, min_size: int = 1024) -> Preview:
             return done(upright_picture(picture, orientation), source, orientation)
 
     # 2. and 3. LibRaw: its thumbnail, then a half-size decode of the sensor data.
-    result = _try_raw(path, failures, min_size)
+    result = _try_raw(path, failures, min_size, info)
     if result is not None:
         return done(*result)
     reason = "; ".join(dict.fromkeys(failures)) or "no preview and no decodable raw data"
-    if kind == "unknown" and not failures:
-        reason = "not a photo format postselectd can read"
     if previews_cut:
         reason += f"; {cut_previews_text(previews_cut)}"
     raise PreviewError(reason, previews_cut)
@@ -181,6 +188,53 @@ def cut_previews_text(previews_cut: tuple[str, ...]) -> str:
         return f"its {previews_cut[0]} preview runs past the end of the file"
     names = ", ".join(previews_cut[:-1]) + " and " + previews_cut[-1]
     return f"its {names} previews run past the end of the file"
+
+
+# Whole images Pillow decodes (rawmeta kinds). How to turn one upright is what its decoder
+# reports: the EXIF tag, or for HEIF and AVIF the container's own irot/imir.
+WHOLE_IMAGE_KINDS = frozenset({"jpeg", "png", "tiff-image", "webp", "heif", "avif"})
+
+
+def _not_a_photo(what: str) -> str:
+    if what.endswith(" image"):  # a GIF or BMP: a picture, but no camera's original
+        return f"{_a(what)}, which postselectd does not rate"
+    return f"{_a(what)}, not a photo"
+
+
+def _libraw_cannot_open(info: rawmeta.ContainerInfo | None) -> str:
+    """How a file LibRaw cannot open is named: "a Canon CR2 that LibRaw cannot open"."""
+    if info is None:  # its container is broken: the reason for that comes first
+        return "LibRaw cannot open it either"
+    if info.format_name == "unknown":
+        return "not a photo format postselectd or LibRaw can read"
+    if info.format_name.startswith("ISO BMFF"):
+        return f"{_a(info.format_name)} file, not a photo format postselectd can read"
+    return f"{_a(_camera_format(info))} that LibRaw cannot open"
+
+
+def _camera_format(info: rawmeta.ContainerInfo) -> str:
+    """ "Canon CR2", "GoPro DNG", or the format alone when the make is unknown."""
+    make = _maker(info.make)
+    return f"{make} {info.format_name}" if make else info.format_name
+
+
+def _maker(make: str | None) -> str | None:
+    """ "NIKON CORPORATION" -> "Nikon", "Canon" -> "Canon"; None when unknown."""
+    words = (make or "").split()
+    if not words:
+        return None
+    first = words[0]
+    return first.capitalize() if first.isupper() and len(first) > 3 else first
+
+
+def _a(phrase: str) -> str:
+    """The phrase with its article: "a CR2", "an NEF", "an XMP sidecar", "a Canon CR2"."""
+    first = phrase.split(maxsplit=1)[0] if phrase.strip() else "x"
+    if first.isupper() and len(first) > 1:  # an acronym, said letter by letter
+        vowel_sound = first[0] in "AEFILMNORSX"
+    else:
+        vowel_sound = first[0].lower() in "aeiou"
+    return f"{'an' if vowel_sound else 'a'} {phrase}"
 
 
 def _same_family(expected: str, kind: str | None) -> bool:
@@ -197,8 +251,11 @@ def _preview_order(previews, min_size: int) -> list:
     )
 
 
-def _try_raw(path: Path, failures: list[str], min_size: int):
-    """LibRaw's thumbnail, else a half-size sensor decode; None (and a reason) on failure."""
+def _try_raw(path: Path, failures: list[str], min_size: int, info: rawmeta.ContainerInfo | None):
+    """LibRaw's thumbnail, else a half-size sensor decode; None (and a reason) on failure.
+
+    ``info``: what the bytes say the file is, to name its real type when LibRaw refuses it.
+    """
     thumb_fallback = None
     try:
         with rawpy.imread(str(path)) as raw:  # always a path: a file object reads the whole raw
@@ -221,11 +278,11 @@ def _try_raw(path: Path, failures: list[str], min_size: int):
                             f"LibRaw thumbnail {size[0]}x{size[1]}",
                             orientation,
                         )
-            sensor = _half_size_decode(path, raw, failures)
+            sensor = _half_size_decode(path, raw, failures, info)
             if sensor is not None:
                 return *sensor, orientation
     except rawpy.LibRawFileUnsupportedError:
-        failures.append("LibRaw does not support this file")
+        failures.append(_libraw_cannot_open(info))
     except (rawpy.LibRawError, MemoryError) as exc:
         failures.append(f"LibRaw: {_libraw_reason(exc)}")
     if thumb_fallback is not None:
@@ -233,7 +290,9 @@ def _try_raw(path: Path, failures: list[str], min_size: int):
     return None
 
 
-def _half_size_decode(path: Path, raw, failures: list[str]) -> tuple[Image.Image, str] | None:
+def _half_size_decode(
+    path: Path, raw, failures: list[str], info: rawmeta.ContainerInfo | None = None
+) -> tuple[Image.Image, str] | None:
     """The sensor data as (picture, what it is), at half size unless that is too small."""
     sizes = raw.sizes
     pixels = int(sizes.raw_width) * int(sizes.raw_height)
@@ -251,6 +310,12 @@ def _half_size_decode(path: Path, raw, failures: list[str]) -> tuple[Image.Image
         image = raw.postprocess(
             half_size=half, use_camera_wb=True, output_bps=8, no_auto_bright=False
         )
+    except rawpy.LibRawFileUnsupportedError as exc:
+        if info is None or info.format_name == "unknown":
+            failures.append(f"raw decode failed ({_libraw_reason(exc)})")
+        else:  # a GoPro GPR: a DNG whose VC-5 sensor data this LibRaw has no decoder for
+            failures.append(f"{_a(_camera_format(info))} whose raw data LibRaw cannot decode")
+        return None
     except (rawpy.LibRawError, MemoryError) as exc:
         failures.append(f"raw decode failed ({_libraw_reason(exc)})")
         return None
@@ -283,19 +348,63 @@ def _thumb_image(thumb, min_size: int, failures: list[str]):
     return None, (0, 0)
 
 
+def _decode_image_file(
+    path: Path, kind: str, format_name: str, min_size: int
+) -> tuple[Image.Image, int]:
+    """A whole-image file decoded, and the orientation left to apply, as its decoder reports
+    it: the EXIF tag; for HEIF 1 (libheif applies irot/imir itself); for AVIF its irot/imir
+    (Pillow reports them as the EXIF tag and does not apply them)."""
+    if kind == "heif":
+        _register_heif()
+    elif kind == "avif" and not features.check("avif"):
+        raise PreviewError(
+            "an AVIF photo, and this Pillow has no AVIF decoder (Pillow 11.3 or newer has one)"
+        )
+    orientation: list[int] = []
+    try:
+        picture = _decode_pillow(path, min_size, orientation)
+    except PreviewError as exc:
+        if kind == "jpeg":
+            raise
+        raise PreviewError(f"{_a(format_name)} file that cannot be decoded ({exc})") from None
+    return picture, orientation[0] if orientation[0] in range(1, 9) else 1
+
+
+@functools.cache
+def _register_heif() -> None:
+    """pillow-heif's HEIF/HEIC decoder (libheif), registered with Pillow once per process."""
+    try:
+        import pillow_heif
+    except ImportError:
+        raise PreviewError(
+            "a HEIC/HEIF photo, and pillow-heif, which reads them, is not installed"
+        ) from None
+    pillow_heif.register_heif_opener()
+
+
 def _decode_jpeg_bytes(data: bytes, min_size: int) -> Image.Image:
     if not data.startswith(b"\xff\xd8"):
         raise PreviewError("not JPEG data")
     return _decode_pillow(io.BytesIO(data), min_size)
 
 
-def _decode_pillow(source: Path | io.BytesIO, min_size: int) -> Image.Image:
-    """Pillow's decode of a file or an embedded JPEG; any failure is a PreviewError."""
+def _decode_pillow(
+    source: Path | io.BytesIO, min_size: int, orientation: list[int] | None = None
+) -> Image.Image:
+    """Pillow's decode of a file or an embedded JPEG; any failure is a PreviewError.
+
+    ``orientation``: a list to append the EXIF orientation the decoder reports to.
+    """
     try:
         # A damaged TIFF makes Pillow warn per tag; the error (if any) is what we report.
         with warnings.catch_warnings(), Image.open(source) as img:
             warnings.simplefilter("ignore")
-            return _pillow_to_rgb(img, min_size)
+            picture = _pillow_to_rgb(img, min_size)
+            if orientation is not None:
+                # Asked after decoding: a decoder that turned the image itself (libheif;
+                # Pillow 13's TIFF) no longer reports the turn, one that did not still does.
+                orientation.append(img.getexif().get(0x0112, 1))
+            return picture
     except (
         OSError,
         SyntaxError,
@@ -308,14 +417,30 @@ def _decode_pillow(source: Path | io.BytesIO, min_size: int) -> Image.Image:
 
 def _pillow_to_rgb(img: Image.Image, min_size: int) -> Image.Image:
     width, height = img.size
-    if img.format == "JPEG" and max(width, height) > min_size:
-        # DCT-domain downscale: 1/2, 1/4, 1/8 while staying at or above min_size.
+    if max(width, height) > min_size:
+        # A JPEG downscales in the DCT domain (1/2, 1/4, 1/8) and a HEIF decodes an embedded
+        # thumbnail instead, when either stays at or above min_size; other formats ignore it.
         scale = min_size / max(width, height)
         img.draft("RGB", (max(1, int(width * scale)), max(1, int(height * scale))))
     img.load()
     # Loaded, an RGB image stays usable after its file closes (Pillow's context manager
     # closes only the file): no copy of the 1620x1080 frame (~1 ms a photo).
-    return img if img.mode == "RGB" else img.convert("RGB")
+    picture = img if img.mode == "RGB" else _to_rgb(img)
+    factor = max(picture.size) // min_size
+    if factor >= 2:
+        # What draft could not do (WebP, AVIF, PNG, TIFF, a HEIF without a large enough
+        # thumbnail): the smallest whole-pixel reduction still at or above min_size.
+        picture = picture.reduce(factor)
+    return picture
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """RGB from any mode; 16-bit greyscale (a scan, a PNG export) scaled, not clipped."""
+    if img.mode in ("I", "I;16", "I;16L", "I;16B", "I;16N"):
+        if img.mode != "I" or img.getextrema()[1] > 255:
+            img = img.point(lambda v: v / 257)
+        img = img.convert("L")
+    return img.convert("RGB")
 
 
 def _pillow_reason(exc: BaseException) -> str:

@@ -6,11 +6,13 @@ from __future__ import annotations
 import ctypes
 import os
 import shutil
+import struct
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -127,3 +129,73 @@ def need_tool(name: str) -> str:
     if not path:
         pytest.skip(f"{name} is not installed (.ci/run installs it)")
     return path
+
+
+# --- phone and web photos, and a video, made from real photographs -----------------------
+
+# EXIF orientation -> the transpose that stores an upright picture so that this orientation
+# turns it upright again (the inverse of preview.upright_picture's).
+_STORED_AS = {
+    3: "ROTATE_180",
+    6: "ROTATE_90",
+    8: "ROTATE_270",
+}
+
+
+def phone_photo(
+    path: Path,
+    upright: Image.Image,
+    orientation: int = 1,
+    camera: tuple[str, str] | None = ("Apple", "iPhone XS"),
+    taken: str | None = "2026:05:01 14:03:22",
+    **options,
+) -> Path:
+    """``upright`` written as the file format of ``path``'s suffix (.jpg gives a WebP, as a
+    browser's "Save image" often does), stored turned with ``orientation`` in its EXIF, as
+    a phone stores a portrait frame. HEIC goes through pillow-heif, AVIF through Pillow:
+    both write the orientation as the container's irot property, as phones do."""
+    fmt = {".heic": "HEIF", ".jpg": "WEBP", ".tif": "TIFF"}.get(path.suffix.lower())
+    suffix = path.suffix.lower()
+    if fmt == "HEIF":
+        import pillow_heif
+
+        pillow_heif.register_heif_opener()
+        options.setdefault("enc_params", {"preset": "ultrafast"})  # x265: 0.1 s, not 1.4 s
+    elif suffix == ".avif":
+        options.setdefault("speed", 10)  # libaom's fastest: 0.2 s, not 1.8 s
+    elif suffix == ".png":
+        options.setdefault("compress_level", 1)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    if camera:
+        exif[0x010F], exif[0x0110] = camera
+    if taken:
+        exif.get_ifd(0x8769)[0x9003] = taken
+    stored = upright
+    if orientation in _STORED_AS:
+        stored = upright.transpose(getattr(Image.Transpose, _STORED_AS[orientation]))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stored.save(path, fmt, exif=exif.tobytes(), **options)
+    return path
+
+
+def real_photo(name: str = "blur-0006.jpg", long_side: int | None = 1024) -> Image.Image:
+    """A real photograph from ../shared/eval/blur (blur-0006: a phone's sharp frame)."""
+    with Image.open(shared_path("eval", "blur", name)) as img:
+        picture = img.convert("RGB")
+    if long_side:
+        picture.thumbnail((long_side, long_side))
+    return picture
+
+
+def quicktime_movie() -> bytes:
+    """The smallest real QuickTime file: ftyp "qt  ", a moov with its mvhd, an empty mdat."""
+
+    def atom(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", 8 + len(payload)) + kind + payload
+
+    mvhd = bytes(4) + struct.pack(">IIII", 0, 0, 600, 0) + struct.pack(">IH", 0x10000, 0x100)
+    mvhd += bytes(10) + struct.pack(">9I", 0x10000, 0, 0, 0, 0x10000, 0, 0, 0, 0x40000000)
+    mvhd += bytes(24) + struct.pack(">I", 1)
+    ftyp = atom(b"ftyp", b"qt  " + bytes(4) + b"qt  ")
+    return ftyp + atom(b"moov", atom(b"mvhd", mvhd)) + atom(b"mdat", b"")

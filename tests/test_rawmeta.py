@@ -17,6 +17,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from conftest import quicktime_movie
 from PIL import Image
 
 from postselectd import rawmeta
@@ -381,22 +382,6 @@ def test_webp_named_jpg_is_a_webp(tmp_path: Path) -> None:
     info = read_container(path)
     assert (info.kind, info.format_name) == ("webp", "WebP")
     assert expected_kind(path.suffix) != info.kind
-
-
-def quicktime_movie() -> bytes:
-    """The smallest real QuickTime file: ftyp "qt  ", a moov with its mvhd, an empty mdat."""
-
-    def atom(kind: bytes, payload: bytes) -> bytes:
-        return struct.pack(">I", 8 + len(payload)) + kind + payload
-
-    mvhd = bytes(4) + struct.pack(">IIII", 0, 0, 600, 0) + struct.pack(">IH", 0x10000, 0x100)
-    mvhd += bytes(10) + struct.pack(">9I", 0x10000, 0, 0, 0, 0x10000, 0, 0, 0, 0x40000000)
-    mvhd += bytes(24) + struct.pack(">I", 1)
-    return (
-        atom(b"ftyp", b"qt  " + bytes(4) + b"qt  ")
-        + atom(b"moov", atom(b"mvhd", mvhd))
-        + (atom(b"mdat", b""))
-    )
 
 
 @pytest.mark.parametrize(

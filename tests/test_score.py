@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import DATA, ROOT, copy_file, need_tool, run_cli, shared_path
+from PIL import Image
 
 from postselectd.sidecar import read_sidecar
 
@@ -351,12 +352,14 @@ def test_json_into_a_closed_pipe_stops_quietly(tmp_path: Path):
 
 def test_a_folder_without_photos_says_so_and_exits_3(tmp_path: Path):
     folder = tmp_path / "exports"
-    copy_file(sorted(shared_path("eval", "natural").glob("*.png"))[0], folder, "IMG_0001.png")
+    folder.mkdir()
+    photo = sorted(shared_path("eval", "natural").glob("*.png"))[0]
+    Image.open(photo).save(folder / "IMG_0001.gif")  # a picture, but no camera's original
     (folder / "notes.txt").write_text("no photos here\n")
     result = run_cli("score", str(folder))
     assert result.returncode == 3, result.stderr
     assert result.stdout == ""  # no empty summary table
     assert f"no photos found in {folder} (looked for " in result.stderr
-    assert ".NEF" in result.stderr and ".CR3" in result.stderr
-    assert "passed over 1 .png file, which postselectd does not rate" in result.stderr
+    assert ".NEF" in result.stderr and ".CR3" in result.stderr and ".HEIC" in result.stderr
+    assert "passed over 1 .gif file, which postselectd does not rate" in result.stderr
     assert "3    no photos found" in run_cli("score", "--help").stdout

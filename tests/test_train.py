@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -350,12 +349,13 @@ def test_the_feature_cache_is_keyed_by_every_model_file(tmp_path: Path, monkeypa
     assert cache_version(AnalysisConfig()) != before
 
 
-def test_three_folders_are_three_shoots_and_skipped_pngs_are_counted(tmp_path: Path):
+def test_three_folders_are_three_shoots_and_skipped_gifs_are_counted(tmp_path: Path):
     # Issue #20: 3 folders were reported as 15 shoots (the blocks of consecutive frames that
-    # stand in for shoots when there are fewer than 4), and PNGs were passed over in silence.
+    # stand in for shoots when there are fewer than 4), and pictures of a type postselectd
+    # does not rate (PNGs then, GIFs since #19 rates PNGs) were passed over in silence.
     photos = sorted(shared_path("eval", "natural").glob("*.png"))[:36]
     rated_folder(tmp_path / "photos", photos, shoots=3)  # 72 frames: 4 blocks of <= 20
-    shutil.copy(photos[0], tmp_path / "photos" / "shoot-0" / "export.png")
+    Image.open(photos[0]).save(tmp_path / "photos" / "shoot-0" / "export.gif")
     config = tmp_path / "config.yaml"
     config.write_text(f"state_dir: {tmp_path / 'state'}\n")
     folder = str(tmp_path / "photos")
@@ -365,11 +365,11 @@ def test_three_folders_are_three_shoots_and_skipped_pngs_are_counted(tmp_path: P
     assert (card["images"], card["shoots"], card["blocks"]) == (72, 3, 4)
     assert card["stand_in_shoots"] is True
     assert "shoots" not in card["held_out"] and card["held_out"]["blocks"] == 1
-    assert card["not_used"] == {".png files (a type postselectd does not rate)": 1}
+    assert card["not_used"] == {".gif files (a type postselectd does not rate)": 1}
     text = format_card(card)
     assert "72 photos in 3 shoots" in text
     assert "4 blocks of up to 20 consecutive frames stood in for shoots" in text
-    assert "not used         .png files (a type postselectd does not rate) 1" in text
+    assert "not used         .gif files (a type postselectd does not rate) 1" in text
 
 
 def test_too_few_photos_to_set_the_threshold_out_of_fold_is_one_line_not_a_traceback(
