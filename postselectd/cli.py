@@ -314,7 +314,8 @@ def cmd_score(args: argparse.Namespace, config: Config) -> int:
         raise UsageError("--workers must be at least 1")
     _model_check(config)
     passed_over: Counter[str] = Counter()
-    files = list(find_photos(args.paths, config.sidecar.profiles, passed_over))
+    # Videos too: each is named as not a photo (a failed file), not passed over in silence.
+    files = list(find_photos(args.paths, config.sidecar.profiles, passed_over, videos=True))
     if not files:
         print(f"postselectd: {no_photos_found(args.paths, passed_over)}", file=sys.stderr)
         return EXIT_NO_PHOTOS

@@ -47,6 +47,7 @@ from postselectd.sidecar import (
 log = logging.getLogger(__name__)
 
 JPEG_SUFFIXES = frozenset({".jpg", ".jpeg"})
+HEIF_SUFFIXES = frozenset({".heic", ".heif", ".hif"})
 
 
 @dataclass(frozen=True)
@@ -179,7 +180,11 @@ def _sidecar_rank(path: Path) -> int:
         return 1  # often converted from the camera's raw beside it
     if suffix in rawmeta.RAW_SUFFIXES:
         return 0
-    return 2 if suffix in (".tif", ".tiff") else 3
+    if suffix in (".tif", ".tiff"):
+        return 2
+    # An iPhone's IMG_0001.HEIC beside its IMG_0001.JPG copy: Lightroom reads IMG_0001.xmp
+    # for the HEIC only (it reads a JPEG's own embedded XMP), so the HEIC keeps the name.
+    return 3 if suffix in HEIF_SUFFIXES else 4
 
 
 def shared_sidecar_owner(path: Path, siblings: list[str] | None = None) -> Path:
@@ -294,14 +299,20 @@ def find_photos(
     paths: Iterable[Path],
     profiles: Iterable[str] | None = None,
     passed_over: Counter[str] | None = None,
+    videos: bool = False,
 ) -> Iterator[Path]:
     """Photos under the given files and folders, in name order.
 
     Symlinked folders are not followed (``skip_linked_folder``); a symlinked photo is,
     and its sidecar goes beside the link. With ``profiles``, a file whose every sidecar
     would be a sibling's (DSC_0001.DNG next to DSC_0001.NEF with the lightroom profile)
-    is not listed. ``passed_over`` counts, by suffix (".png"), the pictures found in the
-    folders that are not a type postselectd rates (rawmeta.UNRATED_IMAGE_SUFFIXES).
+    is not listed. ``passed_over`` counts, by suffix (".gif"), the pictures and videos
+    found in the folders that are not a type postselectd rates
+    (rawmeta.UNRATED_IMAGE_SUFFIXES, rawmeta.VIDEO_SUFFIXES).
+
+    ``videos``: list video files too, so that ``score`` can name each as not a photo
+    (the preview stage says so from its bytes), except a Live Photo's motion half
+    (IMG_0001.MOV beside IMG_0001.HEIC), which goes with its photo.
     """
     profiles = list(profiles) if profiles is not None else None
     paths = [Path(p) for p in paths]
@@ -333,9 +344,15 @@ def find_photos(
                 siblings = by_stem[stem_key(name)]
                 if not is_candidate(path):
                     suffix = path.suffix.lower()
-                    if passed_over is not None and suffix in rawmeta.UNRATED_IMAGE_SUFFIXES:
-                        if not name.startswith("."):
+                    if name.startswith("."):
+                        continue
+                    if suffix in rawmeta.VIDEO_SUFFIXES and not _motion_of_a_photo(path, siblings):
+                        if videos:
+                            yield path
+                        elif passed_over is not None:
                             passed_over[suffix] += 1
+                    elif passed_over is not None and suffix in rawmeta.UNRATED_IMAGE_SUFFIXES:
+                        passed_over[suffix] += 1
                     continue
                 if has_raw_sibling(path, siblings):
                     continue
@@ -344,8 +361,13 @@ def find_photos(
                 yield path
 
 
+def _motion_of_a_photo(video: Path, siblings: list[str]) -> bool:
+    """IMG_0001.MOV beside IMG_0001.HEIC (or .JPG): the moving half of a Live Photo."""
+    return any(n != video.name and is_candidate(video.parent / n) for n in siblings)
+
+
 def passed_over_text(passed_over: Counter[str]) -> str:
-    """``find_photos``'s ``passed_over`` in words: "3 .png files, 1 .heic file, which
+    """``find_photos``'s ``passed_over`` in words: "3 .gif files, 1 .mov file, which
     postselectd does not rate"."""
     kinds = ", ".join(
         f"{count} {suffix} file{'' if count == 1 else 's'}"

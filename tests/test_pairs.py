@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,32 @@ def test_the_camera_raw_owns_the_shared_sidecar_name(tmp_path: Path):
 def test_a_file_is_listed_only_when_it_has_a_sidecar_of_its_own(tmp_path, profiles, rated):
     _touch(tmp_path, "DSC_0001.NEF", "DSC_0001.DNG", "DSC_0001.JPG")
     assert [p.name for p in find_photos([tmp_path], profiles)] == rated
+
+
+def test_a_heic_keeps_the_shared_sidecar_name_from_its_jpeg_copy(tmp_path: Path):
+    # Lightroom reads IMG_0001.xmp for the HEIC only (a JPEG's own XMP for the JPEG), so
+    # the phone's original keeps the name whatever the case of the two suffixes.
+    _touch(tmp_path, "IMG_0001.heic", "IMG_0001.JPG", "IMG_0002.HEIC", "IMG_0002.webp")
+    for name in ("IMG_0001.heic", "IMG_0001.JPG"):
+        assert shared_sidecar_owner(tmp_path / name) == tmp_path / "IMG_0001.heic"
+    assert shared_sidecar_owner(tmp_path / "IMG_0002.webp") == tmp_path / "IMG_0002.HEIC"
+    assert [p.name for p in find_photos([tmp_path], ["lightroom"])] == [
+        "IMG_0001.heic",
+        "IMG_0002.HEIC",
+    ]
+    assert sidecar_profiles_for(tmp_path / "IMG_0001.JPG", ["lightroom", "darktable"]) == [
+        "darktable"  # IMG_0001.JPG.xmp is its own
+    ]
+
+
+def test_score_lists_videos_but_a_live_photos_movie_goes_with_its_photo(tmp_path: Path):
+    _touch(tmp_path, "IMG_0001.HEIC", "IMG_0001.MOV", "IMG_0002.MOV", "clip.mp4", ".x.mov", "a.gif")
+    listed = [p.name for p in find_photos([tmp_path], ["lightroom"], videos=True)]
+    assert listed == ["IMG_0001.HEIC", "IMG_0002.MOV", "clip.mp4"]
+    passed_over: Counter[str] = Counter()
+    assert [p.name for p in find_photos([tmp_path], passed_over=passed_over)] == ["IMG_0001.HEIC"]
+    assert passed_over == {".mov": 1, ".mp4": 1, ".gif": 1}
+    assert [p.name for p in find_photos([tmp_path / "IMG_0002.MOV"])] == ["IMG_0002.MOV"]
 
 
 def test_a_dng_beside_its_raw_writes_only_its_own_named_sidecar(tmp_path: Path):

@@ -12,7 +12,17 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import DATA, ROOT, copy_file, need_tool, run_cli, shared_path
+from conftest import (
+    DATA,
+    ROOT,
+    copy_file,
+    need_tool,
+    phone_photo,
+    quicktime_movie,
+    real_photo,
+    run_cli,
+    shared_path,
+)
 from PIL import Image
 
 from postselectd.sidecar import read_sidecar
@@ -363,3 +373,40 @@ def test_a_folder_without_photos_says_so_and_exits_3(tmp_path: Path):
     assert ".NEF" in result.stderr and ".CR3" in result.stderr and ".HEIC" in result.stderr
     assert "passed over 1 .gif file, which postselectd does not rate" in result.stderr
     assert "3    no photos found" in run_cli("score", "--help").stdout
+
+
+def test_a_folder_of_phone_web_and_raw_photos_and_a_video(tmp_path: Path):
+    # Issue #19: HEIC (a portrait, stored turned), WebP, AVIF, PNG, TIFF, a WebP saved as
+    # .jpg, the sample NEFs and a .MOV: every photo rated, the video named, exit 1 for it.
+    folder = tmp_path / "wedding"
+    for nef in sorted(shared_path("samples", "nef").glob("*.NEF")):
+        copy_file(nef, folder)
+    portrait = real_photo("blur-0006.jpg").transpose(Image.Transpose.ROTATE_90)
+    phone_photo(folder / "IMG_0001.HEIC", portrait, orientation=6)
+    phone_photo(folder / "IMG_0002.webp", real_photo("blur-0009.jpg"), taken=None)
+    phone_photo(folder / "IMG_0003.avif", real_photo("blur-0003.jpg"), camera=None)
+    phone_photo(folder / "IMG_0004.png", real_photo("blur-0015.jpg"))
+    phone_photo(folder / "IMG_0005.tif", real_photo("blur-0001.jpg"), camera=None)
+    phone_photo(folder / "client.jpg", real_photo("blur-0004.jpg"), quality=85)  # a WebP
+    (folder / "IMG_0006.MOV").write_bytes(quicktime_movie())
+    config = tmp_path / "config.yaml"
+    config.write_text("sidecar:\n  profiles: [lightroom, darktable]\n")
+    result, records = _score_json("--config", str(config), str(folder))
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    by_name = {Path(r["path"]).name: r for r in records}
+    assert len(by_name) == 13 + 6 + 1
+    failed = {name: r["error"] for name, r in by_name.items() if r["error"]}
+    assert failed == {"IMG_0006.MOV": "a video file (QuickTime MOV), not a photo"}
+    assert by_name["IMG_0006.MOV"]["sidecar"] == []
+    assert "IMG_0006.MOV: a video file (QuickTime MOV), not a photo" in result.stderr
+    for name, record in by_name.items():
+        if name == "IMG_0006.MOV":
+            continue
+        assert record["rating"] is not None and not record["preview_too_small"], name
+        stem, suffix = name.rsplit(".", 1)
+        assert [Path(p).name for p in record["sidecar"]] == [f"{stem}.xmp", f"{name}.xmp"]
+        assert read_sidecar(folder / f"{name}.xmp")["Xmp.xmp.Rating"] == str(record["rating"])
+    assert by_name["IMG_0001.HEIC"]["preview_size"] == [768, 1024]  # upright, turned once
+    assert "client.jpg: file is a WebP named .jpg" in result.stderr
+    assert re.search(r"failed\s+1\n", result.stderr)
