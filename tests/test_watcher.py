@@ -46,9 +46,23 @@ def test_temp_and_system_files_are_ignored(name):
     assert not is_photo_path(Path("/import") / name)
 
 
-@pytest.mark.parametrize("name", ["DSC_0001.NEF", "IMG_0001.CR3", "_DSC0001.ARW", "P1.jpg"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "DSC_0001.NEF", "IMG_0001.CR3", "_DSC0001.ARW", "P1.jpg",
+        "IMG_0001.HEIC", "IMG_0001.heif", "IMG_0001.HIF", "client.webp", "client.avif",
+        "export.png", "scan.tif",
+    ],
+)  # fmt: skip
 def test_photos_are_candidates(name):
     assert is_photo_path(Path("/import") / name)
+
+
+@pytest.mark.parametrize("name", ["IMG_0001.MOV", "clip.mp4", "anim.gif", "notes.txt"])
+def test_videos_and_other_files_are_passed_over_by_the_daemon(name):
+    # `score` names a video as not a photo; a watched folder's Live Photo halves and
+    # clips are no failures to the daemon.
+    assert not is_photo_path(Path("/import") / name)
 
 
 def test_photos_in_hidden_folders_are_not_candidates():
