@@ -567,6 +567,21 @@ def cmd_doctor(args: argparse.Namespace, config: Config | None, source: str) -> 
     except ModelError as exc:
         check("FAIL", "models", str(exc))
 
+    from postselectd.preview import decoders
+
+    found = decoders()
+    missing = [name for name, library in found.items() if library is None]
+    listed = ", ".join(f"{name} ({library})" for name, library in found.items() if library)
+    if missing:
+        check(
+            "WARN",
+            "decoders",
+            f"cannot decode {', '.join(missing)}: such photos fail (HEIC needs pillow-heif, "
+            f"AVIF Pillow 11.3 or newer); decodes {listed}",
+        )
+    else:
+        check("OK", "decoders", listed)
+
     watches = list(config.watch) or [WatchFolder(path=default_inbox())]
     folders = 0
     for folder in watches:

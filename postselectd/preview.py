@@ -370,6 +370,27 @@ def _decode_image_file(
     return picture, orientation[0] if orientation[0] in range(1, 9) else 1
 
 
+def decoders() -> dict[str, str | None]:
+    """The whole-image formats and the library that decodes each here (None: none does), for
+    ``postselectd doctor``: HEIC needs pillow-heif, AVIF a Pillow built with libavif."""
+    found: dict[str, str | None] = {"JPEG": None}
+    if features.check("jpg"):
+        turbo = features.version("libjpeg_turbo")
+        found["JPEG"] = f"libjpeg-turbo {turbo}" if turbo else f"libjpeg {features.version('jpg')}"
+    for name, feature, library in (("WebP", "webp", "libwebp"), ("AVIF", "avif", "libavif")):
+        version = features.version(feature) if features.check(feature) else None
+        found[name] = f"{library} {version}" if version else None
+    try:
+        _register_heif()
+        import pillow_heif
+
+        found["HEIC"] = f"libheif {pillow_heif.libheif_version()}"
+    except (PreviewError, AttributeError):
+        found["HEIC"] = None
+    found["PNG"] = found["TIFF"] = "Pillow"
+    return found
+
+
 @functools.cache
 def _register_heif() -> None:
     """pillow-heif's HEIF/HEIC decoder (libheif), registered with Pillow once per process."""

@@ -144,6 +144,7 @@ def test_doctor_checks_config_models_folders_limits_disk_and_service(tmp_path: P
     lines = {line.split()[1] if len(line.split()) > 1 else "": line for line in out.splitlines()}
     assert out.startswith("OK    config")
     assert "OK    models" in out
+    assert "OK    decoders" in lines["decoders"] and "HEIC (libheif " in lines["decoders"]
     assert f"OK    watch {import_dir}" in out and "2 folder(s), inotify" in out
     assert f"WARN  watch {missing}" in out and "not there" in out
     if Path("/proc/sys/fs/inotify/max_user_watches").exists():
