@@ -107,7 +107,7 @@ def load_preview(path: str | os.PathLike, min_size: int = 1024) -> Preview:
     expected = rawmeta.expected_kind(path.suffix)
     kind = info.kind if info else None
     if info and expected and kind not in (expected, "unknown") and not _same_family(expected, kind):
-        notes.append(f"file is a {info.format_name} named {path.suffix}")
+        notes.append(f"file is {_a(info.format_name)} named {path.suffix}")
 
     previews_cut = info.previews_cut if info else ()
     if previews_cut:
@@ -147,6 +147,9 @@ def load_preview(path: str | os.PathLike, min_size: int = 1024) -> Preview:
 
     failures: list[str] = []
     if container_problem:
+        if _sniffed(path) in WHOLE_IMAGE_KINDS - {"jpeg", "tiff-image"}:
+            # A cut or broken HEIC, AVIF, WebP or PNG: LibRaw has nothing to add.
+            raise PreviewError(container_problem)
         failures.append(container_problem)
 
     # 1. The raw's own embedded JPEGs, smallest sufficient first, larger ones if it is torn.
@@ -235,6 +238,15 @@ def _a(phrase: str) -> str:
     else:
         vowel_sound = first[0].lower() in "aeiou"
     return f"{'an' if vowel_sound else 'a'} {phrase}"
+
+
+def _sniffed(path: Path) -> str:
+    """The kind the first bytes say, for a file whose container could not be read."""
+    try:
+        with open(path, "rb") as file:
+            return rawmeta.sniff(file.read(rawmeta.HEAD_BYTES))
+    except OSError:
+        return "unknown"
 
 
 def _same_family(expected: str, kind: str | None) -> bool:

@@ -965,12 +965,20 @@ def _read_heif(r: _Reader, kind: str, format_name: str) -> ContainerInfo:
     box = next((b for b in top if b.typ == b"meta"), None)
     if box is None:
         raise ContainerError(f"{format_name} has no meta box {_TRUNCATED}")
+    if box.end > r.size:
+        raise ContainerError(f"{format_name} meta box runs past the end of the file {_TRUNCATED}")
     try:
         children = {b.typ: b for b in reversed(_boxes(r, box.payload + 4, box.end, format_name))}
+    except ContainerError:
+        children = {}
+    items = _heif_locations(r, children.get(b"iloc")) or {}
+    if _heif_cut_short(r, items):
+        raise ContainerError(f"{format_name} image data runs past the end of the file {_TRUNCATED}")
+    try:
         exif_item = _heif_exif_item(r, children.get(b"iinf"))
         span = None
         if exif_item is not None:
-            span = _heif_item_span(r, children.get(b"iloc"), children.get(b"idat"), exif_item)
+            span = _heif_item_span(r, items.get(exif_item), children.get(b"idat"))
         if span is not None and span[1] - span[0] > 4:
             (to_tiff,) = struct.unpack(">I", r.read(span[0], 4))
             start = span[0] + 4 + to_tiff
@@ -1013,11 +1021,10 @@ def _heif_exif_item(r: _Reader, iinf: _Box | None) -> int | None:
     return None
 
 
-def _heif_item_span(
-    r: _Reader, iloc: _Box | None, idat: _Box | None, wanted: int
-) -> tuple[int, int] | None:
-    """Absolute [start, end) of one item's bytes, when it is one extent in the file or in the
-    meta box's idat (construction methods 0 and 1); None otherwise."""
+def _heif_locations(r: _Reader, iloc: _Box | None) -> dict[int, tuple[int, list]] | None:
+    """Item ID -> (construction method, [(offset, length), ...]) from the iloc box; offsets
+    are absolute for method 0 (in the file), relative to idat's payload for method 1.
+    None when the box is absent or unreadable."""
     data = _box_bytes(r, iloc)
     if data is None:
         return None
@@ -1032,6 +1039,7 @@ def _heif_item_span(
     p = 6
     count = _uint(data, p, id_size)
     p += id_size
+    items: dict[int, tuple[int, list]] = {}
     for _ in range(min(count or 0, _MAX_ITEMS)):
         item_id = _uint(data, p, id_size)
         p += id_size
@@ -1054,20 +1062,41 @@ def _heif_item_span(
             if off is None or ln is None:
                 return None
             spans.append((base + off, ln))
-        if item_id != wanted:
-            continue
-        if len(spans) != 1 or method not in (0, 1):
+        items.setdefault(item_id, (method, spans))
+    return items
+
+
+def _heif_item_span(
+    r: _Reader, located: tuple[int, list] | None, idat: _Box | None
+) -> tuple[int, int] | None:
+    """Absolute [start, end) of one item's bytes, when it is one extent in the file or in the
+    meta box's idat (construction methods 0 and 1); None otherwise."""
+    if located is None:
+        return None
+    method, spans = located
+    if len(spans) != 1 or method not in (0, 1):
+        return None
+    start, length = spans[0]
+    if method == 1:
+        if idat is None:
             return None
-        start, length = spans[0]
-        if method == 1:
-            if idat is None:
-                return None
-            start += idat.payload
-            if length == 0 or start + length > idat.end:
-                return None
-        end = r.size if length == 0 else start + length
-        return (start, end) if end <= r.size else None
-    return None
+        start += idat.payload
+        if length == 0 or start + length > idat.end:
+            return None
+    end = r.size if length == 0 else start + length
+    return (start, end) if end <= r.size else None
+
+
+def _heif_cut_short(r: _Reader, items: dict[int, tuple[int, list]]) -> bool:
+    """Some item's bytes (a tile of the image, usually) lie past the end of the file.
+
+    libheif decodes a missing tile as flat green without an error: a half-copied HEIC must
+    not be rated from that."""
+    return any(
+        method == 0 and length and start + length > r.size
+        for method, spans in items.values()
+        for start, length in spans
+    )
 
 
 def _uint(data: bytes, at: int, size: int) -> int | None:

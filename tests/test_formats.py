@@ -79,6 +79,15 @@ def test_a_heic_thumbnail_large_enough_is_decoded_instead_of_the_image(tmp_path:
     assert _difference(preview.picture.resize((1024, 768)), real_photo()) < 8
 
 
+def test_a_half_copied_heic_is_not_rated_from_its_green_gap(tmp_path: Path):
+    # libheif fills the tiles a cut file lacks with flat green and reports nothing.
+    data = phone_photo(tmp_path / "IMG_0009.HEIC", real_photo()).read_bytes()
+    (tmp_path / "IMG_0010.HEIC").write_bytes(data[: len(data) * 2 // 3])
+    with pytest.raises(PreviewError) as failure:
+        load_preview(tmp_path / "IMG_0010.HEIC")
+    assert str(failure.value) == "HEIC image data runs past the end of the file (file truncated?)"
+
+
 def test_16_bit_greyscale_is_scaled_not_clipped(tmp_path: Path):
     # A 16-bit scan or export: Pillow's plain conversion clips it to white.
     grey = np.asarray(real_photo().convert("L"), np.uint16) * 257

@@ -443,6 +443,21 @@ def test_heif_without_a_meta_box_is_a_readable_error(tmp_path: Path) -> None:
         read_container(path)
 
 
+@pytest.mark.parametrize("name", ["IMG_0010.HEIC", "IMG_0011.avif"])
+def test_a_heif_cut_short_is_an_error_not_an_image(name: str, tmp_path: Path) -> None:
+    # libheif decodes missing tiles as flat green without a word: a half-copied HEIC must
+    # not reach it.
+    data = image_file(tmp_path / name, phone_exif(), size=(256, 192)).read_bytes()
+    kind = "HEIC" if name.endswith("HEIC") else "AVIF"
+    for cut in (len(data) - 1, len(data) - 10):  # inside the image data, after the meta box
+        (tmp_path / "cut").write_bytes(data[:cut])
+        with pytest.raises(ContainerError, match=f"^{kind} image data runs past the end"):
+            read_container(tmp_path / "cut")
+    (tmp_path / "cut").write_bytes(data[:40])
+    with pytest.raises(ContainerError, match=f"^{kind} (meta box runs past|has no meta box)"):
+        read_container(tmp_path / "cut")
+
+
 @pytest.mark.parametrize("name", ["IMG_0007.HEIC", "IMG_0008.avif", "IMG_0009.webp", "IMG.png"])
 def test_phone_formats_survive_truncation_and_byte_flips(name: str, tmp_path: Path) -> None:
     data = image_file(tmp_path / name, phone_exif(), size=(64, 48)).read_bytes()
