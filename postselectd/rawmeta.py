@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 __all__ = [
+    "HEAD_BYTES",
     "PHONE_AND_WEB_SUFFIXES",
     "PHOTO_SUFFIXES",
     "RAW_SUFFIXES",
