@@ -83,7 +83,8 @@ def _off(value: object) -> object:
 
 
 class RatingPolicy(_Model):
-    # The seed's rule: a select needs a keeper probability of at least 0.90.
+    # The seed's rule: 4 stars, a select, need a keeper probability of at least 0.90 (or
+    # 0.60 and the best frame of a burst: rating.py).
     select_threshold: float = Field(0.90, ge=0.0, le=1.0)
     three_stars_from: float = Field(0.60, ge=0.0, le=1.0)
     two_stars_from: float = Field(0.30, ge=0.0, le=1.0)

@@ -2,9 +2,13 @@
 
 This is the part photographers will argue about, so it is one pure function of the
 analysis and the config, short enough to read in a minute. Defaults follow the original
-work: a select needs p >= 0.90, and recall comes first: a frame is only rejected for a
+work: 4 stars need p >= 0.90, and recall comes first: a frame is only rejected for a
 concrete reason (closed eyes, blur, bad exposure) the analysis is sure of, never for a
 middling score alone; a reason it is unsure of asks the photographer to check.
+
+Two things, each defined once. The keeper probability ``p`` is the analysis's (the model's);
+the policy only reads it, and the sidecar, ``--json``, the log and the report show it as
+it is, whatever the verdict. The verdict is the stars and what they mean:
 
     4 stars  select (p >= 0.90)
     3 stars  0.60 <= p < 0.90
@@ -13,6 +17,14 @@ middling score alone; a reason it is unsure of asks the photographer to check.
     1 star   a confident reason (reject)
     +1 star  best frame of its burst (not for a reject; 5 at most; 2 at most for a check)
     0 stars  the preview is too small to judge (check|preview too small): no verdict
+
+    select   4 stars or more (SELECT_STARS), however reached: the select label (Green)
+    reject   a confident reason: the reject label (Red)
+    -        2 or 3 stars, a check, not judged: no label
+
+so a filter on the select color shows every frame the stars call a keeper (the best of a
+burst raised to 4 too) and never a check. Where the stars say less than ``p`` would, a
+reason or a check keyword says why.
 
 A reason's confidence (0..1) is weighed against the line of its family's
 ``rating.strictness`` (``LINES``): at or above the reject line it rejects, at or above the
@@ -23,7 +35,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from postselectd.config import RatingPolicy
+from postselectd.config import Labels, RatingPolicy
 from postselectd.reasons import Finding, as_finding
 
 SELECT = "select"
@@ -39,6 +51,7 @@ LINES = {
     "normal": (0.75, 0.45),
     "strict": (0.50, 0.25),
 }
+SELECT_STARS = 4  # from these stars on a frame is a select
 CHECK_MOST_STARS = 2
 # The smallest preview (long side, px) postselectd judges at all. Below it blur is not seen
 # and the keeper head reads a thumbnail as a crisp frame: a 160x120 IFD0 thumbnail got
@@ -57,7 +70,7 @@ PREVIEW_TOO_SMALL = "preview too small"  # the check of a frame that was not jud
 class Rating:
     stars: int  # 1..5, -1 for a reject when the policy asks for it, 0 not judged
     label: str | None  # xmp:Label text, None for no label
-    verdict: str  # "select", "reject" or "" (keep, undecided)
+    verdict: str  # "select", "reject" or "" (keep, undecided; a check when ``checks``)
     keywords: tuple[str, ...]  # leaves under the PostSelect parent, e.g. "select", "motion blur"
     reasons: tuple[str, ...] = ()  # the reasons that reject
     checks: tuple[str, ...] = ()  # families to look at: "eyes", "focus", "exposure"
@@ -106,26 +119,25 @@ def rate(
     p = keeper_probability
     reasons, checks = weigh(findings, policy)
     if reasons:
-        verdict, stars = REJECT, 1
-        checks = ()
+        stars, checks = 1, ()
     elif p < policy.two_stars_from:
         # The head's score alone is no reason to lose a frame (recall first): a look.
-        verdict, stars = "", 2
+        stars = 2
         checks = checks or (LOW_SCORE,)
     elif p >= policy.select_threshold and not checks:
-        verdict, stars = SELECT, 4
+        stars = SELECT_STARS
     elif p >= policy.three_stars_from:
-        verdict, stars = "", 3
+        stars = 3
     else:
-        verdict, stars = "", 2
-    if best_of_burst and policy.best_of_burst_bonus and verdict != REJECT:
+        stars = 2
+    if best_of_burst and policy.best_of_burst_bonus and not reasons:
         stars = min(5, stars + 1)
     if checks:
         stars = min(stars, CHECK_MOST_STARS)
-
+    verdict = verdict_of(stars, rejected=bool(reasons))
+    label = label_of(verdict, policy.labels)
     if verdict == REJECT and policy.reject_rating:
         stars = -1
-    label = {SELECT: policy.labels.select, REJECT: policy.labels.reject}.get(verdict)
 
     keywords = [verdict] if verdict else []
     keywords += list(reasons)
@@ -142,3 +154,19 @@ def rate(
         reasons=reasons,
         checks=checks,
     )
+
+
+def verdict_of(stars: int, *, rejected: bool) -> str:
+    """The verdict follows the stars, so the select keyword, the select label and
+    digiKam's pick agree with them: a select is every frame with ``SELECT_STARS`` or more,
+    however it got there (p >= select_threshold, or the best of its burst)."""
+    if rejected:
+        return REJECT
+    return SELECT if stars >= SELECT_STARS else ""
+
+
+def label_of(verdict: str, labels: Labels) -> str | None:
+    """The color label says the verdict and nothing else: the select label on every select,
+    the reject label on every reject, none on the rest (2 and 3 stars, a check, a frame
+    not judged). A filter on the select color is then a filter on 4 stars and up."""
+    return {SELECT: labels.select, REJECT: labels.reject}.get(verdict)

@@ -121,7 +121,7 @@ def test_a_persons_rating_withdraws_the_reject_label_and_keywords(shoot: Path, t
 
     # The report shows the person's verdict: one reject fewer, 5 stars set by a person.
     stdout, page = _report(shoot, tmp_path)
-    assert "13 photos, 2 selects, 6 rejects" in stdout, stdout
+    assert "13 photos, 3 selects, 6 rejects" in stdout, stdout
     card = _card(page, "DSC_0105.NEF")
     assert 'data-verdict="keep"' in card and "verdict set by a person" in card
     assert 'alt="DSC_0105.NEF: set by a person, 5 stars' in card
@@ -204,3 +204,7 @@ def test_a_rerating_removes_the_check_and_burst_it_no_longer_has(tmp_path: Path)
     assert "Check" not in _read(folder / "DSC_0112.xmp")
     tags = _read(folder / "DSC_0102.xmp")
     assert "BurstId" not in tags and "BurstSize" not in tags
+    # The best of a burst was 4 stars and a select; alone again it is 3 and no longer Green.
+    assert (first["DSC_0102.NEF"]["rating"], first["DSC_0102.NEF"]["label"]) == (4, "Green")
+    assert (second["DSC_0102.NEF"]["rating"], tags["Rating"]) == (3, 3)
+    assert "Label" not in tags and "PostSelect|select" not in _keywords(tags)

@@ -42,6 +42,35 @@ def test_best_of_burst_select_gets_five_stars_and_its_burst_keyword():
     assert rating.keywords == ("select", "best of burst", "burst 0007")
 
 
+def test_best_of_burst_at_four_stars_is_green_like_any_four_star_frame():
+    # Issue #20: DSC_0102 (p 0.85, best of its burst) got 4 stars and no label, DSC_0108
+    # (p 0.95) 4 stars Green: a Green filter missed the best of the burst.
+    promoted, selected = rate(0.85, (), POLICY, best_of_burst=True), rate(0.95, (), POLICY)
+    assert promoted.stars == selected.stars == 4
+    assert (promoted.label, promoted.verdict) == (selected.label, selected.verdict)
+    assert (promoted.label, promoted.verdict) == ("Green", "select")
+    assert promoted.keywords == ("select", "best of burst")
+
+
+FINDINGS = ((), ("eyes closed",), (Finding("motion blur", 0.5),), (Finding("overexposed", 0.3),))
+
+
+@pytest.mark.parametrize("best_of_burst", [False, True])
+@pytest.mark.parametrize("findings", FINDINGS)
+def test_the_label_follows_the_stars(findings, best_of_burst):
+    """Green on every frame of 4 stars and more, Red on every reject, none otherwise:
+    never Green on a check, never a 4-star frame without it."""
+    for p in (0.0, 0.2, 0.3, 0.45, 0.6, 0.75, 0.89, 0.9, 0.99):
+        rating = rate(p, findings, POLICY, best_of_burst=best_of_burst)
+        if rating.verdict == "reject":
+            expected = "Red"
+        else:
+            expected = "Green" if rating.stars >= 4 else None
+        assert rating.label == expected, (p, rating)
+        assert (rating.verdict == "select") == (rating.label == "Green"), (p, rating)
+        assert not (rating.checks and rating.label), (p, rating)
+
+
 def test_best_of_burst_gets_one_more_star_but_never_lifts_a_reject():
     assert rate(0.7, (), POLICY, best_of_burst=True).stars == 4
     assert rate(0.4, (), POLICY, best_of_burst=True).stars == 3
