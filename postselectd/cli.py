@@ -766,7 +766,8 @@ def cmd_report(args: argparse.Namespace, config: Config) -> int:
 
 
 def report_file(result) -> None:
-    """One line per file at INFO: file, stars, label, reasons, ms."""
+    """One line per file at INFO: file, stars, label, keeper probability (named as in
+    --json and the sidecar), reasons, ms."""
     name = result.path.name
     for note in result.notes:
         log.warning("%s: %s", name, note)
@@ -804,7 +805,7 @@ def report_file(result) -> None:
     if result.burst is not None:
         reasons += f" burst={result.burst:04d}" + (" best" if result.best_of_burst else "")
     log.info(
-        "%s: %s %s p=%.2f reasons=%s %.0f ms%s",
+        "%s: %s %s keeper_probability=%.2f reasons=%s %.0f ms%s",
         name,
         stars,
         label,

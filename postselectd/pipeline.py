@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from postselectd import rawmeta
-from postselectd.analysis import Analysis, Analyzer
+from postselectd.analysis import KEEPER, Analysis, Analyzer
 from postselectd.analysis.faces import Face
 from postselectd.analysis.measure import Exposure, Sharpness
 from postselectd.bursts import MAX_GAP_SECONDS, BurstInfo, Frame, group_bursts
@@ -535,7 +535,9 @@ def sidecar_content(scored: Scored, rating: Rating, config: Config) -> SidecarCo
         ("PreviewSource", scored.preview_source or ""),
         # In the upright preview's pixels (also what FaceBoxes are in).
         ("PreviewSize", f"{scored.preview_size[0]}x{scored.preview_size[1]}"),
-        ("Probabilities", " ".join(f"{k}={v:.3f}" for k, v in a.class_probabilities)),
+        # The other classes as read with the faces: the keeper class is KeeperProbability,
+        # and only there, so a sidecar never shows two keeper numbers.
+        ("Probabilities", _other_classes(a)),
         ("Faces", str(len(a.faces))),
         # Every reason with its confidence, also those that only ask for a check or neither:
         # "eyes closed 2 of 24 (0.70); out of focus (0.12)".
@@ -564,6 +566,11 @@ def sidecar_content(scored: Scored, rating: Rating, config: Config) -> SidecarCo
         verdict=rating.verdict,
         facts=rating.burst_keywords,
     )
+
+
+def _other_classes(a: Analysis) -> str:
+    classes = a.judged_probabilities or a.class_probabilities  # or a record cached before
+    return " ".join(f"{k}={v:.3f}" for k, v in classes if k != KEEPER)
 
 
 def _openness(face) -> str:

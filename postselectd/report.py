@@ -189,9 +189,12 @@ def _numbers(
     if keeper is not None:
         rows.append(("Keeper probability", f"{keeper:.2f}"))
     rows.append(("Reasons", (", ".join(reasons) or "none") + (" (overruled)" if overruled else "")))
-    if get("Probabilities"):
-        parts = re.findall(r"([^=]+?)=([0-9.]+)\s*", get("Probabilities") or "")
-        rows.append(("Class probabilities", "\n".join(f"{k.strip()} {v}" for k, v in parts)))
+    # The keeper probability is the row above, whatever the verdict; a sidecar written
+    # before #20 also has the head's keeper class here, which is not shown beside it.
+    parts = re.findall(r"([^=]+?)=([0-9.]+)\s*", get("Probabilities") or "")
+    parts = [(k.strip(), v) for k, v in parts if k.strip() != "keeper"]
+    if parts:
+        rows.append(("Class probabilities", "\n".join(f"{k} {v}" for k, v in parts)))
     if get("SubjectSharpness"):
         text = get("SubjectSharpness") or ""
         if get("OverallSharpness"):

@@ -233,10 +233,14 @@ def test_a_sharp_face_overrules_a_soft_frame():
         "overexposed": 0.0,
         "underexposed": 0.0,
     }
-    keeper, findings = judge(probabilities, measured, (face,), image)
-    assert keeper == pytest.approx(1.0) and not {f.reason for f in findings} & BLUR
+    judged, findings = judge(probabilities, measured, (face,), image)
+    assert judged["keeper"] == pytest.approx(1.0) and not {f.reason for f in findings} & BLUR
+    # The classes read with the face say the same: the blur was the background's.
+    assert judged["out of focus"] == judged["motion blur"] == 0.0
+    assert probabilities["keeper"] == 0.2  # what the head said stays as it said it
     soft = Face(**{**face.__dict__, "face_sharpness": 0.2})
-    keeper, findings = judge(probabilities, measured, (soft,), image)
+    judged, findings = judge(probabilities, measured, (soft,), image)
+    assert judged == probabilities
     assert [f.reason for f in findings if f.confidence >= 0.75] == ["out of focus"]
 
 

@@ -296,7 +296,7 @@ def test_odd_names_are_rated_and_logged_on_one_line_each(daemon_factory, tmp_pat
     log = daemon.log()
     assert "new\\x0aline.NEF: " in log  # escaped: a name cannot split or forge a log line
     assert not re.search(r"^line\.NEF", log, re.M)
-    logged = re.findall(r"^(.+?): (?:\d\*|reject) \S+ p=", log, re.M)
+    logged = re.findall(r"^(.+?): (?:\d\*|reject) \S+ keeper_probability=", log, re.M)
     assert sorted(logged) == sorted([n.replace("\n", "\\x0a") for n in names] + ["deep.NEF"])
 
 

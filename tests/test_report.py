@@ -74,6 +74,28 @@ def test_verdict_is_what_the_sidecar_says() -> None:
     assert not v.rating_by_person
 
 
+def test_the_detail_view_shows_one_keeper_probability() -> None:
+    # Issue #20: DSC_0110 (eyes closed) showed "Keeper probability" and, among the class
+    # probabilities, the head's whole-frame "keeper 0.064": two keeper numbers for a frame.
+    v = verdict_from_sidecar(
+        _sidecar(
+            **{
+                "Xmp.postselect.KeeperProbability": "0.9961",
+                "Xmp.postselect.Reasons": ["eyes closed"],
+                "Xmp.postselect.Probabilities": "keeper=0.064 out of focus=0.804 "
+                "motion blur=0.128 overexposed=0.003 underexposed=0.001",
+            }
+        )
+    )
+    rows = dict(v.numbers)
+    assert rows["Keeper probability"] == "1.00" and v.keeper_probability == pytest.approx(0.9961)
+    assert "keeper" not in rows["Class probabilities"]
+    assert rows["Class probabilities"].startswith("out of focus 0.804")
+    assert [what for what, value in v.numbers if "keeper" in f"{what} {value}".lower()] == [
+        "Keeper probability"
+    ]
+
+
 def test_a_rating_a_person_changed_shows_as_theirs() -> None:
     v = verdict_from_sidecar(_sidecar(**{"Xmp.xmp.Rating": "4"}))
     assert v.stars == 4 and v.rating_by_person

@@ -92,6 +92,46 @@ def test_summary_table_is_printed(scored_shoot):
     assert len(re.findall(r"^DSC_\d{4}\.NEF: \d\* ", result.stderr, re.M)) == 13
 
 
+def test_one_keeper_probability_in_sidecar_json_and_log(scored_shoot):
+    # Issue #20: DSC_0110's sidecar said KeeperProbability 0.9961 and, in Probabilities,
+    # keeper=0.064; the log called it "p". One number, one name, everywhere.
+    folder, records, _, result = scored_shoot
+    for record in records:
+        name, p = Path(record["path"]).name, record["keeper_probability"]
+        xmp = read_sidecar(folder / Path(name).with_suffix(".xmp").name)
+        assert xmp["Xmp.postselect.KeeperProbability"] == f"{p:.4f}", name
+        assert "keeper" not in xmp["Xmp.postselect.Probabilities"], name
+        [line] = [x for x in result.stderr.splitlines() if x.startswith(f"{name}: ")]
+        assert f" keeper_probability={p:.2f} " in line, line
+
+
+def test_shown_keeper_probability_is_the_models_own_even_for_a_reject(scored_shoot):
+    # DSC_0110: eyes closed, a sharp face (the head's blur was the background);
+    # DSC_0111: a soft face, the head alone at 0.755. Both are rejects; neither number is
+    # clamped or lowered for it: the reason says why the stars are fewer.
+    from postselectd.pipeline import analyze_file
+
+    folder, records, _, _ = scored_shoot
+    by_name = {Path(r["path"]).name: r for r in records}
+    for name, reason in (("DSC_0110.NEF", "eyes closed"), ("DSC_0111.NEF", "out of focus")):
+        analysis = analyze_file(folder / name).analysis
+        record = by_name[name]
+        assert (record["verdict"], record["rating"], record["reasons"]) == ("reject", 1, [reason])
+        assert record["keeper_probability"] == analysis.keeper_probability > 0.7, name
+        judged = dict(analysis.judged_probabilities)
+        assert judged["keeper"] == analysis.keeper_probability, name
+
+
+def test_every_four_star_frame_is_a_green_select(scored_shoot):
+    # DSC_0102 (the best of its burst, 3 stars + 1) had no label while DSC_0108 was Green.
+    _, records, _, _ = scored_shoot
+    by_name = {Path(r["path"]).name: r for r in records}
+    assert by_name["DSC_0102.NEF"]["rating"] == by_name["DSC_0108.NEF"]["rating"] == 4
+    for name, record in by_name.items():
+        select = record["rating"] >= 4
+        assert (record["label"] == "Green") == select == (record["verdict"] == "select"), name
+
+
 def test_raws_are_byte_for_byte_untouched(scored_shoot):
     folder, _, before, _ = scored_shoot
     assert _fingerprints(folder) == before

@@ -134,8 +134,12 @@ class Analysis:
     embedding: np.ndarray | None = field(default=None, repr=False, compare=False)
     # Every reason with its confidence; ``reasons`` names those >= NAMED_FROM.
     findings: tuple[Finding, ...] = ()
-    # P(keeper), P(out of focus), P(motion blur), P(overexposed), P(underexposed)
+    # P(keeper), P(out of focus), P(motion blur), P(overexposed), P(underexposed): what the
+    # head said of the whole frame (the personal model's input; its P(select) added).
     class_probabilities: tuple[tuple[str, float], ...] = ()
+    # The same classes as judge() read them with the faces, whose keeper class is
+    # keeper_probability (with the default model): the numbers behind the verdict.
+    judged_probabilities: tuple[tuple[str, float], ...] = ()
     faces: tuple[Face, ...] = ()
     timings_ms: tuple[tuple[str, float], ...] = ()
     # The measurements in measure.FEATURE_NAMES order (what `postselectd train` learns from).
@@ -195,9 +199,11 @@ class Analyzer:
         timed("faces", start)
         timings += face_steps
 
-        keeper, findings = judge(probabilities, measured, faces, picture)
+        judged, findings = judge(probabilities, measured, faces, picture)
+        keeper = judged[KEEPER]
         reasons = named(findings)
         class_probabilities = tuple((k, round(float(v), 4)) for k, v in probabilities.items())
+        judged_probabilities = tuple((k, round(float(v), 4)) for k, v in judged.items())
         if self.personal is not None:
             start = time.perf_counter()
             taste = taste_features(
@@ -210,6 +216,7 @@ class Analyzer:
             )
             findings = tuple(f for f in findings if f.reason in reasons)
             class_probabilities += (("select", round(p_select, 4)),)
+            judged_probabilities += (("select", round(p_select, 4)),)
             timed("personal_head", start)
         return Analysis(
             keeper_probability=round(float(keeper), 4),
@@ -221,6 +228,7 @@ class Analyzer:
             embedding=embedding,
             timings_ms=tuple(timings),
             class_probabilities=class_probabilities,
+            judged_probabilities=judged_probabilities,
             faces=faces,
             measurements=measured.features,
         )
@@ -240,8 +248,9 @@ def judge(
     measured: measure.Measurements,
     faces: tuple[Face, ...],
     image: np.ndarray | Image.Image,
-) -> tuple[float, tuple[Finding, ...]]:
-    """Keeper probability and every reason with the confidence of its evidence.
+) -> tuple[dict[str, float], tuple[Finding, ...]]:
+    """The head's classes as the faces make them read (their keeper class is the keeper
+    probability), and every reason with the confidence of its evidence.
 
     People come first: with a main subject's face in the frame, its face decides focus (a
     sharp face on a soft background is a keeper, a soft face is not), whatever the frame
@@ -251,7 +260,7 @@ def judge(
     p = dict(probabilities)
     main = [f for f in faces if f.is_main_subject]
     findings = [_eyes(main), _focus(p, measured, main), _exposure(p, measured, main, image)]
-    return p[KEEPER], tuple(f for f in findings if f is not None and f.confidence > 0)
+    return p, tuple(f for f in findings if f is not None and f.confidence > 0)
 
 
 def _eyes(main: list[Face]) -> Finding | None:
