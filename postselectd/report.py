@@ -90,6 +90,7 @@ class Verdict:
     verdict: str  # "select", "reject" or "" (kept, undecided)
     keeper_probability: float | None = None
     reasons: tuple[str, ...] = ()
+    checks: tuple[str, ...] = ()  # what a doubtful reason asks to look at: "exposure"
     burst_id: str | None = None
     burst_size: int | None = None
     best_of_burst: bool = False
@@ -136,6 +137,7 @@ def verdict_from_sidecar(xmp: Mapping[str, object], keyword_parent: str = "PostS
     judged = reasons  # postselectd's, shown among the numbers either way
     if overruled:
         ours, reasons = ours & {BEST_OF_BURST}, ()
+    checks = tuple(sorted(k.split("|", 1)[1] for k in ours if k.startswith("check|")))
     if REJECT in ours or stars == -1:
         verdict = REJECT
     elif SELECT in ours:
@@ -152,6 +154,7 @@ def verdict_from_sidecar(xmp: Mapping[str, object], keyword_parent: str = "PostS
         verdict=verdict,
         keeper_probability=keeper,
         reasons=reasons,
+        checks=checks,
         burst_id=_text(xmp.get(_NS + "BurstId")),
         burst_size=_int(xmp.get(_NS + "BurstSize")),
         best_of_burst=BEST_OF_BURST in ours,
@@ -664,9 +667,10 @@ def verdict_text(frame: Frame) -> str:
         return frame.problem or "not rated"
     if v.overruled:
         return "set by a person" + (" (reject)" if v.verdict == REJECT else "")
-    words = {SELECT: "select", REJECT: "reject"}.get(v.verdict, "keep")
-    if v.reasons:
-        words += f" ({', '.join(v.reasons)})"
+    words = {SELECT: "select", REJECT: "reject"}.get(v.verdict, "check" if v.checks else "keep")
+    if v.reasons or v.checks:
+        # Why the stars say less than the keeper probability would.
+        words += f" ({', '.join(v.reasons or v.checks)})"
     return words
 
 
@@ -991,6 +995,7 @@ def _card(frame: Frame) -> str:
         if v.best_of_burst:
             badges.append('<span class="badge bestmark">★ best of burst</span>')
         badges += [f'<span class="reason">{e(r)}</span>' for r in v.reasons]
+        badges += [f'<span class="reason check">check {e(c)}</span>' for c in v.checks]
         if v.overruled:
             badges.append('<span class="reason person">verdict set by a person</span>')
         if badges:

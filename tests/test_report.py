@@ -192,6 +192,24 @@ def test_alt_text_names_the_file_and_the_verdict() -> None:
     )
 
 
+def test_a_check_says_what_to_look_at_beside_the_keeper_probability() -> None:
+    # DSC_0112: p 0.71 would be 3 stars; a doubtful exposure makes it 2 and a check. The
+    # page said "keep" and no reason: nothing told why the stars were fewer.
+    xmp = {
+        "Xmp.xmp.Rating": "2",
+        "Xmp.postselect.WrittenRating": "2",
+        "Xmp.postselect.KeeperProbability": "0.7117",
+        "Xmp.postselect.Check": "exposure",
+        "Xmp.lr.hierarchicalSubject": ["PostSelect|check|exposure"],
+    }
+    frame = Frame(index=1, path=Path("/s/DSC_0112.NEF"), verdict=verdict_from_sidecar(xmp))
+    assert frame.verdict.checks == ("exposure",) and frame.verdict.verdict == ""
+    page = render_page([frame], title="s")
+    assert "DSC_0112.NEF: check (exposure), 2 stars, keeper probability 0.71" in page
+    assert "check exposure</span>" in page
+    assert 'data-verdict="keep"' in page  # neither a select nor a reject for the filters
+
+
 def test_thumbnails_never_land_visibly_in_a_shoot(tmp_path: Path) -> None:
     shoot = tmp_path / "shoot"
     shoot.mkdir()
