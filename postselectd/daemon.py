@@ -258,11 +258,12 @@ class _BlockedFolder:
     probe: Path | None = None  # the one photo trying, while it tries
 
 
-def folder_trouble(folder: Path, result: FileResult) -> str | None:
+def folder_trouble(folder: Path, waits_for: str | None = None) -> str | None:
     """Why no sidecar can be written in ``folder`` ("read-only", "full": no space, or over
     quota), or None when the failure is the file's own (a foreign sidecar, a name clash):
-    that one counts as an attempt."""
-    if result.waits_for == "space":
+    that one counts as an attempt. ``waits_for``: what the failed write said the folder
+    lacks (FileResult.waits_for)."""
+    if waits_for == "space":
         return "full"
     try:
         st = os.statvfs(folder)
@@ -858,7 +859,7 @@ class Daemon:
             self.bursts.remove(path, time.monotonic())
             if self._left_alone(path, time.time()):
                 return  # its raw arrived while it was analysed
-            trouble = folder_trouble(path.parent, result)
+            trouble = folder_trouble(path.parent, result.waits_for)
             if trouble is not None:
                 self._wait_for_folder(path, trouble, result.error)
             else:

@@ -572,23 +572,29 @@ class Journal:
     ) -> tuple[int, Path | None]:
         """Forget up to ``limit`` rows below ``folder`` (in path order, after ``after``) whose
         photo is no longer there (deleted, or renamed while the daemon was not watching).
-        Rows with a worker, and ``keep``, stay. Returns how many were forgotten and where
-        to go on from (None: the end of the folder). Sized for the hourly scan: the
-        journal of an archive whose photos are renamed and deleted over time stays the
-        size of what is there."""
+        Rows with a worker or still queued, and ``keep``, stay. Returns how many were
+        forgotten and where to go on from (None: the end of the folder). Sized for the
+        hourly scan: the journal of an archive whose photos are renamed and deleted over
+        time stays the size of what is there."""
         prefix = _below(folder)
         if isinstance(prefix, bytes):
             return 0, None  # a folder whose name is not UTF-8: its rows are kept
         upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
         start = prefix if after is None else _key(after)
         found = self._db.execute(
-            "SELECT path, claimed FROM files WHERE path > ? AND path < ? ORDER BY path LIMIT ?",
+            "SELECT path, claimed, status FROM files WHERE path > ? AND path < ?"
+            " ORDER BY path LIMIT ?",
             (start, upper, limit),
         ).fetchall()
+        # A queued photo stays: its own look finds it gone (a card pulled mid-copy and
+        # put back must lose none of its queue).
         gone = [
             key
-            for key, claimed in found
-            if not claimed and _path(key) not in keep and not os.path.lexists(_path(key))
+            for key, claimed, status in found
+            if not claimed
+            and status != PENDING
+            and _path(key) not in keep
+            and not os.path.lexists(_path(key))
         ]
         for i in range(0, len(gone), 500):
             chunk = gone[i : i + 500]
