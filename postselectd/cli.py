@@ -230,11 +230,28 @@ def json_line(value: object) -> str:
     return json.dumps(value, ensure_ascii=False).translate(_JSON_ESCAPES)
 
 
-def setup_logging(level: str) -> None:
+def stderr_is_the_journal(environ: dict | None = None) -> bool:
+    """Whether stderr goes straight to systemd's journal, which stamps each line with its
+    time itself: systemd sets JOURNAL_STREAM to the stream's "DEVICE:INODE" (systemd.exec(5)),
+    and only a stderr that is that very stream counts (not one redirected elsewhere)."""
+    value = (os.environ if environ is None else environ).get("JOURNAL_STREAM", "")
+    if not value:
+        return False
+    try:
+        st = os.fstat(sys.stderr.fileno())
+    except (AttributeError, OSError, ValueError):
+        return False
+    return value == f"{st.st_dev}:{st.st_ino}"
+
+
+def setup_logging(level: str, *, with_time: bool = False) -> None:
+    """``with_time``: each line starts with the local time (the daemon's log on a terminal
+    or in a file; not in the journal, which adds its own)."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        OneLineFormatter("%(levelname)s %(message)s" if level == "debug" else "%(message)s")
-    )
+    fmt = "%(levelname)s %(message)s" if level == "debug" else "%(message)s"
+    if with_time:
+        fmt = "%(asctime)s " + fmt
+    handler.setFormatter(OneLineFormatter(fmt, datefmt="%Y-%m-%d %H:%M:%S"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -260,7 +277,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             return _not_restarted(args)
         return EXIT_USAGE
-    setup_logging(args.log_level or config.log_level)
+    # The daemon's lines are read later, in a file or on a terminal left open: each says
+    # when. The batch commands answer now, and the journal stamps lines itself.
+    with_time = args.command == "run" and not stderr_is_the_journal()
+    setup_logging(args.log_level or config.log_level, with_time=with_time)
     log.debug("config from %s", source)
     try:
         if args.command == "score":
@@ -424,7 +444,7 @@ def cmd_run(args: argparse.Namespace, config: Config, source: str) -> int:
         config_path=args.config,
         extra_watches=extra,
         catch_up=args.catch_up,
-        on_result=report_file,
+        on_result=lambda result: report_file(result, daemon.shown_name(result.path)),
         log_level_fixed=args.log_level is not None,
     )
     try:
@@ -765,10 +785,11 @@ def cmd_report(args: argparse.Namespace, config: Config) -> int:
     return EXIT_OK
 
 
-def report_file(result) -> None:
+def report_file(result, name: str | None = None) -> None:
     """One line per file at INFO: file, stars, label, keeper probability (named as in
-    --json and the sidecar), reasons, ms."""
-    name = result.path.name
+    --json and the sidecar), reasons, ms. ``name``: how the line names the file (the
+    daemon's names say the folder too); its own name by default."""
+    name = name or result.path.name
     for note in result.notes:
         log.warning("%s: %s", name, note)
     if result.error:

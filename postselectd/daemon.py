@@ -39,6 +39,7 @@ from postselectd.config import (
     default_inbox,
     load_config,
 )
+from postselectd.names import shown_name
 from postselectd.pipeline import (
     JPEG_SUFFIXES,
     FileResult,
@@ -763,7 +764,7 @@ class Daemon:
             try:
                 record = scored_record(scored)
             except TypeError as exc:  # a field the record cannot hold: just not cached
-                log.debug("%s: analysis not cached: %s", job.path.name, exc)
+                log.debug("%s: analysis not cached: %s", self.shown_name(job.path), exc)
             else:
                 # Kept even while the file waits for the rest: unchanged, its next look
                 # takes no worker.
@@ -795,7 +796,7 @@ class Daemon:
         self.journal.resettle(path, Signature.of(st), due, now)
         log.debug(
             "%s: %s; not rated while it may still be written, looked at again in %.1f s",
-            path.name,
+            self.shown_name(path),
             cut_previews_text(scored.previews_cut),
             due - now,
         )
@@ -852,7 +853,7 @@ class Daemon:
             # Already rated; only the burst's update did not make it (tried again when
             # the burst next changes).
             self.bursts.let_go(path)
-            log.warning("%s: burst verdict not written: %s", path.name, result.error)
+            log.warning("%s: burst verdict not written: %s", self.shown_name(path), result.error)
             return
         if result.error:
             # Rated again once it can be: its burst goes on without it meanwhile.
@@ -891,14 +892,14 @@ class Daemon:
         if burst is not None:
             log.info(
                 "%s: burst %04d of %d%s: %s*",
-                path.name,
+                self.shown_name(path),
                 burst.burst_id,
                 burst.size,
                 ", best of burst" if burst.best_of_burst else "",
                 verdict["stars"],
             )
         elif rejudge:
-            log.info("%s: no longer in a burst: %s*", path.name, verdict["stars"])
+            log.info("%s: no longer in a burst: %s*", self.shown_name(path), verdict["stars"])
 
     def _load_folder(self, folder: Path) -> None:
         """The frames rated in ``folder`` before (an earlier run, or before the folder
@@ -992,7 +993,7 @@ class Daemon:
             # Changed or gone since its rating (it is rated again, or forgotten), or its
             # analysis is no longer kept.
             self.bursts.let_go(path)
-            log.debug("%s: burst changed, its analysis is not at hand", path.name)
+            log.debug("%s: burst changed, its analysis is not at hand", self.shown_name(path))
             return
         self._write(scored, burst=burst, rejudge=True)
 
@@ -1003,7 +1004,7 @@ class Daemon:
         if reason is None:
             return False
         self.journal.skip(path, reason, now)
-        log.info("%s", reason)
+        log.info("%s: %s", self.shown_name(path), reason.removeprefix(f"{path.name}: "))
         return True
 
     def _attempt_failed(self, path: Path, reason: str) -> None:
@@ -1018,10 +1019,10 @@ class Daemon:
         if retry:
             row = self.journal.get(path)
             wait_s = (row.due_at or time.time()) - time.time()
-            log.warning("%s: %s; retrying in %.1f s", path.name, reason, max(wait_s, 0))
+            log.warning("%s: %s; retrying in %.1f s", self.shown_name(path), reason, max(wait_s, 0))
         else:
             self._failed += 1
-            log.error("%s: failed: %s", path.name, reason)
+            log.error("%s: failed: %s", self.shown_name(path), reason)
 
     def _unreachable(self, path: Path, exc: OSError, now: float) -> None:
         """The photo could not be looked at: gone when its name is, otherwise (EIO on a
@@ -1034,7 +1035,10 @@ class Daemon:
     def _gone(self, path: Path, now: float) -> None:
         """Deleted or renamed away between its event and its rating: one line, no sidecar."""
         self.journal.skip(path, GONE, now)
-        log.info("%s: gone before it was rated (deleted, renamed or its card pulled)", path.name)
+        log.info(
+            "%s: gone before it was rated (deleted, renamed or its card pulled)",
+            self.shown_name(path),
+        )
 
     # --- folders where no sidecar can be written -----------------------------------
 
@@ -1151,7 +1155,9 @@ class Daemon:
                     elapsed_ms=None,
                     now=time.time(),
                 )
-                log.info("%s: its sidecar was written before the restart", row.path.name)
+                log.info(
+                    "%s: its sidecar was written before the restart", self.shown_name(row.path)
+                )
 
     # --- watches, scans, reloads ---------------------------------------------------
 
@@ -1192,6 +1198,10 @@ class Daemon:
         if self._is_default_inbox(folder):
             label += " [the default inbox: no folders configured]"
         return label
+
+    def shown_name(self, path: Path) -> str:
+        """How the log names this photo: from its watched folder on (``wedding/DSC_0101.NEF``)."""
+        return shown_name(path, (folder.path for folder in self.config.watch))
 
     def _is_default_inbox(self, folder: WatchFolder) -> bool:
         return folder.path == default_inbox() and not self.extra_watches

@@ -6,12 +6,16 @@ cards, macOS APFS/HFS+, SMB shares), and macOS hands out names decomposed (``Caf
 ``dsc_0001.jpg`` are a raw+JPEG pair, and ``DSC_0001.xmp`` and ``dsc_0001.XMP`` one
 sidecar, wherever the folder happens to live. Names that are not valid UTF-8 (kept by
 Python as lone surrogates) compare by their bytes.
+
+And how a photo is named in a log line (``shown_name``).
 """
 
 from __future__ import annotations
 
 import os
 import unicodedata
+from collections.abc import Iterable
+from pathlib import Path
 
 
 def name_key(name: str) -> str:
@@ -37,3 +41,18 @@ def same_stem(names: list[str], stem: str) -> list[str]:
         if (n[:size].lower() == key if n.isascii() else name_key(n).startswith(key))
         and stem_key(n) == key
     ]
+
+
+def shown_name(path: Path, roots: Iterable[Path]) -> str:
+    """How a log line names a photo: from the watched folder it is in, that folder's own
+    name included (``wedding/ceremony/DSC_0101.NEF``). Six folders each hold a
+    DSC_0101.NEF; the bare name told them apart for no one, the full path makes every line
+    a screen wide. A photo in none of ``roots`` is named with its own folder."""
+    best: Path | None = None
+    for root in roots:
+        if (root == path or root in path.parents) and (
+            best is None or len(root.parts) > len(best.parts)
+        ):
+            best = root
+    base = (best if best is not None else path.parent).parent
+    return path.relative_to(base).as_posix() if base != path else path.name

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -36,6 +37,15 @@ def nef_dir(tmp_path: Path) -> Path:
         shutil.copy2(nef, target / nef.name)
         os.chmod(target / nef.name, 0o644)
     return target
+
+
+# The local time each line of the daemon's log starts with (not under systemd's journal).
+LOG_TIME = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d ", re.M)
+
+
+def without_time(log: str) -> str:
+    """A daemon's log with the time taken off the start of each line."""
+    return LOG_TIME.sub("", log)
 
 
 def copy_file(source: Path, folder: Path, name: str | None = None) -> Path:

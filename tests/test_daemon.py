@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, run_cli, shared_path
+from conftest import LOG_TIME, ROOT, run_cli, shared_path, without_time
 
 from postselectd.sidecar import read_sidecar
 from postselectd.state import Journal
@@ -116,7 +116,7 @@ class DaemonProcess:
             XDG_DATA_HOME=str(tmp_path / "xdg-data"),
             PYTHONUNBUFFERED="1",
         )
-        for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
+        for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM"):
             self.env.pop(name, None)
 
     def write_config(self, watches: list[Path], extra: dict | None = None) -> None:
@@ -128,10 +128,17 @@ class DaemonProcess:
         config.update(extra or {})
         self.config_path.write_text(yaml.safe_dump(config))
 
-    def start(self, *args: str, env: dict | None = None, wait: bool = True) -> None:
+    def start(
+        self, *args: str, env: dict | None = None, wait: bool = True, journal: bool = False
+    ) -> None:
+        """``journal``: its output looks like systemd's journal stream (JOURNAL_STREAM)."""
         log = self.tmp / f"daemon-{len(self.logs) + 1}.log"
         self.logs.append(log)
         self._log_file = open(log, "w")
+        env = dict(env or {})
+        if journal:
+            st = os.fstat(self._log_file.fileno())
+            env["JOURNAL_STREAM"] = f"{st.st_dev}:{st.st_ino}"
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -146,7 +153,7 @@ class DaemonProcess:
             ],
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
-            env={**self.env, **(env or {})},
+            env={**self.env, **env},
             cwd=ROOT,
         )
         if wait:
@@ -260,8 +267,8 @@ def assert_rated_once(
 
 
 def logged_names(text: str) -> list[str]:
-    """The file names of the one-line-per-rated-file INFO lines."""
-    return re.findall(r"^(\S+): (?:\d\*|reject) ", text, re.M)
+    """The file names (from the watched folder on) of the one-line-per-rated-file INFO lines."""
+    return re.findall(r"^(\S+): (?:\d\*|reject) ", without_time(text), re.M)
 
 
 # --- arrivals -----------------------------------------------------------------------
@@ -376,7 +383,7 @@ def test_every_way_a_file_arrives_is_rated_once_and_only_when_complete(
     assert not any(name.startswith(".RSYNC") for name in os.listdir(watch))
     # One INFO line per rated file, each file once.
     names = logged_names(daemon.log())
-    assert sorted(names) == sorted(p.name for p in expected)
+    assert sorted(names) == sorted(p.relative_to(tmp_path).as_posix() for p in expected)
 
 
 def test_storm_of_2000_files_loses_none(daemon_factory, tmp_path, small_nef):
@@ -777,7 +784,7 @@ def test_a_sidecar_written_just_before_a_kill_is_not_written_again(watching, sma
     assert daemon.stop()[0] == 0
     assert "DONE_0001.NEF: its sidecar was written before the restart" in daemon.log()
     assert sidecar_of(done).stat().st_mtime_ns == written_at  # not written twice
-    assert logged_names(daemon.log()) == ["TORN_0001.NEF"]
+    assert logged_names(daemon.log()) == ["in/TORN_0001.NEF"]
     assert_rated_once(daemon, [done, torn])
 
 
@@ -985,8 +992,8 @@ WAITING = "not rated while it may still be written"
 
 
 def _without_levels(log: str) -> str:
-    """A --log-level debug log as an info one reads: without the level before each line."""
-    return re.sub(r"^(?:DEBUG|INFO|WARNING|ERROR|CRITICAL) ", "", log, flags=re.M)
+    """A --log-level debug log as an info one reads: without the time and the level."""
+    return re.sub(r"^(?:DEBUG|INFO|WARNING|ERROR|CRITICAL) ", "", without_time(log), flags=re.M)
 
 
 def _lines_of(log: str, name: str) -> list[str]:
@@ -1006,13 +1013,14 @@ def test_a_file_written_in_pieces_is_rated_once_whole_never_as_a_burst_of_itself
     daemon.start("--log-level", "debug")  # the debug line of each look that waits
     data = shared_path("samples", "nef", "DSC_0113.NEF").read_bytes()
     target = watch / "DSC_0113.NEF"
+    shown = f"{watch.name}/{target.name}"  # as the log names it
     piece = 640 * 1024
 
     def looks() -> int:
         """Looks at the file so far: each one waits, or rates it (an INFO line)."""
         log = _without_levels(daemon.log())
-        lines = _lines_of(log, target.name)
-        return sum(WAITING in line for line in lines) + logged_names(log).count(target.name)
+        lines = _lines_of(log, shown)
+        return sum(WAITING in line for line in lines) + logged_names(log).count(shown)
 
     changed = 0
     for start in range(0, 7 * piece, piece):
@@ -1029,14 +1037,14 @@ def test_a_file_written_in_pieces_is_rated_once_whole_never_as_a_burst_of_itself
     assert daemon.stop()[0] == 0
 
     log = _without_levels(daemon.log())
-    lines = _lines_of(log, target.name)
+    lines = _lines_of(log, shown)
     subjects = read_sidecar(sidecar_of(target)).get("Xmp.lr.hierarchicalSubject", [])
     assert not any(s.startswith("PostSelect|burst") for s in subjects), subjects
     assert "PostSelect|best of burst" not in subjects
     assert not any("burst" in line for line in lines), lines
     row = daemon.rows()[str(target)]
     assert (row.status, row.rated_count, row.size) == ("rated", 1, len(data)), lines
-    assert logged_names(log) == [target.name], lines  # rated once, once it was whole
+    assert logged_names(log) == [shown], lines  # rated once, once it was whole
     waits = [line for line in lines if WAITING in line]
     assert len(waits) >= changed - 1, lines  # pieces 1-5: each look waited
     assert all("its SubIFD0" in line for line in waits), waits
@@ -1054,6 +1062,7 @@ def test_a_truncated_file_is_rated_or_failed_as_it_is_once_it_stops_changing(
     daemon.start("--log-level", "debug")
     data = shared_path("samples", "nef", "DSC_0113.NEF").read_bytes()
     cut = watch / "DSC_0113.NEF"
+    cut_shown = f"{watch.name}/{cut.name}"  # as the log names it
     cut.write_bytes(data[:2_000_000])  # inside the JpgFromRaw; the 1620x1080 one is whole
     pruned = watch / "IMG_1361.dng"  # its only preview points past its end
     shutil.copyfile(
@@ -1070,19 +1079,54 @@ def test_a_truncated_file_is_rated_or_failed_as_it_is_once_it_stops_changing(
     assert daemon.stop()[0] == 0
 
     log = _without_levels(daemon.log())
-    lines = _lines_of(log, cut.name)
+    lines = _lines_of(log, cut_shown)
     assert WAITING in lines[0], lines  # it waited first ...
-    rated = [line for line in lines if re.match(rf"{re.escape(cut.name)}: (\d\*|reject) ", line)]
+    rated = [line for line in lines if re.match(rf"{re.escape(cut_shown)}: (\d\*|reject) ", line)]
     assert len(rated) == 1 and lines.index(rated[0]) > 0, lines  # ... then was rated once
     assert (
-        f"{cut.name}: rated from a file that looks truncated: its SubIFD0 preview runs past "
+        f"{cut_shown}: rated from a file that looks truncated: its SubIFD0 preview runs past "
         "the end of the file"
     ) in lines
     assert sidecar_of(cut).exists() and daemon.rows()[str(cut)].rated_count == 1
 
-    lines = _lines_of(log, pruned.name)
+    lines = _lines_of(log, f"{watch.name}/{pruned.name}")
     assert WAITING in lines[0], lines
     assert len(lines) == 2 and "failed: " in lines[1], lines
     assert lines[1].endswith("its IFD0 preview runs past the end of the file"), lines
     assert "IFD0 preview runs past" in daemon.rows()[str(pruned)].reason
     assert not sidecar_of(pruned).exists()
+
+
+# --- what the log says ------------------------------------------------------------------
+
+
+def test_log_lines_name_the_folder_and_carry_the_time_but_not_in_the_journal(
+    daemon_factory, tmp_path, small_nef
+):
+    # Issue #20: "DSC_0101.NEF: 1* Red ..." read alike for six folders, and said no time.
+    weddings, portraits = tmp_path / "weddings", tmp_path / "portraits"
+    (weddings / "ceremony").mkdir(parents=True)
+    portraits.mkdir()
+    daemon = daemon_factory([weddings, portraits])
+    daemon.start()
+    raws = [
+        small_nef.write(weddings / "ceremony" / "DSC_0101.NEF", tag=11000),
+        small_nef.write(portraits / "DSC_0101.NEF", tag=11001),
+    ]
+    daemon.wait_for(lambda: all(sidecar_of(p).exists() for p in raws), 30, "both sidecars")
+    assert daemon.stop()[0] == 0
+    lines = daemon.log().splitlines()
+    assert lines and all(LOG_TIME.match(line) for line in lines), lines
+    assert sorted(logged_names(daemon.log())) == [
+        "portraits/DSC_0101.NEF",
+        "weddings/ceremony/DSC_0101.NEF",
+    ]
+
+    # Under systemd the journal stamps each line itself: no second time in front.
+    daemon.start(journal=True)
+    third = small_nef.write(portraits / "DSC_0102.NEF", tag=11002)
+    daemon.wait_for(lambda: sidecar_of(third).exists(), 30, "the third sidecar")
+    assert daemon.stop()[0] == 0
+    journal = daemon.log()
+    assert not LOG_TIME.search(journal), journal
+    assert re.search(r"^portraits/DSC_0102\.NEF: \d\* ", journal, re.M), journal

@@ -19,6 +19,7 @@ import pytest
 import test_daemon
 from conftest import copy_file, run_cli, shared_path
 
+from postselectd.names import shown_name
 from postselectd.pipeline import find_photos, shared_sidecar_owner
 from postselectd.ratings_sources import sidecars_of
 from postselectd.report import _folder_listing, _sidecar_candidates
@@ -259,3 +260,16 @@ def test_on_an_exfat_card_raw_and_lowercase_jpeg_write_one_sidecar_once(exfat_ca
     assert [Path(r["path"]).name for r in records] == ["DSC_0001.NEF"]
     assert _xmps(folder) == ["DSC_0001.xmp"]
     assert read_sidecar(folder / "DSC_0001.xmp")["Xmp.xmp.Rating"] == str(records[0]["rating"])
+
+
+def test_a_log_line_names_a_photo_from_its_watched_folder_on():
+    roots = [Path("/srv/photos/wedding"), Path("/srv/photos"), Path("/media/NIKON")]
+    named = {
+        "/srv/photos/wedding/ceremony/DSC_0101.NEF": "wedding/ceremony/DSC_0101.NEF",
+        "/srv/photos/portraits/DSC_0101.NEF": "photos/portraits/DSC_0101.NEF",
+        "/media/NIKON/DSC_0101.NEF": "NIKON/DSC_0101.NEF",
+        "/elsewhere/shoot/DSC_0101.NEF": "shoot/DSC_0101.NEF",  # in no watched folder
+        "/DSC_0101.NEF": "DSC_0101.NEF",
+    }
+    assert {path: shown_name(Path(path), roots) for path in named} == named
+    assert shown_name(Path("/DSC_0101.NEF"), [Path("/")]) == "DSC_0101.NEF"

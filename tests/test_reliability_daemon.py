@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import test_daemon
 import yaml
-from conftest import DATA, ROOT, Unprivileged, shared_path
+from conftest import DATA, ROOT, Unprivileged, shared_path, without_time
 from test_daemon import DaemonProcess, assert_rated_once, sidecar_of
 from test_reliability import FUZZ_CORPUS, _fill, _mutations
 
@@ -145,7 +145,11 @@ def test_fuzzed_files_never_kill_the_daemon_and_each_is_rated_or_failed_with_a_r
         else:
             assert row.status == "failed" and row.reason, (path.name, row.status, row.reason)
             assert not sidecar_of(path).exists(), f"{path.name}: sidecar without a preview"
-            lines = [line for line in log.splitlines() if line.startswith(f"{path.name}: ")]
+            lines = [
+                line
+                for line in without_time(log).splitlines()
+                if line.startswith(f"card/{path.name}: ")
+            ]
             assert len(lines) == 1 and "failed: " in lines[0], (path.name, lines)
             failed += 1
     assert 0 < failed < len(paths)
@@ -183,7 +187,7 @@ def test_read_only_folder_is_reported_once_and_rating_resumes_when_writable(
         row = rows[str(raw)]
         assert row.status == "pending" and row.attempts == 0, (raw.name, row.status)
         assert "not writable" in row.reason
-    log = daemon.log()
+    log = without_time(daemon.log())
     reported = [line for line in log.splitlines() if "read-only" in line]
     assert len(reported) == len(folders), reported
     assert {line.split(":")[0] for line in reported} == {str(f) for f in folders}
@@ -293,11 +297,12 @@ def test_odd_names_are_rated_and_logged_on_one_line_each(daemon_factory, tmp_pat
     daemon.wait_for(lambda: all(sidecar_of(p).exists() for p in raws), 60, "all sidecars")
     assert daemon.stop()[0] == 0
     assert_rated_once(daemon, raws)  # journal rows under the exact (NFD) names
-    log = daemon.log()
+    log = without_time(daemon.log())
     assert "new\\x0aline.NEF: " in log  # escaped: a name cannot split or forge a log line
     assert not re.search(r"^line\.NEF", log, re.M)
     logged = re.findall(r"^(.+?): (?:\d\*|reject) \S+ keeper_probability=", log, re.M)
-    assert sorted(logged) == sorted([n.replace("\n", "\\x0a") for n in names] + ["deep.NEF"])
+    shown = [f"odd names/{n}".replace("\n", "\\x0a") for n in names]
+    assert sorted(logged) == sorted([*shown, deep.relative_to(tmp_path).as_posix() + "/deep.NEF"])
 
 
 def test_files_deleted_or_renamed_before_they_are_rated_get_one_clear_line(
@@ -340,12 +345,12 @@ def test_files_deleted_or_renamed_before_they_are_rated_get_one_clear_line(
     assert daemon.proc.poll() is None
     assert daemon.stop()[0] == 0
 
-    log = daemon.log()
+    log = without_time(daemon.log())
     assert "Traceback" not in log
     for gone in (deleted, moved_out):
-        lines = [line for line in log.splitlines() if line.startswith(f"{gone.name}: ")]
+        lines = [line for line in log.splitlines() if line.startswith(f"in/{gone.name}: ")]
         assert lines == [
-            f"{gone.name}: gone before it was rated (deleted, renamed or its card pulled)"
+            f"in/{gone.name}: gone before it was rated (deleted, renamed or its card pulled)"
         ], lines
         assert not sidecar_of(gone).exists()
     assert not (outside / "MOVED_OUT.xmp").exists()
@@ -531,7 +536,8 @@ def test_bad_config_or_models_stop_the_daemon_at_start_with_one_line_and_exit_2(
         timeout=120,
         **popen,
     )
-    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    said = without_time(result.stdout + result.stderr)  # a log line, where it is logged
+    lines = [line for line in said.splitlines() if line.strip()]
     assert result.returncode == 2, lines
     assert len(lines) == 1 and expected in lines[0], lines
     assert lines[0].startswith("postselectd: ") and "Traceback" not in lines[0]
