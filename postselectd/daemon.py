@@ -21,6 +21,7 @@ import fcntl
 import logging
 import os
 import queue
+import shlex
 import signal
 import socket
 import threading
@@ -319,6 +320,8 @@ class Daemon:
         self._early: list[tuple[_Job, Scored, bool]] = []
         self._job_ids = 0
         self._since: dict[Path, float] = {}
+        # Folders watched for the first time: the photos their first scan leaves alone.
+        self._left_before: dict[Path, int] = {}
         self._lock_file = None
         self._pool_stale = False
         # Files rated for the first time, and rated again (their bytes changed since their
@@ -605,6 +608,7 @@ class Daemon:
             log.debug(
                 "%s scan of %s: %d photos looked at", message.reason, message.root, message.files
             )
+            self._say_left_before(message.root)
             if any(folder.path == message.root for folder in self.config.watch):
                 # The journal forgets the photos that are gone (a pass over its rows
                 # below the folder, a batch a turn).
@@ -637,6 +641,7 @@ class Daemon:
         row = self.journal.get(found.path)
         if row is None:
             if found.since is not None and found.newest < found.since:
+                self._count_left_before(found.path)
                 return  # there before the watch began: `--catch-up` or `score` rates it
         elif row.status == "pending" or (row.signature == found.sig and row.reason != GONE):
             # Already queued, or already dealt with. A file that was gone (its card was
@@ -1183,6 +1188,8 @@ class Daemon:
                 folder.path.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 log.warning("cannot create %s: %s", folder.path, exc.strerror or exc)
+        if not self.catch_up and not self.journal.has_watched(folder.path):
+            self._left_before[folder.path] = 0  # said once its first scan is done
         since = self.journal.watch_since(folder.path, catch_up=self.catch_up)
         self._since[folder.path] = since
         mode = self.watcher.add(folder)
@@ -1198,6 +1205,39 @@ class Daemon:
         if self._is_default_inbox(folder):
             label += " [the default inbox: no folders configured]"
         return label
+
+    def _count_left_before(self, path: Path) -> None:
+        """A photo there before the first watch of its folder began (a camera JPEG beside
+        its raw is not one more photo)."""
+        folder = self._watch_of(path) if self._left_before else None
+        if folder is None or folder.path not in self._left_before:
+            return
+        if not (path.suffix.lower() in JPEG_SUFFIXES and has_raw_sibling(path)):
+            self._left_before[folder.path] += 1
+
+    def _say_left_before(self, root: Path) -> None:
+        """Once the first scan of a folder is done: how many photos were already there and
+        left alone, and the command that rates them. Otherwise an archive pointed at looks
+        like a daemon that does nothing."""
+        count = self._left_before.pop(root, None)
+        if not count:
+            return
+        config = ""
+        if self.config_path is not None:
+            config = " --config " + shlex.quote(str(Path(self.config_path).expanduser().absolute()))
+        log.info(
+            "%s: watched for the first time; the %s photo%s already there %s left alone "
+            "(only new ones are rated); to rate %s too: postselectd score%s %s "
+            "(or start the daemon once with: postselectd run --catch-up%s)",
+            root,
+            f"{count:,}",
+            "" if count == 1 else "s",
+            "is" if count == 1 else "are",
+            "it" if count == 1 else "them",
+            config,
+            shlex.quote(str(root)),
+            config,
+        )
 
     def shown_name(self, path: Path) -> str:
         """How the log names this photo: from its watched folder on (``wedding/DSC_0101.NEF``)."""

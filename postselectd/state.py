@@ -299,6 +299,11 @@ class Journal:
 
     # --- watches ---------------------------------------------------------------------
 
+    def has_watched(self, folder: Path) -> bool:
+        """Whether a watch of this folder began before (``watch_since`` recorded one)."""
+        found = self._db.execute("SELECT 1 FROM watches WHERE path = ?", (_key(folder),))
+        return found.fetchone() is not None
+
     def watch_since(
         self, folder: Path, *, catch_up: bool = False, now: float | None = None
     ) -> float:

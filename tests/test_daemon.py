@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -508,17 +509,30 @@ def test_second_signal_forces_exit(watching, small_nef):
 # --- first start, catch-up, restarts ---------------------------------------------------
 
 
-def test_first_start_rates_only_new_files_and_catch_up_rates_the_rest(
+def test_first_start_rates_only_new_files_says_so_and_catch_up_rates_the_rest(
     daemon_factory, tmp_path, small_nef
 ):
-    archive = tmp_path / "archive"
-    archive.mkdir()
-    old = [small_nef.write(archive / f"OLD_{i:04d}.NEF", tag=7000 + i) for i in range(3)]
+    archive = tmp_path / "my archive"
+    (archive / "2024").mkdir(parents=True)
+    old = [small_nef.write(archive / f"OLD_{i:04d}.NEF", tag=7000 + i) for i in range(2)]
+    old.append(small_nef.write(archive / "2024" / "OLD_0002.NEF", tag=7002))
+    (archive / "OLD_0000.JPG").write_bytes(b"\xff\xd8\xff\xd9")  # the camera's JPEG
     time.sleep(0.05)
     daemon = daemon_factory([archive])
     daemon.start()
     new = small_nef.write(archive / "NEW_0001.NEF", tag=7100)
     daemon.wait_for(lambda: sidecar_of(new).exists(), 30, "the new file's sidecar")
+    # Issue #20: a folder watched for the first time says what it left alone, and how to
+    # rate that, in a command to copy.
+    daemon.wait_for(lambda: "left alone" in daemon.log(), 10, "the left-alone line")
+    said = [line for line in daemon.log().splitlines() if "left alone" in line]
+    config = shlex.quote(str(daemon.config_path))
+    assert len(said) == 1 and said[0].endswith(
+        f"{archive}: watched for the first time; the 3 photos already there are left alone "
+        f"(only new ones are rated); to rate them too: postselectd score --config {config} "
+        f"'{archive}' (or start the daemon once with: postselectd run --catch-up --config "
+        f"{config})"
+    ), said
     time.sleep(SETTLE * 3)  # the start-up scan has long finished
     assert not any(sidecar_of(p).exists() for p in old), "old files were rated"
     assert daemon.stop()[0] == 0
@@ -529,6 +543,7 @@ def test_first_start_rates_only_new_files_and_catch_up_rates_the_rest(
     daemon.wait_for(lambda: sidecar_of(while_down).exists(), 30, "the file from downtime")
     assert not any(sidecar_of(p).exists() for p in old)
     assert daemon.stop()[0] == 0
+    assert "left alone" not in daemon.log(), "said again on a later start"
 
     daemon.start("--catch-up")
     daemon.wait_for(lambda: all(sidecar_of(p).exists() for p in old), 30, "catch-up")
