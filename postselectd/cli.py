@@ -273,6 +273,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "doctor":  # a bad config is one of the things it reports
             setup_logging(args.log_level or "info")
             return cmd_doctor(args, None, str(exc))
+        if args.command == "status":  # it only reads the journal: say, and show it
+            from postselectd.config import lenient_state_dir
+
+            print(f"postselectd: bad config (status read anyway): {exc}", file=sys.stderr)
+            fallback = Config(state_dir=lenient_state_dir(args.config))
+            return cmd_status(args, fallback, config_error=str(exc))
         print(f"postselectd: bad config: {exc}", file=sys.stderr)
         if args.command == "run":
             return _not_restarted(args)
@@ -481,17 +487,20 @@ def _not_restarted(args: argparse.Namespace) -> int:
     return EXIT_USAGE
 
 
-def cmd_status(args: argparse.Namespace, config: Config) -> int:
+def cmd_status(args: argparse.Namespace, config: Config, config_error: str | None = None) -> int:
+    """``config_error``: the config could not be used; ``config`` then holds only the state
+    folder it names (or the default one), and the JSON says why under ``config_error``."""
     from postselectd.daemon import running_daemon_pid
     from postselectd.state import Journal, JournalError
 
     state_dir = config.resolved_state_dir()
     pid = running_daemon_pid(state_dir)
+    extra = {"config_error": config_error} if config_error else {}
     try:
         journal = Journal(state_dir, readonly=True)
     except JournalError as exc:
         if args.json:
-            print(json.dumps({"journal": None, "running_pid": pid, "error": str(exc)}))
+            print(json_line({"journal": None, "running_pid": pid, "error": str(exc), **extra}))
         else:
             print(f"postselectd: {exc}")
         return EXIT_OK
@@ -523,6 +532,7 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
                 {"path": str(r.path), "reason": r.reason, "attempts": r.attempts}
                 for r in journal.recent("failed", 1000)
             ],
+            **extra,
         }
     if args.json:
         print(json_line(report))

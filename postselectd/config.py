@@ -340,3 +340,16 @@ def load_config(path: Path | None = None) -> tuple[Config, str]:
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
     return parse_config(data, str(path)), str(path)
+
+
+def lenient_state_dir(path: Path | None = None) -> Path:
+    """The state folder a config names, read from a config that is not valid as a whole:
+    `postselectd status` needs only the journal, and a typo elsewhere in the file must not
+    hide what the daemon did. The default folder where the file names none, or cannot be
+    read at all."""
+    try:
+        path = path or user_config_file()
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        return Config(state_dir=data["state_dir"]).resolved_state_dir()
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, TypeError, KeyError, ValidationError):
+        return user_data_dir()

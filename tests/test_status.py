@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from conftest import run_cli
@@ -49,3 +50,42 @@ def test_status_escapes_control_characters_in_file_names(tmp_path: Path):
     report = json.loads(as_json.stdout)  # one line, and the names come back exactly
     names = {Path(item["path"]).name for item in report["last"] + report["failures"]}
     assert names == set(NASTY)
+
+
+def test_status_reads_the_journal_despite_a_config_with_a_typo(tmp_path: Path):
+    # Issue #20: `status` refused to say anything while the config had a typo, though it
+    # only needs the journal (the daemon may well be running on the config before it).
+    state, shoot = tmp_path / "state", tmp_path / "shoot"
+    with Journal(state) as journal:
+        journal.touch(shoot / "DSC_0001.NEF", Signature(100, 1), NOW, 0)
+        journal.rated(
+            shoot / "DSC_0001.NEF", stars=4, label=None, result=None, elapsed_ms=1.0, now=NOW
+        )
+    config = tmp_path / "c.yaml"
+    config.write_text(f"state_dir: '{state}'\nsidecar:\n  profile: [darktable]\n")
+
+    shown = run_cli("status", "--config", str(config))
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stderr.splitlines() == [
+        f"postselectd: bad config (status read anyway): {config}: sidecar.profile: "
+        "unknown key (did you mean 'profiles'?)"
+    ]
+    assert f"{state}/journal.sqlite3" in shown.stdout
+    assert f"4*  -       {shoot}/DSC_0001.NEF" in shown.stdout
+
+    as_json = json.loads(run_cli("status", "--config", str(config), "--json").stdout)
+    assert as_json["rated"] == 1 and "did you mean 'profiles'" in as_json["config_error"]
+
+
+def test_status_of_a_config_that_is_not_yaml_reads_the_default_journal(tmp_path: Path):
+    data = tmp_path / "xdg-data"
+    with Journal(data / "postselectd") as journal:
+        journal.touch(tmp_path / "DSC_0001.NEF", Signature(100, 1), NOW, 0)
+    config = tmp_path / "c.yaml"
+    config.write_text("watch: [unclosed\n")
+
+    shown = run_cli("status", "--config", str(config), env={"XDG_DATA_HOME": str(data)})
+    assert shown.returncode == 0, shown.stderr
+    assert "not valid YAML" in shown.stderr and len(shown.stderr.splitlines()) == 1
+    assert f"{data}/postselectd/journal.sqlite3" in shown.stdout
+    assert re.search(r"^queue\s+1$", shown.stdout, re.M), shown.stdout
