@@ -18,7 +18,7 @@ from collections import Counter
 from pathlib import Path
 
 from postselectd import __version__
-from postselectd.config import Config, ConfigError, load_config
+from postselectd.config import Config, ConfigError, WatchFolder, load_config
 from postselectd.rating import PREVIEW_TOO_SMALL, SMALLEST_JUDGED_PREVIEW
 
 log = logging.getLogger("postselectd")
@@ -138,10 +138,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers", type=int, default=None, help="worker processes (default: one per core)"
     )
 
-    sub.add_parser(
+    doctor = sub.add_parser(
         "doctor",
         parents=[common],
         help="check config, models, watched folders, limits, disk and the service",
+    )
+    doctor.add_argument(
+        "--watch",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="DIR",
+        help="also check this folder, as `run --watch DIR` would watch it; repeat for several",
     )
 
     report = sub.add_parser(
@@ -568,8 +576,8 @@ def cmd_doctor(args: argparse.Namespace, config: Config | None, source: str) -> 
     """Each check prints OK, WARN or FAIL with what to do; exit 1 when any FAIL."""
     import shutil as _shutil
 
-    from postselectd.config import WatchFolder, default_inbox
-    from postselectd.daemon import running_daemon_pid
+    from postselectd.config import default_inbox
+    from postselectd.daemon import folder_trouble, running_daemon_pid
     from postselectd.service import (
         current_platform,
         folders_the_unit_cannot_write,
@@ -599,9 +607,9 @@ def cmd_doctor(args: argparse.Namespace, config: Config | None, source: str) -> 
 
     from postselectd.preview import decoders
 
-    found = decoders()
-    missing = [name for name, library in found.items() if library is None]
-    listed = ", ".join(f"{name} ({library})" for name, library in found.items() if library)
+    decodes = decoders()
+    missing = [name for name, library in decodes.items() if library is None]
+    listed = ", ".join(f"{name} ({library})" for name, library in decodes.items() if library)
     if missing:
         check(
             "WARN",
@@ -612,34 +620,52 @@ def cmd_doctor(args: argparse.Namespace, config: Config | None, source: str) -> 
     else:
         check("OK", "decoders", listed)
 
-    watches = list(config.watch) or [WatchFolder(path=default_inbox())]
+    found, service_settings = _watched_by_the_daemon(args, config, check)
+    watches = [folder for folder, _ in found]
     folders = 0
-    for folder in watches:
+    for folder, origin in found:
         path = folder.path
+        what = f"watch {path}"
+
+        def say(status: str, detail: str, what: str = what, origin: str = origin) -> None:
+            check(status, what, f"{detail} ({origin})" if origin else detail)
+
         if not path.exists():
             if path == default_inbox():
-                check("OK", f"watch {path}", "the default inbox; created when the daemon starts")
+                say("OK", "the default inbox; created when the daemon starts")
             elif folder.removable:
-                check("WARN", f"watch {path}", "not there (removable: watched once it appears)")
+                say("WARN", "not there (removable: watched once it appears)")
             else:
-                check(
+                say(
                     "FAIL",
-                    f"watch {path}",
                     "does not exist, so the daemon will not start: create it, correct the "
                     "path, or set removable: true for a card or share mounted later",
                 )
             continue
         if not path.is_dir():
-            check("FAIL", f"watch {path}", "not a folder")
+            say("FAIL", "not a folder")
             continue
         if not os.access(path, os.R_OK | os.X_OK):
-            check("FAIL", f"watch {path}", "not readable by this user")
+            say("FAIL", "not readable by this user")
             continue
         poll, mode = should_poll(folder)
         count = _count_folders(path) if folder.recursive else 1
         if not poll:
             folders += count
-        check("OK", f"watch {path}", f"readable, {count} folder(s), {mode}")
+        trouble = folder_trouble(path, "")
+        if trouble == "read-only":
+            say(
+                "FAIL",
+                f"readable, but no sidecar can be written there (read-only, or not writable "
+                f"for this user): its photos would wait unrated; {count} folder(s), {mode}",
+            )
+        elif trouble == "full":
+            say(
+                "WARN",
+                f"readable, but its disk is full: no sidecar fits; {count} folder(s), {mode}",
+            )
+        else:
+            say("OK", f"readable, sidecars writable, {count} folder(s), {mode}")
 
     limit_file = Path("/proc/sys/fs/inotify/max_user_watches")
     if limit_file.exists():
@@ -674,7 +700,7 @@ def cmd_doctor(args: argparse.Namespace, config: Config | None, source: str) -> 
     where = installed_path(platform)
     if service.installed:
         check("OK", "service", f"installed ({where})")
-        sealed = folders_the_unit_cannot_write(config)
+        sealed = folders_the_unit_cannot_write(service_settings or config)
         if sealed:
             check(
                 "FAIL",
@@ -694,6 +720,67 @@ def cmd_doctor(args: argparse.Namespace, config: Config | None, source: str) -> 
     for status, what, detail in results:
         print(f"{status:<5} {what:<{width}}  {detail}")
     return EXIT_FAILURES if any(status == "FAIL" for status, _, _ in results) else EXIT_OK
+
+
+def _watched_by_the_daemon(
+    args: argparse.Namespace, config: Config, check
+) -> tuple[list[tuple[WatchFolder, str]], Config | None]:
+    """The folders the daemon watches, each with where it comes from ("" for this config):
+    this config's, the --watch ones given here, and those of the installed service's own
+    command line, whose config may be another file and which may add --watch folders. The
+    default inbox where that is none, as for the daemon. Also the service's config, where
+    it could be read."""
+    from postselectd.config import default_inbox, user_config_file
+    from postselectd.service import installed_command
+
+    found = [(folder, "") for folder in config.watch]
+    found += [(WatchFolder(path=p.expanduser().absolute()), "--watch") for p in args.watch]
+    service_settings = None
+    command = installed_command()
+    if command is not None:
+        named, extra = _run_options(command)
+        theirs = named or user_config_file()
+        if _same_file(theirs, args.config or user_config_file()):
+            service_settings = config
+        else:
+            try:
+                service_settings, _ = load_config(named)
+            except ConfigError as exc:
+                check("FAIL", "service config", f"{exc}: the service's daemon does not start")
+            else:
+                origin = f"the service's config {theirs}"
+                found += [(folder, origin) for folder in service_settings.watch]
+        found += [(WatchFolder(path=p), "the service's --watch") for p in extra]
+    if not found:
+        found = [(WatchFolder(path=default_inbox()), "")]
+    unique: dict[Path, tuple[WatchFolder, str]] = {}
+    for folder, origin in found:
+        unique.setdefault(folder.path, (folder, origin))
+    return list(unique.values()), service_settings
+
+
+def _run_options(command: list[str]) -> tuple[Path | None, list[Path]]:
+    """--config and the --watch folders of a `postselectd run` command line (a service's).
+    A relative folder is taken from the home folder, where a user service starts."""
+    words = iter(command[command.index("run") + 1 :] if "run" in command else [])
+    config: Path | None = None
+    watches: list[Path] = []
+    for word in words:
+        name, eq, value = word.partition("=")
+        if name not in ("--config", "--watch"):
+            continue
+        value = value if eq else next(words, "")
+        if value:
+            path = Path.home() / Path(value).expanduser()
+            if name == "--config":
+                config = path
+            else:
+                watches.append(path)
+    return config, watches
+
+
+def _same_file(one: Path, other: Path) -> bool:
+    return one.expanduser().resolve() == other.expanduser().resolve()
 
 
 def _count_folders(root: Path, cap: int = 1_000_000) -> int:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import plistlib
+import shlex
 import shutil
 import subprocess
 import sys
@@ -250,6 +252,31 @@ def installed_path(platform: str) -> Path:
         return Path.home() / "Library" / "LaunchAgents" / f"{LAUNCHD_LABEL}.plist"
     base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
     return Path(base) / "systemd" / "user" / UNIT_NAME
+
+
+def installed_command(platform: str | None = None) -> list[str] | None:
+    """The command line the installed service runs (the unit's ExecStart, the agent's
+    ProgramArguments), or None where none is installed or it cannot be read."""
+    platform = platform or current_platform()
+    try:
+        text = installed_path(platform).read_text()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if platform == "macos":
+        try:
+            arguments = plistlib.loads(text.encode()).get("ProgramArguments")
+        except (plistlib.InvalidFileException, ValueError, AttributeError):
+            return None
+        return [str(a) for a in arguments] if isinstance(arguments, list) else None
+    for line in text.splitlines():
+        if line.startswith("ExecStart="):
+            try:
+                words = shlex.split(line[len("ExecStart=") :])
+            except ValueError:
+                return None
+            # _systemd_quote's escapes: shlex took the backslashes, these are systemd's own.
+            return [w.replace("%%", "%").replace("$$", "$") for w in words]
+    return None
 
 
 def folders_the_unit_cannot_write(settings: Config, platform: str | None = None) -> list[Path]:

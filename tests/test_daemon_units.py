@@ -6,16 +6,19 @@ from __future__ import annotations
 import os
 import queue
 import socket
+import sys
 import time
 import uuid
 from pathlib import Path
 
+import pytest
 import yaml
 from conftest import run_cli
 
 from postselectd.config import AnalysisConfig
 from postselectd.daemon import ServiceNotifier
 from postselectd.pipeline import Scored
+from postselectd.service import render
 from postselectd.workers import Analysed, WorkerDied, WorkerPool, WorkerReady
 
 # --- sd_notify ------------------------------------------------------------------------
@@ -184,3 +187,56 @@ def test_doctor_fails_an_unreadable_folder(tmp_path: Path, unprivileged):
     finally:
         unprivileged.release(locked)
     assert result.returncode == 1 and f"FAIL  watch {locked}" in result.stdout
+
+
+def test_doctor_checks_the_folders_the_daemon_watches_and_whether_sidecars_can_be_written(
+    tmp_path: Path, unprivileged
+):
+    # Issue #20: doctor looked only at its own config's folders, not at those the daemon
+    # is given on its command line or by the installed service (whose config may be
+    # another file), and not at whether a sidecar can be written there.
+    if sys.platform == "darwin":
+        pytest.skip("the Linux layout")
+    mine, given, theirs, added = (tmp_path / n for n in ("mine", "given", "theirs", "added"))
+    for folder in (mine, given, added):
+        folder.mkdir()
+    service_config = tmp_path / "service.yaml"
+    service_config.write_text(
+        yaml.safe_dump({"watch": [{"path": str(theirs)}], "state_dir": str(tmp_path / "s")})
+    )
+    unit = tmp_path / "xdg" / "systemd" / "user" / "postselectd.service"
+    unit.parent.mkdir(parents=True)
+    text = render("linux", sys.executable, service_config, sandbox=False)
+    exec_start = next(line for line in text.splitlines() if line.startswith("ExecStart="))
+    unit.write_text(text.replace(exec_start, f'{exec_start} "--watch" "{added}"'))
+    # Readable, but no sidecar can be written: a write-protected card, another user's folder.
+    if unprivileged.root:
+        unprivileged.lock(mine, 0o755)
+    else:
+        os.chmod(mine, 0o555)
+    try:
+        result = run_cli(
+            "doctor",
+            "--config",
+            str(_config(tmp_path, [mine])),
+            "--watch",
+            str(given),
+            env=_env(tmp_path),
+            popen=unprivileged.popen,
+        )
+    finally:
+        unprivileged.release(mine)
+    assert result.returncode == 1, result.stdout + result.stderr
+
+    def line(status: str, folder: Path) -> str:
+        found = [
+            x for x in result.stdout.splitlines() if x.split()[:3] == [status, "watch", str(folder)]
+        ]
+        assert len(found) == 1, result.stdout
+        return found[0]
+
+    assert "no sidecar can be written there" in line("FAIL", mine)
+    assert line("OK", given).endswith("readable, sidecars writable, 1 folder(s), inotify (--watch)")
+    assert "does not exist" in line("FAIL", theirs)
+    assert line("FAIL", theirs).endswith(f"(the service's config {service_config})")
+    assert line("OK", added).endswith("(the service's --watch)")

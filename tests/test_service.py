@@ -19,8 +19,11 @@ from postselectd.service import (
     DAEMON_MEMORY_BYTES,
     LAUNCHD_LABEL,
     can_sandbox,
+    command_line,
     install,
+    installed_command,
     installed_path,
+    render,
     render_launchd_plist,
     render_systemd_unit,
     uninstall,
@@ -414,3 +417,16 @@ def test_doctor_says_when_a_new_watch_folder_is_outside_the_installed_sandbox(
     line = next(x for x in result.stdout.splitlines() if "service sandbox" in x)
     assert line.startswith("FAIL") and str(added) in line and str(first) not in line
     assert "postselectd service install" in line
+
+
+@pytest.mark.parametrize("platform", ["linux", "macos"])
+def test_the_installed_command_line_is_read_back_as_written(tmp_path: Path, monkeypatch, platform):
+    # What `doctor` reads to check the folders the service's daemon watches.
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    config = tmp_path / "my photos" / '100% $HOME \\ "quoted".yaml'
+    path = installed_path(platform)
+    path.parent.mkdir(parents=True)
+    path.write_text(render(platform, "/opt/py thon/bin/python3", config, sandbox=False))
+    manager = "launchd" if platform == "macos" else None
+    assert installed_command(platform) == command_line("/opt/py thon/bin/python3", config, manager)
