@@ -2,7 +2,8 @@
 
 Exit status: 0 every file rated, 1 some files failed (each named with its reason),
 2 bad usage, bad config or unusable models, 3 (score) no photos in the paths given,
-141 the reader of the output went away (``| head``), as for a tool SIGPIPE ends.
+130 interrupted, 141 the reader of the output went away (``| head``), as for a tool
+SIGPIPE ends. Each command's --help lists what they mean for it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import io
 import json
 import logging
 import os
+import re
 import sys
+import textwrap
 import time
 from collections import Counter
 from pathlib import Path
@@ -36,10 +39,44 @@ class UsageError(Exception):
     pass
 
 
+EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports a program SIGINT ended (128 + 2)
+
+# The exit statuses every command that prints shares; each table lists its own first.
+_INTERRUPTED = (EXIT_INTERRUPTED, "interrupted (Ctrl-C)")
+_BROKEN_PIPE = (EXIT_BROKEN_PIPE, "the output's reader went away (`... | head`)")
+
+
+def _command(
+    sub,
+    name: str,
+    parents: list[argparse.ArgumentParser],
+    summary: str,
+    description: str,
+    statuses: list[tuple[int, str]],
+) -> argparse.ArgumentParser:
+    """A command whose --help says what it does and what its exit statuses mean."""
+    table = "\n".join(
+        textwrap.fill(meaning, 78, initial_indent=f"  {code:<4} ", subsequent_indent=" " * 7)
+        for code, meaning in statuses
+    )
+    # Wrapped as argparse wraps the options (78 columns), never inside a `command`.
+    kept = re.sub(r"`[^`]*`", lambda m: m.group().replace(" ", "\0"), description)
+    return sub.add_parser(
+        name,
+        parents=parents,
+        help=summary,
+        description=textwrap.fill(kept, 78).replace("\0", " "),
+        epilog="exit status:\n" + table,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="postselectd",
         description="Rates photos as they arrive and writes XMP sidecars your editor reads.",
+        epilog="`postselectd COMMAND --help` says what a command does and what its exit "
+        "statuses mean.",
     )
     parser.add_argument("--version", action="version", version=f"postselectd {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -56,17 +93,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="overrides the config's log_level",
     )
 
-    score = sub.add_parser(
+    score = _command(
+        sub,
         "score",
-        parents=[common],
-        help="rate files and folders (recursively) now",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="exit status:\n"
-        "  0    every photo rated\n"
-        "  1    some photos could not be rated (each is named with its reason)\n"
-        "  2    bad usage, a bad config or unusable models\n"
-        f"  {EXIT_NO_PHOTOS}    no photos found in the paths given (nothing written)\n"
-        f"  {EXIT_BROKEN_PIPE}  the output's reader went away (`score --json | head`)",
+        [common],
+        "rate files and folders (recursively) now",
+        "Rates the photos in the files and folders given (folders recursively) now: writes "
+        "each one's XMP sidecar beside it, prints one line per photo and a summary. Ratings "
+        "and labels a person set are kept, unless --force.",
+        [
+            (EXIT_OK, "every photo rated"),
+            (EXIT_FAILURES, "some photos could not be rated (each is named with its reason)"),
+            (EXIT_USAGE, "bad usage, a bad config or unusable models"),
+            (EXIT_NO_PHOTOS, "no photos found in the paths given (nothing written)"),
+            _INTERRUPTED,
+            _BROKEN_PIPE,
+        ],
     )
     score.add_argument("paths", nargs="+", type=Path, metavar="PATH")
     score.add_argument(
@@ -80,10 +122,34 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers", type=int, default=None, help="worker processes (default: one per core)"
     )
 
-    run = sub.add_parser(
+    run = _command(
+        sub,
         "run",
-        parents=[common],
-        help="watch folders and rate photos as they arrive (foreground; the service runs this)",
+        [common],
+        "watch folders and rate photos as they arrive (foreground; the service runs this)",
+        "Watches the config's folders (and --watch ones) and rates each photo that arrives "
+        "once its copy is complete, writing its sidecar; logs one line per photo until "
+        "stopped (SIGTERM, Ctrl-C). The photos already in a folder watched for the first "
+        "time are left alone, unless --catch-up. SIGHUP reloads the config. The background "
+        "service runs this.",
+        [
+            (
+                EXIT_OK,
+                "stopped (SIGTERM, Ctrl-C); under launchd also a mistake as for 2, so "
+                "that it is not restarted",
+            ),
+            (
+                EXIT_FAILURES,
+                "stopped by a second signal before it finished, or its workers could not "
+                "start (a service manager restarts it)",
+            ),
+            (
+                EXIT_USAGE,
+                "a mistake only you can fix, said in the line before: bad usage, a bad "
+                "config, a watched folder that is not there, unusable models, another "
+                "daemon on the same state folder (systemd does not restart it)",
+            ),
+        ],
     )
     run.add_argument(
         "--watch",
@@ -105,18 +171,42 @@ def build_parser() -> argparse.ArgumentParser:
         help=argparse.SUPPRESS,  # set by the launchd agent: how to say "do not restart me"
     )
 
-    status = sub.add_parser(
-        "status", parents=[common], help="what the daemon has done: queue, rated, failed"
+    status = _command(
+        sub,
+        "status",
+        [common],
+        "what the daemon has done: queue, rated, failed",
+        "Shows what the daemon has done, from its journal: whether it is running, the "
+        "queue, the photos rated and failed (with reasons), the last ones rated. A config "
+        "with a mistake is said in one line, and the journal is read anyway.",
+        [
+            (EXIT_OK, "status shown (also while the config has a mistake, or without a journal)"),
+            (EXIT_USAGE, "bad usage"),
+            _INTERRUPTED,
+            _BROKEN_PIPE,
+        ],
     )
     status.add_argument("--json", action="store_true", help="print one JSON object")
     status.add_argument(
         "--last", type=int, default=10, metavar="N", help="show the last N files (default 10)"
     )
 
-    train = sub.add_parser(
+    train = _command(
+        sub,
         "train",
-        parents=[common],
-        help="learn your own taste from photos you rated (sidecars, catalogs, folders)",
+        [common],
+        "learn your own taste from photos you rated (sidecars, catalogs, folders)",
+        "Learns your own taste from photos you already rated (their sidecars, a Lightroom "
+        "catalog, a darktable library) and writes a personal model with its model card; "
+        "`model: personal` in the config rates with it. --evaluate only reports how well "
+        "it would work.",
+        [
+            (EXIT_OK, "a model written (with --evaluate: the report shown)"),
+            (EXIT_FAILURES, "no useful model can be made (the line says why)"),
+            (EXIT_USAGE, "bad usage or a bad config"),
+            _INTERRUPTED,
+            _BROKEN_PIPE,
+        ],
     )
     train.add_argument("paths", nargs="+", type=Path, metavar="PATH")
     train.add_argument(
@@ -138,10 +228,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers", type=int, default=None, help="worker processes (default: one per core)"
     )
 
-    doctor = sub.add_parser(
+    doctor = _command(
+        sub,
         "doctor",
-        parents=[common],
-        help="check config, models, watched folders, limits, disk and the service",
+        [common],
+        "check config, models, watched folders, limits, disk and the service",
+        "Checks what the daemon needs: the config, the models, every folder it watches "
+        "(the config's, --watch ones, the installed service's: there, readable, writable "
+        "for sidecars, inotify or polling), the inotify limit, free disk space and the "
+        "service. Each check prints OK, WARN or FAIL, with what to do.",
+        [
+            (EXIT_OK, "no check failed (warnings may remain)"),
+            (EXIT_FAILURES, "some check failed (a bad config is one)"),
+            (EXIT_USAGE, "bad usage"),
+            _INTERRUPTED,
+            _BROKEN_PIPE,
+        ],
     )
     doctor.add_argument(
         "--watch",
@@ -152,10 +254,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="also check this folder, as `run --watch DIR` would watch it; repeat for several",
     )
 
-    report = sub.add_parser(
+    report = _command(
+        sub,
         "report",
-        parents=[common],
-        help="write a contact sheet (one HTML page) of rated folders: verdicts at a glance",
+        [common],
+        "write a contact sheet (one HTML page) of rated folders: verdicts at a glance",
+        "Writes a contact sheet of rated folders: one HTML page with each photo's "
+        "thumbnail and verdict (stars, label, reasons, bursts), to look through the "
+        "ratings at a glance. Nothing in the folders is changed.",
+        [
+            (EXIT_OK, "page written"),
+            (EXIT_FAILURES, "the page or its thumbnails could not be written"),
+            (EXIT_USAGE, "bad usage, a bad config or a path that does not exist"),
+            _INTERRUPTED,
+            _BROKEN_PIPE,
+        ],
     )
     report.add_argument("paths", nargs="+", type=Path, metavar="PATH")
     report.add_argument(
@@ -177,8 +290,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers", type=int, default=None, help="worker processes (default: one per core)"
     )
 
-    service = sub.add_parser(
-        "service", parents=[common], help="install or remove the background service"
+    service = _command(
+        sub,
+        "service",
+        [common],
+        "install or remove the background service",
+        "Installs or removes the background service that runs `postselectd run`: a "
+        "systemd user unit on Linux, a launchd agent on macOS; install also starts it "
+        "(--no-start: it does not), --print only shows the file.",
+        [
+            (EXIT_OK, "done (each step is said)"),
+            (EXIT_FAILURES, "the service manager refused a step, or the file could not be written"),
+            (EXIT_USAGE, "bad usage or a bad config"),
+            _INTERRUPTED,
+            _BROKEN_PIPE,
+        ],
     )
     service.add_argument("action", choices=["install", "uninstall"])
     service.add_argument(
@@ -316,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("postselectd: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         # The reader of stdout went away (`score --json | head -3`): stop quietly, as Unix
         # tools do. stdout is pointed at /dev/null, so that Python's flush of it at exit
