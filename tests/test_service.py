@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import os
 import plistlib
 import re
@@ -162,25 +163,6 @@ def test_a_daemon_that_fails_to_start_for_good_exits_2(tmp_path: Path):
     assert "does not exist" in result.stderr
 
 
-def test_launchd_agent_is_not_restarted_after_a_config_error(tmp_path: Path):
-    plist = plistlib.loads(render_launchd_plist(sys.executable, tmp_path / "c.yaml").encode())
-    # launchd restarts on a non-zero status only, at most every ThrottleInterval seconds...
-    assert plist["KeepAlive"] == {"SuccessfulExit": False}
-    assert plist["ThrottleInterval"] >= 10
-    # ...so the daemon it runs exits 0 for what only a person can fix, reason logged once.
-    args = plist["ProgramArguments"][1:]
-    assert args[:3] == ["-m", "postselectd", "run"]
-    (tmp_path / "c.yaml").write_text("workers: many\n")
-    result = run_cli(*args[2:])
-    assert result.returncode == 0, result.stderr
-    assert result.stderr.count("bad config") == 1
-    assert "launchctl kickstart -k gui/" in result.stderr
-    (tmp_path / "c.yaml").write_text(f"watch: [{{path: '{tmp_path / 'gone'}'}}]\n")
-    result = run_cli(*args[2:], env={"HOME": str(tmp_path)})
-    assert result.returncode == 0, result.stderr
-    assert result.stderr.count("does not exist") == 1
-
-
 def test_start_timeout_covers_the_wait_for_the_workers():
     from postselectd.daemon import WORKER_START_TIMEOUT
 
@@ -256,6 +238,10 @@ def test_sandboxed_and_plain_units_both_pass_systemd_analyze(tmp_path: Path):
 
 
 # --- the launchd agent, as far as Linux can check it ----------------------------------
+# launchd never runs here. What is checked is the file `service install` writes on macOS
+# (for a home in tmp_path): against launchd.plist(5) and parsed as `plutil -lint` parses
+# it; its command line, run the way launchd runs a job; and what each way the daemon can
+# end means under the agent's KeepAlive.
 
 # launchd.plist(5): the keys this agent may use, with their types.
 _LAUNCHD_KEYS = {
@@ -279,12 +265,16 @@ _LAUNCHD_KEYS = {
     "HardResourceLimits": dict,
 }
 _KEEPALIVE_KEYS = {"SuccessfulExit", "Crashed", "NetworkState", "PathState", "OtherJobEnabled"}
+# KeepAlive/Crashed: "a signal which is typically associated with a crash (SIGILL, SIGSEGV, etc.)"
+_CRASH_SIGNALS = {
+    signal.SIGILL, signal.SIGTRAP, signal.SIGABRT, signal.SIGFPE, signal.SIGBUS, signal.SIGSEGV,
+    signal.SIGSYS,
+}  # fmt: skip
 
 
-def test_launchd_plist_uses_only_documented_keys_with_their_types(tmp_path: Path):
-    text = render_launchd_plist(
-        "/Users/me/.venv/bin/python", Path("/Users/me/c.yaml"), Path("/Users/me/l/p.log")
-    )
+def _assert_launchd_form(text: str) -> dict:
+    """The plist in ``text``, checked against launchd.plist(5)'s keys and types and for
+    values that make sense for this daemon."""
     # What `plutil -lint` checks: well-formed XML, a plist DOCTYPE, one top-level dict.
     assert text.startswith('<?xml version="1.0" encoding="UTF-8"?>\n<!DOCTYPE plist')
     plist = plistlib.loads(text.encode(), fmt=plistlib.FMT_XML)
@@ -292,8 +282,11 @@ def test_launchd_plist_uses_only_documented_keys_with_their_types(tmp_path: Path
     for key, value in plist.items():
         assert isinstance(value, _LAUNCHD_KEYS[key]), key
         assert not (isinstance(value, bool) and _LAUNCHD_KEYS[key] is int), key
-    assert set(plist["KeepAlive"]) <= _KEEPALIVE_KEYS
+    if isinstance(plist["KeepAlive"], dict):
+        assert set(plist["KeepAlive"]) <= _KEEPALIVE_KEYS
+    assert plist["Label"] == LAUNCHD_LABEL
     assert plist["ProcessType"] in ("Background", "Standard", "Adaptive", "Interactive")
+    # launchd's default is 10 s; a crash loop at that rate fills the log for nothing.
     assert 10 <= plist["ThrottleInterval"] <= 60
     assert plist["ExitTimeOut"] >= 10  # time for the daemon to finish its files
     assert all(isinstance(a, str) for a in plist["ProgramArguments"])
@@ -303,6 +296,154 @@ def test_launchd_plist_uses_only_documented_keys_with_their_types(tmp_path: Path
     assert Path(plist["ProgramArguments"][0]).is_absolute()
     # The whole file survives a binary round trip, as launchd stores it.
     assert plistlib.loads(plistlib.dumps(plist, fmt=plistlib.FMT_BINARY)) == plist
+    return plist
+
+
+def _launchd_restarts(keep_alive: bool | dict, returncode: int) -> bool:
+    """Whether launchd starts the job again after it ended with ``returncode`` (as
+    subprocess gives it: -N for signal N), by launchd.plist(5): KeepAlive true restarts it
+    always; SuccessfulExit true after exit status 0, false after anything else (a non-zero
+    status or a signal); Crashed true after a crash signal, false after anything else;
+    several conditions are ORed."""
+    if isinstance(keep_alive, bool):
+        return keep_alive
+    assert set(keep_alive) <= {"SuccessfulExit", "Crashed"}, f"not modelled: {keep_alive}"
+    clean = returncode == 0
+    crashed = returncode < 0 and -returncode in _CRASH_SIGNALS
+    return any(
+        (clean if key == "SuccessfulExit" else crashed) == wanted
+        for key, wanted in keep_alive.items()
+    )
+
+
+def _install_agent(home: Path, config: Path) -> tuple[Path, dict]:
+    """`service install` for macOS, not started, into ``home`` (HOME is set to it)."""
+    done = install("macos", config=config, start=False)
+    path = home / "Library" / "LaunchAgents" / f"{LAUNCHD_LABEL}.plist"
+    assert done == [f"wrote {path}"] and path == installed_path("macos")
+    return path, _assert_launchd_form(path.read_text())
+
+
+def _run_as_launchd(plist: dict) -> subprocess.Popen:
+    """Start the job as launchd does: ProgramArguments from / (no WorkingDirectory),
+    with launchd's few environment variables and the plist's, stdin from /dev/null,
+    stdout and stderr appended to their files."""
+    env = {
+        "HOME": os.environ["HOME"],
+        "USER": getpass.getuser(),
+        "LOGNAME": getpass.getuser(),
+        "SHELL": "/bin/zsh",
+        "PATH": "/usr/bin:/bin:/usr/sbin:/sbin",
+        "TMPDIR": os.environ.get("TMPDIR", "/tmp"),
+        "XPC_SERVICE_NAME": plist["Label"],
+        **plist.get("EnvironmentVariables", {}),
+    }
+    with (
+        open(plist["StandardOutPath"], "ab") as stdout,
+        open(plist["StandardErrorPath"], "ab") as stderr,
+    ):
+        return subprocess.Popen(
+            plist["ProgramArguments"],
+            cwd=plist.get("WorkingDirectory", "/"),
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=stderr,
+        )
+
+
+@pytest.fixture
+def mac_home(tmp_path: Path, monkeypatch) -> Path:
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    return home
+
+
+def test_launchd_plist_uses_only_documented_keys_with_their_types():
+    # Paths as on a Mac, with characters XML must escape.
+    text = render_launchd_plist(
+        "/Users/me/.venv/bin/python", Path("/Users/me/a & <b>.yaml"), Path("/Users/me/l/p.log")
+    )
+    plist = _assert_launchd_form(text)
+    assert plist["ProgramArguments"][5] == "/Users/me/a & <b>.yaml"
+    assert plist["StandardOutPath"] == plist["StandardErrorPath"] == "/Users/me/l/p.log"
+
+
+def test_the_installed_launchd_agent_points_at_what_exists(tmp_path, mac_home, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "c.yaml").write_text("{}\n")
+    path, plist = _install_agent(mac_home, Path("c.yaml"))
+    assert path.name == f"{plist['Label']}.plist"  # launchctl and the README name it so
+    assert list(path.parent.iterdir()) == [path]  # no temporary file left beside it
+    program = Path(plist["ProgramArguments"][0])
+    assert program.is_file() and os.access(program, os.X_OK), program
+    # launchd starts the job in /: a relative --config would name another file.
+    assert plist["ProgramArguments"][1:] == [
+        "-m",
+        "postselectd",
+        "run",
+        "--config",
+        str(tmp_path / "c.yaml"),
+        "--service-manager",
+        "launchd",
+    ]
+    # launchd opens the log file itself and makes no folder for it: install does.
+    log = Path(plist["StandardErrorPath"])
+    assert plist["StandardOutPath"] == str(log)
+    assert log.parent == mac_home / "Library" / "Logs" / "postselectd" and log.parent.is_dir()
+    assert uninstall("macos", stop=False) == [f"removed {path}"]
+    assert not path.exists()
+
+
+def test_launchd_agent_is_not_restarted_after_a_mistake_only_a_person_can_fix(tmp_path, mac_home):
+    config = tmp_path / "c.yaml"
+    _, plist = _install_agent(mac_home, config)
+    log = Path(plist["StandardErrorPath"])
+    mistakes = [
+        ("workers: many\n", "bad config"),
+        (f"watch: [{{path: '{tmp_path / 'gone'}'}}]\nstate_dir: '{tmp_path / 's'}'\n", "not exist"),
+    ]
+    for text, reason in mistakes:
+        config.write_text(text)
+        before = log.stat().st_size if log.exists() else 0
+        returncode = _run_as_launchd(plist).wait(timeout=120)
+        said = log.read_text()[before:]
+        assert not _launchd_restarts(plist["KeepAlive"], returncode), (returncode, said)
+        assert said.count(reason) == 1, said  # the reason, once, in the agent's log
+        assert f"launchctl kickstart -k gui/{os.getuid()}/{LAUNCHD_LABEL}" in said
+
+
+def test_launchd_agent_restarts_a_crash_and_stops_within_its_exit_timeout(tmp_path, mac_home):
+    (tmp_path / "in").mkdir()
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        f"watch: [{{path: '{tmp_path / 'in'}'}}]\nstate_dir: '{tmp_path / 's'}'\n"
+        "daemon: {workers: 1}\n"
+    )
+    _, plist = _install_agent(mac_home, config)
+    keep_alive = plist["KeepAlive"]
+    # A crash, the kernel's OOM kill, workers that could not start (exit 1): restarted,
+    # at most once every ThrottleInterval seconds.
+    for returncode in (-signal.SIGSEGV, -signal.SIGABRT, -signal.SIGKILL, 1):
+        assert _launchd_restarts(keep_alive, returncode), returncode
+    # A stop (bootout, logout) is SIGTERM, then SIGKILL after ExitTimeOut seconds: the
+    # daemon must be done by then, and its clean exit is not restarted.
+    log = Path(plist["StandardErrorPath"])
+    daemon = _run_as_launchd(plist)
+    try:
+        deadline = time.monotonic() + 120
+        while " started (pid " not in (log.read_text() if log.exists() else ""):
+            assert daemon.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "no start-up line in the agent's log"
+            time.sleep(0.1)
+        daemon.send_signal(signal.SIGTERM)
+        returncode = daemon.wait(timeout=plist["ExitTimeOut"])
+    finally:
+        daemon.kill()
+        daemon.wait()
+    assert returncode == 0, log.read_text()
+    assert not _launchd_restarts(keep_alive, returncode)
 
 
 def _fake_systemd_run(folder: Path, refuse: str | None, no_bus: bool = False) -> None:
