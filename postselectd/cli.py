@@ -648,6 +648,11 @@ def cmd_status(args: argparse.Namespace, config: Config, config_error: str | Non
             "running_pid": pid,
             "queue": counts["pending"],
             "retrying": journal.retrying(),
+            # Photos waiting for their folder: space, or write access, with the folder.
+            "waiting": [
+                {"folder": str(folder), "photos": count, "reason": reason}
+                for folder, (count, reason) in journal.waiting().items()
+            ],
             "rated": counts["rated"],
             "failed": counts["failed"],
             "skipped": counts["skipped"],
@@ -677,6 +682,12 @@ def cmd_status(args: argparse.Namespace, config: Config, config_error: str | Non
         f"{'journal':<14}{printable(report['journal'])}",
         f"{'queue':<14}{report['queue']}"
         + (f" ({report['retrying']} waiting to retry)" if report["retrying"] else ""),
+        *(
+            f"{'waiting':<14}{w['photos']} in {printable(w['folder'])} for "
+            + ("write access" if "not writable" in w["reason"] else "space")
+            + f" ({printable(w['reason'])})"
+            for w in report["waiting"]
+        ),
         f"{'rated':<14}{report['rated']} ({last_hour} in the last hour)",
         f"{'failed':<14}{report['failed']}",
         f"{'skipped':<14}{report['skipped']}",

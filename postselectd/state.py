@@ -376,6 +376,18 @@ class Journal:
         ).fetchone()
         return int(found[0])
 
+    def waiting(self) -> dict[Path, tuple[int, str]]:
+        """Queued photos that wait for their folder (no space, not writable: ``wait``), by
+        folder: how many, and the latest reason."""
+        found: dict[Path, tuple[int, str]] = {}
+        for key, reason in self._db.execute(
+            "SELECT path, reason FROM files WHERE status = 'pending' AND attempts = 0"
+            " AND reason IS NOT NULL ORDER BY updated_at"
+        ):
+            folder = _path(key).parent
+            found[folder] = (found.get(folder, (0, ""))[0] + 1, reason)
+        return found
+
     def recent(self, status: str, limit: int) -> list[Row]:
         order = "rated_at" if status == RATED else "updated_at"
         cursor = self._db.execute(

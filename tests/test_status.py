@@ -89,3 +89,30 @@ def test_status_of_a_config_that_is_not_yaml_reads_the_default_journal(tmp_path:
     assert "not valid YAML" in shown.stderr and len(shown.stderr.splitlines()) == 1
     assert f"{data}/postselectd/journal.sqlite3" in shown.stdout
     assert re.search(r"^queue\s+1$", shown.stdout, re.M), shown.stdout
+
+
+def test_status_counts_the_photos_waiting_for_space_or_write_access_with_their_folder(
+    tmp_path: Path,
+):
+    # Issue #19: photos held back by a full disk or a read-only folder were only "queue".
+    state, full, locked = tmp_path / "state", tmp_path / "full card", tmp_path / "locked"
+    with Journal(state) as journal:
+        for i in range(3):
+            path = full / f"DSC_{i:04d}.NEF"
+            journal.touch(path, Signature(100 + i, 1), NOW, 0)
+            journal.wait(path, f"{path.stem}.xmp: disk full, sidecar not written", NOW + 60, NOW)
+        path = locked / "DSC_0009.NEF"
+        journal.touch(path, Signature(7, 1), NOW, 0)
+        journal.wait(path, f"{locked}: folder is not writable, sidecar not written", NOW, NOW)
+        journal.touch(tmp_path / "other" / "DSC_0010.NEF", Signature(8, 1), NOW, 0)
+    config = tmp_path / "c.yaml"
+    config.write_text(f"state_dir: '{state}'\n")
+
+    text = run_cli("status", "--config", str(config)).stdout
+    assert f"waiting       3 in {full} for space" in text, text
+    assert f"waiting       1 in {locked} for write access" in text, text
+    report = json.loads(run_cli("status", "--config", str(config), "--json").stdout)
+    assert sorted((w["folder"], w["photos"]) for w in report["waiting"]) == [
+        (str(full), 3),
+        (str(locked), 1),
+    ]
