@@ -30,6 +30,7 @@ SDIST_TOP = {
     "service",
     "bench",
     "README.md",
+    "LICENSE",
     "config.example.yaml",
     "pyproject.toml",
     "PKG-INFO",
@@ -143,6 +144,15 @@ def test_wheel_carries_the_models_their_licenses_and_the_service_files(release):
         + "\n"
         + _show(wheel)
     )
+
+
+def test_both_carry_the_projects_own_license(release):
+    """Apache-2.0, as pyproject.toml declares: the text travels in the sdist and in the
+    wheel's metadata, where pip-licenses and distribution packagers look for it."""
+    assert "LICENSE" in release["sdist"], _show(release["sdist"])
+    in_wheel = [p for p in release["wheel"] if PurePosixPath(p).name == "LICENSE"]
+    assert [PurePosixPath(p).parts[0] for p in in_wheel] == [f"{NAME}.dist-info"], in_wheel
+    assert "Apache License" in (ROOT / "LICENSE").read_text()
 
 
 def test_wheel_carries_only_the_package(release):
