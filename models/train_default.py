@@ -16,6 +16,12 @@ with a fitted temperature). P(keeper) is its first output; the other classes say
 
     python models/train_default.py ../shared/eval          # writes models/keeper_head.onnx
 
+It also records, in models/keeper_head_reference.json, the measurements, embedding and
+class probabilities of a few training photos as the training code computed them
+(``--record-only`` records them again for the head on disk). tests/test_quality.py
+checks that today's measurements and head still give those numbers: a change to the
+measurements the head was not retrained on fails there, not silently in the ratings.
+
 Needs, beside postselectd's own dependencies, the `onnx` package (build time only).
 Evaluation on the real labelled photos: bench/eval_quality.py.
 """
@@ -162,8 +168,7 @@ def features_of(image: np.ndarray, backbone: OnnxModel) -> tuple[np.ndarray, np.
 def build_dataset(eval_dir: Path, cache: Path) -> dict[str, np.ndarray]:
     if cache.exists():
         return dict(np.load(cache))
-    rows = list(csv.DictReader((eval_dir / "natural" / "labels.tsv").open(), delimiter="\t"))
-    photos = [r["file"] for r in rows if r["label"].startswith("natural_photo")]
+    photos = natural_photos(eval_dir)
     backbone = OnnxModel(ROOT / "models" / "efficientnet_lite0.onnx", threads=2)
     rng = np.random.default_rng(SEED)
     X, E, y, group = [], [], [], []
@@ -253,6 +258,79 @@ class Head:
             nll = -np.log(p[np.arange(len(y)), y] + 1e-12).mean()
             best = min(best, (nll, t))
         self.temperature = best[1]
+
+
+REFERENCE_NAME = "keeper_head_reference.json"
+# How many training photos the reference records, and what is done to each: the same
+# degradations as variants(), with fixed strengths instead of random ones.
+REFERENCE_PHOTOS = 2
+REFERENCE_CASES = {
+    "as shot": (0, lambda image: image),
+    "defocus disk r=5": (1, lambda image: disk(image, 5.0)),
+    "motion 30 px at 30 deg": (2, lambda image: motion(image, 30.0, 30.0)),
+    "exposure +2 EV": (3, lambda image: exposure_shift(image, 2.0)),
+    "exposure -2.5 EV": (4, lambda image: exposure_shift(image, -2.5)),
+}
+
+
+def split_photos(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Photo indices for training, calibration and test: by photo, never by variant."""
+    photos = np.random.default_rng(SEED).permutation(n)
+    return photos[2 * (n // 5) :], photos[n // 5 : 2 * (n // 5)], photos[: n // 5]
+
+
+def natural_photos(eval_dir: Path) -> list[str]:
+    rows = list(csv.DictReader((eval_dir / "natural" / "labels.tsv").open(), delimiter="\t"))
+    return [r["file"] for r in rows if r["label"].startswith("natural_photo")]
+
+
+def reference_views(eval_dir: Path) -> list[tuple[str, str, int, np.ndarray]]:
+    """(photo, case, class index, image): the first training photos' whole views (as
+    load_views makes them), each as shot and with each kind of fixed degradation."""
+    photos = natural_photos(eval_dir)
+    train, _, _ = split_photos(len(photos))
+    found = []
+    for index in sorted(train)[:REFERENCE_PHOTOS]:
+        name = photos[index]
+        whole = load_views(eval_dir / "natural" / name, np.random.default_rng(SEED))[0]
+        for case, (label, degrade) in REFERENCE_CASES.items():
+            found.append((name, case, label, degrade(whole)))
+    return found
+
+
+def record_reference(eval_dir: Path, head_path: Path) -> Path:
+    """What the training code measures on reference_views() and what the head says."""
+    from postselectd.analysis import KeeperHead
+
+    backbone = OnnxModel(ROOT / "models" / "efficientnet_lite0.onnx", threads=1)
+    head = KeeperHead(head_path, 1, ["CPUExecutionProvider"])
+    cases = []
+    for name, case, label, image in reference_views(eval_dir):
+        measured, embedding = features_of(image, backbone)
+        probabilities = head.classify(measured, embedding)
+        cases.append(
+            {
+                "photo": f"natural/{name}",
+                "case": case,
+                "class": CLASSES[label],
+                "measurements": [round(float(v), 6) for v in measured],
+                "embedding_first8": [round(float(v), 6) for v in embedding[:8]],
+                "embedding_l2": round(float(np.linalg.norm(embedding)), 6),
+                "class_probabilities": [round(float(v), 6) for v in probabilities.values()],
+            }
+        )
+    doc = {
+        "model": head_path.name,
+        "model_bytes": head_path.stat().st_size,
+        "features": list(measure.FEATURE_NAMES),
+        "classes": list(CLASSES),
+        "views": f"load_views()'s whole view of the first {REFERENCE_PHOTOS} training photos "
+        "(split_photos), each as shot and degraded as named (variants()' functions)",
+        "cases": cases,
+    }
+    path = head_path.with_name(REFERENCE_NAME)
+    path.write_text(json.dumps(doc, indent=1) + "\n")
+    return path
 
 
 def keeper_metrics(p_keep: np.ndarray, is_keeper: np.ndarray, threshold: float = 0.5) -> dict:
@@ -354,16 +432,22 @@ def main() -> int:
     parser.add_argument("eval_dir", type=Path, help="../shared/eval")
     parser.add_argument("--out", type=Path, default=ROOT / "models" / "keeper_head.onnx")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/postselectd-train-default.npz"))
+    parser.add_argument(
+        "--record-only",
+        action="store_true",
+        help=f"only write models/{REFERENCE_NAME} for the head at --out",
+    )
     args = parser.parse_args()
+    if args.record_only:
+        print(f"wrote {record_reference(args.eval_dir, args.out)}")
+        return 0
 
     data = build_dataset(args.eval_dir, args.cache)
     X, E, y, group = data["X"], data["E"], data["y"], data["group"]
-    rng = np.random.default_rng(SEED)
-    photos = rng.permutation(np.unique(group))
-    n = len(photos)
-    test_ids, calib_ids = set(photos[: n // 5]), set(photos[n // 5 : 2 * n // 5])
-    test = np.isin(group, list(test_ids))
-    calib = np.isin(group, list(calib_ids))
+    n = len(np.unique(group))
+    _, calib_ids, test_ids = split_photos(n)
+    test = np.isin(group, test_ids)
+    calib = np.isin(group, calib_ids)
     train = ~(test | calib)
     counts = np.bincount(y[train], minlength=len(CLASSES)).astype(float)
     # Recall first: all keepers together weigh twice as much as all rejects together, and
@@ -392,6 +476,7 @@ def main() -> int:
     print(confusion)
     export_onnx(head, args.out, metrics)
     print(f"wrote {args.out}")
+    print(f"wrote {record_reference(args.eval_dir, args.out)}")
     return 0
 
 

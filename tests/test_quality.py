@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from conftest import shared_path
@@ -176,11 +178,62 @@ def _keeper_head_in_numpy(features: np.ndarray, embedding: np.ndarray) -> np.nda
     return p / p.sum()
 
 
+def _train_default():
+    """models/train_default.py as a module: its views and degradations, not copies of them."""
+    import importlib.util
+
+    path = models_dir() / "train_default.py"
+    if not path.is_file():
+        pytest.skip(f"{path} not found: run the tests from a checkout")
+    spec = importlib.util.spec_from_file_location("train_default", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_keeper_head_matches_the_measurements_it_was_trained_on(analyzer):
-    """The head is fed this postselectd's measurements, in the order it was trained on, and
-    computes what it was trained to: on real photos, its probabilities are the ones
-    recomputed in numpy from its own constants, and the blur triplet's frames come out
-    keeper / out of focus / more motion blur than the sharp one."""
+    """models/keeper_head_reference.json holds what the training code measured on some of
+    its own training photos (each as shot and degraded each way it learnt), and what the
+    head said. The daemon's analysis of the same images must measure the same numbers, in
+    the same order, and get the same probabilities: a change to a measurement, to the
+    embedding's input or to the head that was not retrained for fails here, not silently
+    in every rating."""
+    train_default = _train_default()
+    reference = json.loads((models_dir() / train_default.REFERENCE_NAME).read_text())
+    head = KeeperHead(models_dir() / "keeper_head.onnx", 1, ["CPUExecutionProvider"])
+    assert reference["model_bytes"] == (models_dir() / reference["model"]).stat().st_size
+    assert list(head.classes) == reference["classes"] == list(train_default.CLASSES)
+    assert list(measure.FEATURE_NAMES) == reference["features"]
+    views = train_default.reference_views(shared_path("eval"))
+    assert [(f"natural/{name}", case) for name, case, _, _ in views] == [
+        (c["photo"], c["case"]) for c in reference["cases"]
+    ]
+    for (_, _, _, image), recorded in zip(views, reference["cases"], strict=True):
+        where = f"{recorded['photo']} {recorded['case']}"
+        analysis = analyzer.analyze(image)
+        want = np.array(recorded["measurements"])
+        for name, got, expected in zip(
+            reference["features"], analysis.measurements, want, strict=True
+        ):
+            assert got == pytest.approx(expected, rel=1e-4, abs=1e-4), f"{where}: {name}"
+        embedding = np.asarray(analysis.embedding, np.float64)
+        assert np.linalg.norm(embedding) == pytest.approx(recorded["embedding_l2"], rel=1e-4)
+        np.testing.assert_allclose(embedding[:8], recorded["embedding_first8"], atol=1e-4)
+        got = [p for _, p in analysis.class_probabilities]  # rounded to 4 places
+        np.testing.assert_allclose(got, recorded["class_probabilities"], atol=2e-4, err_msg=where)
+    # The recorded cases are what the head was trained to tell apart: most come out as
+    # the class they were made to be.
+    right = sum(
+        reference["classes"][int(np.argmax(c["class_probabilities"]))] == c["class"]
+        for c in reference["cases"]
+    )
+    assert right >= len(reference["cases"]) - 1
+
+
+def test_keeper_head_computes_its_graph_on_real_photos(analyzer):
+    """The head is the graph train_default.py's export_onnx() lays out: on real photos, its
+    probabilities are the ones recomputed in numpy from its own constants, and the blur
+    triplet's frames come out keeper / out of focus / more motion blur than the sharp one."""
     head = KeeperHead(models_dir() / "keeper_head.onnx", 1, ["CPUExecutionProvider"])
     assert head.classes == (
         "keeper",
