@@ -8,13 +8,14 @@ import plistlib
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import need_tool, run_cli
+from conftest import need_tool, run_cli, shared_path
 
 from postselectd.service import (
     DAEMON_MEMORY_BYTES,
@@ -575,3 +576,120 @@ def test_the_installed_command_line_is_read_back_as_written(tmp_path: Path, monk
     path.write_text(render(platform, "/opt/py thon/bin/python3", config, sandbox=False))
     manager = "launchd" if platform == "macos" else None
     assert installed_command(platform) == command_line("/opt/py thon/bin/python3", config, manager)
+
+
+# --- the daemon inside the unit's seccomp restrictions --------------------------------
+# No user manager runs here (nor on CI) to start the unit itself; what its
+# RestrictAddressFamilies=AF_UNIX does to a process is a seccomp filter (socket() with any
+# other family fails EAFNOSUPPORT) under no_new_privs, inherited by every child. The test
+# installs that same filter and runs the real daemon in it.
+
+_SECCOMP_ARCH = {  # machine: (AUDIT_ARCH_*, __NR_socket)
+    "x86_64": (0xC000003E, 41),
+    "aarch64": (0xC00000B7, 198),
+}
+_PR_SET_NO_NEW_PRIVS, _PR_SET_SECCOMP, _SECCOMP_MODE_FILTER = 38, 22, 2
+_SECCOMP_RET_ALLOW, _SECCOMP_RET_ERRNO = 0x7FFF0000, 0x00050000
+
+
+def _only_local_sockets() -> None:
+    """In the child before exec: socket() of any family but AF_UNIX fails EAFNOSUPPORT."""
+    import ctypes
+    import errno
+
+    arch, socket_nr = _SECCOMP_ARCH[os.uname().machine]
+
+    class Instruction(ctypes.Structure):
+        _fields_ = [
+            ("code", ctypes.c_ushort),
+            ("jt", ctypes.c_ubyte),
+            ("jf", ctypes.c_ubyte),
+            ("k", ctypes.c_uint),
+        ]
+
+    class Program(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(Instruction))]
+
+    load, equal, ret = 0x20, 0x15, 0x06  # BPF_LD|W|ABS, BPF_JMP|JEQ|K, BPF_RET|K
+    code = [
+        (load, 0, 0, 4),  # seccomp_data.arch
+        (equal, 0, 5, arch),
+        (load, 0, 0, 0),  # seccomp_data.nr
+        (equal, 0, 3, socket_nr),
+        (load, 0, 0, 16),  # seccomp_data.args[0], its low 32 bits: the family
+        (equal, 1, 0, socket.AF_UNIX),
+        (ret, 0, 0, _SECCOMP_RET_ERRNO | errno.EAFNOSUPPORT),
+        (ret, 0, 0, _SECCOMP_RET_ALLOW),
+    ]
+    instructions = (Instruction * len(code))(*code)
+    program = Program(len(code), instructions)
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "PR_SET_NO_NEW_PRIVS")
+    if libc.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(program), 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "PR_SET_SECCOMP")
+
+
+def _in_the_filter(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, preexec_fn=_only_local_sockets
+    )
+
+
+def test_the_daemon_rates_and_notifies_systemd_with_local_sockets_only(tmp_path: Path):
+    if not sys.platform.startswith("linux") or os.uname().machine not in _SECCOMP_ARCH:
+        pytest.skip("a seccomp filter for Linux on x86_64 or aarch64")
+    nef = shared_path("samples", "nef", "DSC_0102.NEF")
+    # The filter does what the unit's setting does: no network socket, local ones work.
+    probe = _in_the_filter(
+        "import socket\n"
+        "socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).close()\n"
+        "try:\n    socket.socket(socket.AF_INET, socket.SOCK_STREAM)\n"
+        "except OSError as e:\n    print(e.errno)\n"
+    )
+    assert probe.returncode == 0 and probe.stdout.strip() == "97", probe  # EAFNOSUPPORT
+
+    watch, state = tmp_path / "shoot", tmp_path / "state"
+    watch.mkdir()
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        f"watch: [{{path: '{watch}'}}]\nstate_dir: '{state}'\n"
+        "daemon: {workers: 1, settle_seconds: 0.3}\n"
+    )
+    shutil.copyfile(nef, watch / "DSC_0102.NEF")
+    notify = tmp_path / "notify.sock"  # a path, as the user manager's NOTIFY_SOCKET is
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(str(notify))
+    listener.settimeout(1.0)
+    env = {k: v for k, v in os.environ.items() if k not in ("WATCHDOG_USEC", "WATCHDOG_PID")}
+    env.update(NOTIFY_SOCKET=str(notify), HOME=str(tmp_path), PYTHONUNBUFFERED="1")
+    log = tmp_path / "daemon.log"
+    with open(log, "w") as out:
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "postselectd", "run", "--config", str(config), "--catch-up"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=Path(__file__).resolve().parents[1],
+            preexec_fn=_only_local_sockets,
+        )
+    messages: list[str] = []
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and daemon.poll() is None:
+            try:
+                messages += listener.recv(4096).decode().split("\n")
+            except TimeoutError:
+                pass
+            if "READY=1" in messages and (watch / "DSC_0102.xmp").exists():
+                break
+        daemon.send_signal(signal.SIGTERM)
+        code = daemon.wait(timeout=30)
+    finally:
+        daemon.kill()
+        listener.close()
+    text = log.read_text()
+    assert code == 0, text
+    assert "READY=1" in messages, (messages, text)
+    assert "DSC_0102.NEF: " in text and (watch / "DSC_0102.xmp").exists(), text
+    assert "Address family not supported" not in text and "EAFNOSUPPORT" not in text, text
