@@ -890,7 +890,7 @@ class Daemon:
                 self._rated += 1
             self._count_today()
             self.on_result(result)
-            for sibling in withdraw_second_truths(path, self.config):
+            for sibling in withdraw_second_truths(path, self.config, result.same_stem):
                 row = self.journal.get(sibling)
                 if row is not None and row.status == "rated":
                     self.journal.skip(sibling, RAW_RATED_INSTEAD, time.time())

@@ -31,7 +31,7 @@ from postselectd.analysis.faces import Face
 from postselectd.analysis.measure import Exposure, Sharpness
 from postselectd.bursts import MAX_GAP_SECONDS, BurstInfo, Frame, group_bursts
 from postselectd.config import AnalysisConfig, Config, RatingPolicy
-from postselectd.names import same_stem, stem_key
+from postselectd.names import name_key, same_stem, stem_key
 from postselectd.preview import PreviewError, load_preview
 from postselectd.rating import PREVIEW_TOO_SMALL, SMALLEST_JUDGED_PREVIEW, Rating, rate, weigh
 from postselectd.reasons import EYES_CLOSED, Finding
@@ -95,6 +95,9 @@ class FileResult:
     waits_for: str | None = None
     elapsed_ms: float = 0.0
     timings_ms: tuple[tuple[str, float], ...] = field(default=(), repr=False)
+    # The folder's names sharing this photo's stem, as listed for its sidecar write (None:
+    # not listed), so the daemon finds its JPEG without listing a card folder again.
+    same_stem: tuple[str, ...] | None = field(default=None, repr=False)
 
     def as_json(self) -> dict:
         return {
@@ -201,40 +204,48 @@ def shared_sidecar_owner(path: Path, siblings: list[str] | None = None) -> Path:
 
 
 # A JPEG or TIFF written beside a raw of the same name (RAW+JPEG shooting).
-_SECOND_FILES = tuple(
-    suffix for lower in (".jpg", ".jpeg", ".tif", ".tiff") for suffix in (lower, lower.upper())
-)
+_SECOND_FILES = frozenset({".jpg", ".jpeg", ".tif", ".tiff"})
 
 
-def withdraw_second_truths(raw: Path, config: Config) -> list[Path]:
+def withdraw_second_truths(
+    raw: Path, config: Config, siblings: Iterable[str] | None = None
+) -> list[Path]:
     """DSC_0001.JPG rated before its raw DSC_0001.NEF arrived: once the raw is rated, the
     JPEG's verdict is not left behind as a second truth. The sidecars only the JPEG names
     (DSC_0001.JPG.xmp for darktable and digiKam) lose postselectd's verdict (a person's
     marks and every foreign property stay); a shared DSC_0001.xmp is the raw's already.
-    Returns the siblings there are (whose journal rows the caller settles)."""
+    Returns the siblings there are (whose journal rows the caller settles). ``siblings``:
+    the names sharing the raw's stem, when the caller listed the folder already."""
     if raw.suffix.lower() not in rawmeta.RAW_SUFFIXES:
         return []
     profiles = list(config.sidecar.profiles)
-    raw_sidecars = {sidecar_path(raw, p) for p in profiles}
-    siblings: dict[tuple[int, int], Path] = {}  # one file, however a card spells its case
-    for suffix in _SECOND_FILES:
-        sibling = raw.with_suffix(suffix)
+    # By the names.py rule, not byte for byte: on a card or a Mac that ignores case,
+    # dsc_0001.xmp (the JPEG's name for it) is the DSC_0001.xmp the raw just wrote (an
+    # exFAT card under FUSE even gives the two spellings two inode numbers).
+    raw_sidecars = {name_key(sidecar_path(raw, p).name) for p in profiles}
+    found: dict[tuple[int, int], Path] = {}  # one file, however a card spells its case
+    # Named as the folder lists them: dsc_0001.jpg and a Mac's decomposed Cafe\u0301.JPG
+    # pair with DSC_0001.NEF and Café.NEF (names.py), and the JPEG's row is under that name.
+    for name in same_stem_names(raw) if siblings is None else siblings:
+        sibling = raw.parent / name
+        if sibling.suffix.lower() not in _SECOND_FILES:
+            continue
         try:
             st = sibling.stat()
         except OSError:
             continue
-        siblings.setdefault((st.st_dev, st.st_ino), sibling)
-    for sibling in siblings.values():
+        found.setdefault((st.st_dev, st.st_ino), sibling)
+    for sibling in found.values():
         for profile in profiles:
             own = sidecar_path(sibling, profile)
-            if own in raw_sidecars or not own.is_file():
+            if name_key(own.name) in raw_sidecars or not own.is_file():
                 continue
             try:
                 if withdraw(own, [profile], config.rating.keyword_parent):
                     log.info("%s: verdict withdrawn, %s is rated instead", own.name, raw.name)
             except SidecarError as exc:
                 log.warning("%s: its verdict stays: %s", own.name, exc)
-    return list(siblings.values())
+    return list(found.values())
 
 
 def sidecar_profiles_for(
@@ -680,6 +691,7 @@ def finish(
         notes=scored.notes,
         elapsed_ms=scored.elapsed_ms + _ms(start),
         timings_ms=scored.timings_ms + (("sidecar", _ms(start)),),
+        same_stem=tuple(siblings) if siblings is not None else None,
     )
 
 

@@ -216,6 +216,45 @@ def test_the_daemon_rates_a_raw_and_its_lowercase_jpeg_once_through_the_raw(watc
     assert daemon.stop()[0] == 0
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("raw", "jpeg"),
+    [("DSC_0102.NEF", "dsc_0102.jpg"), (f"{NFD}_0102.NEF", f"{NFC}_0102.JPG")],
+    ids=["case", "unicode-form"],
+)
+def test_a_jpeg_rated_before_its_raw_of_another_case_leaves_no_second_verdict(
+    daemon_factory, tmp_path, raw, jpeg
+):
+    # The JPEG of a pair copied first is rated on its own; once its raw (named in another
+    # case or Unicode form) is rated, the pair has one verdict, the raw's: the sidecar
+    # only the JPEG names loses ours, as it does when both names are spelled alike.
+    watch = tmp_path / "card"
+    watch.mkdir()
+    daemon = daemon_factory([watch])
+    daemon.write_config([watch], {"sidecar": {"profiles": ["lightroom", "darktable"]}})
+    daemon.start()
+    shutil.copyfile(_jpeg(), watch / jpeg)
+    daemon.wait_for(lambda: daemon.rated() == 1, 60, "the JPEG rated")
+    assert (watch / (jpeg + ".xmp")).exists()
+    shutil.copyfile(_raw(), watch / raw)
+    daemon.wait_for(
+        lambda: (row := daemon.rows().get(str(watch / raw))) is not None and row.status == "rated",
+        60,
+        "the raw rated",
+    )
+    assert daemon.stop()[0] == 0
+    rows = daemon.rows()
+    assert (rows[str(watch / jpeg)].status, rows[str(watch / jpeg)].reason) == (
+        "skipped",
+        "a raw of the same name is rated instead",
+    )
+    assert not (watch / (jpeg + ".xmp")).exists()  # it held only the JPEG's verdict
+    # One shared sidecar, however its name is spelled, holding the raw's verdict.
+    [shared] = [n for n in _xmps(watch) if n.count(".") == 1]
+    keeper = "Xmp.postselect.KeeperProbability"
+    assert read_sidecar(watch / shared)[keeper] == read_sidecar(watch / (raw + ".xmp"))[keeper]
+
+
 # --- a real case-insensitive volume -----------------------------------------------------
 
 
@@ -273,3 +312,38 @@ def test_a_log_line_names_a_photo_from_its_watched_folder_on():
     }
     assert {path: shown_name(Path(path), roots) for path in named} == named
     assert shown_name(Path("/DSC_0101.NEF"), [Path("/")]) == "DSC_0101.NEF"
+
+
+@pytest.mark.slow
+def test_on_an_exfat_card_a_jpeg_rated_before_its_raw_leaves_the_raws_verdict(
+    exfat_card: Path, daemon_factory
+):
+    # dsc_0102.jpg is rated first and writes dsc_0102.xmp; DSC_0102.NEF then writes the
+    # same file (the card ignores case). The JPEG's verdict goes, the raw's stays in it.
+    watch = exfat_card / "DCIM"
+    watch.mkdir()
+    daemon = daemon_factory([watch])
+    daemon.write_config([watch], {"sidecar": {"profiles": ["lightroom", "darktable"]}})
+    daemon.start()
+    shutil.copyfile(_jpeg(), watch / "dsc_0102.jpg")
+    daemon.wait_for(lambda: daemon.rated() == 1, 60, "the JPEG rated")
+    shutil.copyfile(_raw(), watch / "DSC_0102.NEF")
+    daemon.wait_for(
+        lambda: (
+            (row := daemon.rows().get(str(watch / "DSC_0102.NEF"))) is not None
+            and row.status == "rated"
+        ),
+        60,
+        "the raw rated",
+    )
+    assert daemon.stop()[0] == 0
+    rows = daemon.rows()
+    assert rows[str(watch / "dsc_0102.jpg")].status == "skipped"
+    # One shared sidecar, spelled as the card last wrote it, and the raw's own.
+    xmps = [n.lower() for n in _xmps(watch)]
+    assert xmps == ["dsc_0102.nef.xmp", "dsc_0102.xmp"], daemon.all_logs()
+    shared = read_sidecar(watch / "dsc_0102.xmp")
+    raws_own = read_sidecar(watch / "DSC_0102.NEF.xmp")
+    keeper = "Xmp.postselect.KeeperProbability"
+    assert shared.get(keeper) == raws_own[keeper]
+    assert shared.get("Xmp.xmp.Rating") == raws_own["Xmp.xmp.Rating"]
