@@ -9,7 +9,10 @@ A folder of FRAMES raws, each with its sidecar and every tenth with a JPEG besid
 - find_photos: listing the folder for ``score`` (pairs resolved), ms per folder;
 - same_stem_names: the siblings of one photo from a listing, as ``finish`` does before
   each sidecar write, µs per photo;
-- sidecar_path: the lightroom sidecar of one photo (an existing one), µs per photo.
+- sidecar_path: the lightroom sidecar of one photo (an existing one), µs per photo;
+- second_truths: the daemon's look, after each raw is rated, for a JPEG of the same name
+  rated before it (the sibling names come from the listing the sidecar write made), µs
+  per raw.
 
 Names are compared ignoring case and Unicode form (postselectd/names.py): this shows
 what that costs next to a byte-for-byte comparison on the same machine.
@@ -28,7 +31,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from postselectd.pipeline import find_photos, same_stem_names  # noqa: E402
+from postselectd.config import Config  # noqa: E402
+from postselectd.pipeline import (  # noqa: E402
+    find_photos,
+    same_stem_names,
+    withdraw_second_truths,
+)
 from postselectd.sidecar import sidecar_path  # noqa: E402
 
 
@@ -64,10 +72,16 @@ def main() -> int:
         sidecars = _median_ms(
             lambda: [sidecar_path(p, "lightroom") for p in photos], args.repeat
         )  # fmt: skip
+        config = Config()
+        siblings = {p: same_stem_names(p, listing) for p in photos}
+        truths = _median_ms(
+            lambda: [withdraw_second_truths(p, config, siblings[p]) for p in photos], args.repeat
+        )  # fmt: skip
         print(f"folder: {args.frames} raws + sidecars + {args.frames // 10} JPEGs")
         print(f"find_photos       {found:8.1f} ms per folder")
         print(f"same_stem_names   {stems / n * 1000:8.1f} µs per photo")
         print(f"sidecar_path      {sidecars / n * 1000:8.1f} µs per photo")
+        print(f"second_truths     {truths / n * 1000:8.1f} µs per raw")
     return 0
 
 
