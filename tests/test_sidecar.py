@@ -501,15 +501,17 @@ def test_rated_at_moves_with_the_verdict_not_with_the_numbers(photo: Path):
 
 
 def test_a_persons_label_overrules_and_a_later_run_leaves_it_alone(photo: Path):
-    import pyexiv2
-
     [first] = write_sidecars(photo, REJECT, ["lightroom"])
-    # The person labels the frame in an exiv2-based editor (a real pyexiv2 write).
-    img = pyexiv2.Image(str(first.path))
-    try:
-        img.modify_xmp({"Xmp.xmp.Label": "Purple"})
-    finally:
-        img.close()
+    # The person labels the frame in an exiv2-based editor (a real pyexiv2 write), in a
+    # process of its own: exiv2's namespace table is per process, and a sidecar read
+    # earlier in this one (xmlns:xmp bound to another URI) would redirect its Xmp.xmp.
+    edit = (
+        "import pyexiv2, sys; image = pyexiv2.Image(sys.argv[1]); "
+        "image.modify_xmp({sys.argv[2]: sys.argv[3]}); image.close()"
+    )
+    subprocess.run(
+        [sys.executable, "-c", edit, str(first.path), "Xmp.xmp.Label", "Purple"], check=True
+    )
     [second] = write_sidecars(photo, REJECT, ["lightroom"])
     assert second.overruled and second.kept_label == "Purple" and second.changed
     xmp = read_sidecar(first.path)
