@@ -782,6 +782,7 @@ _DESCRIPTION = f"{_RDF_NS} Description"
 _RDF_ROOT = f"{_RDF_NS} RDF"
 _ARRAYS = {f"{_RDF_NS} {kind}": kind for kind in ("Bag", "Seq", "Alt")}
 _LI = f"{_RDF_NS} li"
+_VALUE = f"{_RDF_NS} value"
 # The namespaces of the properties postselectd reads or writes, with the prefix it declares
 # when the sidecar has none for them; keys are "Xmp.<prefix>.<Name>", as pyexiv2's.
 _OUR_NAMESPACES = {
@@ -830,10 +831,13 @@ class _Prop:
     value: str | list[str]
     start: int  # from the white space before it
     end: int
-    value_span: tuple[int, int] | None = None  # an attribute's value, inside the quotes
+    value_span: tuple[int, int] | None = None  # the value's bytes: inside the quotes or tags
     element: _Element | None = None
     array: _Element | None = None  # its rdf:Bag/Seq/Alt
     items: list[_Element] = field(default_factory=list)
+    # A value with qualifiers (rdf:value beside them): the value is rdf:value's, and an
+    # edit changes only it, so the qualifiers (someone else's) stay.
+    qualified: bool = False
 
 
 class _Packet:
@@ -914,11 +918,16 @@ class _Packet:
                 key = _key_of(name)
                 if key:
                     element.role, element.key = "property", key
-                    self.props.setdefault(key, []).append(
-                        _Prop(key, attrs.get(f"{_RDF_NS} resource", ""), 0, 0, element=element)
-                    )
+                    prop = _Prop(key, attrs.get(f"{_RDF_NS} resource", ""), 0, 0, element=element)
+                    self.props.setdefault(key, []).append(prop)
+                    self._value_attribute(prop, attributes, attrs, inner)
             elif role == "property" and name in _ARRAYS:
                 element.role = "array"
+            elif role == "property" and name == _DESCRIPTION:  # a value with qualifiers
+                element.role, element.key = "qualified", parent.key
+                self._value_attribute(self.props[parent.key][-1], attributes, attrs, inner)
+            elif role in ("property", "qualified") and name == _VALUE:
+                element.role, element.key = "value", parent.key
             elif role == "array" and name == _LI:
                 element.role = "item"
             if parent is not None and element.role in ("array", "item"):
@@ -926,7 +935,7 @@ class _Packet:
             stack.append(element)
 
         def text(content: str) -> None:
-            if stack and stack[-1].role in ("property", "item"):
+            if stack and stack[-1].role in ("property", "item", "value"):
                 stack[-1].text.append(content)
 
         def end(name: str) -> None:
@@ -936,6 +945,11 @@ class _Packet:
                 element.close_start = element.end = element.tag_end
             else:
                 element.close_start, element.end = at, data.index(b">", at) + 1
+            if element.role == "value":
+                prop = self.props[element.key][-1]
+                prop.value, prop.qualified = "".join(element.text), True
+                if not element.empty:
+                    prop.value_span = (element.tag_end, element.close_start)
             if element.role == "property":
                 prop = self.props[element.key][-1]
                 prop.start, prop.end = _with_space_before(data, element.start), element.end
@@ -944,7 +958,7 @@ class _Packet:
                     prop.array = arrays[0]
                     prop.items = [c for c in arrays[0].children if c.role == "item"]
                     prop.value = ["".join(item.text) for item in prop.items]
-                elif element.text or not prop.value:
+                elif not prop.qualified and (element.text or not prop.value):
                     prop.value = "".join(element.text)
 
         parser.StartNamespaceDeclHandler = start_ns
@@ -952,6 +966,17 @@ class _Packet:
         parser.CharacterDataHandler = text
         parser.EndElementHandler = end
         parser.Parse(data, True)
+
+    @staticmethod
+    def _value_attribute(
+        prop: _Prop, attributes: list[re.Match], attrs: dict[str, str], scope: dict[str, str]
+    ) -> None:
+        """rdf:value as an attribute beside qualifiers: <xmp:Rating rdf:value="3" q:by="Anna"/>."""
+        for match in attributes:
+            prefix, _, local = match.group(1).decode("utf-8").rpartition(":")
+            if local == "value" and prefix and scope.get(prefix) == _RDF_NS:
+                prop.value, prop.qualified = attrs.get(_VALUE, ""), True
+                prop.value_span = (match.start(2) + 1, match.end() - 1)
 
     def _attribute(self, match: re.Match, attrs: dict[str, str], scope: dict[str, str]) -> None:
         qname = match.group(1).decode("utf-8")

@@ -446,6 +446,54 @@ def test_a_rating_set_before_postselectd_ran_is_reported_as_a_persons(photo: Pat
     assert result.kept_rating == "1" and result.kept_by_person == (("rating", "1"),)
 
 
+# XMP lets a value carry qualifiers: rdf:value beside them, in three spellings. The XMP
+# Toolkit (Lightroom, darktable, digiKam) reads rdf:value as the value.
+Q = "http://ns.example.com/qualifiers/1.0/"
+QUALIFIED = {
+    "parseType Resource": '<xmp:Rating rdf:parseType="Resource">'
+    "<rdf:value>{}</rdf:value><q:by>Anna</q:by></xmp:Rating>",
+    "rdf:Description": "<xmp:Rating><rdf:Description>"
+    "<rdf:value>{}</rdf:value><q:by>Anna</q:by></rdf:Description></xmp:Rating>",
+    "attributes": '<xmp:Rating rdf:value="{}" q:by="Anna"/>',
+}
+
+
+def qualified_rating(form: str, stars: str, ours: str | None = None) -> bytes:
+    record = f' xmlns:postselect="{NS_URI}" postselect:WrittenRating="{ours}"' if ours else ""
+    return (
+        '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>\n'
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/">' + _RDF_OPEN + '<rdf:Description rdf:about=""'
+        f' xmlns:xmp="{XMP}" xmlns:q="{Q}"{record}>'
+        + QUALIFIED[form].format(stars)
+        + '</rdf:Description></rdf:RDF></x:xmpmeta>\n<?xpacket end="w"?>'
+    ).encode()
+
+
+@pytest.mark.parametrize("form", QUALIFIED)
+def test_a_persons_qualified_rating_is_kept_with_its_qualifier(photo: Path, form: str):
+    """3 stars with a qualifier (who gave them) are a person's 3 stars: not overwritten,
+    not taken for a rating they removed, and their qualifier stays."""
+    sidecar = photo.with_suffix(".xmp")
+    sidecar.write_bytes(qualified_rating(form, "3"))
+    assert read_sidecar(sidecar)["Xmp.xmp.Rating"] == "3"  # as editors read it
+    [result] = write_sidecars(photo, REJECT, ["lightroom"])
+    assert result.kept_by_person == (("rating", "3"),) and not result.rating_written
+    assert read_sidecar(sidecar)["Xmp.xmp.Rating"] == "3"
+    assert triples(sidecar.read_bytes())[((XMP, "Rating"), (Q, "by"))] == "Anna"
+
+
+@pytest.mark.parametrize("form", QUALIFIED)
+def test_our_rating_given_a_qualifier_is_still_ours_and_keeps_it(photo: Path, form: str):
+    """An editor that adds a qualifier to our 1 star has not set a rating: the next
+    verdict changes the value and leaves the qualifier where it is."""
+    sidecar = photo.with_suffix(".xmp")
+    sidecar.write_bytes(qualified_rating(form, "1", ours="1"))
+    [result] = write_sidecars(photo, SELECT, ["lightroom"])
+    assert result.kept_by_person == () and result.rating_written
+    assert read_sidecar(sidecar)["Xmp.xmp.Rating"] == "4"
+    assert triples(sidecar.read_bytes())[((XMP, "Rating"), (Q, "by"))] == "Anna"
+
+
 @needs_exiftool
 def test_photo_mechanics_no_color_class_does_not_freeze_the_label(photo: Path):
     undecided = replace(SELECT, stars=3, label=None, keywords=(), verdict="")
