@@ -175,8 +175,8 @@ def photo(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("sample", SAMPLES, ids=lambda p: p.name)
 def test_every_foreign_property_survives_with_its_exact_namespace(photo: Path, sample: Path):
-    """Lightroom, darktable, digiKam, Capture One, ON1, exiftool/Windows Photo and
-    Photoshop sidecars: all their properties, compared by namespace URI, survive a
+    """Lightroom, darktable, digiKam, Capture One, ON1, Photo Mechanic, exiftool/Windows
+    Photo and Photoshop sidecars: all their properties, compared by namespace URI, survive a
     select, a reject and an undecided write in every dialect, and their keywords stay."""
     before = sample.read_bytes()
     for profiles in (["lightroom", "photomechanic"], ["darktable", "digikam"]):
@@ -512,6 +512,20 @@ def test_photo_mechanics_no_color_class_does_not_freeze_the_label(photo: Path):
     assert result.kept_label == "" and result.kept_by_person == (("label", ""),)
     tags = exiftool_tags(sidecar)
     assert tags["XMP-photomech:ColorClass"] == 0 and "XMP-xmp:Label" not in tags
+
+
+@needs_exiftool
+def test_a_photo_mechanic_sidecar_with_no_class_and_no_stars_takes_our_verdict(photo: Path):
+    """As Photo Mechanic leaves a frame nobody has judged: ColorClass 0, Rating 0."""
+    sidecar = photo.with_suffix(".xmp")
+    shutil.copy(DATA / "xmp" / "photo_mechanic.xmp", sidecar)
+    [result] = write_sidecars(photo, REJECT, ["photomechanic"])
+    assert result.kept_by_person == () and result.rating_written
+    [again] = write_sidecars(photo, SELECT, ["photomechanic"])  # and it stays ours
+    assert again.kept_by_person == ()
+    tags = exiftool_tags(sidecar)
+    assert (tags["XMP-photomech:ColorClass"], tags["XMP-xmp:Label"]) == (4, "Green")
+    assert tags["XMP-xmp:Rating"] == 4 and tags["XMP-photomech:PMVersion"] == "PM6"
 
 
 @needs_exiftool
