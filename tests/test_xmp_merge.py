@@ -334,6 +334,33 @@ def test_a_keyword_a_person_removed_stays_removed_also_after_a_folder_rename(tmp
 
 
 @needs_exiftool
+def test_score_after_a_folder_rename_leaves_out_the_keyword_a_person_removed(tmp_path: Path):
+    """The whole way: `score` on a real raw, the photographer deletes one reason in an
+    editor, the shoot's folder is renamed and `score` runs on it again."""
+    shoot = tmp_path / "2026-05-01"
+    copy_file(shared_path("samples", "nef", "DSC_0109.NEF"), shoot)
+    first = run_cli("score", "--json", str(shoot))
+    assert first.returncode == 0, first.stderr
+    sidecar = shoot / "DSC_0109.xmp"
+    assert keywords(sidecar) == (
+        ["PostSelect|reject", "PostSelect|eyes closed"],
+        ["reject", "eyes closed"],
+    )
+    exiftool_edit(
+        sidecar,
+        "-XMP-lr:HierarchicalSubject-=PostSelect|eyes closed",
+        "-XMP-dc:Subject-=eyes closed",
+    )
+    renamed = shoot.rename(tmp_path / "2026-05-01 regatta")
+    second = run_cli("score", "--json", str(renamed))
+    assert second.returncode == 0, second.stderr
+    [record] = [json.loads(line) for line in second.stdout.splitlines() if line.strip()]
+    assert record["reasons"] == ["eyes closed"]  # still postselectd's verdict...
+    # ...but not the keyword the person took out.
+    assert keywords(renamed / sidecar.name) == (["PostSelect|reject"], ["reject"])
+
+
+@needs_exiftool
 def test_removing_only_the_flat_keyword_removes_ours_everywhere(photo: Path):
     """Editors that show dc:subject only (Photo Mechanic, Bridge's list) remove the word."""
     write_sidecars(photo, REJECT, ["lightroom"])
