@@ -8,6 +8,7 @@ samples in tests/data/xmp are listed with their origin in tests/data/xmp/MANIFES
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -171,6 +172,19 @@ def photo(tmp_path: Path) -> Path:
     raw = tmp_path / "DSC_0001.NEF"
     raw.write_bytes(b"not really a raw, never opened for writing")
     return raw
+
+
+def test_every_sample_is_listed_in_the_manifest_as_committed():
+    """Where each sample comes from is only true of the bytes it was written with."""
+    listed = {}
+    for line in (DATA / "xmp" / "MANIFEST").read_text().splitlines():
+        if match := re.fullmatch(r"\s+([0-9a-f]{64})\s+(\S+)", line):
+            listed[match[2]] = match[1]
+    samples = sorted((DATA / "xmp").glob("*.xmp")) + SAMPLES[-2:]
+    assert sorted(listed) == sorted(str(p.relative_to(DATA)) for p in samples)
+    for sample in samples:
+        digest = hashlib.sha256(sample.read_bytes()).hexdigest()
+        assert listed[str(sample.relative_to(DATA))] == digest, f"{sample.name} changed"
 
 
 @pytest.mark.parametrize("sample", SAMPLES, ids=lambda p: p.name)
