@@ -19,10 +19,12 @@
   in total; a person's correction of postselectd's rating weighs CORRECTION_WEIGHT times).
   Fitted by Newton's method: a few hundred frames, a few hundred dimensions, a second.
 - **Calibration and threshold**: out-of-fold predictions over the training shoots (grouped
-  by shoot) fit a Platt scaling and give the threshold at which the recall of the selects
-  crosses ``target_recall`` (interpolated between two selects). The reported recall /
-  precision / AUC are on held-out shoots the whole procedure never saw; the saved model is
-  then fitted the same way on every shoot.
+  by shoot) fit a Platt scaling and give the threshold, set with the uncertainty of a few
+  dozen selects in mind: at the recall where the one-sided lower bound (Clopper-Pearson,
+  ``RECALL_CONFIDENCE``) of the selects' recall reaches ``target_recall`` (interpolated
+  between two selects). The reported recall (with its interval) / precision / AUC are on
+  held-out shoots the whole procedure never saw; the saved model is then fitted the same
+  way on every shoot.
 - **Reasons**: the shipped reasons (blur, closed eyes, exposure) the photographer's own
   selects show they keep are written into the model as overruled (train.respect_reasons):
   for those, the model's verdict decides (analysis/personal.py).
@@ -72,6 +74,15 @@ BLOCK = 20  # frames per stand-in shoot
 HELD_OUT = 0.3  # share of shoots held out for the numbers on the model card
 FOLDS = 5
 CORRECTION_WEIGHT = 3.0
+# The threshold keeps the selects' recall at target_recall with this confidence (one-sided
+# Clopper-Pearson bound on the out-of-fold recall); the card's recall interval is two-sided
+# at this level. bench/eval_personal.py --draws 20: see the README's table.
+RECALL_CONFIDENCE = 0.90
+# The card warns that its held-out numbers say little with fewer held-out selects than this,
+# or a recall interval wider than THIN_INTERVAL.
+THIN_SELECTS = 30
+THIN_INTERVAL = 0.15
+EVIDENCE_SHOOTS = 10  # shoots rated for 30% of them to hold out enough scenes
 PCA_DIMS = 256
 L2_CHOICES = (3.0, 10.0, 30.0, 100.0, 300.0)
 SEED = 20261201
@@ -569,6 +580,72 @@ def threshold_for_recall(p: np.ndarray, y: np.ndarray, target: float) -> float:
     return float(selects[below] + fraction * (selects[below + 1] - selects[below]))
 
 
+def _binomial_tail(k: int, n: int, p: float) -> float:
+    """P(X >= k) for X ~ Binomial(n, p), summed in log space (n of a few thousand)."""
+    if k <= 0:
+        return 1.0
+    if k > n or p <= 0.0:
+        return 0.0
+    if p >= 1.0:
+        return 1.0
+    logs = [
+        math.lgamma(n + 1)
+        - math.lgamma(j + 1)
+        - math.lgamma(n - j + 1)
+        + j * math.log(p)
+        + (n - j) * math.log1p(-p)
+        for j in range(k, n + 1)
+    ]
+    top = max(logs)
+    return math.exp(top) * sum(math.exp(v - top) for v in logs)
+
+
+def recall_lower_bound(kept: int, selects: int, confidence: float = RECALL_CONFIDENCE) -> float:
+    """One-sided Clopper-Pearson lower bound of a recall of ``kept`` of ``selects``: the
+    true recall is below it with probability at most 1 - ``confidence``."""
+    if selects <= 0 or kept <= 0:
+        return 0.0
+    low, high = 0.0, kept / selects
+    for _ in range(50):  # bisection: the tail grows with p
+        middle = (low + high) / 2
+        if _binomial_tail(kept, selects, middle) < 1 - confidence:
+            low = middle
+        else:
+            high = middle
+    return low
+
+
+def recall_interval(
+    kept: int, selects: int, confidence: float = RECALL_CONFIDENCE
+) -> tuple[float, float]:
+    """Two-sided Clopper-Pearson interval of a recall of ``kept`` of ``selects``."""
+    if selects <= 0:
+        return (float("nan"), float("nan"))
+    tail = (1 + confidence) / 2
+    low = recall_lower_bound(kept, selects, tail)
+    high = 1.0 - recall_lower_bound(selects - kept, selects, tail) if kept < selects else 1.0
+    return (low, high)
+
+
+def recall_with_margin(selects: int, target: float, confidence: float = RECALL_CONFIDENCE) -> float:
+    """The out-of-fold recall to aim at so that its lower bound reaches ``target``: with a
+    few dozen selects one scene more or less moves the recall by several points, and the
+    threshold set at ``target`` itself landed at 0.93-0.94 on shoots the model had not
+    seen. 1.0 (every select) when even that bound stays below the target."""
+    for kept in range(math.ceil(target * selects), selects + 1):
+        if recall_lower_bound(kept, selects, confidence) >= target:
+            return kept / selects
+    return 1.0
+
+
+def threshold_with_margin(
+    p: np.ndarray, y: np.ndarray, target: float, confidence: float = RECALL_CONFIDENCE
+) -> tuple[float, float]:
+    """(threshold, the out-of-fold recall it aims at) for ``target`` with ``confidence``."""
+    aim = recall_with_margin(int((y == 1).sum()), target, confidence)
+    return threshold_for_recall(p, y, aim), aim
+
+
 def overruled_reasons(
     X: np.ndarray, y: np.ndarray, respect: bool | str = "auto"
 ) -> tuple[str, ...]:
@@ -632,9 +709,13 @@ def fit(
         *_augment(data.X[rows], data.E[rows], data.M[rows], y, data.weight[rows]), l2, axes
     )
     head.scale, head.shift = a, b
-    head.threshold = threshold_for_recall(p, y_known, target_recall)
+    head.threshold, aim = threshold_with_margin(p, y_known, target_recall)
     head.overruled_reasons = overruled_reasons(data.X[rows], y, respect_reasons)
-    return head, {"l2": l2, "out_of_fold_log_loss": round(float(loss), 4)}
+    return head, {
+        "l2": l2,
+        "out_of_fold_log_loss": round(float(loss), 4),
+        "aimed_recall": round(aim, 4),
+    }
 
 
 # --- numbers -------------------------------------------------------------------------------
@@ -695,11 +776,14 @@ def evaluate(data: Dataset, test: np.ndarray, rules: TrainConfig, two_stars_from
     head, info = fit(data, rows, rules.target_recall, rules.respect_reasons)
     p = head.proba(data.X[test], data.E[test])
     y = data.y[test]
-    recall, precision = recall_precision(p >= head.threshold, y)
+    kept = p >= head.threshold
+    recall, precision = recall_precision(kept, y)
+    low, high = recall_interval(int(kept[y == 1].sum()), int(y.sum()))
     rated_recall, rated_precision = recall_precision(kept_as_rated(head, data.X[test], p), y)
     d_recall, d_precision = recall_precision(default_keeps(data.X[test], two_stars_from), y)
     return {
         "recall": round(recall, 4),
+        "recall_interval": [round(low, 4), round(high, 4)],
         "precision": round(precision, 4),
         "auc": round(roc_auc(p, y), 4),
         "threshold": round(head.threshold, 4),
@@ -805,7 +889,9 @@ def train(
         **({"blocks": len(data.shoot_names)} if data.stand_in_shoots else {}),
         "selects": int(data.y.sum()),
         "rejects": int((1 - data.y).sum()),
-        **{k: metrics[k] for k in ("recall", "precision", "auc", "threshold")},
+        **{k: metrics[k] for k in ("recall", "recall_interval", "precision", "auc", "threshold")},
+        "recall_confidence": RECALL_CONFIDENCE,
+        "aimed_recall": metrics["aimed_recall"],
         "rated_recall": metrics["rated_recall"],
         "rated_precision": metrics["rated_precision"],
         "default_recall": metrics["default_recall"],
@@ -834,10 +920,12 @@ def train(
             data, np.arange(len(data)), config.train.target_recall, config.train.respect_reasons
         )
         card["threshold"] = round(head.threshold, 4)
+        card["aimed_recall"] = fitted["aimed_recall"]
         card["held_out"]["threshold"] = metrics["threshold"]
         card["l2"] = fitted["l2"]
         model_path = write_model(head, card, out_dir or config.personal_models_dir())
         card["model"] = str(model_path)
+    card["warnings"] = evidence_warnings(card)
     card["seconds"]["total"] = round(time.perf_counter() - started, 1)
     if model_path is not None:
         write_card(card, model_path)
@@ -930,16 +1018,41 @@ def write_card(card: dict, model_path: Path) -> None:
     model_path.with_suffix(".txt").write_text(format_card(card) + "\n")
 
 
+def evidence_warnings(card: dict) -> list[str]:
+    """What the card's held-out numbers cannot show, and what more to rate so they can."""
+    held = card["held_out"]
+    low, high = card.get("recall_interval") or (float("nan"), float("nan"))
+    thin = held["selects"] < THIN_SELECTS or not (high - low <= THIN_INTERVAL)
+    if not thin:
+        return []
+    wanted_selects = math.ceil(THIN_SELECTS / HELD_OUT)
+    more = []
+    if card["selects"] < wanted_selects:
+        more.append(f"about {wanted_selects - card['selects']} more selects")
+    if card["rejects"] < wanted_selects:
+        more.append(f"{wanted_selects - card['rejects']} more rejects")
+    shoots = f"from at least {EVIDENCE_SHOOTS - card['shoots']} more shoots (folders or days)"
+    if card["shoots"] >= EVIDENCE_SHOOTS:
+        shoots = "from other shoots"
+    todo = " and ".join(more) if more else "more selects and rejects"
+    return [
+        f"the held-out evidence is thin: {held['selects']} selects held out, so the recall "
+        f"of {_pct(card['recall'])} could be anywhere from {_pct(low)} to {_pct(high)}; "
+        f"rate {todo} {shoots} and train again"
+    ]
+
+
+def _pct(value) -> str:
+    return (
+        "-"
+        if value is None or (isinstance(value, float) and math.isnan(value))
+        else (f"{100 * value:.0f}%")
+    )
+
+
 def format_card(card: dict) -> str:
     """The model card as a photographer reads it."""
-
-    def pct(value) -> str:
-        return (
-            "-"
-            if value is None or (isinstance(value, float) and math.isnan(value))
-            else (f"{100 * value:.0f}%")
-        )
-
+    pct = _pct
     held = card["held_out"]
     held_in = (
         f"{held['shoots']} shoots"
@@ -955,14 +1068,26 @@ def format_card(card: dict) -> str:
         f"held out         {held['images']} photos in {held_in} never trained on "
         f"({held['selects']} selects, {held['rejects']} rejects)",
         "                 personal model   shipped model",
-        f"  selects kept   {pct(card['recall']):>14}   {pct(card['default_recall']):>13}",
+        f"  selects kept   {pct(card['recall']):>14}   {pct(card['default_recall']):>13}"
+        + (
+            f"   ({pct(card['recall_interval'][0])}-{pct(card['recall_interval'][1])}: "
+            f"{100 * card.get('recall_confidence', RECALL_CONFIDENCE):.0f}% interval)"
+            if card.get("recall_interval")
+            else ""
+        ),
         f"  kept that are  {pct(card['precision']):>14}   {pct(card['default_precision']):>13}"
         "   (precision)",
         f"  ROC AUC        {card['auc']:>14}   {card['default_auc']:>13}",
         f"  as rated       {pct(card['rated_recall']):>14}   {'':>13}   (kept, and no reason "
         f"made it a reject: {pct(card['rated_precision'])} of them selects)",
         f"threshold        P(select) >= {card['threshold']} keeps a frame "
-        f"(target: {pct(card['target_recall'])} of your selects)",
+        f"(target: {pct(card['target_recall'])} of your selects"
+        + (
+            f"; set to keep {pct(card['aimed_recall'])} of them on shoots each model did "
+            "not see, a margin for the few selects it was set on)"
+            if card.get("aimed_recall")
+            else ")"
+        ),
     ]
     overruled = card.get("overruled_reasons")
     lines.append(
@@ -980,6 +1105,8 @@ def format_card(card: dict) -> str:
             f"blocks of up to {BLOCK} consecutive frames stood in for shoots, so the "
             "held-out numbers are optimistic"
         )
+    for warning in card.get("warnings", ()):
+        lines.append(f"warning          {warning}")
     if card["not_used"]:
         lines.append(
             "not used         " + ", ".join(f"{k} {v}" for k, v in card["not_used"].items())

@@ -26,9 +26,12 @@ from postselectd.train import (
     fit_head,
     format_card,
     overruled_reasons,
+    recall_interval,
+    recall_lower_bound,
     roc_auc,
     split_held_out,
     threshold_for_recall,
+    threshold_with_margin,
     write_model,
 )
 
@@ -86,6 +89,35 @@ def test_one_odd_scene_does_not_drag_the_threshold_down():
     t = threshold_for_recall(p, y, 0.95)
     assert t == pytest.approx(0.015 + 0.85 * (0.4 - 0.015))
     assert (p[y == 0] >= t).sum() == 0
+
+
+def test_recall_bounds_are_clopper_pearsons():
+    # Every one of n selects kept: the one-sided bound solves p**n = 1 - confidence.
+    assert recall_lower_bound(60, 60, 0.90) == pytest.approx(0.1 ** (1 / 60), abs=1e-6)
+    assert recall_interval(50, 50, 0.90) == pytest.approx((0.05 ** (1 / 50), 1.0), abs=1e-6)
+    low, high = recall_interval(48, 50, 0.90)
+    assert 0.87 < low < 0.89 and 0.99 < high < 1.0
+    assert recall_interval(0, 5, 0.90)[0] == 0.0
+
+
+def test_the_threshold_keeps_a_margin_for_a_few_dozen_selects():
+    # Issue #15: set where the out-of-fold recall crossed 0.95, the threshold kept 0.93-0.94
+    # of the selects of shoots the model had not seen. With 60 selects the bound of 0.95
+    # needs every one of them kept; with 1,000 the margin shrinks to a point.
+    def case(selects: int) -> tuple[np.ndarray, np.ndarray]:
+        p = np.concatenate([np.linspace(0.05, 1.0, selects), np.full(3 * selects, 0.02)])
+        y = np.concatenate([np.ones(selects), np.zeros(3 * selects)]).astype(np.int64)
+        return p, y
+
+    p, y = case(60)
+    threshold, aim = threshold_with_margin(p, y, 0.95)
+    assert aim == 1.0 and threshold == pytest.approx(0.05)
+    assert threshold < threshold_for_recall(p, y, 0.95)
+    p, y = case(1000)
+    threshold, aim = threshold_with_margin(p, y, 0.95)
+    assert 0.95 < aim < 0.97
+    assert recall_lower_bound(round(aim * 1000), 1000) >= 0.95
+    assert (p[y == 1] >= threshold).mean() >= aim - 1e-9
 
 
 def test_auc_counts_ties_as_half():
@@ -254,6 +286,16 @@ def test_train_writes_an_onnx_head_and_a_model_card(trained):
     assert json.loads(model.with_suffix(".json").read_text())["images"] == 32
     assert "held out" in model.with_suffix(".txt").read_text()
     assert card["auc"] >= 0.9  # sharp vs blurred is a taste anyone can learn
+    # The recall is an interval; with 8 held-out frames it is wide, and the card says so
+    # and what more to rate.
+    low, high = card["recall_interval"]
+    assert low <= card["recall"] <= high and high - low > 0.15
+    text = model.with_suffix(".txt").read_text()
+    assert f"({100 * low:.0f}%-{100 * high:.0f}%: 90% interval)" in text
+    (warning,) = card["warnings"]
+    assert "held-out evidence is thin" in warning
+    assert "rate about 84 more selects and 84 more rejects from at least 6 more shoots" in warning
+    assert f"warning          {warning}" in text
 
 
 def test_second_run_reads_features_from_the_cache_and_evaluate_writes_nothing(trained):
