@@ -160,8 +160,9 @@ class TrainConfig(_Model):
     target_recall: float = Field(0.95, ge=0.5, le=0.999)
     # With `model: personal`, may a shipped reason (eyes closed, blur, exposure) still make
     # a frame your model would keep a reject? auto: yes, unless your ratings show you keep
-    # such frames (3 of your selects and 2% of them carry the reason): then your model,
-    # which learnt how you weigh it, decides. true: always (as `model: default`).
+    # such frames (5 of your selects, 2% of them, in 3 shoots, carry the reason, and on
+    # shoots it did not see your model kept them without your rejects that carry it): then
+    # your model, which learnt how you weigh it, decides. true: always (as `model: default`).
     # false: never; your model decides every frame. Written into the model when trained.
     respect_reasons: Literal["auto"] | bool = "auto"
 

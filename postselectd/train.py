@@ -26,8 +26,9 @@
   held-out shoots the whole procedure never saw; the saved model is then fitted the same
   way on every shoot.
 - **Reasons**: the shipped reasons (blur, closed eyes, exposure) the photographer's own
-  selects show they keep are written into the model as overruled (train.respect_reasons):
-  for those, the model's verdict decides (analysis/personal.py).
+  ratings show, with evidence, they keep are written into the model as overruled
+  (train.respect_reasons, overruled_reasons): for those, the model's verdict decides
+  (analysis/personal.py).
 - **Output**: ``<state_dir>/personal/personal-YYYYMMDD-HHMMSS.onnx`` (written without the
   `onnx` package, by onnx_export.py) with the model card in its metadata, as
   ``.json`` and as a readable ``.txt`` beside it.
@@ -91,9 +92,13 @@ FINGERPRINT_BYTES = 64 * 1024
 KEEPER = TASTE_FEATURES.index("keeper_probability")
 REASONS = [i for i, name in enumerate(TASTE_FEATURES) if name.startswith("reason_")]
 # train.respect_reasons: auto: a shipped reason stops making a reject of what the personal
-# model keeps once this many of the photographer's selects, and this share of them, carry it.
-KEPT_WITH_REASON = 3
+# model keeps only on evidence: this many of the photographer's selects, and this share of
+# them, carry it, in this many shoots; and on shoots the models did not see (out of fold),
+# the frames with that reason the personal model keeps are at least this share selects.
+KEPT_WITH_REASON = 5
 KEPT_WITH_REASON_SHARE = 0.02
+REASON_SHOOTS = 3
+RESCUED_SELECTS_SHARE = 0.8
 
 
 class TrainError(Exception):
@@ -646,28 +651,81 @@ def threshold_with_margin(
     return threshold_for_recall(p, y, aim), aim
 
 
+def reason_evidence(
+    X: np.ndarray,
+    y: np.ndarray,
+    shoots: np.ndarray | None,
+    p: np.ndarray,
+    threshold: float,
+) -> dict[str, dict[str, int]]:
+    """For each shipped reason some selects carry: how many selects carry it, in how many
+    shoots (0: ``shoots`` None, blocks of frames stood in for them), and of the frames with
+    it, how many selects and rejects the personal model keeps out of fold (``p``: each
+    from a model that never saw the frame's shoot), i.e. what overruling it would rescue."""
+    evidence = {}
+    for name, i in zip(REASON_NAMES, REASONS, strict=True):
+        has = X[:, i] > 0
+        selects = has & (y == 1)
+        if not selects.any():
+            continue
+        rescued = has & (p >= threshold)
+        evidence[name] = {
+            "selects": int(selects.sum()),
+            "shoots": 0 if shoots is None else len(np.unique(shoots[selects])),
+            "rescued_selects": int((rescued & (y == 1)).sum()),
+            "rescued_rejects": int((rescued & (y == 0)).sum()),
+        }
+    return evidence
+
+
 def overruled_reasons(
-    X: np.ndarray, y: np.ndarray, respect: bool | str = "auto"
+    evidence: dict[str, dict[str, int]], selects: int, respect: bool | str = "auto"
 ) -> tuple[str, ...]:
-    """The shipped reasons the photographer's own selects show they do not reject for.
+    """The shipped reasons the photographer's own ratings show they do not reject for.
 
     The reasons are among the head's inputs, so where a photographer keeps such frames
     (a squint the eye model takes for closed eyes, ripples it takes for motion blur) the
     head has learnt how much the reason weighs for them; a hard reject would throw away
-    frames they keep. On bench/eval_personal.py 22 of the people photographer's 180
-    selects carry "eyes closed" and 13 of 84 landscapes a blur reason.
+    frames they keep. But a few selects the shipped analysis flagged wrongly teach the
+    head nothing (issue #15: 40 rated JPEGs in 3 folders, 3 flagged selects, and a frame
+    with closed eyes became 4 stars Green): a reason is handed to the model only when
+    enough selects carry it (``KEPT_WITH_REASON``, ``KEPT_WITH_REASON_SHARE``), across
+    ``REASON_SHOOTS`` shoots, and, out of fold, the frames with it the model keeps are
+    mostly selects (``RESCUED_SELECTS_SHARE``): it keeps more selects without keeping
+    that fault's rejects.
     """
     if respect is True:
         return ()
     if respect is False:
         return tuple(REASON_NAMES)
-    selects = X[y == 1]
-    kept = (selects[:, REASONS] > 0).sum(0)
     return tuple(
         name
-        for name, n in zip(REASON_NAMES, kept, strict=True)
-        if n >= KEPT_WITH_REASON and n >= KEPT_WITH_REASON_SHARE * len(selects)
+        for name in REASON_NAMES
+        if name in evidence and not why_not_overruled(evidence[name], selects)
     )
+
+
+def why_not_overruled(evidence: dict[str, int], selects: int) -> str:
+    """Why ``train.respect_reasons: auto`` keeps this reason a reject ("" when it does not)."""
+    if evidence["selects"] < max(KEPT_WITH_REASON, KEPT_WITH_REASON_SHARE * selects):
+        return f"only {evidence['selects']} of your selects carry it"
+    if evidence["shoots"] < REASON_SHOOTS:
+        return (
+            f"they come from {evidence['shoots']} shoot{'s' if evidence['shoots'] != 1 else ''}"
+            if evidence["shoots"]
+            else "too few shoots to tell"
+        )
+    rescued = evidence["rescued_selects"] + evidence["rescued_rejects"]
+    if evidence["rescued_selects"] < KEPT_WITH_REASON:
+        return (
+            f"on shoots it did not see, your model kept only {evidence['rescued_selects']} of them"
+        )
+    if evidence["rescued_selects"] < RESCUED_SELECTS_SHARE * rescued:
+        return (
+            f"on shoots it did not see, your model kept {evidence['rescued_rejects']} of "
+            "your rejects with it too"
+        )
+    return ""
 
 
 def kept_as_rated(head: Head, X: np.ndarray, p: np.ndarray) -> np.ndarray:
@@ -703,18 +761,28 @@ def fit(
         p = _sigmoid(a * logits[known] + b)
         loss = -np.mean(y[known] * np.log(p + 1e-12) + (1 - y[known]) * np.log(1 - p + 1e-12))
         if best is None or loss < best[0]:
-            best = (loss, l2, a, b, p, y[known])
-    loss, l2, a, b, p, y_known = best
+            best = (loss, l2, a, b, p, rows[known])
+    loss, l2, a, b, p, known_rows = best
+    y_known = data.y[known_rows]
     head = fit_head(
         *_augment(data.X[rows], data.E[rows], data.M[rows], y, data.weight[rows]), l2, axes
     )
     head.scale, head.shift = a, b
     head.threshold, aim = threshold_with_margin(p, y_known, target_recall)
-    head.overruled_reasons = overruled_reasons(data.X[rows], y, respect_reasons)
+    evidence = reason_evidence(
+        data.X[known_rows],
+        y_known,
+        None if data.stand_in_shoots else data.shoot[known_rows],
+        p,
+        head.threshold,
+    )
+    head.overruled_reasons = overruled_reasons(evidence, int(y.sum()), respect_reasons)
     return head, {
         "l2": l2,
         "out_of_fold_log_loss": round(float(loss), 4),
         "aimed_recall": round(aim, 4),
+        "overruled_reasons": list(head.overruled_reasons),
+        "reason_evidence": evidence,
     }
 
 
@@ -898,7 +966,9 @@ def train(
         "default_precision": metrics["default_precision"],
         "default_auc": metrics["default_auc"],
         "target_recall": config.train.target_recall,
-        "overruled_reasons": list(overruled_reasons(data.X, data.y, config.train.respect_reasons)),
+        # What the model evaluated here overrules, and why; the written model's replace it.
+        "overruled_reasons": metrics["overruled_reasons"],
+        "reason_evidence": metrics["reason_evidence"],
         "held_out": metrics["held_out"],
         "stand_in_shoots": data.stand_in_shoots,
         "sources": dict(Counter(f.verdict.source for f in frames)),
@@ -921,6 +991,8 @@ def train(
         )
         card["threshold"] = round(head.threshold, 4)
         card["aimed_recall"] = fitted["aimed_recall"]
+        card["overruled_reasons"] = fitted["overruled_reasons"]
+        card["reason_evidence"] = fitted["reason_evidence"]
         card["held_out"]["threshold"] = metrics["threshold"]
         card["l2"] = fitted["l2"]
         model_path = write_model(head, card, out_dir or config.personal_models_dir())
@@ -1099,6 +1171,14 @@ def format_card(card: dict) -> str:
             else "blur, closed eyes, bad exposure still make a reject"
         )
     )
+    for name, evidence in card.get("reason_evidence", {}).items():
+        why = why_not_overruled(evidence, card["selects"])
+        if why and name not in (overruled or ()):
+            lines.append(
+                f"                 {name}: still a reject, {why} (your model decides it only "
+                f"when {KEPT_WITH_REASON} selects in {REASON_SHOOTS} shoots carry it and "
+                "it keeps them without your rejects that carry it)"
+            )
     if card.get("stand_in_shoots"):
         lines.append(
             f"note             fewer than {MIN_SHOOTS} shoots: {card.get('blocks', 'some')} "
