@@ -369,20 +369,62 @@ def build_dataset(frames: list[Frame]) -> Dataset:
     )
 
 
+@dataclass(frozen=True)
+class Readiness:
+    """Whether there are enough ratings to train a personal model, and what is missing
+    (cold start: `train` and, later, the daemon's `status` and `learn` say it)."""
+
+    selects: int
+    rejects: int
+
+    @property
+    def more_selects(self) -> int:
+        return max(0, MIN_PER_CLASS - self.selects)
+
+    @property
+    def more_rejects(self) -> int:
+        return max(0, MIN_PER_CLASS - self.rejects)
+
+    @property
+    def ready(self) -> bool:
+        return not (self.more_selects or self.more_rejects)
+
+    def todo(self) -> str:
+        """What to rate before a model can be made ("" when ready)."""
+        more = [
+            f"{n} more {kind}{'s' if n != 1 else ''}"
+            for n, kind in ((self.more_selects, "select"), (self.more_rejects, "reject"))
+            if n
+        ]
+        if not more:
+            return ""
+        return (
+            f"rate {' and '.join(more)} (at least {MIN_PER_CLASS} of each: the model learns "
+            "what you keep from what you leave out)"
+        )
+
+
+def readiness(verdicts: Iterable[Verdict]) -> Readiness:
+    """The selects and rejects among ``verdicts`` against the minimum to train."""
+    selects = rejects = 0
+    for verdict in verdicts:
+        if verdict.verdict == SELECT:
+            selects += 1
+        else:
+            rejects += 1
+    return Readiness(selects, rejects)
+
+
 def check_classes(selects: int, rejects: int, where: str) -> None:
     if selects == 0 and rejects == 0:
         raise TrainError(f"no rated photos {where}")
+    ready = Readiness(selects, rejects)
+    if ready.ready:
+        return
     if selects == 0 or rejects == 0:
-        have, missing = ("selects", "rejects") if rejects == 0 else ("rejects", "selects")
-        raise TrainError(
-            f"all {selects + rejects} rated photos {where} are {have}: the model needs "
-            f"{missing} too (at least {MIN_PER_CLASS}) to learn what you leave out"
-        )
-    if min(selects, rejects) < MIN_PER_CLASS:
-        raise TrainError(
-            f"only {selects} selects and {rejects} rejects {where}: at least {MIN_PER_CLASS} "
-            "of each are needed"
-        )
+        have = "selects" if rejects == 0 else "rejects"
+        raise TrainError(f"all {selects + rejects} rated photos {where} are {have}: {ready.todo()}")
+    raise TrainError(f"only {selects} selects and {rejects} rejects {where}: {ready.todo()}")
 
 
 # --- the head --------------------------------------------------------------------------------

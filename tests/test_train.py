@@ -523,3 +523,35 @@ def test_a_few_wrongly_flagged_selects_do_not_overrule_a_reason(tmp_path: Path):
         assert faults & set(analysis.reasons), (path.name, analysis.reasons)
         rating = rate(analysis.keeper_probability, analysis.findings, RatingPolicy())
         assert rating.verdict == REJECT and rating.stars == 1, (path.name, rating)
+
+
+def test_too_few_ratings_say_how_many_more_selects_and_rejects(tmp_path: Path):
+    # Issue #15, point 5 (cold start): one line naming what to rate, and the exit status
+    # `train --help` gives for "no useful model can be made".
+    from postselectd.ratings_sources import REJECT, SELECT, SIDECAR, Verdict
+    from postselectd.train import readiness
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(8):
+        Image.new("RGB", (64, 48), (i * 30, 90, 60)).save(folder / f"{i}.jpg")
+        (folder / f"{i}.xmp").write_text(XMP.format(stars=5 if i < 5 else 1))
+    config = tmp_path / "config.yaml"
+    config.write_text(f"state_dir: {tmp_path / 'state'}\n")
+    result = run_cli("train", "--config", str(config), str(folder))
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "only 5 selects and 3 rejects" in lines[0], lines
+    assert "rate 3 more selects and 5 more rejects" in lines[0]
+    help_text = run_cli("train", "--help").stdout
+    assert f"{result.returncode} no useful model can be made" in " ".join(help_text.split())
+    assert not (tmp_path / "state" / "personal").exists()
+
+    def verdicts(selects: int, rejects: int) -> list[Verdict]:
+        kinds = [SELECT] * selects + [REJECT] * rejects
+        return [Verdict(Path(f"{i}.jpg"), k, SIDECAR, "") for i, k in enumerate(kinds)]
+
+    cold = readiness(verdicts(7, 0))
+    assert (cold.ready, cold.more_selects, cold.more_rejects) == (False, 1, 8)
+    assert cold.todo().startswith("rate 1 more select and 8 more rejects")
+    warm = readiness(verdicts(8, 30))
+    assert warm.ready and warm.todo() == ""
