@@ -750,7 +750,8 @@ def overruled_reasons(
 def why_not_overruled(evidence: dict[str, int], selects: int) -> str:
     """Why ``train.respect_reasons: auto`` keeps this reason a reject ("" when it does not)."""
     if evidence["selects"] < max(KEPT_WITH_REASON, KEPT_WITH_REASON_SHARE * selects):
-        return f"only {evidence['selects']} of your selects carry it"
+        n = evidence["selects"]
+        return f"only {n} of your selects {'carries' if n == 1 else 'carry'} it"
     if evidence["shoots"] < REASON_SHOOTS:
         return (
             f"they come from {evidence['shoots']} shoot{'s' if evidence['shoots'] != 1 else ''}"
@@ -1213,14 +1214,18 @@ def format_card(card: dict) -> str:
             else "blur, closed eyes, bad exposure still make a reject"
         )
     )
-    for name, evidence in card.get("reason_evidence", {}).items():
-        why = why_not_overruled(evidence, card["selects"])
-        if why and name not in (overruled or ()):
-            lines.append(
-                f"                 {name}: still a reject, {why} (your model decides it only "
-                f"when {KEPT_WITH_REASON} selects in {REASON_SHOOTS} shoots carry it and "
-                "it keeps them without your rejects that carry it)"
-            )
+    kept_anyway = [
+        f"                 {name}: still a reject, {why}"
+        for name, evidence in card.get("reason_evidence", {}).items()
+        if (why := why_not_overruled(evidence, card["selects"])) and name not in (overruled or ())
+    ]
+    if kept_anyway:
+        lines += kept_anyway
+        lines.append(
+            f"                 (your model decides a reason only when {KEPT_WITH_REASON} of your "
+            f"selects from {REASON_SHOOTS} shoots carry it, and on shoots it did not see it "
+            "keeps them without your rejects that carry it)"
+        )
     if card.get("stand_in_shoots"):
         lines.append(
             f"note             fewer than {MIN_SHOOTS} shoots: {card.get('blocks', 'some')} "
