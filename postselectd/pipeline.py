@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import errno
+import itertools
 import logging
 import os
 import queue
@@ -809,6 +810,7 @@ class Pipeline:
         dry_run: bool = False,
         task_timeout: float | None = None,
         worker_target: Callable | None = None,
+        analyze_on: AnalyzeFiles | None = None,
     ):
         self.config = config
         self.workers = workers or default_workers()
@@ -816,6 +818,9 @@ class Pipeline:
         self.dry_run = dry_run
         self.task_timeout = task_timeout
         self.worker_target = worker_target  # tests inject crashing/hanging workers
+        # Where the files are analysed: this machine's worker processes (``analyze``), or
+        # a Dask cluster's (cluster.ClusterAnalysis). Everything else is the same.
+        self.analyze_on = analyze_on
 
     def __enter__(self) -> Pipeline:
         return self
@@ -885,7 +890,7 @@ class Pipeline:
         writer = threading.Thread(target=write, name="sidecars", daemon=True)
         writer.start()
         try:
-            self.analyze(runs.order, analysed)
+            (self.analyze_on or self.analyze)(runs.order, analysed)
             for run in runs.rest():
                 ready.put(run)
         finally:
@@ -899,25 +904,84 @@ class Pipeline:
     def analyze(
         self, paths: Iterable[Path], on_analyzed: Callable[[Scored], None] | None = None
     ) -> list[Scored]:
-        """Preview + analysis of every path in the worker processes, in completion order.
+        """Preview + analysis of every path in this machine's worker processes, in
+        completion order (``PoolAnalysis``; its processes are stopped at the end)."""
+        with PoolAnalysis(
+            self.config.analysis,
+            self.workers,
+            task_timeout=self.task_timeout,
+            worker_target=self.worker_target,
+        ) as pool:
+            return pool.analyze(paths, on_analyzed)
 
-        Each worker holds one file, so a decoder that crashes, hangs past
-        TASK_TIMEOUT_SECONDS or balloons in memory costs only that file.
-        """
+
+# Where ``Pipeline.score`` has its files analysed: (paths in capture order, a callback for
+# each analysed file) -> every file's Scored. ``Pipeline.analyze`` or a ClusterAnalysis.
+AnalyzeFiles = Callable[[Iterable[Path], Callable[[Scored], None] | None], list[Scored]]
+
+
+class PoolAnalysis:
+    """Preview + analysis in worker processes (workers.WorkerPool): what ``score`` runs on
+    this machine, and what each Dask worker of ``score --cluster`` runs for its tasks.
+
+    Each worker process holds one file, so a decoder that crashes, hangs past
+    TASK_TIMEOUT_SECONDS or balloons in memory costs only that file. The processes start
+    with the first ``analyze`` (no more than it has files) and live until ``close``, so
+    the models load once however many calls follow.
+    """
+
+    def __init__(
+        self,
+        config: AnalysisConfig,
+        workers: int,
+        *,
+        task_timeout: float | None = None,
+        worker_target: Callable | None = None,
+    ):
+        self.config = config
+        self.workers = workers
+        self.task_timeout = task_timeout
+        self.worker_target = worker_target
+        self._pool = None
+        self._inbox: queue.Queue = queue.Queue()
+        self._jobs = itertools.count()
+
+    def __enter__(self) -> PoolAnalysis:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def start(self, files: int | None = None) -> None:
+        """Start the worker processes (they load the models meanwhile), if not yet."""
         from postselectd import workers
 
-        pending = list(enumerate(paths))
+        if self._pool is None:
+            size = self.workers if files is None else max(1, min(self.workers, files))
+            self._pool = workers.WorkerPool(
+                size, self.config, self._inbox.put, target=self.worker_target
+            )
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    def analyze(
+        self, paths: Iterable[Path], on_analyzed: Callable[[Scored], None] | None = None
+    ) -> list[Scored]:
+        """Preview + analysis of every path, in completion order; never raises for a bad
+        file. PipelineError: the worker processes cannot load the models."""
+        from postselectd import workers
+
+        pending = [(next(self._jobs), path) for path in paths]
         pending.reverse()
         if not pending:
             return []
-        inbox: queue.Queue = queue.Queue()
+        self.start(len(pending))
+        pool = self._pool
+        inbox = self._inbox
         timeout = self.task_timeout or workers.TASK_TIMEOUT_SECONDS
-        pool = workers.WorkerPool(
-            min(self.workers, len(pending)),
-            self.config.analysis,
-            inbox.put,
-            target=self.worker_target,
-        )
         jobs: dict[int, Path] = {}
         stopped: dict[int, str] = {}
         analysed: list[Scored] = []
@@ -953,6 +1017,9 @@ class Pipeline:
                     done(Scored(path=path, analysis=None, error=reason))
                 elif isinstance(message, workers.WorkerReady) and message.error:
                     raise PipelineError(f"worker cannot start: {message.error}")
-        finally:
-            pool.close()
+        except BaseException:
+            # Whatever stops a call midway (models that do not load, an interrupt), the
+            # files it left in the workers' hands must not answer the next call.
+            self.close()
+            raise
         return analysed
