@@ -40,6 +40,7 @@ from postselectd.sidecar import (
     SidecarContent,
     SidecarError,
     names_shared_sidecar,
+    rated_with,
     sidecar_path,
     withdraw,
     write_sidecars,
@@ -771,6 +772,9 @@ class _Runs:
             self._left[run] = self._left.get(run, 0) + 1
             previous = path
 
+    def run_of(self, path: Path) -> int:
+        return self._run_of[path]
+
     def add(self, scored: Scored) -> list[Scored] | None:
         """Record one analysed file; returns its run once the run is complete."""
         run = self._run_of.get(scored.path)
@@ -788,6 +792,31 @@ class _Runs:
         rest = list(self._members.values())
         self._members.clear()
         return rest
+
+
+def leave_rated(
+    paths: Iterable[Path], config: Config, model_version: str
+) -> tuple[list[Path], list[Path]]:
+    """(to rate, already rated): the photos whose every sidecar holds a verdict by
+    ``model_version`` are left alone, so a run that was stopped (Ctrl-C, a lost machine,
+    a killed process) finishes when it is run again. Whole runs of ``_Runs`` at a time: a
+    burst that was only partly written when it stopped is analysed again whole, so its
+    frames are judged together, and the frames written already are left untouched (their
+    sidecars say it all already: ``write_sidecar`` does not rewrite them)."""
+    paths = list(paths)
+    runs = _Runs(paths)
+    members: dict[int, list[Path]] = {}
+    for path in runs.order:
+        members.setdefault(runs.run_of(path), []).append(path)
+    to_rate: list[Path] = []
+    rated: list[Path] = []
+    for run in members.values():
+        done = all(
+            rated_with(path, sidecar_profiles_for(path, config.sidecar.profiles), model_version)
+            for path in run
+        )
+        (rated if done else to_rate).extend(run)
+    return to_rate, rated
 
 
 def default_workers() -> int:

@@ -512,6 +512,26 @@ def withdraw(path: Path, profiles: Iterable[str], keyword_parent: str) -> bool:
         raise SidecarError(f"{path.name}: another program keeps rewriting it; try again later")
 
 
+def rated_with(photo: Path, profiles: Iterable[str], model_version: str) -> bool:
+    """Whether every sidecar the profiles name for this photo already holds postselectd's
+    verdict by ``model_version`` (whatever a person changed since). No sidecar, one that
+    cannot be read, or a verdict of other models: not rated."""
+    groups = _by_path(photo, profiles)
+    if not groups:
+        return False
+    try:
+        for path in groups:
+            data = _read_existing(path)
+            if data is None:
+                return False
+            version = _Packet(data, path.name).values().get(f"Xmp.{NS_PREFIX}.ModelVersion")
+            if version != model_version:
+                return False
+    except SidecarError:
+        return False
+    return True
+
+
 def read_sidecar(path: Path) -> dict[str, object]:
     """All XMP properties of a sidecar, keyed like ``Xmp.xmp.Rating``."""
     data = _read_existing(Path(path))
