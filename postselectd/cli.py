@@ -9,6 +9,7 @@ SIGPIPE ends. Each command's --help lists what they mean for it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import logging
@@ -102,9 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
         "each one's XMP sidecar beside it, prints one line per photo and a summary. Ratings "
         "and labels a person set are kept, unless --force.",
         [
-            (EXIT_OK, "every photo rated"),
+            (EXIT_OK, "every photo rated (with --cluster: or rated by these models already)"),
             (EXIT_FAILURES, "some photos could not be rated (each is named with its reason)"),
-            (EXIT_USAGE, "bad usage, a bad config or unusable models"),
+            (
+                EXIT_USAGE,
+                "bad usage, a bad config or unusable models; with --cluster also: Dask not "
+                "installed, the scheduler out of reach, or a worker that cannot analyse",
+            ),
             (EXIT_NO_PHOTOS, "no photos found in the paths given (nothing written)"),
             _INTERRUPTED,
             _BROKEN_PIPE,
@@ -120,6 +125,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     score.add_argument(
         "--workers", type=int, default=None, help="worker processes (default: one per core)"
+    )
+    score.add_argument(
+        "--cluster",
+        metavar="ADDRESS",
+        help="analyse on a Dask cluster: its scheduler (tcp://HOST:8786), or local for one "
+        "on this machine; sidecars are written from here; photos these models rated "
+        "already are skipped unless --force (needs: pip install 'postselectd[cluster]')",
+    )
+    score.add_argument(
+        "--cluster-workers",
+        type=int,
+        metavar="N",
+        help="with --cluster local: worker processes (default: one per core)",
     )
 
     run = _command(
@@ -455,11 +473,12 @@ def main(argv: list[str] | None = None) -> int:
     return EXIT_USAGE
 
 
-def _model_check(config: Config) -> None:
+def _model_check(config: Config) -> str:
+    """The models' version; UsageError if they cannot be used."""
     from postselectd.analysis import Analyzer, ModelError
 
     try:
-        Analyzer(config.analysis)
+        return Analyzer(config.analysis).model_version
     except ModelError as exc:
         raise UsageError(f"models unusable: {exc}") from None
 
@@ -472,13 +491,18 @@ def cmd_score(args: argparse.Namespace, config: Config) -> int:
         raise UsageError("no such file or folder: " + ", ".join(str(p) for p in missing))
     if args.workers is not None and args.workers < 1:
         raise UsageError("--workers must be at least 1")
-    _model_check(config)
+    cluster = _cluster(args, config)
+    model_version = _model_check(config)
     passed_over: Counter[str] = Counter()
     # Videos too: each is named as not a photo (a failed file), not passed over in silence.
     files = list(find_photos(args.paths, config.sidecar.profiles, passed_over, videos=True))
     if not files:
         print(f"postselectd: {no_photos_found(args.paths, passed_over)}", file=sys.stderr)
         return EXIT_NO_PHOTOS
+    if cluster and not args.force:
+        files = _leave_rated(files, config, model_version)
+        if not files:
+            return EXIT_OK
     progress = Progress(len(files), enabled=sys.stderr.isatty())
     started = time.perf_counter()
 
@@ -493,7 +517,16 @@ def cmd_score(args: argparse.Namespace, config: Config) -> int:
 
     workers = args.workers or max(1, min(len(files), default_workers()))
     try:
-        with Pipeline(config, workers=workers, force=args.force, dry_run=args.dry_run) as pipeline:
+        with (
+            cluster or contextlib.nullcontext(),
+            Pipeline(
+                config,
+                workers=workers,
+                force=args.force,
+                dry_run=args.dry_run,
+                analyze_on=cluster.analyze if cluster else None,
+            ) as pipeline,
+        ):
             results = pipeline.score(files, on_result, on_analyzed)
     except PipelineError as exc:
         raise UsageError(str(exc)) from None
@@ -502,6 +535,37 @@ def cmd_score(args: argparse.Namespace, config: Config) -> int:
     summary = format_summary(results, elapsed, dry_run=args.dry_run)
     print(summary, file=sys.stderr if args.json else sys.stdout)
     return EXIT_FAILURES if any(r.error for r in results) else EXIT_OK
+
+
+def _cluster(args: argparse.Namespace, config: Config):
+    """``score --cluster``: a ClusterAnalysis (not yet connected), or None."""
+    if args.cluster is None:
+        if args.cluster_workers is not None:
+            raise UsageError("--cluster-workers goes with --cluster local")
+        return None
+    if args.cluster_workers is not None and (args.cluster != "local" or args.cluster_workers < 1):
+        raise UsageError("--cluster-workers takes a number of at least 1, with --cluster local")
+    from postselectd.cluster import ClusterAnalysis, ClusterError
+
+    try:
+        return ClusterAnalysis(args.cluster, config.analysis, workers=args.cluster_workers)
+    except ClusterError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _leave_rated(files: list, config: Config, model_version: str) -> list:
+    """The photos still to rate: ``score --cluster`` run again finishes a stopped run."""
+    from postselectd.pipeline import leave_rated
+
+    files, rated = leave_rated(files, config, model_version)
+    if rated:
+        log.info(
+            "%d of %d photos already rated by %s: left alone (--force rates them again)",
+            len(rated),
+            len(rated) + len(files),
+            model_version,
+        )
+    return files
 
 
 def no_photos_found(paths: list[Path], passed_over: Counter[str]) -> str:
