@@ -54,9 +54,14 @@ INSTALL_HINT = "--cluster needs Dask distributed: pip install 'postselectd[clust
 # A task raises only when its worker cannot analyse at all (files' faults come back as
 # their errors): another try may land on another worker; more would only repeat it.
 TASK_RETRIES = 2
-# Files in flight per Dask worker thread: one being analysed, one on its way, so a
-# worker never waits for the next file, and a lost worker takes few files with it.
+# Tasks in flight per Dask worker thread: one being analysed, one on its way, so a
+# worker never waits for its next files, and a lost worker takes few files with it.
 IN_FLIGHT_PER_THREAD = 2
+# Files per task, at most: the scheduler spends a few ms of CPU on each task whatever it
+# does (bench/throughput.py --cluster), which one file (~40 ms of a core) would make the
+# limit of a large cluster. A crash still costs one file (the worker's PoolAnalysis
+# holds one at a time); a lost worker costs its tasks' files a second analysis.
+MAX_FILES_PER_TASK = 16
 CONNECT_TIMEOUT_SECONDS = 20
 WAIT_FOR_WORKERS_SECONDS = 600
 
@@ -176,7 +181,7 @@ class ClusterAnalysis:
         config: AnalysisConfig,
         *,
         workers: int | None = None,
-        files_per_task: int = 1,
+        files_per_task: int | None = None,
         task_timeout: float | None = None,
         worker_target: Callable | None = None,
     ):
@@ -185,7 +190,7 @@ class ClusterAnalysis:
         self.address = address
         self.config = config
         self.workers = workers
-        self.files_per_task = max(1, files_per_task)
+        self.files_per_task = files_per_task  # None: as many as keep all threads busy
         self.plugin = AnalysisPlugin(config, task_timeout=task_timeout, worker_target=worker_target)
         self.client = None
         self._local = None
@@ -282,14 +287,22 @@ class ClusterAnalysis:
         named = {Path(os.path.abspath(p)): Path(p) for p in paths}
         todo = list(named)
         todo.reverse()
-        n = self.files_per_task
         held: dict[object, list[Path]] = {}
         finished = as_completed()
         analysed: list[Scored] = []
+        alone: list[Path] = []  # files of a task that killed its workers: one task each
 
         def send() -> None:
-            while todo and len(held) * n < IN_FLIGHT_PER_THREAD * self._worker_threads():
-                batch = [todo.pop() for _ in range(min(n, len(todo)))]
+            while (alone or todo) and len(held) < IN_FLIGHT_PER_THREAD * self._worker_threads():
+                if alone:
+                    batch = [alone.pop()]
+                else:
+                    # Up to MAX_FILES_PER_TASK files, fewer towards the end, so that no
+                    # thread is left with a long last task while the others are done.
+                    n = self.files_per_task or min(
+                        MAX_FILES_PER_TASK, max(1, len(todo) // (4 * self._worker_threads()))
+                    )
+                    batch = [todo.pop() for _ in range(min(n, len(todo)))]
                 future = self.client.submit(
                     analyze_files, self.plugin.name, batch, pure=False, retries=TASK_RETRIES
                 )
@@ -306,6 +319,10 @@ class ClusterAnalysis:
             except ClusterError as exc:
                 raise _stopped(str(exc)) from None
             except KilledWorker as exc:
+                if len(batch) > 1:  # which file was it? each is tried alone, once
+                    alone.extend(reversed(batch))
+                    send()
+                    continue
                 error = (
                     f"{exc.args[2] + 1} Dask workers were lost while analysing it "
                     "(a machine that went away, or a file that kills the worker itself); "
