@@ -23,6 +23,16 @@ variants (mirrored, cropped) so every file is distinct: copies of one file would
 served from the daemon's analysis reuse and measure nothing. Variants of one photo get
 capture times 0.4 s apart, like a burst; photos 20 s apart.
 The machine's load average is printed: the two cores may be shared.
+
+    python bench/throughput.py /tmp/nefs --files 1000 --cluster
+
+``--cluster`` measures ``score --cluster`` instead, against local ``score`` in the same
+run: a Dask cluster is started here as a deployment has one running before ``score``
+(``dask scheduler``, ``dask worker --nthreads 1`` x 2, then x 1), and the run is timed
+from connecting to it: setting up the analysis on the workers (their models load),
+``leave_rated``, analysis on the workers, bursts, rating and sidecars in this process.
+It prints the images/s of each, the CPU each process took per image (the scheduler's
+is what bounds a big cluster), and the ratio to local ``score``.
 """
 
 from __future__ import annotations
@@ -32,6 +42,8 @@ import io
 import multiprocessing
 import os
 import resource
+import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -163,6 +175,7 @@ def run_postselectd(files: list[Path], workers: int) -> dict:
     config = Config()
     stages: dict[str, list[float]] = defaultdict(list)
     cpu = cpu_seconds()
+    driver_cpu = own_cpu_seconds()
     started = time.perf_counter()
     with PeakRss() as rss:
         photos = list(find_photos([files[0].parent], config.sidecar.profiles))
@@ -171,6 +184,7 @@ def run_postselectd(files: list[Path], workers: int) -> dict:
         results = Pipeline(config, workers=workers).score(photos)
     seconds = time.perf_counter() - started
     cpu = cpu_seconds() - cpu
+    driver_cpu = own_cpu_seconds() - driver_cpu
     for result in results:
         for stage, ms in result.timings_ms:
             stages[stage].append(ms)
@@ -182,9 +196,173 @@ def run_postselectd(files: list[Path], workers: int) -> dict:
         "seconds": seconds,
         "rate": len(results) / seconds,
         "cpu_ms": cpu * 1000 / len(results),
+        "driver_cpu_ms": driver_cpu * 1000 / len(results),
         "stages": {k: statistics.median(v) for k, v in stages.items()},
         "peak_rss_mb": rss.peak / 1024,
     }
+
+
+class DaskCluster:
+    """``dask scheduler`` and ``workers`` x ``dask worker --nthreads 1`` on 127.0.0.1."""
+
+    def __init__(self, workers: int):
+        self.folder = Path(tempfile.mkdtemp(prefix="throughput-dask-"))
+        scheduler_file = self.folder / "scheduler.json"
+        common = ["--host", "127.0.0.1", "--no-dashboard", "--scheduler-file", str(scheduler_file)]
+        self.processes: dict[str, subprocess.Popen] = {}
+
+        def start(name: str, args: list[str]) -> None:
+            with open(self.folder / f"{name}.log", "wb") as log:
+                self.processes[name] = subprocess.Popen(
+                    [sys.executable, "-m", "dask", *args, *common],
+                    stdout=log,
+                    stderr=log,
+                    cwd="/",
+                    start_new_session=True,
+                )
+
+        start("scheduler", ["scheduler", "--port", "0"])
+        for i in range(workers):
+            start(f"worker{i}", ["worker", "--nthreads", "1", "--death-timeout", "60"])
+        from distributed import Client
+
+        while not scheduler_file.exists():
+            time.sleep(0.1)
+        with Client(scheduler_file=str(scheduler_file), timeout=60) as client:
+            client.wait_for_workers(workers, timeout=120)
+            self.address = client.scheduler.address
+
+    def cpu_seconds(self, which: str = "") -> float:
+        """CPU time of the named processes (and theirs): "scheduler", "worker", or all."""
+        return sum(tree_cpu_seconds(p.pid) for n, p in self.processes.items() if which in n)
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            process.wait()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time of a live process and all its descendants, from /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+            for task in Path(f"/proc/{current}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
+def run_cluster(files: list[Path], workers: int) -> dict:
+    """What `postselectd score --cluster ADDRESS` runs (cli.cmd_score), on a cluster of
+    ``workers`` Dask workers started beforehand (not timed, as a deployment's)."""
+    from postselectd.analysis import Analyzer
+    from postselectd.cluster import ClusterAnalysis
+    from postselectd.config import Config
+    from postselectd.pipeline import Pipeline, find_photos, leave_rated
+
+    for sidecar in files[0].parent.glob("*.xmp"):
+        sidecar.unlink()
+    config = Config()
+    model_version = Analyzer(config.analysis).model_version  # the driver's model check
+    cluster = DaskCluster(workers)
+    try:
+        # The scheduler's CPU when idle (heartbeats, its own bookkeeping), so that what
+        # the files cost it can be told apart.
+        idle_cpu = cluster.cpu_seconds("scheduler")
+        time.sleep(3.0)
+        idle_per_second = (cluster.cpu_seconds("scheduler") - idle_cpu) / 3.0
+        driver_cpu = cpu_seconds()
+        cpu = driver_cpu + cluster.cpu_seconds()
+        scheduler_cpu = cluster.cpu_seconds("scheduler")
+        worker_cpu = cluster.cpu_seconds("worker")
+        started = time.perf_counter()
+        with PeakRss() as rss:
+            photos = list(find_photos([files[0].parent], config.sidecar.profiles))
+            wanted = set(files)
+            photos = [p for p in photos if p in wanted]
+            photos, _ = leave_rated(photos, config, model_version)
+            with ClusterAnalysis(cluster.address, config.analysis) as analysis:
+                results = Pipeline(config, analyze_on=analysis.analyze).score(photos)
+        seconds = time.perf_counter() - started
+        driver_cpu = cpu_seconds() - driver_cpu
+        cpu = cpu_seconds() + cluster.cpu_seconds() - cpu
+        scheduler_cpu = cluster.cpu_seconds("scheduler") - scheduler_cpu
+        worker_cpu = cluster.cpu_seconds("worker") - worker_cpu
+    finally:
+        cluster.stop()
+    failed = [r for r in results if r.error]
+    return {
+        "files": len(results),
+        "failed": len(failed),
+        "first_error": failed[0].error if failed else None,
+        "seconds": seconds,
+        "rate": len(results) / seconds,
+        "cpu_ms": cpu * 1000 / len(results),
+        "driver_cpu_ms": driver_cpu * 1000 / len(results),
+        "scheduler_cpu_ms": scheduler_cpu * 1000 / len(results),
+        "scheduler_busy_cpu_ms": (scheduler_cpu - idle_per_second * seconds) * 1000 / len(results),
+        "worker_cpu_ms": worker_cpu * 1000 / len(results),
+        "peak_rss_mb": rss.peak / 1024,
+    }
+
+
+def cluster_table(files: list[Path], local_workers: int, repeat: int) -> None:
+    runs: dict[str, list[dict]] = defaultdict(list)
+    for _ in range(repeat):  # interleaved: the machine's other load hits all alike
+        for name, run in (
+            ("local score", lambda: run_postselectd(files, local_workers)),
+            ("cluster, 2 workers", lambda: run_cluster(files, 2)),
+            ("cluster, 1 worker", lambda: run_cluster(files, 1)),
+        ):
+            runs[name].append(run())
+            print(
+                f"  {name}: {runs[name][-1]['rate']:.1f} images/s, load {load_average()}",
+                file=sys.stderr,
+            )
+    median = {k: sorted(v, key=lambda r: r["rate"])[len(v) // 2] for k, v in runs.items()}
+    local = median["local score"]
+    print(f"\n{len(files)} distinct camera-size NEFs; local score with {local_workers} workers")
+    print(
+        f"{'':22}{'images/s':>10}{'of local':>10}{'CPU ms/img':>12}{'driver':>8}"
+        f"{'scheduler':>11}{'workers':>9}{'peak RSS MB':>13}{'failed':>8}"
+    )
+    for name, r in median.items():
+        print(
+            f"{name:22}{r['rate']:>10.1f}{r['rate'] / local['rate']:>10.0%}{r['cpu_ms']:>12.0f}"
+            f"{r.get('driver_cpu_ms', 0):>8.1f}{r.get('scheduler_cpu_ms', 0):>11.1f}"
+            f"{r.get('worker_cpu_ms', 0):>9.0f}{r['peak_rss_mb']:>13.0f}{r['failed']:>8}"
+        )
+    print(
+        "  runs: "
+        + "; ".join(f"{k} " + ", ".join(f"{r['rate']:.1f}" for r in v) for k, v in runs.items())
+    )
+    print(
+        "(CPU ms/img: all processes of the run; of which driver: this process (listing,\n"
+        " bursts, rating, sidecars, and the Dask client or the local worker pool's threads);\n"
+        " scheduler: the Dask scheduler; workers: the Dask workers with their analysis\n"
+        " processes)"
+    )
+    one, two = median["cluster, 1 worker"], median["cluster, 2 workers"]
+    driver_ms = statistics.median(
+        r["driver_cpu_ms"] for name, v in runs.items() for r in v if "cluster" in name
+    )
+    busy_ms = max(two["scheduler_busy_cpu_ms"], 1e-3)
+    print(
+        f"on paper: a worker thread {one['rate']:.1f} images/s ({one['worker_cpu_ms']:.0f} ms "
+        f"of a core a photo); the driver {driver_ms:.1f} ms a photo, so ~{1000 / driver_ms:.0f} "
+        f"photos/s for one driver core; the scheduler {busy_ms:.2f} ms a photo beyond its "
+        f"idle load, ~{1000 / busy_ms:.0f} photos/s for its core"
+    )
 
 
 _REFERENCE_ANALYZER = None
@@ -289,6 +467,12 @@ def naive_raw(folder: Path) -> list[tuple[str, float, float]]:
     return rows
 
 
+def own_cpu_seconds() -> float:
+    """CPU time of this process alone (the driver: listing, bursts, rating, sidecars)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    return own.ru_utime + own.ru_stime
+
+
 def cpu_seconds() -> float:
     """CPU time of this process and its reaped children (the worker processes)."""
     own = resource.getrusage(resource.RUSAGE_SELF)
@@ -311,6 +495,11 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=1, help="postselectd runs (median)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--raws", type=Path, default=SHARED / "samples" / "raw" / "good")
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="compare score --cluster (Dask, 2 and 1 workers started here) with local score",
+    )
     args = parser.parse_args()
     if args.make:
         return make_set(args.make, args.count, args.jobs)
@@ -325,6 +514,10 @@ def main() -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     print(f"command: {sys.executable} {' '.join(sys.argv)}")
     print(f"cores {os.cpu_count()}, workers {args.workers}, load average {load_average()}")
+    if args.cluster:
+        cluster_table(files, args.workers, args.repeat)
+        print(f"\nload average at the end: {load_average()}")
+        return 0
 
     runs = []
     for _ in range(args.repeat):

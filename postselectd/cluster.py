@@ -12,9 +12,11 @@ What Dask adds: when a machine (or a Dask worker) is lost, the scheduler gives i
 files to another worker, at most ``distributed.scheduler.allowed-failures`` times (3
 by default); a file on which worker after worker dies is reported as failed. A task
 never fails for a file's fault (that comes back as the file's error, not retried); it
-raises only when the worker cannot analyse at all (models that do not load there, a
-different postselectd), which is retried on another try (``TASK_RETRIES``) and then
-ends the run.
+raises only when its worker cannot analyse at all (models that do not load there),
+which Dask tries again ``TASK_RETRIES`` times, maybe elsewhere, before the run ends
+with that error, as a local run would. Files go out a few at a time (up to
+``MAX_FILES_PER_TASK``), and only a few tasks per worker thread are in flight, so the
+driver holds the rest and a lost worker takes few files with it.
 
 Every node must see the photos at the same paths the driver does (one NFS/SMB mount,
 mounted at the same place) and run the same postselectd with the ``cluster`` extra.
