@@ -920,7 +920,9 @@ class Daemon:
 
     def _stored_analysis(self, row: Row) -> Scored | None:
         """A rated file's analysis as the journal keeps it, if its file is still there."""
-        if row.status != "rated" or not row.fingerprint or not row.path.exists():
+        # os.path.exists: a photo that cannot be looked at any more (EIO, ESTALE) has no
+        # analysis at hand either; Path.exists would raise, and stop the daemon.
+        if row.status != "rated" or not row.fingerprint or not os.path.exists(row.path):
             return None
         scored = self._cached(row.fingerprint)
         return None if scored is None else replace(scored, path=row.path)

@@ -215,6 +215,19 @@ def _path(value: str | bytes) -> Path:
     return Path(os.fsdecode(value)) if isinstance(value, bytes) else Path(value)
 
 
+def _gone(path: Path) -> bool:
+    """Whether the name is really no longer there. A photo that cannot be looked at now
+    (EIO on a failing card, ESTALE on NFS) is not gone: os.path.lexists would say it is,
+    and its rating would be forgotten (and done again once the card reads)."""
+    try:
+        os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return True
+    except OSError:
+        pass  # there, but not readable now
+    return False
+
+
 def _text(text: str | None) -> str | None:
     """A reason or result to show: a name that is not valid UTF-8 as its escape (\udcff)."""
     if text is None:
@@ -608,10 +621,7 @@ class Journal:
         gone = [
             key
             for key, claimed, status in found
-            if not claimed
-            and status != PENDING
-            and _path(key) not in keep
-            and not os.path.lexists(_path(key))
+            if not claimed and status != PENDING and _path(key) not in keep and _gone(_path(key))
         ]
         for i in range(0, len(gone), 500):
             chunk = gone[i : i + 500]

@@ -249,6 +249,60 @@ def test_daemon_fails_only_the_photos_whose_sidecar_it_cannot_read(unprivileged,
     assert folder_named.is_dir() and not any(folder_named.iterdir())
 
 
+# A failing card or a stale NFS handle, in the daemon's own process (its workers read the
+# photos as usual): every look at one of the files named in POSTSELECTD_TEST_FAIL
+# ("EIO:DSC_0104.NEF,...") fails with that error, as stat and open do on a bad inode.
+FAILING_FILES = """
+import builtins, errno, io, os, sys
+from postselectd import cli
+
+FAIL = dict(
+    (name, getattr(errno, code))
+    for code, name in (item.split(":") for item in os.environ["POSTSELECTD_TEST_FAIL"].split(","))
+)
+
+def failing(call):
+    def look(path, *args, **kwargs):
+        try:
+            code = FAIL.get(os.path.basename(os.fsdecode(path)))
+        except TypeError:  # a file descriptor
+            code = None
+        if code:
+            raise OSError(code, os.strerror(code), os.fsdecode(path))
+        return call(path, *args, **kwargs)
+    return look
+
+os.stat, os.lstat, os.open = failing(os.stat), failing(os.lstat), failing(os.open)
+builtins.open = io.open = failing(io.open)
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_a_rated_photo_the_daemon_can_no_longer_look_at_stops_nothing(tmp_path):
+    """DSC_0101.NEF is rated; after a restart every look at it fails with EIO (its card
+    is failing). The next photo of its folder is rated all the same (its burst is looked
+    for among the rated ones), the daemon stays up, and the journal does not take the
+    unreadable photo for a deleted one and forget its rating."""
+    watch = tmp_path / "card"
+    watch.mkdir()
+    daemon = FaultDaemon(tmp_path, [watch], launcher=FAILING_FILES)
+    try:
+        daemon.start(env={"POSTSELECTD_TEST_FAIL": "EIO:nothing"})
+        names = ["DSC_0101.NEF", "DSC_0102.NEF"]
+        raws = [copy_file(shared_path("samples", "nef", n), watch) for n in names]
+        daemon.wait_for(lambda: daemon.rated() == 2, 90, "the first two photos")
+        assert daemon.stop()[0] == 0
+        daemon.start(env={"POSTSELECTD_TEST_FAIL": "EIO:DSC_0101.NEF"})
+        later = copy_file(shared_path("samples", "nef", "DSC_0103.NEF"), watch)
+        daemon.wait_for(lambda: daemon.rated() == 3, 60, "the photo after the restart")
+        assert daemon.proc.poll() is None
+        assert "Traceback" not in daemon.log(), daemon.log()[-3000:]
+        assert_rated_once(daemon, [*raws, later])
+        assert daemon.stop()[0] == 0
+    finally:
+        daemon.kill()
+
+
 # --- item 2: whatever ends the daemon ends its workers ------------------------------------
 
 FAILING_SHUTDOWN = """
