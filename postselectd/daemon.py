@@ -107,6 +107,8 @@ FOLDER_RETRY_SECONDS = 60.0
 WORKER_START_TIMEOUT = 120.0
 LOCK_NAME = "daemon.lock"
 RAW_RATED_INSTEAD = "a raw of the same name is rated instead"
+# The signature of a photo whose stat failed for another reason than its absence.
+UNREADABLE = Signature(-1, -1)
 # Journal rows checked for photos that are gone, per turn of the loop (~2 ms).
 PRUNE_BATCH = 500
 
@@ -652,8 +654,13 @@ class Daemon:
     def _touch(self, path: Path, quiet: float) -> None:
         try:
             sig = Signature.of(os.stat(path))
+        except (FileNotFoundError, NotADirectoryError):
+            sig = None  # gone already
         except OSError:
-            sig = None
+            # There, but it cannot be looked at (EIO on a failing card, ESTALE on NFS):
+            # queued all the same, so that it fails with its reason after the retries
+            # (or is rated once it can be read), never dropped without a word.
+            sig = UNREADABLE
         self.journal.touch(path, sig, time.time(), quiet)
 
     # --- dispatch: settled files to workers ------------------------------------------

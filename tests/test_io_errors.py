@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import test_daemon
-from conftest import ROOT, Unprivileged, copy_file, shared_path
+from conftest import ROOT, Unprivileged, copy_file, run_cli, shared_path
 from test_daemon import DaemonProcess, assert_rated_once, sidecar_of
 
 from postselectd.config import Config
@@ -102,6 +102,12 @@ def _alive(pid: int) -> bool:
     except (OSError, IndexError):
         return False
     return state != "Z"
+
+
+def _status(daemon: DaemonProcess) -> str:
+    shown = run_cli("status", "--config", str(daemon.config_path), env=daemon.env)
+    assert shown.returncode == 0, shown.stderr
+    return shown.stdout
 
 
 # --- item 1: an unreadable sidecar is its photo's failure ---------------------------------
@@ -232,6 +238,12 @@ def test_daemon_fails_only_the_photos_whose_sidecar_it_cannot_read(unprivileged,
         assert "Traceback" not in log, log[-3000:]
         assert log.count("DSC_0101.NEF: DSC_0101.xmp: existing sidecar cannot be read") == 2
         assert "DSC_0101.NEF: failed: DSC_0101.xmp: existing sidecar" in log
+        shown = _status(daemon)
+        assert (
+            f"{raws[0]}: DSC_0101.xmp: existing sidecar cannot be read (Permission denied); "
+            "left untouched (3 attempts)"
+        ) in shown
+        assert f"{raws[1]}: DSC_0102.xmp: is a folder, not a sidecar; left untouched" in shown
 
         # The next photo after a restart is rated too: nothing is left to crash-loop on.
         assert daemon.stop()[0] == 0
@@ -276,6 +288,42 @@ os.stat, os.lstat, os.open = failing(os.stat), failing(os.lstat), failing(os.ope
 builtins.open = io.open = failing(io.open)
 sys.exit(cli.main(sys.argv[1:]))
 """
+
+
+@pytest.mark.parametrize("code", ["EIO", "ESTALE"])
+def test_a_photo_the_daemon_cannot_look_at_fails_alone_with_its_reason(tmp_path, code):
+    """A photo whose every stat and open fails (EIO on a failing card, ESTALE on NFS) from
+    the moment it arrives: it is queued, retried with backoff and failed with the reason,
+    `status` says so, and the folder's other photos are rated."""
+    watch = tmp_path / "card"
+    watch.mkdir()
+    daemon = FaultDaemon(
+        tmp_path, [watch], launcher=FAILING_FILES, max_retries=2, retry_backoff_seconds=0.2
+    )
+    try:
+        daemon.start(env={"POSTSELECTD_TEST_FAIL": f"{code}:DSC_0104.NEF"})
+        names = ["DSC_0104.NEF", "DSC_0102.NEF", "DSC_0103.NEF"]
+        raws = [copy_file(shared_path("samples", "nef", n), watch) for n in names]
+
+        def settled() -> bool:
+            rows = daemon.rows()
+            return all(str(r) in rows and rows[str(r)].status != "pending" for r in raws)
+
+        daemon.wait_for(settled, 90, "every photo rated or failed")
+        assert daemon.proc.poll() is None
+        reason = f"cannot read file ({os.strerror(getattr(errno, code))})"
+        row = daemon.rows()[str(raws[0])]
+        assert (row.status, row.attempts, row.reason) == ("failed", 3, reason)
+        assert_rated_once(daemon, raws[1:])
+        log = daemon.log()
+        assert "Traceback" not in log, log[-3000:]
+        assert log.count(f"card/DSC_0104.NEF: {reason}; retrying in") == 2
+        assert f"card/DSC_0104.NEF: failed: {reason}" in log
+        assert f"{raws[0]}: {reason} (3 attempts)" in _status(daemon)
+        assert daemon.stop()[0] == 0
+    finally:
+        daemon.kill()
+    assert not sidecar_of(raws[0]).exists()
 
 
 def test_a_rated_photo_the_daemon_can_no_longer_look_at_stops_nothing(tmp_path):
