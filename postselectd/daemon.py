@@ -388,7 +388,12 @@ class Daemon:
             raise DaemonError(str(exc)) from None
         self._recover_interrupted_sidecars()
         self._rated_today = self.journal.rated_since(_local_midnight())
-        self.pool = WorkerPool(self._worker_count(), self.config.analysis, self._post)
+        try:
+            self.pool = WorkerPool(self._worker_count(), self.config.analysis, self._post)
+        except OSError as exc:  # EAGAIN, EMFILE: the ones started are ended already
+            raise DaemonError(
+                f"cannot start the worker processes: {exc.strerror or exc}", retry=True
+            ) from None
         self._wait_for_workers()
         if self.should_exit:
             return

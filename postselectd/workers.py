@@ -199,9 +199,15 @@ class WorkerPool:
         # close()), the pool is closed first, with its deadline (exitpriority >= 0 runs
         # before multiprocessing terminates and joins the children).
         self._at_exit = multiprocessing.util.Finalize(self, self.close, exitpriority=10)
-        for _ in range(size):
-            self._spawn()
         self._listener = threading.Thread(target=self._listen, name="workers", daemon=True)
+        try:
+            for _ in range(size):
+                self._spawn()
+        except BaseException:
+            # A worker that cannot be started (EAGAIN, EMFILE): the ones that were are
+            # ended now, with the deadline; the caller never gets a pool to close.
+            self.close()
+            raise
         self._listener.start()
 
     def _spawn(self) -> None:
@@ -345,7 +351,8 @@ class WorkerPool:
             workers = list(self._workers.values())
         self._at_exit.cancel()
         self._wake_w.send(None)
-        self._listener.join(timeout=5)
+        if self._listener.ident is not None:  # started (not when a worker failed to start)
+            self._listener.join(timeout=5)
         for worker in workers:
             try:
                 worker.tasks.send(None)

@@ -393,3 +393,84 @@ def test_an_exception_while_stopping_still_ends_the_workers_and_the_process(tmp_
         for child in children:
             if _alive(child):
                 os.kill(child, signal.SIGKILL)
+
+
+# Startup: the workers are running (their models loaded) when the file watcher fails to
+# start; or the pool's third worker cannot be started (fork or spawn: EAGAIN, EMFILE).
+FAILING_STARTS = {
+    "the watcher": """
+import sys
+from postselectd import cli, watcher
+
+def start(self, *args, **kwargs):
+    raise RuntimeError("injected fault: the file watcher cannot start")
+
+watcher.Watcher.__init__ = start
+sys.exit(cli.main(sys.argv[1:]))
+""",
+    "a worker": """
+import errno, sys, time
+from pathlib import Path
+from postselectd import cli, workers
+
+spawn = workers.WorkerPool._spawn
+
+def ignores_sigterm(pid):
+    status = Path(f"/proc/{pid}/status").read_text()
+    mask = next(line.split()[1] for line in status.splitlines() if line.startswith("SigIgn:"))
+    return int(mask, 16) & (1 << 14)  # SIGTERM is 15
+
+def third_fails(self):
+    if len(self._workers) < 2:
+        return spawn(self)
+    # Once the first two ignore SIGTERM, as every worker does from its first instant on.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if all(ignores_sigterm(w.process.pid) for w in self._workers.values()):
+            break
+        time.sleep(0.05)
+    raise OSError(errno.EAGAIN, "injected fault: Resource temporarily unavailable")
+
+workers.WorkerPool._spawn = third_fails
+sys.exit(cli.main(sys.argv[1:]))
+""",
+}
+
+
+@pytest.mark.parametrize("what", list(FAILING_STARTS))
+def test_an_exception_while_starting_still_ends_the_workers_and_the_process(tmp_path, what):
+    """An exception escapes the daemon's start-up once worker processes run: the process
+    exits by itself within seconds, non-zero, with the error in its log, and leaves no
+    worker behind (left to the interpreter's exit, they would be waited for for ever)."""
+    watch = tmp_path / "card"
+    watch.mkdir()
+    daemon = FaultDaemon(tmp_path, [watch], launcher=FAILING_STARTS[what], workers=3)
+    daemon.start(wait=False)
+    seen: set[int] = set()
+    try:
+        deadline = time.monotonic() + 90
+        while daemon.proc.poll() is None and time.monotonic() < deadline:
+            seen.update(_descendants(daemon.proc.pid))
+            time.sleep(0.05)
+        code = daemon.proc.poll()
+        if code is None:
+            pytest.fail(f"the daemon did not exit within 90 s:\n{daemon.log()[-2000:]}")
+        deadline = time.monotonic() + 5
+        while any(_alive(c) for c in seen) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert seen, "no worker process was seen"
+        assert not [c for c in seen if _alive(c)], "worker processes left behind"
+        assert code != 0
+        assert "injected fault" in daemon.log()
+        if what == "a worker":  # the system's refusal: one line, and restarted (exit 1)
+            assert code == 1
+            assert "Traceback" not in daemon.log(), daemon.log()
+            assert (
+                "postselectd: cannot start the worker processes: injected fault: "
+                "Resource temporarily unavailable"
+            ) in daemon.log()
+    finally:
+        daemon.kill()
+        for child in seen:
+            if _alive(child):
+                os.kill(child, signal.SIGKILL)
