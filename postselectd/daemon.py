@@ -26,7 +26,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -53,6 +53,7 @@ from postselectd.pipeline import (
     has_raw_sibling,
     judged,
     left_alone_reason,
+    same_stem_names,
     scored_from_record,
     scored_record,
     withdraw_second_truths,
@@ -906,6 +907,7 @@ class Daemon:
                 row = self.journal.get(sibling)
                 if row is not None and row.status == "rated":
                     self.journal.skip(sibling, RAW_RATED_INSTEAD, time.time())
+            self._leave_alone_rated_siblings(path, result.same_stem)
         if burst is not None:
             log.info(
                 "%s: burst %04d of %d%s: %s*",
@@ -1025,6 +1027,24 @@ class Daemon:
         self.journal.skip(path, reason, now)
         log.info("%s: %s", self.shown_name(path), reason.removeprefix(f"{path.name}: "))
         return True
+
+    def _leave_alone_rated_siblings(self, path: Path, same_stem: Iterable[str] | None) -> None:
+        """DSC_0001.DNG rated alone before DSC_0001.NEF arrived: the raw has now written
+        DSC_0001.xmp, so the DNG is shown left alone, with why (as when it comes second),
+        not as a second rating of the photo. Under darktable/digikam it keeps its own."""
+        names = same_stem_names(path) if same_stem is None else list(same_stem)
+        for name in names:
+            sibling = path.with_name(name)
+            if sibling == path:
+                continue
+            row = self.journal.get(sibling)
+            if row is None or row.status != "rated":
+                continue
+            reason = left_alone_reason(sibling, self.config.sidecar.profiles, names)
+            if reason is not None:
+                self.journal.skip(sibling, reason, time.time())
+                self.bursts.remove(sibling, time.monotonic())  # not a frame of its own
+                log.info("%s: %s", self.shown_name(sibling), reason.removeprefix(f"{name}: "))
 
     def _attempt_failed(self, path: Path, reason: str) -> None:
         daemon = self.config.daemon

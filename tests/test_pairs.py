@@ -11,6 +11,7 @@ import test_daemon
 from conftest import copy_file, run_cli, shared_path
 
 from postselectd.pipeline import find_photos, shared_sidecar_owner, sidecar_profiles_for
+from postselectd.sidecar import read_sidecar
 
 daemon_factory = test_daemon.daemon_factory  # the real daemon of tests/test_daemon.py
 
@@ -108,6 +109,41 @@ def test_the_daemon_leaves_a_dng_beside_its_raw_alone_instead_of_failing_it(
     ]
     assert daemon.stop()[0] == 0
     assert "retrying" not in daemon.log() and "failed:" not in daemon.log()
+
+
+def test_a_dng_rated_before_its_raw_arrived_is_then_shown_left_alone(daemon_factory, tmp_path):
+    """DSC_0001.DNG alone is rated (its DSC_0001.xmp is its own); once DSC_0001.NEF
+    arrives the raw rates that sidecar, and the DNG is shown skipped with why, not as a
+    second rating of the photo."""
+    watch = tmp_path / "card"
+    watch.mkdir()
+    daemon = daemon_factory([watch])
+    daemon.start()
+    dng = copy_file(shared_path("samples", "nef", "DSC_0103.NEF"), watch, "DSC_0001.DNG")
+    daemon.wait_for(lambda: daemon.rated() == 1, 60, "the DNG rated")
+    raw = copy_file(shared_path("samples", "nef", "DSC_0102.NEF"), watch, "DSC_0001.NEF")
+
+    def raw_rated() -> bool:
+        row = daemon.rows().get(str(raw))
+        return row is not None and row.status == "rated"
+
+    daemon.wait_for(raw_rated, 60, "the raw rated")
+    assert daemon.stop()[0] == 0
+    rows = daemon.rows()
+    assert (rows[str(dng)].status, rows[str(dng)].reason) == (
+        "skipped",
+        "DSC_0001.DNG: shares DSC_0001.xmp with DSC_0001.NEF, which is rated instead; left alone",
+    )
+    assert sorted(p.name for p in watch.iterdir()) == [
+        "DSC_0001.DNG",
+        "DSC_0001.NEF",
+        "DSC_0001.xmp",
+    ]
+    assert rows[str(dng)].stars != rows[str(raw)].stars  # the two frames differ
+    sidecar = read_sidecar(watch / "DSC_0001.xmp")
+    assert sidecar["Xmp.xmp.Rating"] == str(rows[str(raw)].stars)
+    # The DNG is no frame of a burst with its own raw.
+    assert "Xmp.postselect.BurstId" not in sidecar, daemon.log()
 
 
 @pytest.mark.parametrize("profile", ["lightroom", "photomechanic"])
