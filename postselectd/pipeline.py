@@ -240,7 +240,9 @@ def withdraw_second_truths(
     for sibling in found.values():
         for profile in profiles:
             own = sidecar_path(sibling, profile)
-            if name_key(own.name) in raw_sidecars or not own.is_file():
+            # os.path.isfile: a sidecar that cannot be looked at (EIO, ESTALE) is left as
+            # it is; Path.is_file would raise, after the raw's rating, and stop the daemon.
+            if name_key(own.name) in raw_sidecars or not os.path.isfile(own):
                 continue
             try:
                 if withdraw(own, [profile], config.rating.keyword_parent):

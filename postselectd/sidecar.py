@@ -292,13 +292,14 @@ def sidecar_path(photo: Path, profile: str, listing: Iterable[str] | None = None
         wanted = photo.with_suffix(".xmp")
     # Reuse an existing sidecar whose name differs only in case or Unicode form
     # (DSC_0001.XMP, dsc_0001.xmp; a Mac's decomposed Cafe\u0301.xmp for Café.NEF).
-    if not wanted.exists():
+    # os.path: a name that cannot be looked at (EIO, ESTALE) is not raised from here.
+    if not os.path.exists(wanted):
         if listing is None:
             like = names_like(wanted.parent, wanted.name)
         else:
             like = _same_but_case(listing, wanted.name)
         for name in like:
-            if (wanted.parent / name).is_file():
+            if os.path.isfile(wanted.parent / name):
                 return wanted.parent / name
     return wanted
 

@@ -24,7 +24,7 @@ from conftest import ROOT, Unprivileged, copy_file, run_cli, shared_path
 from test_daemon import DaemonProcess, assert_rated_once, sidecar_of
 
 from postselectd.config import Config
-from postselectd.pipeline import analyze_file, finish
+from postselectd.pipeline import analyze_file, finish, withdraw_second_truths
 from postselectd.sidecar import SidecarContent, SidecarError, read_sidecar, write_sidecars
 
 daemon_factory = test_daemon.daemon_factory
@@ -165,6 +165,33 @@ def test_finish_turns_any_os_error_into_the_files_error(tmp_path, monkeypatch):
     )
     assert results[1].error is None and results[1].sidecars == (sidecar_of(second),)
     assert sidecar_of(first).read_bytes() == FOREIGN
+
+
+def test_a_jpegs_sidecar_that_cannot_be_looked_at_is_left_when_its_raw_is_rated(
+    tmp_path, monkeypatch
+):
+    """DSC_0001.JPG was rated (darktable: DSC_0001.JPG.xmp) before DSC_0001.NEF arrived;
+    once the raw is rated its verdict is withdrawn from the JPEG's sidecar. A stat of that
+    sidecar failing with EIO leaves it as it is instead of escaping (after the raw's
+    rating: the daemon stopped)."""
+    folder = tmp_path / "card"
+    raw = copy_file(shared_path("samples", "nef", "DSC_0101.NEF"), folder, "DSC_0001.NEF")
+    jpeg = copy_file(shared_path("samples", "nef", "DSC_0103.NEF"), folder, "DSC_0001.JPG")
+    config = Config.model_validate({"sidecar": {"profiles": ["darktable"]}})
+    assert finish(analyze_file(jpeg), config).error is None
+    jpeg_sidecar = folder / "DSC_0001.JPG.xmp"
+    before = jpeg_sidecar.read_bytes()
+    real_stat = os.stat
+
+    def failing_stat(path, *args, **kwargs):
+        if os.fsdecode(path).endswith(jpeg_sidecar.name):
+            raise OSError(errno.EIO, os.strerror(errno.EIO), os.fsdecode(path))
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", failing_stat)
+    assert withdraw_second_truths(raw, config) == [jpeg]
+    monkeypatch.undo()
+    assert jpeg_sidecar.read_bytes() == before
 
 
 def test_score_writes_every_other_sidecar_and_reports_the_unreadable_ones(unprivileged, tmp_path):
