@@ -684,7 +684,10 @@ class Daemon:
                 budget -= 1
                 if self.pool.idle() == 0:
                     return
-                self._start(row, now)
+                try:
+                    self._start(row, now)
+                except OSError as exc:
+                    self._photo_os_error(row.path, exc)
 
     def _start(self, row: Row, now: float) -> None:
         path = row.path
@@ -749,7 +752,10 @@ class Daemon:
             # Started early (a worker was idle): judged once the file has been quiet.
             self._early.append((job, scored, cached))
             return
-        self._settled(job, scored, cached)
+        try:
+            self._settled(job, scored, cached)
+        except OSError as exc:
+            self._photo_os_error(job.path, exc)
 
     def _settle_early(self, everything: bool = False) -> None:
         """Results of early starts whose quiet time is over (all of them: ``everything``)."""
@@ -759,7 +765,10 @@ class Daemon:
             (ready if everything or item[0].quiet_until <= now else waiting).append(item)
         self._early = waiting
         for job, scored, cached in ready:
-            self._settled(job, scored, cached)
+            try:
+                self._settled(job, scored, cached)
+            except OSError as exc:
+                self._photo_os_error(job.path, exc)
 
     def _settled(self, job: _Job, scored: Scored, cached: bool) -> None:
         """A file's analysis, once the file has been quiet: rated, unless it changed."""
@@ -1062,6 +1071,18 @@ class Daemon:
         else:
             self._failed += 1
             log.error("%s: failed: %s", self.shown_name(path), reason)
+
+    def _photo_os_error(self, path: Path, exc: OSError) -> None:
+        """The backstop: an OS error on one photo that no step foresaw (a card or an NFS
+        mount failing under a look at its folder, its sidecar or the photo) is that
+        photo's failed attempt, retried with backoff and then failed with its reason;
+        never the daemon's end, which would reach the same photo again at every restart."""
+        for job_id in [i for i, job in self.jobs.items() if job.path == path]:
+            del self.jobs[job_id]  # its analysis, if one comes back, is not waited for
+        self._deferred.pop(path, None)
+        self.bursts.remove(path, time.monotonic())
+        log.debug("%s: unforeseen OS error", self.shown_name(path), exc_info=exc)
+        self._unreachable(path, exc, time.time())
 
     def _unreachable(self, path: Path, exc: OSError, now: float) -> None:
         """The photo could not be looked at: gone when its name is, otherwise (EIO on a

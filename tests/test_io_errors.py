@@ -378,6 +378,62 @@ def test_a_rated_photo_the_daemon_can_no_longer_look_at_stops_nothing(tmp_path):
         daemon.kill()
 
 
+# An OS error where no step of the daemon expects one, for one photo: at dispatch (after
+# its analysis was sent to a worker) or once its analysis is back (placing it in a burst).
+FAILING_STEP = """
+import errno, os, sys
+from postselectd import cli, daemon
+
+NAME, STEP = os.environ["POSTSELECTD_TEST_FAIL"].split(":")
+
+def eio(path):
+    if os.path.basename(str(path)) == NAME:
+        raise OSError(errno.EIO, os.strerror(errno.EIO), str(path))
+
+capture_time_of, frame_of = daemon.capture_time_of, daemon.frame_of
+if STEP == "dispatch":
+    daemon.capture_time_of = lambda path: (eio(path), capture_time_of(path))[1]
+else:
+    daemon.frame_of = lambda scored, policy: (eio(scored.path), frame_of(scored, policy))[1]
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("step", ["dispatch", "settle"])
+def test_an_os_error_no_step_foresaw_fails_that_photo_alone(tmp_path, step):
+    """The backstop: wherever an OS error on one photo comes from, it is that photo's
+    failed attempt (retried, then failed with its reason), and the daemon rates the
+    folder's other photos and stays up."""
+    watch = tmp_path / "card"
+    watch.mkdir()
+    daemon = FaultDaemon(
+        tmp_path, [watch], launcher=FAILING_STEP, max_retries=1, retry_backoff_seconds=0.2
+    )
+    try:
+        daemon.start(env={"POSTSELECTD_TEST_FAIL": f"DSC_0104.NEF:{step}"})
+        names = ["DSC_0104.NEF", "DSC_0102.NEF", "DSC_0103.NEF"]
+        raws = [copy_file(shared_path("samples", "nef", n), watch) for n in names]
+
+        def settled() -> bool:
+            rows = daemon.rows()
+            return all(str(r) in rows and rows[str(r)].status == "rated" for r in raws[1:]) and (
+                str(raws[0]) in rows and rows[str(raws[0])].status == "failed"
+            )
+
+        daemon.wait_for(settled, 90, "two photos rated and the third failed")
+        assert daemon.proc.poll() is None
+        reason = f"cannot read file ({os.strerror(errno.EIO)})"
+        row = daemon.rows()[str(raws[0])]
+        assert (row.attempts, row.reason) == (2, reason)
+        assert_rated_once(daemon, raws[1:])
+        assert f"card/DSC_0104.NEF: failed: {reason}" in daemon.log()
+        assert "Traceback" not in daemon.log(), daemon.log()[-3000:]
+        assert daemon.stop()[0] == 0
+    finally:
+        daemon.kill()
+    assert not sidecar_of(raws[0]).exists()
+
+
 # --- item 2: whatever ends the daemon ends its workers ------------------------------------
 
 FAILING_SHUTDOWN = """
