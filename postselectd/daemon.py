@@ -916,6 +916,7 @@ class Daemon:
                 row = self.journal.get(sibling)
                 if row is not None and row.status == "rated":
                     self.journal.skip(sibling, RAW_RATED_INSTEAD, time.time())
+                    self.bursts.remove(sibling, time.monotonic())  # not a frame of its own
             self._leave_alone_rated_siblings(path, result.same_stem)
         if burst is not None:
             log.info(

@@ -146,6 +146,41 @@ def test_a_dng_rated_before_its_raw_arrived_is_then_shown_left_alone(daemon_fact
     assert "Xmp.postselect.BurstId" not in sidecar, daemon.log()
 
 
+def test_a_jpeg_rated_before_its_raw_is_no_frame_of_the_raws_burst(daemon_factory, tmp_path):
+    """RAW+JPEG copied JPEG first: the JPEG (same capture time, as the camera writes it)
+    is rated, then its raw. The raw is rated as the single frame it is, not as "best of
+    a burst" with its own JPEG."""
+    from PIL import Image
+
+    from postselectd.pipeline import capture_time_of
+
+    watch = tmp_path / "card"
+    watch.mkdir()
+    source = shared_path("samples", "nef", "DSC_0102.NEF")
+    shot = capture_time_of(source)
+    assert shot is not None
+    exif = Image.Exif()
+    exif.get_ifd(0x8769)[0x9003] = shot.strftime("%Y:%m:%d %H:%M:%S")  # DateTimeOriginal
+    jpeg = watch / "DSC_0001.JPG"
+    with Image.open(shared_path("eval", "blur", "blur-0002.jpg")) as photo:
+        photo.save(watch / ".DSC_0001.JPG.part", "JPEG", exif=exif, quality=90)
+    daemon = daemon_factory([watch])
+    daemon.start()
+    (watch / ".DSC_0001.JPG.part").rename(jpeg)
+    daemon.wait_for(lambda: daemon.rated() == 1, 60, "the JPEG rated")
+    raw = copy_file(source, watch, "DSC_0001.NEF")
+
+    def raw_rated() -> bool:
+        row = daemon.rows().get(str(raw))
+        return row is not None and row.status == "rated"
+
+    daemon.wait_for(raw_rated, 60, "the raw rated")
+    assert daemon.stop()[0] == 0
+    assert daemon.rows()[str(jpeg)].status == "skipped"
+    sidecar = read_sidecar(watch / "DSC_0001.xmp")
+    assert "Xmp.postselect.BurstId" not in sidecar, daemon.log()
+
+
 @pytest.mark.parametrize("profile", ["lightroom", "photomechanic"])
 def test_raw_and_jpeg_end_with_one_sidecar_carrying_the_raws_rating(tmp_path, profile):
     folder = tmp_path / "pair"
