@@ -24,6 +24,7 @@ import queue
 import shlex
 import signal
 import socket
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -1228,10 +1229,24 @@ class Daemon:
         for index, folder in enumerate(config.watch):
             if folder.path == default_inbox():
                 continue  # created when it is watched
-            if folder.path.is_dir() or (folder.removable and not folder.path.exists()):
+            try:
+                st = os.stat(folder.path)
+            except (FileNotFoundError, NotADirectoryError):
+                st = None
+            except OSError as exc:
+                # There but it cannot be looked at now (EIO on a failing disk, ESTALE on
+                # NFS): not a mistake in the config. Exiting would be restarted into the
+                # same error for ever; the folder is watched once it can be looked at.
+                log.warning(
+                    "%s cannot be looked at (%s); watched once it can be",
+                    folder.path,
+                    exc.strerror or exc,
+                )
+                continue
+            if (st is not None and stat.S_ISDIR(st.st_mode)) or (folder.removable and st is None):
                 continue
             where = "--watch" if folder in self.extra_watches else f"watch.{index}.path"
-            if folder.path.exists():
+            if st is not None:
                 raise DaemonError(f"{where}: {folder.path} is not a folder")
             raise DaemonError(
                 f"{where}: {folder.path} does not exist (create it or correct the path; "

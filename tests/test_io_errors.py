@@ -434,6 +434,28 @@ def test_an_os_error_no_step_foresaw_fails_that_photo_alone(tmp_path, step):
     assert not sidecar_of(raws[0]).exists()
 
 
+def test_a_watched_folder_that_cannot_be_looked_at_stops_nothing(tmp_path):
+    """A watched folder whose stat fails with EIO when the daemon starts (a failing disk,
+    a stale NFS mount): one line says so, and the daemon starts and rates the other
+    folders, instead of exiting into a restart loop on the same error."""
+    failing, fine = tmp_path / "card", tmp_path / "desk"
+    failing.mkdir()
+    fine.mkdir()
+    daemon = FaultDaemon(tmp_path, [failing, fine], launcher=FAILING_FILES)
+    try:
+        daemon.start(env={"POSTSELECTD_TEST_FAIL": "EIO:card"})
+        raw = copy_file(shared_path("samples", "nef", "DSC_0102.NEF"), fine)
+        daemon.wait_for(lambda: daemon.rated() == 1, 60, "the other folder's photo")
+        assert_rated_once(daemon, [raw])
+        log = daemon.log()
+        assert "Traceback" not in log, log[-3000:]
+        line = f"{failing} cannot be looked at ({os.strerror(errno.EIO)}); watched once it can be"
+        assert log.count(line) == 1, log[-3000:]
+        assert daemon.stop()[0] == 0
+    finally:
+        daemon.kill()
+
+
 # --- item 2: whatever ends the daemon ends its workers ------------------------------------
 
 FAILING_SHUTDOWN = """
