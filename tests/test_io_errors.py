@@ -470,13 +470,13 @@ sys.exit(cli.main(sys.argv[1:]))
 """
 
 
-def test_an_exception_while_stopping_still_ends_the_workers_and_the_process(tmp_path):
+def test_an_exception_while_stopping_still_ends_the_workers_and_the_process(tmp_path, unprivileged):
     """An exception escapes the daemon's shutdown before the worker pool is closed: the
     process still exits within seconds (the workers ignore SIGTERM, and the interpreter's
     exit would wait for them for ever) and leaves no process behind."""
     watch = tmp_path / "card"
     watch.mkdir()
-    daemon = FaultDaemon(tmp_path, [watch], launcher=FAILING_SHUTDOWN)
+    daemon = FaultDaemon(tmp_path, [watch], launcher=FAILING_SHUTDOWN, as_user=unprivileged)
     children: list[int] = []
     try:
         daemon.start()
@@ -543,13 +543,17 @@ sys.exit(cli.main(sys.argv[1:]))
 
 
 @pytest.mark.parametrize("what", list(FAILING_STARTS))
-def test_an_exception_while_starting_still_ends_the_workers_and_the_process(tmp_path, what):
+def test_an_exception_while_starting_still_ends_the_workers_and_the_process(
+    tmp_path, what, unprivileged
+):
     """An exception escapes the daemon's start-up once worker processes run: the process
     exits by itself within seconds, non-zero, with the error in its log, and leaves no
     worker behind (left to the interpreter's exit, they would be waited for for ever)."""
     watch = tmp_path / "card"
     watch.mkdir()
-    daemon = FaultDaemon(tmp_path, [watch], launcher=FAILING_STARTS[what], workers=3)
+    daemon = FaultDaemon(
+        tmp_path, [watch], launcher=FAILING_STARTS[what], workers=3, as_user=unprivileged
+    )
     daemon.start(wait=False)
     seen: set[int] = set()
     try:
