@@ -890,12 +890,15 @@ def evaluate(data: Dataset, test: np.ndarray, rules: TrainConfig, two_stars_from
     kept = p >= head.threshold
     recall, precision = recall_precision(kept, y)
     low, high = recall_interval(int(kept[y == 1].sum()), int(y.sum()))
+    # The same Clopper-Pearson interval, over the frames it keeps (selects of them).
+    p_low, p_high = recall_interval(int(kept[y == 1].sum()), int(kept.sum()))
     rated_recall, rated_precision = recall_precision(kept_as_rated(head, data.X[test], p), y)
     d_recall, d_precision = recall_precision(default_keeps(data.X[test], two_stars_from), y)
     return {
         "recall": round(recall, 4),
         "recall_interval": [round(low, 4), round(high, 4)],
         "precision": round(precision, 4),
+        "precision_interval": [round(p_low, 4), round(p_high, 4)],
         "auc": round(roc_auc(p, y), 4),
         "threshold": round(head.threshold, 4),
         "rated_recall": round(rated_recall, 4),
@@ -994,13 +997,46 @@ def train(
 
     test = split_held_out(data)
     metrics = evaluate(data, test, config.train, config.rating.two_stars_from)
-    card = {
+    card = describe(data, frames, metrics, config.train)
+    card["photos_found"] = info["photos_found"]
+    card["not_used"] = {
+        **info["not_used"],
+        **({"unreadable": counts["unreadable"]} if counts.get("unreadable") else {}),
+    }
+    card["features"] = {"cached": counts.get("cached", 0), "analysed": counts.get("analysed", 0)}
+    card["seconds"] = {"features": round(extracted - started, 1)}
+    model_path = None
+    if evaluate_only:
+        card["warnings"] = evidence_warnings(card)
+    else:
+        model_path = make_model(
+            data, frames, card, metrics, config.train, out_dir or config.personal_models_dir()
+        )
+    card["seconds"]["total"] = round(time.perf_counter() - started, 1)
+    if model_path is not None:
+        write_card(card, model_path)
+    return TrainResult(card=card, model_path=model_path, frames=frames)
+
+
+def describe(data: Dataset, frames: list[Frame], metrics: dict, rules: TrainConfig) -> dict:
+    """The model card's account of the data and of the held-out numbers (``metrics``)."""
+    return {
         "images": len(data),
         "shoots": data.real_shoots,
         **({"blocks": len(data.shoot_names)} if data.stand_in_shoots else {}),
         "selects": int(data.y.sum()),
         "rejects": int((1 - data.y).sum()),
-        **{k: metrics[k] for k in ("recall", "recall_interval", "precision", "auc", "threshold")},
+        **{
+            k: metrics[k]
+            for k in (
+                "recall",
+                "recall_interval",
+                "precision",
+                "precision_interval",
+                "auc",
+                "threshold",
+            )
+        },
         "recall_confidence": RECALL_CONFIDENCE,
         "aimed_recall": metrics["aimed_recall"],
         "rated_recall": metrics["rated_recall"],
@@ -1008,7 +1044,7 @@ def train(
         "default_recall": metrics["default_recall"],
         "default_precision": metrics["default_precision"],
         "default_auc": metrics["default_auc"],
-        "target_recall": config.train.target_recall,
+        "target_recall": rules.target_recall,
         # What the model evaluated here overrules, and why; the written model's replace it.
         "overruled_reasons": metrics["overruled_reasons"],
         "reason_evidence": metrics["reason_evidence"],
@@ -1017,34 +1053,83 @@ def train(
         "sources": dict(Counter(f.verdict.source for f in frames)),
         "corrections": int(sum(f.verdict.source == CORRECTION for f in frames)),
         "mirrored_selects": int(data.y.sum()),
-        "photos_found": info["photos_found"],
-        "not_used": {
-            **info["not_used"],
-            **({"unreadable": counts["unreadable"]} if counts.get("unreadable") else {}),
-        },
-        "features": {"cached": counts.get("cached", 0), "analysed": counts.get("analysed", 0)},
+        "photos_found": len(frames),
+        "not_used": {},
         "created": datetime.now().astimezone().isoformat(timespec="seconds"),
         "model": None,
-        "seconds": {"features": round(extracted - started, 1)},
     }
-    model_path = None
-    if not evaluate_only:
-        head, fitted = fit(
-            data, np.arange(len(data)), config.train.target_recall, config.train.respect_reasons
-        )
-        card["threshold"] = round(head.threshold, 4)
-        card["aimed_recall"] = fitted["aimed_recall"]
-        card["overruled_reasons"] = fitted["overruled_reasons"]
-        card["reason_evidence"] = fitted["reason_evidence"]
-        card["held_out"]["threshold"] = metrics["threshold"]
-        card["l2"] = fitted["l2"]
-        model_path = write_model(head, card, out_dir or config.personal_models_dir())
-        card["model"] = str(model_path)
+
+
+def make_model(
+    data: Dataset,
+    frames: list[Frame],
+    card: dict,
+    metrics: dict,
+    rules: TrainConfig,
+    folder: Path,
+) -> Path:
+    """Fit on every shoot, write the model with ``card`` (completed here) and the frames
+    it learnt from (so the daemon can learn on from them without reading a photo)."""
+    head, fitted = fit(data, np.arange(len(data)), rules.target_recall, rules.respect_reasons)
+    card["threshold"] = round(head.threshold, 4)
+    card["aimed_recall"] = fitted["aimed_recall"]
+    card["overruled_reasons"] = fitted["overruled_reasons"]
+    card["reason_evidence"] = fitted["reason_evidence"]
+    card["held_out"]["threshold"] = metrics["threshold"]
+    card["l2"] = fitted["l2"]
     card["warnings"] = evidence_warnings(card)
-    card["seconds"]["total"] = round(time.perf_counter() - started, 1)
-    if model_path is not None:
-        write_card(card, model_path)
-    return TrainResult(card=card, model_path=model_path, frames=frames)
+    model_path = write_model(head, card, folder)
+    card["model"] = str(model_path)
+    save_frames(frames, model_path)
+    return model_path
+
+
+def frames_path(model_path: Path) -> Path:
+    return model_path.with_suffix(".frames.npz")
+
+
+def save_frames(frames: list[Frame], model_path: Path) -> None:
+    """``<model>.frames.npz``: the rated frames a model learnt from, with their features."""
+    path = frames_path(model_path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+    np.savez(
+        tmp,
+        paths=np.array([str(f.path) for f in frames]),
+        verdicts=np.array([f.verdict.verdict for f in frames]),
+        sources=np.array([f.verdict.source for f in frames]),
+        whys=np.array([f.verdict.why for f in frames]),
+        capture_days=np.array([f.capture_day for f in frames]),
+        taste=np.stack([f.taste for f in frames]),
+        embedding=np.stack([f.embedding for f in frames]),
+        mirrored=np.stack([f.mirrored for f in frames]),
+    )
+    os.replace(tmp, path)
+
+
+def load_frames(model_path: Path) -> list[Frame]:
+    """The frames ``save_frames`` kept beside a model; OSError / ValueError when absent
+    or unreadable (a model from before they were kept)."""
+    with np.load(frames_path(model_path)) as data:
+        return [
+            Frame(
+                path=Path(str(path)),
+                verdict=Verdict(Path(str(path)), str(verdict), str(source), str(why)),
+                taste=np.asarray(data["taste"][i], np.float32),
+                embedding=np.asarray(data["embedding"][i], np.float32),
+                mirrored=np.asarray(data["mirrored"][i], np.float32),
+                capture_day=str(day),
+            )
+            for i, (path, verdict, source, why, day) in enumerate(
+                zip(
+                    data["paths"],
+                    data["verdicts"],
+                    data["sources"],
+                    data["whys"],
+                    data["capture_days"],
+                    strict=True,
+                )
+            )
+        ]
 
 
 # --- writing the model ------------------------------------------------------------------------
@@ -1191,7 +1276,12 @@ def format_card(card: dict) -> str:
             else ""
         ),
         f"  kept that are  {pct(card['precision']):>14}   {pct(card['default_precision']):>13}"
-        "   (precision)",
+        + (
+            f"   (precision; {pct(card['precision_interval'][0])}-"
+            f"{pct(card['precision_interval'][1])})"
+            if card.get("precision_interval")
+            else "   (precision)"
+        ),
         f"  ROC AUC        {card['auc']:>14}   {card['default_auc']:>13}",
         f"  as rated       {pct(card['rated_recall']):>14}   {'':>13}   (kept, and no reason "
         f"made it a reject: {pct(card['rated_precision'])} of them selects)",

@@ -25,6 +25,7 @@ from postselectd.train import (
     fit,
     fit_head,
     format_card,
+    load_frames,
     overruled_reasons,
     reason_evidence,
     recall_interval,
@@ -320,6 +321,21 @@ def test_train_writes_an_onnx_head_and_a_model_card(trained):
     assert "held-out evidence is thin" in warning
     assert "rate about 84 more selects and 84 more rejects from at least 6 more shoots" in warning
     assert f"warning          {warning}" in text
+
+
+def test_the_model_keeps_its_frames_and_the_analysis_their_features(trained):
+    # The daemon learns on from these without reading a photo again (learn.py): the
+    # frames the model learnt from, and for a photo it rates, the same taste features.
+    root, _, card = trained
+    frames = load_frames(Path(card["model"]))
+    assert len(frames) == 32 and sum(f.verdict.verdict == "select" for f in frames) == 16
+    frame = next(f for f in frames if f.path.name.endswith("-sharp.jpg"))
+    assert frame.path.is_file() and frame.verdict.source == "XMP sidecar"
+    analysis = Analyzer(AnalysisConfig()).analyze(Image.open(frame.path).convert("RGB"))
+    assert analysis.taste.shape == (len(TASTE_FEATURES),)
+    np.testing.assert_allclose(analysis.taste, frame.taste, rtol=1e-4, atol=1e-4)
+    low, high = card["precision_interval"]
+    assert low <= card["precision"] <= high
 
 
 def test_second_run_reads_features_from_the_cache_and_evaluate_writes_nothing(trained):

@@ -144,6 +144,9 @@ class Analysis:
     timings_ms: tuple[tuple[str, float], ...] = ()
     # The measurements in measure.FEATURE_NAMES order (what `postselectd train` learns from).
     measurements: np.ndarray | None = field(default=None, repr=False, compare=False)
+    # What the personal model reads (personal.TASTE_FEATURES), from the shipped analysis
+    # before a personal model overrules anything: the daemon learns from it (learn.py).
+    taste: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
 class Analyzer:
@@ -204,11 +207,11 @@ class Analyzer:
         reasons = named(findings)
         class_probabilities = tuple((k, round(float(v), 4)) for k, v in probabilities.items())
         judged_probabilities = tuple((k, round(float(v), 4)) for k, v in judged.items())
+        taste = taste_features(
+            measured.features, probabilities, keeper, reasons, faces, max(picture.size)
+        )
         if self.personal is not None:
             start = time.perf_counter()
-            taste = taste_features(
-                measured.features, probabilities, keeper, reasons, faces, max(picture.size)
-            )
             p_select = self.personal.select_probability(taste, embedding)
             keeper = on_policy_scale(p_select, self.personal.threshold, REJECT_BELOW)
             reasons = taste_reasons(
@@ -231,6 +234,7 @@ class Analyzer:
             judged_probabilities=judged_probabilities,
             faces=faces,
             measurements=measured.features,
+            taste=taste,
         )
 
 
