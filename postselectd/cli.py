@@ -246,6 +246,32 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers", type=int, default=None, help="worker processes (default: one per core)"
     )
 
+    learn_p = _command(
+        sub,
+        "learn",
+        [common],
+        "learn from your corrections now, or return to the previous personal model",
+        "The running daemon learns from your corrections by itself (`learn:` in the config). "
+        "--now trains a new model from them at once (through the daemon when it runs); it is "
+        "used only if it keeps at least as many of your selects on held-out shoots. "
+        "--rollback returns to the previous personal model (the newer one is kept in "
+        "personal/retired/).",
+        [
+            (EXIT_OK, "done (or handed to the running daemon, whose log says the outcome)"),
+            (EXIT_FAILURES, "nothing changed: the new model was refused, or it could not learn"),
+            (EXIT_USAGE, "bad usage or a bad config"),
+            _INTERRUPTED,
+            _BROKEN_PIPE,
+        ],
+    )
+    what = learn_p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--now", action="store_true", help="train from the corrections now")
+    what.add_argument(
+        "--rollback", action="store_true", help="return to the previous personal model"
+    )
+    # Tests only: train the candidate on shuffled labels, to see a bad model refused.
+    learn_p.add_argument("--shuffled-labels", action="store_true", help=argparse.SUPPRESS)
+
     doctor = _command(
         sub,
         "doctor",
@@ -451,6 +477,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_doctor(args, config, source)
         if args.command == "train":
             return cmd_train(args, config)
+        if args.command == "learn":
+            return cmd_learn(args, config)
         if args.command == "service":
             return cmd_service(args, config)
         if args.command == "report":
@@ -633,6 +661,39 @@ def cmd_train(args: argparse.Namespace, config: Config) -> int:
     return EXIT_OK
 
 
+def cmd_learn(args: argparse.Namespace, config: Config) -> int:
+    """Through the running daemon when there is one (it owns the workers that must load the
+    model), else here."""
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(name, "1")
+    from postselectd import learn
+    from postselectd.daemon import running_daemon_pid
+
+    pid = running_daemon_pid(config.resolved_state_dir())
+    action = "rollback" if args.rollback else "now"
+    if pid:
+        learn.request(config, action, shuffle_labels=args.shuffled_labels)
+        print(
+            f"asked the running daemon (pid {pid}) to "
+            + ("return to the previous model" if args.rollback else "learn now")
+            + "; its log says the outcome"
+        )
+        return EXIT_OK
+    if args.rollback:
+        try:
+            retired, now = learn.rollback(config)
+        except learn.LearnError as exc:
+            print(f"postselectd: {exc}", file=sys.stderr)
+            return EXIT_FAILURES
+        print(f"{now.stem} rates the next photos ({retired.stem} kept in {retired.parent})")
+        return EXIT_OK
+    outcome = learn.retrain(
+        config, reason="asked with `postselectd learn --now`", shuffle_labels=args.shuffled_labels
+    )
+    print(learn.outcome_line(outcome))
+    return EXIT_OK if outcome.get("outcome") == "swapped" else EXIT_FAILURES
+
+
 def cmd_run(args: argparse.Namespace, config: Config, source: str) -> int:
     from postselectd.config import WatchFolder
     from postselectd.daemon import Daemon, DaemonError
@@ -737,6 +798,10 @@ def cmd_status(args: argparse.Namespace, config: Config, config_error: str | Non
             ],
             **extra,
         }
+        if not config_error:
+            from postselectd import learn
+
+            report["learn"] = learn.summary(config, journal)
     if args.json:
         print(json_line(report))
         return EXIT_OK
@@ -764,6 +829,8 @@ def cmd_status(args: argparse.Namespace, config: Config, config_error: str | Non
             stars = "-" if item["stars"] is None else f"{item['stars']}*"
             label = printable(item["label"] or "-")
             lines.append(f"  {when}  {stars:<3} {label:<7} {printable(item['path'])}")
+    if "learn" in report:
+        lines += learn_lines(report["learn"])
     if report["failures"]:
         lines.append("failed:")
         for item in report["failures"]:
@@ -771,6 +838,51 @@ def cmd_status(args: argparse.Namespace, config: Config, config_error: str | Non
             lines.append(f"  {path}: {reason} ({item['attempts']} attempts)")
     print("\n".join(lines))
     return EXIT_OK
+
+
+def learn_lines(learnt: dict) -> list[str]:
+    """What `status` says of the personal model and the learning from corrections."""
+
+    def pct(value) -> str:
+        return "-" if value is None else f"{100 * value:.0f}%"
+
+    def interval(pair) -> str:
+        return f" ({pct(pair[0])}-{pct(pair[1])})" if pair else ""
+
+    lines = [
+        f"{'learning':<14}"
+        + ("on" if learnt["learning"] else f"off: {learnt['off']}")
+        + f"; {learnt['corrections']} corrections in all"
+        + (
+            f", {learnt['corrections_since_model']} since the model in use"
+            if "corrections_since_model" in learnt
+            else ""
+        )
+    ]
+    model = learnt.get("model")
+    if model:
+        lines.append(f"{'model':<14}{printable(model['path'])}, trained {model['trained']}")
+        lines.append(
+            f"{'':<14}keeps {pct(model['recall'])}{interval(model['recall_interval'])} of "
+            f"your selects on held-out shoots; {pct(model['precision'])}"
+            f"{interval(model['precision_interval'])} of what it keeps are selects"
+        )
+        overruled = model.get("overruled_reasons")
+        lines.append(
+            f"{'':<14}"
+            + (
+                f"overrules {', '.join(overruled)}: you keep such frames, your model decides"
+                if overruled
+                else "overrules no reason: blur, closed eyes, bad exposure still reject"
+            )
+        )
+    if learnt.get("cold_start"):
+        lines.append(f"{'':<14}no personal model yet: {learnt['cold_start']}")
+    last = learnt.get("last_try")
+    if last:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(last.get("at", 0)))
+        lines.append(f"{'last try':<14}{when}: {last.get('outcome')}")
+    return lines
 
 
 def cmd_doctor(args: argparse.Namespace, config: Config | None, source: str) -> int:

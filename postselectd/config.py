@@ -176,6 +176,21 @@ class TrainConfig(_Model):
         return self
 
 
+class LearnConfig(_Model):
+    """How the running daemon keeps your personal model up to date from your corrections
+    (a sidecar rating or label you changed from what postselectd wrote)."""
+
+    # auto: on once a personal model exists and the daemon rates with it (model: personal);
+    # true: the same (there is nothing to learn into without a model); false: never.
+    enabled: Literal["auto"] | bool = "auto"
+    # Train again once this many corrections came in since the last try.
+    after_corrections: int = Field(50, ge=1, le=100_000)
+    # ... or once a shoot is finished: at least ``min_corrections`` corrections came in, and
+    # for this long no photo arrived and nothing was corrected. 0: only after_corrections.
+    after_quiet_minutes: float = Field(120, ge=0, le=10080)
+    min_corrections: int = Field(10, ge=1, le=100_000)
+
+
 class DaemonConfig(_Model):
     """How `postselectd run` decides a file is complete, and how hard it works."""
 
@@ -217,6 +232,7 @@ class Config(_Model):
     sidecar: SidecarConfig = SidecarConfig()
     daemon: DaemonConfig = DaemonConfig()
     train: TrainConfig = TrainConfig()
+    learn: LearnConfig = LearnConfig()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("state_dir")

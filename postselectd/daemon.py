@@ -32,7 +32,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
-from postselectd import __version__, watcher
+from postselectd import __version__, learn, watcher
 from postselectd.bursts import BurstBook, BurstInfo
 from postselectd.config import (
     Config,
@@ -290,6 +290,109 @@ def _free_bytes(folder: Path) -> int | None:
     return st.f_bavail * st.f_frsize
 
 
+class Learning:
+    """The learning loop's part in the daemon (learn.py does the rest): corrections noticed
+    in the main thread, a retrain in its own process (learn.background_retrain, at nice
+    19 and idle I/O), and its outcome heard on a later turn."""
+
+    def __init__(self, daemon: Daemon):
+        self.daemon = daemon
+        self.process = None
+        self.last_activity = time.time()
+        self._said_off = None
+        self.model = (
+            learn.current_model(daemon.config) if daemon.config.model == "personal" else None
+        )
+
+    def sidecar_written(self, sidecar: Path) -> None:
+        try:
+            written = sidecar.stat().st_mtime
+        except OSError:
+            return
+        for row in learn.owners(self.daemon.journal, sidecar):
+            rated_at = row.rated_at or row.updated_at
+            if written > rated_at:  # not the sidecar the daemon wrote when it rated the photo
+                self.look(row, since=rated_at)
+
+    def look(self, row: Row, since: float | None = None) -> None:
+        try:
+            found = learn.look(self.daemon.journal, row, self.daemon.config, time.time(), since)
+        except OSError as exc:
+            log.debug("%s: sidecar not read for corrections (%s)", row.path.name, exc)
+            return
+        if found:
+            self.last_activity = time.time()
+            log.info(
+                "%s: %s",
+                self.daemon.shown_name(row.path),
+                "your correction noted" if found == "new" else "your correction undone",
+            )
+
+    def tick(self) -> None:
+        config = self.daemon.config
+        if self.process is not None:
+            if self.process.is_alive():
+                return
+            self.process.join()
+            self.process = None
+            outcome = learn.last_try(config)
+            log.info("%s", learn.outcome_line(outcome))
+            if outcome.get("outcome") == "swapped":
+                self.model = learn.current_model(config)
+                self.daemon._pool_stale = True  # the workers load the new model
+        if config.model == "personal":
+            model = learn.current_model(config)
+            if model != self.model:  # trained, learnt, rolled back: for the next photos
+                self.model = model
+                self.daemon._pool_stale = True
+                log.info("personal model now in use for the next photos: %s", model)
+        asked = learn.take_request(config)
+        if asked is not None and asked["action"] == "rollback":
+            try:
+                retired, now = learn.rollback(config)
+            except learn.LearnError as exc:
+                log.error("rollback: %s", exc)
+                return
+            log.info(
+                "rolled back: %s rates the next photos (%s kept in %s)",
+                now.stem,
+                retired.stem,
+                retired.parent,
+            )
+            self.model = now
+            self.daemon._pool_stale = True
+            return
+        off = learn.why_off(config)
+        if off != self._said_off:
+            self._said_off = off
+            log.info("learning from your corrections: %s", off or "on")
+        if asked is not None:
+            reason = "asked with `postselectd learn --now`"
+        elif off:
+            return
+        else:
+            reason = learn.due(config, self.daemon.journal, time.time(), self.last_activity)
+        if reason:
+            self.start(reason, shuffle_labels=bool(asked and asked.get("shuffle_labels")))
+
+    def start(self, reason: str, shuffle_labels: bool = False) -> None:
+        import multiprocessing
+
+        log.info("learning from your corrections in the background: %s", reason)
+        self.process = multiprocessing.get_context("spawn").Process(
+            target=learn.background_retrain,
+            args=(self.daemon.config, reason, shuffle_labels),
+            name="postselectd-learn",
+            daemon=True,
+        )
+        self.process.start()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.is_alive():
+            self.process.terminate()  # the next start learns again from the journal
+            self.process.join(timeout=5)
+
+
 class Daemon:
     def __init__(
         self,
@@ -357,6 +460,7 @@ class Daemon:
         # where the pass is, and how many it forgot so far.
         self._pruning: dict[Path, tuple[Path | None, int]] = {}
         self._started = False
+        self.learning = Learning(self)
 
     # --- the lifecycle --------------------------------------------------------------
 
@@ -441,6 +545,7 @@ class Daemon:
 
     def shutdown(self) -> None:
         self.notifier.notify("STOPPING=1", "STATUS=stopping")
+        self.learning.stop()
         if self.watcher is not None:
             self.watcher.stop()
         if self.scanner is not None:
@@ -560,6 +665,7 @@ class Daemon:
             self._next_folder_check = now_m + FOLDER_CHECK_SECONDS
             self._check_folders()
             self._check_blocked_folders(now_m)
+            self.learning.tick()
             self.bursts.unload_idle(now_m, IDLE_FOLDER_SECONDS)
             for job in self.pool.kill_stuck(TASK_TIMEOUT_SECONDS):
                 self._timed_out.add(job)
@@ -635,6 +741,10 @@ class Daemon:
         return settle
 
     def _arrived(self, arrival: watcher.Arrival) -> None:
+        if arrival.kind == "sidecar":
+            self.learning.sidecar_written(arrival.path)
+            return
+        self.learning.last_activity = time.time()
         if arrival.kind == "folder":
             # A folder moved or copied in: its files may give no events of their own.
             folder = self._watch_of(arrival.path)
@@ -655,6 +765,8 @@ class Daemon:
         elif row.status == "pending" or (row.signature == found.sig and row.reason != GONE):
             # Already queued, or already dealt with. A file that was gone (its card was
             # pulled while it waited) and is back is queued again.
+            if row.status == "rated":
+                self.learning.look(row)  # a correction made while no event could tell
             return
         self.journal.touch(found.path, found.sig, time.time(), self.config.daemon.settle_seconds)
 

@@ -293,8 +293,8 @@ def embedded_packet(photo: Path, head: int = 4 << 20, tail: int = 1 << 20) -> by
     return None
 
 
-def from_xmp(photo: Path, rules: TrainConfig) -> Verdict | None:
-    """The verdict of the photo's sidecars, else of the XMP embedded in it."""
+def from_xmp(photo: Path, rules: TrainConfig, *, embedded: bool = True) -> Verdict | None:
+    """The verdict of the photo's sidecars, else (``embedded``) of the XMP embedded in it."""
     verdicts: list[Verdict] = []
     sources = [(p, SIDECAR) for p in sidecars_of(photo)]
     for path, source in sources:
@@ -308,7 +308,7 @@ def from_xmp(photo: Path, rules: TrainConfig) -> Verdict | None:
         verdict, why = decide(marks, rules)
         if verdict:
             verdicts.append(Verdict(photo, verdict, CORRECTION if corrected else source, why))
-    if not verdicts and photo.suffix.lower() in EMBEDDED_SUFFIXES:
+    if embedded and not verdicts and photo.suffix.lower() in EMBEDDED_SUFFIXES:
         packet = embedded_packet(photo)
         if packet:
             try:

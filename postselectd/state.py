@@ -68,6 +68,12 @@ CREATE TABLE IF NOT EXISTS analyses (
     scored      BLOB NOT NULL,
     created     REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS corrections (
+    path       TEXT PRIMARY KEY,
+    verdict    TEXT NOT NULL,
+    why        TEXT NOT NULL,
+    noticed_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -688,6 +694,64 @@ class Journal:
                 "(SELECT fingerprint FROM analyses ORDER BY created DESC LIMIT ?)",
                 (ANALYSIS_CACHE_ENTRIES,),
             )
+
+    # --- corrections: a person's verdict on a photo the daemon rated ---------------
+
+    def rated_named(self, folder: Path, stem: str) -> list[Row]:
+        """Rated files directly in ``folder`` named ``stem.EXT``: the photos a sidecar
+        ``stem.xmp`` (or ``stem.EXT.xmp``) may belong to."""
+        prefix = _below(folder)
+        if isinstance(prefix, bytes) or "/" in stem:
+            return []
+        start = prefix + stem + "."
+        cursor = self._db.execute(
+            f"SELECT {_ROW_COLUMNS} FROM files WHERE status = 'rated'"
+            " AND path > ? AND path < ? AND instr(substr(path, ?), '/') = 0",
+            (start, prefix + stem + "/", len(prefix) + 1),
+        )
+        return [_row(r) for r in cursor]
+
+    def record_correction(self, path: Path, verdict: str, why: str, now: float) -> bool:
+        """A person's verdict on a rated photo; True when it is new or changed (a photo
+        corrected twice counts once, with its latest verdict)."""
+        found = self._db.execute(
+            "SELECT verdict, why FROM corrections WHERE path = ?", (_key(path),)
+        ).fetchone()
+        if found is not None and tuple(found) == (verdict, why):
+            return False
+        self._db.execute(
+            "INSERT OR REPLACE INTO corrections (path, verdict, why, noticed_at)"
+            " VALUES (?, ?, ?, ?)",
+            (_key(path), verdict, why, now),
+        )
+        return True
+
+    def drop_correction(self, path: Path) -> bool:
+        """The sidecar says again what postselectd wrote (the person undid their change)."""
+        return (
+            self._db.execute("DELETE FROM corrections WHERE path = ?", (_key(path),)).rowcount > 0
+        )
+
+    def corrections(self) -> list[tuple[Path, str, str, float]]:
+        """(photo, verdict, why, when noticed) of every correction, oldest first."""
+        try:
+            cursor = self._db.execute(
+                "SELECT path, verdict, why, noticed_at FROM corrections ORDER BY noticed_at"
+            )
+            return [(_path(p), v, w, float(t)) for p, v, w, t in cursor]
+        except sqlite3.OperationalError:  # a journal from before corrections, read-only
+            return []
+
+    def corrections_since(self, since: float) -> tuple[int, float | None]:
+        """How many corrections were noticed after ``since``, and when the latest was."""
+        try:
+            count, latest = self._db.execute(
+                "SELECT COUNT(*), MAX(noticed_at) FROM corrections WHERE noticed_at > ?",
+                (since,),
+            ).fetchone()
+        except sqlite3.OperationalError:
+            return 0, None
+        return int(count), None if latest is None else float(latest)
 
     def iter_results(self) -> Iterator[tuple[Path, dict]]:
         for path, text in self._db.execute(

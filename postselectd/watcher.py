@@ -64,7 +64,8 @@ _OVERFLOW_LOGGERS = ("watchdog.observers.inotify_c", "watchdog.observers.inotify
 
 @dataclass(frozen=True)
 class Arrival:
-    """A name something just happened to: ``kind`` is closed, moved, created or folder."""
+    """A name something just happened to: ``kind`` is closed, moved, created or folder, or
+    sidecar (an XMP sidecar written: the daemon looks for a person's correction)."""
 
     path: Path
     kind: str
@@ -82,6 +83,11 @@ def is_ignored_name(name: str) -> bool:
     lowered = name.lower()
     suffix = os.path.splitext(lowered)[1]
     return suffix in TEMP_SUFFIXES or suffix == ".xmp" or lowered.endswith("~")
+
+
+def is_sidecar_name(name: str) -> bool:
+    """An XMP sidecar's name (not a temp file's: those start with a dot)."""
+    return not name.startswith(".") and name.lower().endswith(".xmp")
 
 
 def is_photo_path(path: Path, root: Path | None = None) -> bool:
@@ -257,7 +263,10 @@ class _Handler(FileSystemEventHandler):
 
     def _file(self, path: str, kind: str, moved_from: str | None = None) -> None:
         candidate = Path(path)
-        if is_photo_path(candidate, self.root):
+        if kind != "created" and is_sidecar_name(candidate.name):
+            # Written whole (closed, or renamed into place): a person may have rated it.
+            self.enqueue(Arrival(candidate, "sidecar"))
+        elif is_photo_path(candidate, self.root):
             self.enqueue(Arrival(candidate, kind, Path(moved_from) if moved_from else None))
 
     def on_closed(self, event: FileSystemEvent) -> None:

@@ -280,3 +280,24 @@ def test_the_journal_of_an_archive_renamed_and_deleted_over_time_stays_bounded(t
         assert journal.prune_missing(archive, None, 500) == (0, None)
         assert journal.get(other) is not None
     assert sizes[-1] <= sizes[0] * 1.5, sizes
+
+
+def test_a_sidecar_name_finds_the_rated_photos_it_may_belong_to(journal, tmp_path):
+    folder = tmp_path / "shoot"
+    for name in ("DSC_0001.NEF", "DSC_0001.JPG", "DSC_00010.NEF", "DSC_0001-2.NEF"):
+        journal.touch(folder / name, sig(), NOW, 0)
+        journal.claim(folder / name, "fp", NOW)
+        journal.rated(folder / name, stars=3, label=None, result=None, elapsed_ms=1, now=NOW)
+    journal.touch(folder / "sub" / "DSC_0001.NEF", sig(), NOW, 0)  # below, and pending
+    found = sorted(r.path.name for r in journal.rated_named(folder, "DSC_0001"))
+    assert found == ["DSC_0001.JPG", "DSC_0001.NEF"]
+
+
+def test_a_correction_counts_once_with_the_persons_latest_verdict(journal, tmp_path):
+    photo = tmp_path / "DSC_0001.NEF"
+    assert journal.record_correction(photo, "select", "4 stars", NOW)
+    assert not journal.record_correction(photo, "select", "4 stars", NOW + 1)
+    assert journal.record_correction(photo, "reject", "Red label", NOW + 2)
+    assert journal.corrections() == [(photo, "reject", "Red label", NOW + 2)]
+    assert journal.corrections_since(NOW + 1) == (1, NOW + 2)
+    assert journal.drop_correction(photo) and journal.corrections_since(0) == (0, None)

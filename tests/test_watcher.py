@@ -145,6 +145,26 @@ def _collect(events: queue.Queue, until, timeout: float = 5.0) -> list[Arrival]:
 
 
 @linux_only
+def test_a_sidecar_written_whole_arrives_as_a_sidecar_not_a_photo(tmp_path: Path):
+    watch = tmp_path / "watch"
+    watch.mkdir()
+    events: queue.Queue = queue.Queue()
+    watcher = Watcher(events.put, lambda: None)
+    try:
+        watcher.add(WatchFolder(path=watch))
+        (watch / "DSC_0001.xmp").write_text("<x/>")  # an editor writing in place
+        (watch / ".DSC_0002.xmp.tmp").write_text("<x/>")  # ... or by a temp and a rename
+        os.rename(watch / ".DSC_0002.xmp.tmp", watch / "DSC_0002.NEF.xmp")
+        seen = _collect(events, lambda s: len(s) >= 2)
+    finally:
+        watcher.stop()
+    assert {(a.path.name, a.kind) for a in seen} == {
+        ("DSC_0001.xmp", "sidecar"),
+        ("DSC_0002.NEF.xmp", "sidecar"),
+    }
+
+
+@linux_only
 def test_real_events_copy_rename_and_folder_move(tmp_path: Path):
     watch = tmp_path / "watch"
     watch.mkdir()
