@@ -1265,6 +1265,15 @@ def format_card(card: dict) -> str:
         f"learnt from      {card['images']} photos in {card['shoots']} shoots: "
         f"{card['selects']} selects, {card['rejects']} rejects",
         "ratings from     " + ", ".join(f"{k} {v}" for k, v in card["sources"].items()),
+        *(
+            [
+                f"learnt           by the daemon from {learnt['corrections']} corrections of its "
+                f"ratings ({learnt['reason']}); it replaced {learnt['previous_model']} by keeping "
+                "at least as large a share of your selects on held-out shoots"
+            ]
+            if (learnt := card.get("learnt"))
+            else []
+        ),
         f"held out         {held['images']} photos in {held_in} never trained on "
         f"({held['selects']} selects, {held['rejects']} rejects)",
         "                 personal model   shipped model",

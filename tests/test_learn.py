@@ -279,6 +279,9 @@ def test_the_daemon_learns_from_corrections_and_refuses_a_bad_model(tmp_path: Pa
     assert first_model == first and second.with_suffix(".frames.npz").exists()
     card = json.loads(second.with_suffix(".json").read_text())
     assert card["learnt"]["corrections"] == 60 and card["learnt"]["previous_model"] == first.name
+    text = second.with_suffix(".txt").read_text()
+    assert "by the daemon from 60 corrections of its ratings" in text and first.name in text
+    assert "90% interval" in text and "precision; " in text
 
     # The next files are rated with it (its name in their sidecars) ...
     later = {}
