@@ -103,7 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
         "each one's XMP sidecar beside it, prints one line per photo and a summary. Ratings "
         "and labels a person set are kept, unless --force.",
         [
-            (EXIT_OK, "every photo rated (with --cluster: or rated by these models already)"),
+            (
+                EXIT_OK,
+                "every photo rated (with --cluster or --rerate-with-new-model: or rated by "
+                "these models already)",
+            ),
             (EXIT_FAILURES, "some photos could not be rated (each is named with its reason)"),
             (
                 EXIT_USAGE,
@@ -132,6 +136,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="analyse on a Dask cluster: its scheduler (tcp://HOST:8786), or local for one "
         "on this machine; sidecars are written from here; photos these models rated "
         "already are skipped unless --force (needs: pip install 'postselectd[cluster]')",
+    )
+    score.add_argument(
+        "--rerate-with-new-model",
+        action="store_true",
+        help="after the daemon learnt or you trained a new model: rate again the photos "
+        "another model rated (and any not rated yet), leave those this one rated alone; "
+        "ratings and labels a person set are kept",
     )
     score.add_argument(
         "--cluster-workers",
@@ -527,7 +538,7 @@ def cmd_score(args: argparse.Namespace, config: Config) -> int:
     if not files:
         print(f"postselectd: {no_photos_found(args.paths, passed_over)}", file=sys.stderr)
         return EXIT_NO_PHOTOS
-    if cluster and not args.force:
+    if (cluster or args.rerate_with_new_model) and not args.force:
         files = _leave_rated(files, config, model_version)
         if not files:
             return EXIT_OK
@@ -582,7 +593,8 @@ def _cluster(args: argparse.Namespace, config: Config):
 
 
 def _leave_rated(files: list, config: Config, model_version: str) -> list:
-    """The photos still to rate: ``score --cluster`` run again finishes a stopped run."""
+    """The photos still to rate: ``score --cluster`` run again finishes a stopped run;
+    ``--rerate-with-new-model`` rates again only what another model rated."""
     from postselectd.pipeline import leave_rated
 
     files, rated = leave_rated(files, config, model_version)

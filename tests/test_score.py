@@ -252,6 +252,34 @@ def test_a_person_rating_survives_the_next_run(tmp_path: Path):
     assert third["rating"] != human or first["rating"] == human
 
 
+def test_rerate_with_new_model_rates_again_only_what_another_model_rated(tmp_path: Path):
+    """After the daemon learnt a new model: ``--rerate-with-new-model`` rates again the
+    photos another model rated and those not rated yet; the ones the model in use rated
+    already are left as they are, byte for byte."""
+    other, same, new = (tmp_path / name for name in ("other", "same", "new"))
+    copy_file(shared_path("samples", "nef", "DSC_0102.NEF"), other)
+    copy_file(shared_path("samples", "nef", "DSC_0113.NEF"), same)
+    result, first = _score_json(str(other), str(same))
+    assert result.returncode == 0, result.stderr
+    version = read_sidecar(same / "DSC_0113.xmp")["Xmp.postselect.ModelVersion"]
+    old = other / "DSC_0102.xmp"  # as a model before the one in use wrote it
+    text = old.read_text()
+    assert f'postselect:ModelVersion="{version}"' in text
+    old.write_text(text.replace(version, "personal-20260101-000000"))
+    kept = (same / "DSC_0113.xmp").read_bytes()
+    copy_file(shared_path("samples", "nef", "DSC_0103.NEF"), new)
+    result, records = _score_json("--rerate-with-new-model", str(other), str(same), str(new))
+    assert result.returncode == 0, result.stderr
+    assert sorted(Path(r["path"]).name for r in records) == ["DSC_0102.NEF", "DSC_0103.NEF"]
+    assert "1 of 3 photos already rated by" in result.stderr
+    assert read_sidecar(old)["Xmp.postselect.ModelVersion"] == version
+    assert read_sidecar(new / "DSC_0103.xmp")["Xmp.postselect.ModelVersion"] == version
+    assert (same / "DSC_0113.xmp").read_bytes() == kept
+    # Run again: nothing left to rate.
+    result, records = _score_json("--rerate-with-new-model", str(other), str(same), str(new))
+    assert (result.returncode, records) == (0, [])
+
+
 def test_good_raws_all_get_a_rating(tmp_path: Path):
     folder = tmp_path / "good"
     for raw in sorted(shared_path("samples", "raw", "good").iterdir()):
