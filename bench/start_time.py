@@ -1,0 +1,104 @@
+"""`postselectd score` of one NEF: time from process start to its first sidecar.
+
+A tethered shoot or a one-folder run pays the start (imports, worker processes, model
+sessions) for every call, so this is the figure a photographer feels. Each run copies
+one NEF (default ../shared/samples/nef/DSC_0101.NEF) into a fresh temp folder with its
+own HOME and XDG dirs (no journal, so nothing is served from the analysis cache; the
+onnxruntime cache of optimized models is kept between runs unless --cold-cache, as it
+is for a user), starts `python -m postselectd score FOLDER`, and polls for the sidecar
+every millisecond. One untimed run first warms the disk cache (and fills the model
+cache). Prints every run, the median and the best.
+
+On a shared or busy machine compare medians of the same run of this script (before and
+after a change, alternately), not figures from different hours.
+
+usage: python bench/start_time.py [--nef FILE] [--runs 5] [--cold-cache] [--workers N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+if not SHARED.is_dir():
+    SHARED = Path("/work/shared")
+
+
+def one_run(nef: Path, cache: Path, extra: list[str]) -> tuple[float, float]:
+    """(seconds to the first sidecar, seconds to the process's exit)."""
+    with tempfile.TemporaryDirectory(prefix="start-time-") as tmp:
+        home = Path(tmp) / "home"
+        photos = Path(tmp) / "photos"
+        photos.mkdir()
+        home.mkdir()
+        shutil.copyfile(nef, photos / nef.name)
+        env = dict(
+            os.environ,
+            HOME=str(home),
+            XDG_CONFIG_HOME=str(home / ".config"),
+            XDG_STATE_HOME=str(home / ".local/state"),
+            XDG_DATA_HOME=str(home / ".local/share"),
+            XDG_CACHE_HOME=str(cache),
+        )
+        start = time.perf_counter()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "postselectd", "score", str(photos), *extra],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        first = None
+        while first is None:
+            if any(p.suffix == ".xmp" and not p.name.startswith(".") for p in photos.iterdir()):
+                first = time.perf_counter() - start
+            elif process.poll() is not None:
+                raise SystemExit(f"score ended with status {process.returncode}, no sidecar")
+            else:
+                time.sleep(0.001)
+        process.wait()
+        return first, time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nef", type=Path, default=SHARED / "samples/nef/DSC_0101.NEF")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument(
+        "--cold-cache",
+        action="store_true",
+        help="an empty onnxruntime model cache at every run (a first start after install)",
+    )
+    args = parser.parse_args()
+    if not args.nef.is_file():
+        raise SystemExit(f"{args.nef}: not found (pass --nef)")
+    extra = ["--workers", str(args.workers)] if args.workers else []
+    with tempfile.TemporaryDirectory(prefix="start-time-cache-") as caches:
+        kept = Path(caches) / "kept"
+        one_run(args.nef, kept, extra)  # warm the disk cache and the model cache
+        firsts, exits = [], []
+        for number in range(args.runs):
+            cache = Path(caches) / f"cold-{number}" if args.cold_cache else kept
+            first, ended = one_run(args.nef, cache, extra)
+            firsts.append(first)
+            exits.append(ended)
+            print(f"run {number + 1}: first sidecar {first:.3f} s, exit {ended:.3f} s")
+    print(
+        f"first sidecar: median {statistics.median(firsts):.3f} s, best {min(firsts):.3f} s; "
+        f"exit: median {statistics.median(exits):.3f} s ({args.runs} runs, {args.nef.name}, "
+        f"{'cold' if args.cold_cache else 'kept'} model cache)"
+    )
+
+
+if __name__ == "__main__":
+    main()
