@@ -273,6 +273,14 @@ def user_data_dir() -> Path:
     return Path(base) / APP
 
 
+def user_cache_dir() -> Path:
+    """What can be made again (onnxruntime's optimized models): nothing here is required."""
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Caches" / APP
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / APP
+
+
 def default_inbox() -> Path:
     """What `postselectd run` watches when no folder is configured."""
     return Path.home() / "Pictures" / "postselectd-inbox"

@@ -630,7 +630,8 @@ def _snapshot(root: Path) -> dict[str, int]:
 def test_no_port_no_foreign_writes_and_the_users_umask(tmp_path, small_nef):
     """The daemon and its workers open no TCP/UDP/raw socket and listen on nothing (the
     sd_notify datagram is a Unix socket they send from); every file it creates lies in a
-    watched folder, its state folder or its config folder, with the user's umask."""
+    watched folder, its state folder, its config folder or its cache folder (onnxruntime's
+    optimized models), with the user's umask."""
     own = tmp_path / "test-own"  # the test's own files: log, notify socket, sources
     own.mkdir()
     home = tmp_path / "home"
@@ -699,7 +700,7 @@ def test_no_port_no_foreign_writes_and_the_users_umask(tmp_path, small_nef):
         notify.close()
     assert code == 0, log_path.read_text()
 
-    allowed = [watch, state_dir, config_dir, own]
+    allowed = [watch, state_dir, config_dir, tmp_path / "xdg-cache" / "postselectd", own]
 
     def inside_allowed(path: Path) -> bool:
         if any(path == a or a in path.parents for a in allowed):
