@@ -12,7 +12,12 @@ cache). Prints every run, the median and the best.
 On a shared or busy machine compare medians of the same run of this script (before and
 after a change, alternately), not figures from different hours.
 
+With --against CHECKOUT (another worktree, e.g. of the commit before a change) each run
+times that checkout's code right after this one's, with this interpreter, so both see the
+same load.
+
 usage: python bench/start_time.py [--nef FILE] [--runs 5] [--cold-cache] [--workers N]
+                                  [--against CHECKOUT]
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ if not SHARED.is_dir():
     SHARED = Path("/work/shared")
 
 
-def one_run(nef: Path, cache: Path, extra: list[str]) -> tuple[float, float]:
+def one_run(nef: Path, cache: Path, extra: list[str], checkout: Path = ROOT) -> tuple[float, float]:
     """(seconds to the first sidecar, seconds to the process's exit)."""
     with tempfile.TemporaryDirectory(prefix="start-time-") as tmp:
         home = Path(tmp) / "home"
@@ -53,7 +58,7 @@ def one_run(nef: Path, cache: Path, extra: list[str]) -> tuple[float, float]:
         process = subprocess.Popen(
             [sys.executable, "-m", "postselectd", "score", str(photos), *extra],
             env=env,
-            cwd=ROOT,
+            cwd=checkout,  # `python -m postselectd` runs this checkout's code
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -79,25 +84,33 @@ def main() -> None:
         action="store_true",
         help="an empty onnxruntime model cache at every run (a first start after install)",
     )
+    parser.add_argument("--against", type=Path, default=None, metavar="CHECKOUT")
     args = parser.parse_args()
     if not args.nef.is_file():
         raise SystemExit(f"{args.nef}: not found (pass --nef)")
     extra = ["--workers", str(args.workers)] if args.workers else []
+    checkouts = {"this": ROOT}
+    if args.against:
+        checkouts[str(args.against)] = args.against.resolve()
+    times: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in checkouts}
     with tempfile.TemporaryDirectory(prefix="start-time-cache-") as caches:
         kept = Path(caches) / "kept"
-        one_run(args.nef, kept, extra)  # warm the disk cache and the model cache
-        firsts, exits = [], []
+        for checkout in checkouts.values():  # warm the disk cache and the model cache
+            one_run(args.nef, kept, extra, checkout)
         for number in range(args.runs):
-            cache = Path(caches) / f"cold-{number}" if args.cold_cache else kept
-            first, ended = one_run(args.nef, cache, extra)
-            firsts.append(first)
-            exits.append(ended)
-            print(f"run {number + 1}: first sidecar {first:.3f} s, exit {ended:.3f} s")
-    print(
-        f"first sidecar: median {statistics.median(firsts):.3f} s, best {min(firsts):.3f} s; "
-        f"exit: median {statistics.median(exits):.3f} s ({args.runs} runs, {args.nef.name}, "
-        f"{'cold' if args.cold_cache else 'kept'} model cache)"
-    )
+            for name, checkout in checkouts.items():
+                cache = Path(caches) / f"cold-{name}-{number}" if args.cold_cache else kept
+                first, ended = one_run(args.nef, cache, extra, checkout)
+                times[name][0].append(first)
+                times[name][1].append(ended)
+                print(f"run {number + 1} {name}: first sidecar {first:.3f} s, exit {ended:.3f} s")
+    for name, (firsts, exits) in times.items():
+        print(
+            f"{name}: first sidecar median {statistics.median(firsts):.3f} s, "
+            f"best {min(firsts):.3f} s; exit median {statistics.median(exits):.3f} s "
+            f"({args.runs} runs, {args.nef.name}, "
+            f"{'cold' if args.cold_cache else 'kept'} model cache)"
+        )
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ SIGPIPE ends. Each command's --help lists what they mean for it.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import io
 import json
 import logging
@@ -523,25 +522,64 @@ def _model_check(config: Config) -> str:
 
 
 def cmd_score(args: argparse.Namespace, config: Config) -> int:
-    from postselectd.pipeline import Pipeline, PipelineError, default_workers, find_photos
-
     missing = [p for p in args.paths if not p.exists()]
     if missing:
         raise UsageError("no such file or folder: " + ", ".join(str(p) for p in missing))
     if args.workers is not None and args.workers < 1:
         raise UsageError("--workers must be at least 1")
     cluster = _cluster(args, config)
-    model_version = _model_check(config)
+    # The first worker process starts now, before the rest of postselectd is imported and
+    # the folder read: loading the models is most of a short run's time (bench/start_time.py).
+    # It loads them in this run's place: a model it cannot load stops the run with its one
+    # line (PipelineError) before any file is rated.
+    first_worker = None if cluster else _start_first_worker(config)
+    try:
+        return _score(args, config, cluster, first_worker)
+    finally:
+        if first_worker is not None:  # closed already, unless no file was given to it
+            first_worker[0].close(timeout=0)
+
+
+def _start_first_worker(config: Config):
+    """A pool of one worker process and its inbox, for PoolAnalysis(started=...)."""
+    import queue
+
+    from postselectd.workers import WorkerPool
+
+    inbox: queue.Queue = queue.Queue()
+    return WorkerPool(1, config.analysis, inbox.put), inbox
+
+
+def _score(args: argparse.Namespace, config: Config, cluster, first_worker) -> int:
+    from postselectd.pipeline import (
+        Pipeline,
+        PipelineError,
+        PoolAnalysis,
+        default_workers,
+        find_photos,
+    )
+
+    # --cluster checks the models here; it and --rerate-with-new-model need their version
+    # to leave what they rated.
+    leave = cluster or args.rerate_with_new_model
+    model_version = _model_check(config) if leave else None
     passed_over: Counter[str] = Counter()
     # Videos too: each is named as not a photo (a failed file), not passed over in silence.
     files = list(find_photos(args.paths, config.sidecar.profiles, passed_over, videos=True))
     if not files:
         print(f"postselectd: {no_photos_found(args.paths, passed_over)}", file=sys.stderr)
         return EXIT_NO_PHOTOS
-    if (cluster or args.rerate_with_new_model) and not args.force:
+    if leave and not args.force:
         files = _leave_rated(files, config, model_version)
         if not files:
             return EXIT_OK
+    workers = args.workers or max(1, min(len(files), default_workers()))
+    local = None
+    if not cluster:
+        # As many workers as the files need start while this process reads every file's
+        # capture time and starts the sidecar writer.
+        local = PoolAnalysis(config.analysis, workers, started=first_worker)
+        local.start(len(files))
     progress = Progress(len(files), enabled=sys.stderr.isatty())
     started = time.perf_counter()
 
@@ -554,16 +592,15 @@ def cmd_score(args: argparse.Namespace, config: Config) -> int:
     def on_analyzed(_scored) -> None:
         progress.advance()
 
-    workers = args.workers or max(1, min(len(files), default_workers()))
     try:
         with (
-            cluster or contextlib.nullcontext(),
+            cluster or local,
             Pipeline(
                 config,
                 workers=workers,
                 force=args.force,
                 dry_run=args.dry_run,
-                analyze_on=cluster.analyze if cluster else None,
+                analyze_on=(cluster or local).analyze,
             ) as pipeline,
         ):
             results = pipeline.score(files, on_result, on_analyzed)

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -36,6 +37,9 @@ from postselectd.names import name_key, same_stem, stem_key
 from postselectd.preview import PreviewError, load_preview
 from postselectd.rating import PREVIEW_TOO_SMALL, SMALLEST_JUDGED_PREVIEW, Rating, rate, weigh
 from postselectd.reasons import EYES_CLOSED, Finding
+
+if TYPE_CHECKING:
+    from postselectd.workers import WorkerPool
 from postselectd.sidecar import (
     SidecarContent,
     SidecarError,
@@ -968,13 +972,17 @@ class PoolAnalysis:
         *,
         task_timeout: float | None = None,
         worker_target: Callable | None = None,
+        started: tuple[WorkerPool, queue.Queue] | None = None,
     ):
         self.config = config
         self.workers = workers
         self.task_timeout = task_timeout
         self.worker_target = worker_target
-        self._pool = None
-        self._inbox: queue.Queue = queue.Queue()
+        # ``started``: a pool of one the caller started before it had this module and the
+        # files (``score`` does: the worker loads the models meanwhile), with its inbox;
+        # the first ``start`` grows it to as many workers as the files need.
+        self._pool, self._inbox = started or (None, queue.Queue())
+        self._grow = started is not None
         self._jobs = itertools.count()
 
     def __enter__(self) -> PoolAnalysis:
@@ -987,11 +995,14 @@ class PoolAnalysis:
         """Start the worker processes (they load the models meanwhile), if not yet."""
         from postselectd import workers
 
+        size = self.workers if files is None else max(1, min(self.workers, files))
         if self._pool is None:
-            size = self.workers if files is None else max(1, min(self.workers, files))
             self._pool = workers.WorkerPool(
                 size, self.config, self._inbox.put, target=self.worker_target
             )
+        elif self._grow:
+            self._pool.grow(size)
+        self._grow = False
 
     def close(self) -> None:
         if self._pool is not None:

@@ -226,6 +226,16 @@ class WorkerPool:
         results_w.close()
         self._workers[worker_id] = _Worker(worker_id, process, tasks_w, results_r)
 
+    def grow(self, size: int) -> None:
+        """Up to ``size`` workers: a pool started with one before its files were counted."""
+        with self._lock:
+            if self._closing:
+                return
+            while len(self._workers) < size:
+                self._spawn()
+            self.size = max(self.size, size)
+        self._wake_w.send("grown")  # the listener watches the new workers too
+
     def idle(self) -> int:
         with self._lock:
             return sum(1 for w in self._workers.values() if w.job is None)
@@ -291,7 +301,9 @@ class WorkerPool:
         ready = wait([self._wake_r, *by_result, *by_sentinel])
         for item in ready:
             if item is self._wake_r:
-                return False
+                if self._wake_r.recv() is None:  # close(); grow() sends "grown"
+                    return False
+                continue
             if item in by_result:
                 worker = by_result[item]
                 try:
