@@ -307,6 +307,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="also check this folder, as `run --watch DIR` would watch it; repeat for several",
     )
+    doctor.add_argument(
+        "--bench",
+        action="store_true",
+        help="also measure images/s of the analysis on 20 generated frames (offline, ~5 s)",
+    )
 
     report = _command(
         sub,
@@ -960,12 +965,35 @@ def cmd_doctor(args: argparse.Namespace, config: Config | None, source: str) -> 
         check("OK", "config", f"valid ({source})")
 
     from postselectd.analysis import Analyzer, ModelError
+    from postselectd.analysis.runtime import offered_providers
 
+    analyzer = None
     try:
         analyzer = Analyzer(config.analysis)
         check("OK", "models", f"load ({analyzer.model_version})")
     except ModelError as exc:
         check("FAIL", "models", str(exc))
+    version, offered = offered_providers()
+    setting = f"analysis.providers: {config.analysis.providers}"
+    offer = f"onnxruntime {version} offers {', '.join(offered)}"
+    if analyzer is not None:
+        in_use = analyzer.providers_in_use
+        wanted = analyzer.providers[0]
+        if in_use[0] != wanted:
+            check("WARN", "provider", f"{in_use[0]}: {wanted} did not start ({setting}; {offer})")
+        else:
+            check("OK", "provider", f"{in_use[0]} ({setting}; {offer})")
+        if getattr(args, "bench", False):
+            from postselectd.selftest import FRAME_SIZE, run_self_test
+
+            result = run_self_test(analyzer)
+            check(
+                "OK",
+                "self-test",
+                f"{result.images_per_second:.1f} images/s on {in_use[0]}, one process "
+                f"({result.frames} generated {FRAME_SIZE[0]}x{FRAME_SIZE[1]} JPEG frames, "
+                f"{result.median_ms:.0f} ms a frame)",
+            )
 
     from postselectd.preview import decoders
 

@@ -173,6 +173,12 @@ class Analyzer:
             self.personal = PersonalHead(config.personal_model, config.threads, providers)
             self.model_version = f"{self.personal.name}+{self.model_version}"
 
+    @property
+    def providers_in_use(self) -> list[str]:
+        """What onnxruntime gave the sessions: it falls back to the CPU where an
+        accelerator's provider is offered but cannot start (no driver, no device)."""
+        return list(self.backbone.session.get_providers())
+
     def analyze(self, image: np.ndarray | Image.Image) -> Analysis:
         """``image``: the upright RGB preview. Every stage resamples from one Pillow image: the
         pipeline passes the decoded one (``Preview.picture``), an array is copied once."""

@@ -94,6 +94,11 @@ def choose_providers(setting: str) -> list[str]:
     return chosen
 
 
+def offered_providers() -> tuple[str, list[str]]:
+    """onnxruntime's version and the providers this build of it offers."""
+    return ort.__version__, list(ort.get_available_providers())
+
+
 @dataclass(frozen=True)
 class InputContract:
     width: int
