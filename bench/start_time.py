@@ -7,7 +7,9 @@ own HOME and XDG dirs (no journal, so nothing is served from the analysis cache;
 onnxruntime cache of optimized models is kept between runs unless --cold-cache, as it
 is for a user), starts `python -m postselectd score FOLDER`, and polls for the sidecar
 every millisecond. One untimed run first warms the disk cache (and fills the model
-cache). Prints every run, the median and the best.
+cache and the checkout's __pycache__: PYTHONDONTWRITEBYTECODE is dropped, unless
+--no-bytecode, as an installed package has its bytecode). Prints every run, the median
+and the best.
 
 On a shared or busy machine compare medians of the same run of this script (before and
 after a change, alternately), not figures from different hours.
@@ -38,7 +40,9 @@ if not SHARED.is_dir():
     SHARED = Path("/work/shared")
 
 
-def one_run(nef: Path, cache: Path, extra: list[str], checkout: Path = ROOT) -> tuple[float, float]:
+def one_run(
+    nef: Path, cache: Path, extra: list[str], checkout: Path = ROOT, bytecode: bool = True
+) -> tuple[float, float]:
     """(seconds to the first sidecar, seconds to the process's exit)."""
     with tempfile.TemporaryDirectory(prefix="start-time-") as tmp:
         home = Path(tmp) / "home"
@@ -54,6 +58,10 @@ def one_run(nef: Path, cache: Path, extra: list[str], checkout: Path = ROOT) -> 
             XDG_DATA_HOME=str(home / ".local/share"),
             XDG_CACHE_HOME=str(cache),
         )
+        if bytecode:
+            # As an installed package runs (pip compiles its .pyc at install): without
+            # them every process compiles postselectd's sources again, ~0.2 s each.
+            env.pop("PYTHONDONTWRITEBYTECODE", None)
         start = time.perf_counter()
         process = subprocess.Popen(
             [sys.executable, "-m", "postselectd", "score", str(photos), *extra],
@@ -85,6 +93,11 @@ def main() -> None:
         help="an empty onnxruntime model cache at every run (a first start after install)",
     )
     parser.add_argument("--against", type=Path, default=None, metavar="CHECKOUT")
+    parser.add_argument(
+        "--no-bytecode",
+        action="store_true",
+        help="keep PYTHONDONTWRITEBYTECODE if set: every start compiles the sources",
+    )
     args = parser.parse_args()
     if not args.nef.is_file():
         raise SystemExit(f"{args.nef}: not found (pass --nef)")
@@ -96,11 +109,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="start-time-cache-") as caches:
         kept = Path(caches) / "kept"
         for checkout in checkouts.values():  # warm the disk cache and the model cache
-            one_run(args.nef, kept, extra, checkout)
+            one_run(args.nef, kept, extra, checkout, not args.no_bytecode)
         for number in range(args.runs):
             for name, checkout in checkouts.items():
                 cache = Path(caches) / f"cold-{name}-{number}" if args.cold_cache else kept
-                first, ended = one_run(args.nef, cache, extra, checkout)
+                first, ended = one_run(args.nef, cache, extra, checkout, not args.no_bytecode)
                 times[name][0].append(first)
                 times[name][1].append(ended)
                 print(f"run {number + 1} {name}: first sidecar {first:.3f} s, exit {ended:.3f} s")
@@ -109,7 +122,8 @@ def main() -> None:
             f"{name}: first sidecar median {statistics.median(firsts):.3f} s, "
             f"best {min(firsts):.3f} s; exit median {statistics.median(exits):.3f} s "
             f"({args.runs} runs, {args.nef.name}, "
-            f"{'cold' if args.cold_cache else 'kept'} model cache)"
+            f"{'cold' if args.cold_cache else 'kept'} model cache, "
+            f"{'sources compiled at every start' if args.no_bytecode else 'bytecode kept'})"
         )
 
 
