@@ -119,3 +119,17 @@ def test_score_works_with_a_read_only_cache_folder(tmp_path, unprivileged):
     assert "Traceback" not in result.stderr
     assert photo.with_suffix(".xmp").exists()
     assert not list(folder.iterdir())
+
+
+def test_a_model_file_changed_in_place_is_hashed_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    model = tmp_path / "models" / "keeper_head.onnx"
+    model.parent.mkdir()
+    shutil.copyfile(models_dir() / "keeper_head.onnx", model)
+    assert load_session(model)[1]["postselectd.name"] == "keeper_head"
+    (memo,) = optimized_models_dir().glob("keeper_head-*.sha256")
+    # Rewritten in place, as an editor or `cp` over it would: same path, other bytes.
+    model.write_bytes((models_dir() / "eye_state.onnx").read_bytes())
+    assert load_session(model)[1]["postselectd.name"] == "eye_state"
+    memo.write_text("garbage")
+    assert load_session(model)[1]["postselectd.name"] == "eye_state"

@@ -176,23 +176,48 @@ def optimized_models_dir() -> Path:
 # What the saved optimized graph depends on besides the model file: onnxruntime's
 # optimizers, the providers it was made for, and the optimization level.
 _OPTIMIZATION = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-_digests: dict[tuple[str, int, int], str] = {}
 
 
 def _cache_key(path: Path, providers: list[str]) -> str:
     """``STEM-KEY``: KEY hashes onnxruntime's version, the model file's sha256, the
     providers and the optimization level, so a new model or onnxruntime never meets an
     old graph."""
-    stat = path.stat()
-    known = (str(path), stat.st_size, stat.st_mtime_ns)
-    if known not in _digests:
-        digest = hashlib.sha256()
-        with path.open("rb") as model:
-            while chunk := model.read(1 << 20):
-                digest.update(chunk)
-        _digests[known] = digest.hexdigest()
-    key = "|".join((ort.__version__, _digests[known], ",".join(providers), str(_OPTIMIZATION)))
+    key = "|".join((ort.__version__, _sha256(path), ",".join(providers), str(_OPTIMIZATION)))
     return f"{path.stem}-{hashlib.sha256(key.encode()).hexdigest()[:32]}"
+
+
+def _sha256(path: Path) -> str:
+    """The model file's sha256, remembered beside the saved graphs for as long as the
+    file's inode, size, mtime and ctime stay the same (hashing the 28 MB of the shipped
+    models takes ~30 ms, at every worker's start; any write to the file changes its
+    ctime, which no tool can set back)."""
+    stat = path.stat()
+    identity = f"{stat.st_ino} {stat.st_size} {stat.st_mtime_ns} {stat.st_ctime_ns}"
+    place = hashlib.sha256(str(path.absolute()).encode()).hexdigest()[:16]
+    memo = optimized_models_dir() / f"{path.stem}-{place}.sha256"
+    try:
+        remembered, digest = memo.read_text(encoding="ascii").rsplit(" ", 1)
+        if remembered == identity and len(digest) == 64:
+            return digest
+    except (OSError, ValueError, UnicodeDecodeError):
+        pass
+    hasher = hashlib.sha256()
+    with path.open("rb") as model:
+        while chunk := model.read(1 << 20):
+            hasher.update(chunk)
+    digest = hasher.hexdigest()
+    try:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp = tempfile.mkstemp(dir=memo.parent, prefix=f".{memo.name}-")
+    except OSError:
+        return digest  # a cache that cannot be written: hashed again next time
+    try:
+        with os.fdopen(handle, "w", encoding="ascii") as out:
+            out.write(f"{identity} {digest}")
+        os.replace(temp, memo)
+    except OSError:
+        Path(temp).unlink(missing_ok=True)
+    return digest
 
 
 def _signature(session: ort.InferenceSession) -> dict:
