@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -42,8 +43,9 @@ if not SHARED.is_dir():
 
 def one_run(
     nef: Path, cache: Path, extra: list[str], checkout: Path = ROOT, bytecode: bool = True
-) -> tuple[float, float]:
-    """(seconds to the first sidecar, seconds to the process's exit)."""
+) -> tuple[float, float, float]:
+    """(seconds to the first sidecar, seconds to the process's exit, CPU seconds of the
+    command and its workers: what a loaded machine cannot make noisier)."""
     with tempfile.TemporaryDirectory(prefix="start-time-") as tmp:
         home = Path(tmp) / "home"
         photos = Path(tmp) / "photos"
@@ -62,6 +64,7 @@ def one_run(
             # As an installed package runs (pip compiles its .pyc at install): without
             # them every process compiles postselectd's sources again, ~0.2 s each.
             env.pop("PYTHONDONTWRITEBYTECODE", None)
+        used = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         process = subprocess.Popen(
             [sys.executable, "-m", "postselectd", "score", str(photos), *extra],
@@ -79,7 +82,10 @@ def one_run(
             else:
                 time.sleep(0.001)
         process.wait()
-        return first, time.perf_counter() - start
+        ended = time.perf_counter() - start
+        now = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = now.ru_utime + now.ru_stime - used.ru_utime - used.ru_stime
+        return first, ended, cpu
 
 
 def main() -> None:
@@ -105,7 +111,7 @@ def main() -> None:
     checkouts = {"this": ROOT}
     if args.against:
         checkouts[str(args.against)] = args.against.resolve()
-    times: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in checkouts}
+    times: dict[str, tuple[list[float], ...]] = {name: ([], [], []) for name in checkouts}
     with tempfile.TemporaryDirectory(prefix="start-time-cache-") as caches:
         kept = Path(caches) / "kept"
         for checkout in checkouts.values():  # warm the disk cache and the model cache
@@ -113,14 +119,18 @@ def main() -> None:
         for number in range(args.runs):
             for name, checkout in checkouts.items():
                 cache = Path(caches) / f"cold-{name}-{number}" if args.cold_cache else kept
-                first, ended = one_run(args.nef, cache, extra, checkout, not args.no_bytecode)
-                times[name][0].append(first)
-                times[name][1].append(ended)
-                print(f"run {number + 1} {name}: first sidecar {first:.3f} s, exit {ended:.3f} s")
-    for name, (firsts, exits) in times.items():
+                first, ended, cpu = one_run(args.nef, cache, extra, checkout, not args.no_bytecode)
+                for column, value in zip(times[name], (first, ended, cpu), strict=True):
+                    column.append(value)
+                print(
+                    f"run {number + 1} {name}: first sidecar {first:.3f} s, exit {ended:.3f} s, "
+                    f"CPU {cpu:.2f} s"
+                )
+    for name, (firsts, exits, cpus) in times.items():
         print(
             f"{name}: first sidecar median {statistics.median(firsts):.3f} s, "
-            f"best {min(firsts):.3f} s; exit median {statistics.median(exits):.3f} s "
+            f"best {min(firsts):.3f} s; exit median {statistics.median(exits):.3f} s; "
+            f"CPU median {statistics.median(cpus):.2f} s "
             f"({args.runs} runs, {args.nef.name}, "
             f"{'cold' if args.cold_cache else 'kept'} model cache, "
             f"{'sources compiled at every start' if args.no_bytecode else 'bytecode kept'})"

@@ -132,7 +132,7 @@ def load_session(
     (``optimized_models_dir``), which skips onnxruntime's graph optimizations: 44 ms
     instead of 118 ms for the eight shipped models, in every worker at every start
     (bench/start_time.py). The saved graph is the one onnxruntime would have made, so
-    the outputs are the same to the bit (tests/test_models.py).
+    the outputs are the same to the bit (tests/test_model_cache.py).
     """
     path = Path(path)
     if not path.is_file():
