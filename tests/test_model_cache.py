@@ -133,3 +133,22 @@ def test_a_model_file_changed_in_place_is_hashed_again(tmp_path, monkeypatch):
     assert load_session(model)[1]["postselectd.name"] == "eye_state"
     memo.write_text("garbage")
     assert load_session(model)[1]["postselectd.name"] == "eye_state"
+
+
+def test_graphs_saved_on_another_cpu_are_not_used(tmp_path, monkeypatch):
+    """A home folder shared by machines with different CPUs (NFS, a cluster's nodes):
+    each machine uses the graphs optimized for its own CPU, never another's."""
+    from postselectd.analysis import runtime
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    model = models_dir() / "keeper_head.onnx"
+    load_session(model)
+    here = sorted(optimized_models_dir().glob("keeper_head-*.onnx"))
+    assert len(here) == 1
+    runtime._hardware.cache_clear()
+    monkeypatch.setattr(runtime, "_hardware", lambda: "another CPU without AVX2")
+    load_session(model)  # made for this CPU, not taken from the other's
+    there = sorted(optimized_models_dir().glob("keeper_head-*.onnx"))
+    assert len(there) == 2 and here[0] in there
+    session, _ = load_session(model)
+    assert Path(session._model_path) in there and Path(session._model_path) != here[0]

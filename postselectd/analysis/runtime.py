@@ -7,10 +7,12 @@ models/build_models.py, so the code never hard-codes it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import os
+import platform
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -178,11 +180,32 @@ def optimized_models_dir() -> Path:
 _OPTIMIZATION = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
 
 
+@functools.cache
+def _hardware() -> str:
+    """The CPU the saved graphs are made for. onnxruntime's documentation asks that a
+    graph optimized offline run only on the hardware it was made on (its NCHWc layouts
+    follow the CPU's vector width), and a home folder is often shared by machines with
+    different CPUs (NFS homes, a cluster's nodes): each gets graphs of its own."""
+    parts = [platform.machine(), platform.processor()]
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
+            for line in info:  # the first processor's: its model and instruction sets
+                if not line.strip():
+                    break
+                if line.startswith(("vendor_id", "model name", "flags", "Features", "CPU ")):
+                    parts.append(" ".join(line.split()))
+    except OSError:
+        pass  # macOS, Windows: the machine and processor names
+    return "|".join(parts)
+
+
 def _cache_key(path: Path, providers: list[str]) -> str:
     """``STEM-KEY``: KEY hashes onnxruntime's version, the model file's sha256, the
-    providers and the optimization level, so a new model or onnxruntime never meets an
-    old graph."""
-    key = "|".join((ort.__version__, _sha256(path), ",".join(providers), str(_OPTIMIZATION)))
+    providers, the optimization level and the CPU, so a new model, onnxruntime or
+    machine never meets an old graph."""
+    key = "|".join(
+        (ort.__version__, _sha256(path), ",".join(providers), str(_OPTIMIZATION), _hardware())
+    )
     return f"{path.stem}-{hashlib.sha256(key.encode()).hexdigest()[:32]}"
 
 
