@@ -67,11 +67,13 @@ DAEMON_MEMORY_BYTES = 1024 * 1024 * 1024
 
 
 def writable_folders(settings: Config) -> list[Path]:
-    """What the daemon writes to: sidecars beside the photos, its journal in the state folder."""
-    from postselectd.config import default_inbox
+    """What the daemon writes to: sidecars beside the photos, its journal in the state
+    folder, onnxruntime's optimized models in the cache folder (made again at will)."""
+    from postselectd.config import default_inbox, user_cache_dir
 
     folders = [w.path for w in settings.watch] or [default_inbox()]
     folders.append(settings.resolved_state_dir())
+    folders.append(user_cache_dir())
     seen: list[Path] = []
     for folder in folders:
         folder = Path(folder).expanduser().absolute()
@@ -382,10 +384,14 @@ def install(
 
 
 def _make_writable_folders(settings: Config) -> None:
-    from postselectd.config import default_inbox
+    from postselectd.config import default_inbox, user_cache_dir
 
     state_dir = settings.resolved_state_dir()
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:  # a cache: a daemon without it only starts slower
+        user_cache_dir().mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError:
+        pass
     if not settings.watch:
         default_inbox().mkdir(parents=True, exist_ok=True)
 
