@@ -233,7 +233,10 @@ class Scanner:
                 self._queued.discard((root, recursive, since))
             count = 0
             for path, st in watcher.scan(root, recursive, self._stop, self.watched()):
-                message = Scanned(path, Signature.of(st), max(st.st_mtime, st.st_ctime), since)
+                if st is None:  # there, but it cannot be looked at: fails with its reason
+                    message = Scanned(path, UNREADABLE, time.time(), since)
+                else:
+                    message = Scanned(path, Signature.of(st), max(st.st_mtime, st.st_ctime), since)
                 if not self.post(message):
                     return
                 count += 1
@@ -762,9 +765,15 @@ class Daemon:
             if found.since is not None and found.newest < found.since:
                 self._count_left_before(found.path)
                 return  # there before the watch began: `--catch-up` or `score` rates it
-        elif row.status == "pending" or (row.signature == found.sig and row.reason != GONE):
+        elif (
+            row.status == "pending"
+            or (row.signature == found.sig and row.reason != GONE)
+            or found.sig == UNREADABLE
+        ):
             # Already queued, or already dealt with. A file that was gone (its card was
-            # pulled while it waited) and is back is queued again.
+            # pulled while it waited) and is back is queued again. One that cannot be
+            # looked at now (EIO) keeps what the journal says of it: a rated photo
+            # stays rated, with its sidecar.
             if row.status == "rated":
                 self.learning.look(row)  # a correction made while no event could tell
             return

@@ -109,8 +109,10 @@ def scan(
     recursive: bool,
     stop: threading.Event | None = None,
     inside: Iterable[Path] = (),
-) -> Iterator[tuple[Path, os.stat_result]]:
-    """Photos under ``root`` with their stat; hidden folders skipped.
+) -> Iterator[tuple[Path, os.stat_result | None]]:
+    """Photos under ``root`` with their stat; hidden folders skipped. A photo that is
+    there but cannot be looked at (EIO on a failing card, ESTALE on NFS) comes with None,
+    so that it is reported with its reason, never passed over without a word.
 
     Symlinked folders are not followed, as the observers do not follow them: a link to a
     folder ``inside`` the watched folders (``root`` when none are given) is rated there,
@@ -144,8 +146,14 @@ def scan(
                     continue
                 if not is_photo_path(Path(entry.path)):
                     continue
-                st = entry.stat()
             except OSError:
+                continue
+            try:
+                st = entry.stat()
+            except (FileNotFoundError, NotADirectoryError):
+                continue  # gone meanwhile
+            except OSError:
+                yield Path(entry.path), None
                 continue
             if stat.S_ISREG(st.st_mode):
                 yield Path(entry.path), st

@@ -313,6 +313,31 @@ def failing(call):
 
 os.stat, os.lstat, os.open = failing(os.stat), failing(os.lstat), failing(os.open)
 builtins.open = io.open = failing(io.open)
+
+class Entry:  # a folder listing's entry, whose stat fails like os.stat's
+    def __init__(self, entry):
+        self._entry = entry
+    def __getattr__(self, name):
+        return getattr(self._entry, name)
+    def stat(self, *args, **kwargs):
+        return failing(lambda path, *a, **k: self._entry.stat(*a, **k))(self.path, *args, **kwargs)
+
+class Listing:  # what os.scandir gives: an iterator, and a context manager
+    def __init__(self, entries):
+        self._entries = iter(list(entries))
+    def __iter__(self):
+        return self
+    def __next__(self):
+        return next(self._entries)
+    def __enter__(self):
+        return self
+    def __exit__(self, *exc):
+        return False
+    def close(self):
+        pass
+
+scandir = os.scandir
+os.scandir = lambda path=".": Listing(Entry(e) for e in scandir(path))
 sys.exit(cli.main(sys.argv[1:]))
 """
 
@@ -351,6 +376,40 @@ def test_a_photo_the_daemon_cannot_look_at_fails_alone_with_its_reason(tmp_path,
     finally:
         daemon.kill()
     assert not sidecar_of(raws[0]).exists()
+
+
+def test_a_photo_the_scan_cannot_look_at_fails_with_its_reason(tmp_path):
+    """Photos copied while the daemon was stopped are found by its scan at the next start;
+    one whose stat fails with EIO is not passed over without a word: it fails with its
+    reason, and the other is rated."""
+    watch = tmp_path / "card"
+    watch.mkdir()
+    daemon = FaultDaemon(
+        tmp_path, [watch], launcher=FAILING_FILES, max_retries=1, retry_backoff_seconds=0.2
+    )
+    try:
+        daemon.start(env={"POSTSELECTD_TEST_FAIL": "EIO:nothing"})
+        assert daemon.stop()[0] == 0
+        raws = [
+            copy_file(shared_path("samples", "nef", n), watch)
+            for n in ("DSC_0104.NEF", "DSC_0102.NEF")
+        ]
+        daemon.start(env={"POSTSELECTD_TEST_FAIL": "EIO:DSC_0104.NEF"})
+
+        def settled() -> bool:
+            rows = daemon.rows()
+            return all(str(r) in rows and rows[str(r)].status != "pending" for r in raws)
+
+        daemon.wait_for(settled, 90, "both photos rated or failed")
+        reason = f"cannot read file ({os.strerror(errno.EIO)})"
+        row = daemon.rows()[str(raws[0])]
+        assert (row.status, row.reason) == ("failed", reason)
+        assert_rated_once(daemon, raws[1:])
+        assert f"card/DSC_0104.NEF: failed: {reason}" in daemon.log()
+        assert "Traceback" not in daemon.log(), daemon.log()[-3000:]
+        assert daemon.stop()[0] == 0
+    finally:
+        daemon.kill()
 
 
 def test_a_rated_photo_the_daemon_can_no_longer_look_at_stops_nothing(tmp_path):
