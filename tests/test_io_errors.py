@@ -104,6 +104,17 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+def _settled(daemon: DaemonProcess, photos: list[Path]):
+    """For wait_for: every one of ``photos`` is in the journal and none is pending (each
+    rated, skipped or failed after its retries)."""
+
+    def settled() -> bool:
+        rows = daemon.rows()
+        return all(str(p) in rows and rows[str(p)].status != "pending" for p in photos)
+
+    return settled
+
+
 def _status(daemon: DaemonProcess) -> str:
     shown = run_cli("status", "--config", str(daemon.config_path), env=daemon.env)
     assert shown.returncode == 0, shown.stderr
@@ -244,11 +255,7 @@ def test_daemon_fails_only_the_photos_whose_sidecar_it_cannot_read(unprivileged,
         folder_named.mkdir()
         raws = [copy_file(shared_path("samples", "nef", n), watch) for n in names]
 
-        def settled() -> bool:
-            rows = daemon.rows()
-            return all(str(r) in rows and rows[str(r)].status != "pending" for r in raws)
-
-        daemon.wait_for(settled, 120, "every photo rated or failed")
+        daemon.wait_for(_settled(daemon, raws), 120, "every photo rated or failed")
         assert daemon.proc.poll() is None
         rows = daemon.rows()
         assert_rated_once(daemon, raws[2:])
@@ -357,11 +364,7 @@ def test_a_photo_the_daemon_cannot_look_at_fails_alone_with_its_reason(tmp_path,
         names = ["DSC_0104.NEF", "DSC_0102.NEF", "DSC_0103.NEF"]
         raws = [copy_file(shared_path("samples", "nef", n), watch) for n in names]
 
-        def settled() -> bool:
-            rows = daemon.rows()
-            return all(str(r) in rows and rows[str(r)].status != "pending" for r in raws)
-
-        daemon.wait_for(settled, 90, "every photo rated or failed")
+        daemon.wait_for(_settled(daemon, raws), 90, "every photo rated or failed")
         assert daemon.proc.poll() is None
         reason = f"cannot read file ({os.strerror(getattr(errno, code))})"
         row = daemon.rows()[str(raws[0])]
@@ -396,11 +399,7 @@ def test_a_photo_the_scan_cannot_look_at_fails_with_its_reason(tmp_path):
         ]
         daemon.start(env={"POSTSELECTD_TEST_FAIL": "EIO:DSC_0104.NEF"})
 
-        def settled() -> bool:
-            rows = daemon.rows()
-            return all(str(r) in rows and rows[str(r)].status != "pending" for r in raws)
-
-        daemon.wait_for(settled, 90, "both photos rated or failed")
+        daemon.wait_for(_settled(daemon, raws), 90, "both photos rated or failed")
         reason = f"cannot read file ({os.strerror(errno.EIO)})"
         row = daemon.rows()[str(raws[0])]
         assert (row.status, row.reason) == ("failed", reason)
@@ -473,17 +472,11 @@ def test_an_os_error_no_step_foresaw_fails_that_photo_alone(tmp_path, step):
         names = ["DSC_0104.NEF", "DSC_0102.NEF", "DSC_0103.NEF"]
         raws = [copy_file(shared_path("samples", "nef", n), watch) for n in names]
 
-        def settled() -> bool:
-            rows = daemon.rows()
-            return all(str(r) in rows and rows[str(r)].status == "rated" for r in raws[1:]) and (
-                str(raws[0]) in rows and rows[str(raws[0])].status == "failed"
-            )
-
-        daemon.wait_for(settled, 90, "two photos rated and the third failed")
+        daemon.wait_for(_settled(daemon, raws), 90, "two photos rated and the third failed")
         assert daemon.proc.poll() is None
         reason = f"cannot read file ({os.strerror(errno.EIO)})"
         row = daemon.rows()[str(raws[0])]
-        assert (row.attempts, row.reason) == (2, reason)
+        assert (row.status, row.attempts, row.reason) == ("failed", 2, reason)
         assert_rated_once(daemon, raws[1:])
         assert f"card/DSC_0104.NEF: failed: {reason}" in daemon.log()
         assert "Traceback" not in daemon.log(), daemon.log()[-3000:]
