@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -168,6 +169,16 @@ def score(folder: Path, profile: str = "darktable") -> dict[str, dict]:
     return {Path(r["path"]).name: r for r in records}
 
 
+def _history_end(sidecar: Path) -> int:
+    """darktable:history_end of a sidecar darktable wrote; 0 while there is none (yet)."""
+    try:
+        text = sidecar.read_text(errors="replace")
+    except OSError:
+        return 0
+    found = re.search(r'darktable:history_end="(\d+)"', text)
+    return int(found.group(1)) if found else 0
+
+
 def exiftool_tags(path: Path) -> dict:
     out = subprocess.run(
         [need_tool("exiftool"), "-json", "-G1", "-a", "-n", "-struct", str(path)],
@@ -227,12 +238,18 @@ def test_a_sidecar_darktable_wrote_keeps_its_history_and_the_persons_label(tmp_p
     lua.write_text(EDIT_LUA.replace("{out}", str(out)).replace("{folder}", str(folder)))
 
     # 1. darktable imports and edits the folder, writing its own sidecars with history.
+    # It writes a sidecar when its job queue gets there, which under load can be seconds
+    # after the export: wait for the sidecars themselves, not for a fixed time.
+    sidecars = {name: folder / f"{name}.xmp" for name in ("DSC_0101.NEF", "DSC_0104.NEF")}
     run_darktable(
         tmp_path / "darktable-1",
         ["--luacmd", f'dofile("{lua}")'],
-        lambda view: len(view) == 2 and (out / "done").exists(),
+        lambda view: (
+            len(view) == 2
+            and (out / "done").exists()
+            and all(_history_end(path) > 0 for path in sidecars.values())
+        ),
     )
-    sidecars = {name: folder / f"{name}.xmp" for name in ("DSC_0101.NEF", "DSC_0104.NEF")}
     before = {name: exiftool_tags(path) for name, path in sidecars.items()}
     for tags in before.values():
         assert tags.get("XMP-darktable:History_end", 0) > 0, f"darktable wrote no history: {tags}"
