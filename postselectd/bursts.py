@@ -61,13 +61,6 @@ def _unit(vector: np.ndarray | None) -> np.ndarray | None:
     return None if norm == 0 else np.asarray(vector, dtype=np.float32) / norm
 
 
-def similarity(a: np.ndarray | None, b: np.ndarray | None) -> float:
-    ua, ub = _unit(a), _unit(b)
-    if ua is None or ub is None:
-        return 0.0
-    return float(ua @ ub)
-
-
 def _frame_number(name: str) -> int | None:
     match = re.search(r"(\d{3,})(?=\D*$)", Path(name).stem)
     return int(match.group(1)) % 10000 if match else None

@@ -26,7 +26,6 @@ FAMILY = {
     OVEREXPOSED: "exposure",
     UNDEREXPOSED: "exposure",
 }
-FAMILIES = ("eyes", "focus", "exposure")
 
 
 @dataclass(frozen=True)

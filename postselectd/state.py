@@ -19,7 +19,6 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -752,9 +751,3 @@ class Journal:
         except sqlite3.OperationalError:
             return 0, None
         return int(count), None if latest is None else float(latest)
-
-    def iter_results(self) -> Iterator[tuple[Path, dict]]:
-        for path, text in self._db.execute(
-            "SELECT path, result FROM files WHERE result IS NOT NULL ORDER BY path"
-        ):
-            yield Path(path), json.loads(text)

@@ -109,19 +109,6 @@ def _anisotropy(g: np.ndarray, tiles: np.ndarray, th: int, tw: int) -> float:
     return float(root / trace)
 
 
-def resize_long_side(image: np.ndarray, long_side: int = WORK_SIZE) -> np.ndarray:
-    """Resize so the long side is exactly ``long_side``: numbers then mean the same for a
-    1620 px preview, a 6000 px one and a training photo."""
-    h, w = image.shape[:2]
-    if max(h, w) == long_side:
-        return image
-    scale = long_side / max(h, w)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return np.asarray(
-        Image.fromarray(image).resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
-    )
-
-
 def percentiles(gray: np.ndarray, qs: tuple[float, ...]) -> list[float]:
     """``np.percentile(gray, qs)`` (linear interpolation) from a histogram, when ``gray``
     holds quarter grey levels (``downscale`` of whole levels): a count instead of a sort,
