@@ -33,6 +33,7 @@ from postselectd.analysis.faces import Face
 from postselectd.analysis.measure import Exposure, Sharpness
 from postselectd.bursts import MAX_GAP_SECONDS, BurstInfo, Frame, group_bursts
 from postselectd.config import AnalysisConfig, Config, RatingPolicy
+from postselectd.dialects import names_shared_sidecar
 from postselectd.names import name_key, same_stem, stem_key
 from postselectd.preview import PreviewError, load_preview
 from postselectd.rating import PREVIEW_TOO_SMALL, SMALLEST_JUDGED_PREVIEW, Rating, rate, weigh
@@ -43,7 +44,6 @@ if TYPE_CHECKING:
 from postselectd.sidecar import (
     SidecarContent,
     SidecarError,
-    names_shared_sidecar,
     rated_with,
     sidecar_path,
     withdraw,

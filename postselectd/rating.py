@@ -36,10 +36,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from postselectd.config import Labels, RatingPolicy
+from postselectd.dialects import REJECT, SELECT
 from postselectd.reasons import Finding, as_finding
 
-SELECT = "select"
-REJECT = "reject"
 CHECK = "check"
 LOW_SCORE = "low score"  # the check of a frame the keeper head scores low for no sure reason
 BEST_OF_BURST = "best of burst"

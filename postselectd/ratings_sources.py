@@ -32,12 +32,26 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import defusedxml.ElementTree as SafeET
 
+from postselectd import dialects
 from postselectd.config import TrainConfig
-from postselectd.sidecar import MAX_SIDECAR_BYTES, NS_URI, color_of, names_like
+from postselectd.dialects import (
+    COLORS,
+    DARKTABLE_URI,
+    DIGIKAM_COLORS,
+    DIGIKAM_URI,
+    NS_URI,
+    PHOTOMECHANIC_CLASSES,
+    PHOTOMECHANIC_URI,
+    RATING_RECORD,
+    REJECT,
+    SELECT,
+    XMP_URI,
+    color_of,
+    sidecar_names,
+)
+from postselectd.sidecar import MAX_SIDECAR_BYTES, names_like
 
 log = logging.getLogger(__name__)
-
-SELECT, REJECT = "select", "reject"
 
 # Strongest first: a person's correction of postselectd's rating, then the catalogs the
 # photographer culls in, then sidecars and embedded XMP, then the folder layout.
@@ -52,33 +66,32 @@ PRIORITY = (CORRECTION, LIGHTROOM, DARKTABLE, SIDECAR, EMBEDDED, FOLDERS)
 SELECT_FOLDERS = frozenset({"select", "selects", "selected"})
 REJECT_FOLDERS = frozenset({"reject", "rejects", "rejected"})
 
-# Color numbers of the editors that store colors as numbers.
-DARKTABLE_COLORS = ("red", "yellow", "green", "blue", "purple")
-DIGIKAM_COLORS = {1: "red", 2: "orange", 3: "yellow", 4: "green", 5: "blue", 6: "purple"}
-PHOTOMECHANIC_CLASSES = {1: "red", 2: "orange", 3: "yellow", 4: "green", 5: "blue", 6: "purple"}
-DIGIKAM_PICKS = {1: -1, 2: 0, 3: 1}  # rejected, pending, accepted
+# digiKam's pick numbers as a Marks.pick.
+_PICK_OF_VERDICT = {REJECT: -1, "": 0, SELECT: 1}
+DIGIKAM_PICKS = {int(n): _PICK_OF_VERDICT[v] for v, n in dialects.DIGIKAM_PICKS.items()}
 
 _RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
-_XMP = "http://ns.adobe.com/xap/1.0/"
-_DIGIKAM = "http://www.digikam.org/ns/1.0/"
-_DARKTABLE = "http://darktable.sf.net/"
-_PHOTOMECHANIC = "http://ns.camerabits.com/photomechanic/1.0/"
-_PROPERTIES = {
-    (_XMP, "Rating"): "rating",
-    (_XMP, "Label"): "label",
-    (_DARKTABLE, "colorlabels"): "darktable_colors",
-    (_DARKTABLE, "xmp_version"): "darktable_version",
-    (_DIGIKAM, "ColorLabel"): "digikam_color",
-    (_DIGIKAM, "PickLabel"): "digikam_pick",
-    (_PHOTOMECHANIC, "ColorClass"): "photomechanic_class",
-    (NS_URI, "WrittenRating"): "written:rating",
-    (NS_URI, "WrittenLabel"): "written:label",
-    (NS_URI, "WrittenColorLabels"): "written:darktable_colors",
-    (NS_URI, "WrittenColorLabel"): "written:digikam_color",
-    (NS_URI, "WrittenPickLabel"): "written:digikam_pick",
-    (NS_URI, "WrittenColorClass"): "written:photomechanic_class",
+# The properties a person marks a photo with, by their names below, each with the label
+# or pick it is (its record, its "no value"; None: the rating).
+_MARKS = {
+    "rating": None,
+    "label": dialects.XMP_LABEL,
+    "darktable_colors": dialects.DARKTABLE_COLORS,
+    "digikam_color": dialects.DIGIKAM_COLOR,
+    "digikam_pick": dialects.DIGIKAM_PICK,
+    "photomechanic_class": dialects.PHOTOMECHANIC_CLASS,
 }
-_UNSET = {"digikam_color": "0", "digikam_pick": "0", "photomechanic_class": "0"}
+_PROPERTIES = {
+    (XMP_URI, "Rating"): "rating",
+    (XMP_URI, "Label"): "label",
+    (DARKTABLE_URI, "colorlabels"): "darktable_colors",
+    (DARKTABLE_URI, "xmp_version"): "darktable_version",
+    (DIGIKAM_URI, "ColorLabel"): "digikam_color",
+    (DIGIKAM_URI, "PickLabel"): "digikam_pick",
+    (PHOTOMECHANIC_URI, "ColorClass"): "photomechanic_class",
+    (NS_URI, RATING_RECORD): "written:rating",
+    **{(NS_URI, g.record): f"written:{name}" for name, g in _MARKS.items() if g is not None},
+}
 _PACKET = re.compile(rb"<x:x[am]pmeta[\s>].*?</x:x[am]pmeta>", re.S)
 EMBEDDED_SUFFIXES = frozenset({".jpg", ".jpeg", ".tif", ".tiff", ".dng"})
 
@@ -194,21 +207,14 @@ def marks_from_xmp(properties: dict[str, str | list[str]]) -> tuple[Marks, bool]
     """
     human: dict[str, str] = {}
     corrected = False
-    for key in (
-        "rating",
-        "label",
-        "darktable_colors",
-        "digikam_color",
-        "digikam_pick",
-        "photomechanic_class",
-    ):
+    for key, guarded in _MARKS.items():
         value = _text(properties.get(key))
         written = _text(properties.get(f"written:{key}"))
         if written is not None:
             if value == (None if written == "none" else written):
                 continue  # still what postselectd wrote: postselectd's, not the person's
             corrected = True
-        if value is None or value == _UNSET.get(key):
+        if value is None or value in (guarded.unset if guarded else ()):
             continue
         human[key] = value
 
@@ -225,8 +231,8 @@ def marks_from_xmp(properties: dict[str, str | list[str]]) -> tuple[Marks, bool]
     if "label" in human:
         labels.append(human["label"])
     for number in _numbers(human.get("darktable_colors")):
-        if 0 <= number < len(DARKTABLE_COLORS):
-            labels.append(DARKTABLE_COLORS[number])
+        if 0 <= number < len(COLORS):
+            labels.append(COLORS[number])
     for number in _numbers(human.get("digikam_color")):
         labels.extend([DIGIKAM_COLORS[number]] if number in DIGIKAM_COLORS else [])
     for number in _numbers(human.get("photomechanic_class")):
@@ -257,7 +263,7 @@ def sidecars_of(photo: Path) -> list[Path]:
     Mechanic) and DSC_0001.NEF.xmp (darktable, digiKam), case and Unicode form aside (a
     card's DSC_0001.XMP for dsc_0001.nef, a Mac's decomposed Cafe\u0301.xmp for Café.NEF)."""
     names = []
-    for wanted in (photo.with_suffix(".xmp"), photo.with_name(photo.name + ".xmp")):
+    for wanted in (photo.with_name(name) for name in sidecar_names(photo)):
         names.append(wanted)
         names += [photo.with_name(n) for n in names_like(photo.parent, wanted.name)]
     seen, found = set(), []
@@ -460,11 +466,7 @@ def read_darktable_library(library: Path) -> dict[str, Marks]:
         flags = int(flags or 0)
         stars = flags & 7
         rejected = bool(flags & 8) or stars == 6
-        labels = tuple(
-            DARKTABLE_COLORS[n]
-            for n in _numbers(str(colors or ""))
-            if 0 <= n < len(DARKTABLE_COLORS)
-        )
+        labels = tuple(COLORS[n] for n in _numbers(str(colors or "")) if 0 <= n < len(COLORS))
         path = str(PurePosixPath(folder) / filename) if folder else filename
         if path in marks:
             continue  # a duplicate (darktable's version) of a file already seen

@@ -38,16 +38,22 @@ from pathlib import Path
 
 from PIL import Image
 
-from postselectd.names import name_key, stem_key
-from postselectd.preview import PreviewError, load_preview
-from postselectd.sidecar import (
+from postselectd.dialects import (
+    COLORS,
     DIALECTS,
+    DIGIKAM_COLORS,
     NS_PREFIX,
     OVERRULED,
+    REJECT,
+    SELECT,
     color_of,
-    read_sidecar,
     set_by_person,
+    sidecar_names,
 )
+from postselectd.names import name_key, stem_key
+from postselectd.preview import PreviewError, load_preview
+from postselectd.rating import BEST_OF_BURST, CHECK
+from postselectd.sidecar import read_sidecar
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +69,6 @@ LARGE_QUALITY = 78
 # Beyond this many frames an embedded page gets heavy (~110 KB per frame); say so.
 EMBED_WARN_FRAMES = 500
 
-SELECT, REJECT = "select", "reject"
-BEST_OF_BURST = "best of burst"
 _NS = f"Xmp.{NS_PREFIX}."
 _IMAGE_NAME = re.compile(r"^\d{5}\.jpg$")
 
@@ -137,7 +141,7 @@ def verdict_from_sidecar(xmp: Mapping[str, object], keyword_parent: str = "PostS
     judged = reasons  # postselectd's, shown among the numbers either way
     if overruled:
         ours, reasons = ours & {BEST_OF_BURST}, ()
-    checks = tuple(sorted(k.split("|", 1)[1] for k in ours if k.startswith("check|")))
+    checks = tuple(sorted(k.split("|", 1)[1] for k in ours if k.startswith(CHECK + "|")))
     if REJECT in ours or stars == -1:
         verdict = REJECT
     elif SELECT in ours:
@@ -167,19 +171,21 @@ def verdict_from_sidecar(xmp: Mapping[str, object], keyword_parent: str = "PostS
     )
 
 
-_DIGIKAM_COLORS = {"1": "red", "3": "yellow", "4": "green", "5": "blue", "6": "purple"}
-_DARKTABLE_COLORS = ("red", "yellow", "green", "blue", "purple")
-
-
 def _color_from_numbers(xmp: Mapping[str, object]) -> str | None:
     """The color of a sidecar with no xmp:Label (the digiKam profile writes numbers only)."""
-    found = _DIGIKAM_COLORS.get(_text(xmp.get("Xmp.digiKam.ColorLabel")) or "")
+    found = _numbered(xmp.get("Xmp.digiKam.ColorLabel"), DIGIKAM_COLORS)
     if found:
         return found
     for value in _strings(xmp.get("Xmp.darktable.colorlabels")):
-        if value.isdigit() and int(value) < len(_DARKTABLE_COLORS):
-            return _DARKTABLE_COLORS[int(value)]
+        if value.isdigit() and int(value) < len(COLORS):
+            return COLORS[int(value)]
     return None
+
+
+def _numbered(value: object, colors: Mapping[int, str]) -> str | None:
+    text = _text(value) or ""
+    color = colors.get(int(text)) if text.isdigit() else None
+    return color if color in COLORS else None
 
 
 def _numbers(
@@ -555,10 +561,8 @@ def _sidecar_candidates(
     form aside: DSC_0001.xmp for dsc_0001.nef, as on a Mac), listed once per folder
     (``sidecar.sidecar_path`` lists the folder for every photo without a sidecar).
     """
-    after_raw = [DIALECTS[p].names_after_raw for p in profiles]
-    wanted = [photo.name + ".xmp" if a else photo.stem + ".xmp" for a in after_raw]
-    wanted += [photo.stem + ".xmp", photo.name + ".xmp"]
-    found = [listing.get(name) or listing.get(name_key(name)) for name in dict.fromkeys(wanted)]
+    wanted = sidecar_names(photo, [*profiles, *DIALECTS])
+    found = [listing.get(name) or listing.get(name_key(name)) for name in wanted]
     return [photo.with_name(name) for name in found if name]
 
 

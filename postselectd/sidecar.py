@@ -10,8 +10,8 @@ The only module that calls pyexiv2. Rules it keeps:
   them. pyexiv2 only reads (``read_sidecar``).
 - A rating or label a person set is never changed: postselectd records what it wrote in
   its own ``postselect:`` namespace and only changes a value that still equals that
-  (``set_by_person``, which the report reads sidecars with too). Keywords alike: one of
-  ours a person removed stays removed (``_keyword_changes``).
+  (``dialects.set_by_person``, the rule the report and train read sidecars with too).
+  Keywords alike: one of ours a person removed stays removed (``_keyword_changes``).
 - A person's verdict wins whole: once they set (or removed) the rating, a label or a pick,
   postselectd withdraws its own label, pick and verdict keywords (``overruled``) and says
   so with the keyword ``overruled``; its ``postselect:`` numbers stay.
@@ -23,7 +23,7 @@ The only module that calls pyexiv2. Rules it keeps:
   sidecar is re-read just before the swap and an editor's newer version is merged into
   again; on Linux the swap is an atomic exchange, so a version an editor slipped in
   after that check is caught and merged too.
-- Editors speak dialects (``DIALECTS``): the sidecar's name and which label/pick
+- Editors speak dialects (``dialects.DIALECTS``): the sidecar's name and which label/pick
   properties are written. Two profiles that name the same file write one file.
 - An existing sidecar that is not valid XMP is reported and left alone.
 """
@@ -41,7 +41,7 @@ import secrets
 import stat
 import sys
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -52,16 +52,24 @@ import defusedxml.ElementTree as SafeET
 import pyexiv2
 from defusedxml import DefusedXmlException
 
+from postselectd.dialects import (
+    DARKTABLE_URI,
+    DIALECTS,
+    NAMESPACES,
+    NS_PREFIX,
+    NS_URI,
+    OVERRULED,
+    PHOTOMECHANIC_URI,
+    Dialect,
+    PersonMarks,
+    set_by_person,
+    sidecar_names,
+    value_text,
+)
 from postselectd.names import name_key
 
 log = logging.getLogger(__name__)
 
-NS_URI = "http://ns.postselectd.org/xmp/1.0/"
-NS_PREFIX = "postselect"
-# exiv2 knows digiKam's namespace; darktable's and Photo Mechanic's must be registered
-# (under the URIs and prefixes those programs write themselves).
-DARKTABLE_URI = "http://darktable.sf.net/"
-PHOTOMECHANIC_URI = "http://ns.camerabits.com/photomechanic/1.0/"
 _RDF = "{http://www.w3.org/1999/02/22-rdf-syntax-ns#}RDF"
 
 # exiv2 needs >= 80 bytes and an XMP packet to open a standalone .xmp file.
@@ -76,6 +84,7 @@ TEMPLATE = (
 MAX_SIDECAR_BYTES = 16 * 1024 * 1024  # a larger "sidecar" is not one we should touch
 
 pyexiv2.set_log_level(3)  # errors only: 4 would also hide failed writes
+# exiv2 knows digiKam's namespace; darktable's and Photo Mechanic's must be registered.
 for _uri, _prefix in (
     (NS_URI, NS_PREFIX),
     (DARKTABLE_URI, "darktable"),
@@ -141,10 +150,6 @@ class SidecarContent:
     facts: tuple[str, ...] = ()
 
 
-# The keyword of a frame whose verdict a person gave instead: PostSelect|overruled.
-OVERRULED = "overruled"
-
-
 def overruled(content: SidecarContent) -> SidecarContent:
     """What postselectd still says about a frame a person judged: no label, no pick, no
     verdict keywords, but ``overruled``; the numbers stay. A -1 rating (Lightroom's
@@ -179,117 +184,13 @@ class SidecarResult:
         return tuple((what, value) for what, value in kept if value is not None)
 
 
-# --- dialects -------------------------------------------------------------------------
-
-# The five colors every editor here has, with Bridge's default label words for them.
-COLORS = ("red", "yellow", "green", "blue", "purple")
-_COLOR_WORDS = {
-    **{c: c for c in COLORS},
-    "select": "red",
-    "second": "yellow",
-    "approved": "green",
-    "review": "blue",
-    "to do": "purple",
-}
-_DIGIKAM_COLOR = {"red": "1", "yellow": "3", "green": "4", "blue": "5", "purple": "6"}
-# Photo Mechanic's default color classes: 1 red, 2 orange, 3 yellow, 4 green, 5 blue, 6 purple.
-_PHOTOMECHANIC_CLASS = {"red": "1", "yellow": "3", "green": "4", "blue": "5", "purple": "6"}
-_DIGIKAM_PICK = {"reject": "1", "": "2", "select": "3"}  # rejected, pending, accepted
-
-
-def color_of(label: str | None) -> str | None:
-    """The color a label text means (Lightroom's or Bridge's words), or None."""
-    if not label:
-        return None
-    return _COLOR_WORDS.get(" ".join(label.lower().split()))
-
-
-@dataclass(frozen=True)
-class Guarded:
-    """A label or pick property a person may set, so postselectd only changes its own value.
-
-    What postselectd wrote is recorded as postselect:<record>; a value that differs from the
-    record (or, with no record, any value but ``unset``) is a person's and is kept.
-    """
-
-    key: str
-    record: str
-    group: str  # "label" or "pick": a person's value anywhere in a group keeps the group
-    unset: tuple[str, ...] = ()
-    is_list: bool = False
-
-    def value(self, content: SidecarContent) -> str | None:
-        """What this property says for the verdict (a list joined by ','), None: absent."""
-        color = color_of(content.label)
-        if self.key == "Xmp.xmp.Label":
-            return content.label or None
-        if self.key == "Xmp.darktable.colorlabels":
-            return str(COLORS.index(color)) if color else None
-        if self.key == "Xmp.digiKam.ColorLabel":
-            return _DIGIKAM_COLOR.get(color or "")
-        if self.key == "Xmp.digiKam.PickLabel":
-            return _DIGIKAM_PICK.get(content.verdict)
-        if self.key == "Xmp.photomechanic.ColorClass":
-            return _PHOTOMECHANIC_CLASS.get(color or "")
-        raise KeyError(self.key)
-
-
-XMP_LABEL = Guarded("Xmp.xmp.Label", "WrittenLabel", "label")
-DARKTABLE_COLORS = Guarded("Xmp.darktable.colorlabels", "WrittenColorLabels", "label", is_list=True)
-DIGIKAM_COLOR = Guarded("Xmp.digiKam.ColorLabel", "WrittenColorLabel", "label", unset=("0",))
-DIGIKAM_PICK = Guarded("Xmp.digiKam.PickLabel", "WrittenPickLabel", "pick", unset=("0",))
-PHOTOMECHANIC_CLASS = Guarded(
-    "Xmp.photomechanic.ColorClass", "WrittenColorClass", "label", unset=("0",)
-)
-
-
-@dataclass(frozen=True)
-class Dialect:
-    """How one family of editors wants its sidecar: its name and its label/pick properties.
-
-    Every dialect also gets xmp:Rating, dc:subject + lr:hierarchicalSubject keywords and the
-    postselect: numbers. photoshop:Urgency is never written: digiKam and Capture One read it
-    with different meanings.
-    """
-
-    name: str
-    names_after_raw: bool  # DSC_0001.NEF.xmp, else DSC_0001.xmp
-    guarded: tuple[Guarded, ...]
-    tags_list: bool = False  # digiKam:TagsList ("PostSelect/select")
-
-
-DIALECTS: dict[str, Dialect] = {
-    d.name: d
-    for d in (
-        # Lightroom Classic, Bridge/ACR, Capture One, Photo Mechanic, Excire, FastRawViewer.
-        Dialect("lightroom", False, (XMP_LABEL,)),
-        # darktable reads darktable:colorlabels first, xmp:Label when that is absent.
-        Dialect("darktable", True, (XMP_LABEL, DARKTABLE_COLORS)),
-        Dialect("digikam", True, (DIGIKAM_COLOR, DIGIKAM_PICK), tags_list=True),
-        Dialect("photomechanic", False, (XMP_LABEL, PHOTOMECHANIC_CLASS)),
-    )
-}
-
-
-# Every label and pick property of every dialect, for reading any sidecar (the report).
-ALL_GUARDED = tuple(dict.fromkeys(g for d in DIALECTS.values() for g in d.guarded))
-
-
-def names_shared_sidecar(profile: str) -> bool:
-    """True when the profile names the sidecar DSC_0001.xmp, which a DSC_0001.JPG would share."""
-    return not DIALECTS[profile].names_after_raw
-
-
 def sidecar_path(photo: Path, profile: str, listing: Iterable[str] | None = None) -> Path:
     """Lightroom & co. read DSC_0001.xmp; darktable and digiKam read DSC_0001.NEF.xmp.
 
     ``listing``: the folder's names, when the caller has just listed it.
     """
     photo = Path(photo)
-    if DIALECTS[profile].names_after_raw:
-        wanted = photo.with_name(photo.name + ".xmp")
-    else:
-        wanted = photo.with_suffix(".xmp")
+    wanted = photo.with_name(sidecar_names(photo, [profile])[0])
     # Reuse an existing sidecar whose name differs only in case or Unicode form
     # (DSC_0001.XMP, dsc_0001.xmp; a Mac's decomposed Cafe\u0301.xmp for Café.NEF).
     # os.path: a name that cannot be looked at (EIO, ESTALE) is not raised from here.
@@ -566,64 +467,6 @@ def _readable(merged: bytes, base: bytes | None, name: str) -> None:
     raise SidecarError(f"{name}: merging into it failed ({reason}); left untouched")
 
 
-@dataclass(frozen=True)
-class PersonMarks:
-    """What a person set in a sidecar instead of postselectd: their value, "" where they
-    removed ours, None where the property is still postselectd's (or nobody's)."""
-
-    rating: str | None = None
-    label: str | None = None
-    pick: str | None = None
-
-    @property
-    def any(self) -> bool:
-        """A person has given their own verdict: it wins over postselectd's, whole."""
-        return (self.rating, self.label, self.pick) != (None, None, None)
-
-
-def set_by_person(
-    current: Mapping[str, object], guarded: Iterable[Guarded] = ALL_GUARDED
-) -> PersonMarks:
-    """Which of the rating, label and pick in a sidecar a person set or removed.
-
-    ``current``: the sidecar's properties keyed like pyexiv2's (``Xmp.xmp.Rating``), as
-    ``read_sidecar`` or the merge reads them. A value that differs from postselectd's
-    record of what it wrote there (postselect:Written*) is a person's; with no record,
-    any value is (a rating of 0, or an editor's own "no label", is no value).
-    """
-    ours = _text(current.get(f"Xmp.{NS_PREFIX}.WrittenRating"))
-    theirs = _text(current.get("Xmp.xmp.Rating"))
-    if ours is None:
-        human = theirs not in (None, "0")
-    else:
-        human = theirs != ours
-    rating = (theirs or "") if human else None  # "": the person removed the rating
-    groups: dict[str, str | None] = {}
-    guarded = list(guarded)
-    for group in ("label", "pick"):
-        groups[group] = _guard_group(current, [g for g in guarded if g.group == group])
-    return PersonMarks(rating=rating, label=groups["label"], pick=groups["pick"])
-
-
-def _guard_group(current: Mapping[str, object], fields: list[Guarded]) -> str | None:
-    """The first of these properties a person set, or "" if they removed it; None: all
-    still ours. An editor's own "no label" value (Photo Mechanic's ColorClass 0,
-    digiKam's 0) means the same as no property: one written over our "none" is not a
-    person's."""
-    for guarded in fields:
-        theirs = _joined(current.get(guarded.key))
-        if theirs in guarded.unset:
-            theirs = None
-        ours = _text(current.get(f"Xmp.{NS_PREFIX}.{guarded.record}"))
-        if ours is None:
-            human = theirs is not None
-        else:
-            human = theirs != (None if ours == "none" or ours in guarded.unset else ours)
-        if human:
-            return theirs or ""
-    return None
-
-
 def _merge(
     data: bytes,
     final: Path,
@@ -677,7 +520,7 @@ def _merge_packet(
                 changes[item.key] = value.split(",") if value else []
             elif value is None:
                 # An editor's own "none" (Photo Mechanic's ColorClass 0) already says it.
-                if _text(current.get(item.key)) not in item.unset:
+                if value_text(current.get(item.key)) not in item.unset:
                     changes[item.key] = None
             else:
                 changes[item.key] = value
@@ -804,18 +647,7 @@ _RDF_ROOT = f"{_RDF_NS} RDF"
 _ARRAYS = {f"{_RDF_NS} {kind}": kind for kind in ("Bag", "Seq", "Alt")}
 _LI = f"{_RDF_NS} li"
 _VALUE = f"{_RDF_NS} value"
-# The namespaces of the properties postselectd reads or writes, with the prefix it declares
-# when the sidecar has none for them; keys are "Xmp.<prefix>.<Name>", as pyexiv2's.
-_OUR_NAMESPACES = {
-    "http://ns.adobe.com/xap/1.0/": "xmp",
-    "http://purl.org/dc/elements/1.1/": "dc",
-    "http://ns.adobe.com/lightroom/1.0/": "lr",
-    "http://www.digikam.org/ns/1.0/": "digiKam",
-    DARKTABLE_URI: "darktable",
-    PHOTOMECHANIC_URI: "photomechanic",
-    NS_URI: NS_PREFIX,
-}
-_URI_OF_PREFIX = {prefix: uri for uri, prefix in _OUR_NAMESPACES.items()}
+_URI_OF_PREFIX = {prefix: uri for uri, prefix in NAMESPACES.items()}
 # dc:subject and lr:hierarchicalSubject are Bags (digiKam flattens a Seq
 # hierarchicalSubject, darktable#4095); the other arrays we write are Seqs.
 _BAGS = frozenset({"Xmp.dc.subject", "Xmp.lr.hierarchicalSubject"})
@@ -1190,7 +1022,7 @@ class _Packet:
 def _key_of(name: str) -> str | None:
     """ "http://ns.adobe.com/xap/1.0/ Rating" -> "Xmp.xmp.Rating", None: not ours."""
     uri, _, local = name.rpartition(" ")
-    prefix = _OUR_NAMESPACES.get(uri)
+    prefix = NAMESPACES.get(uri)
     return f"Xmp.{prefix}.{local}" if prefix else None
 
 
@@ -1245,24 +1077,6 @@ def _escape(value: str, attribute: bool = False) -> bytes:
             .replace("\t", "&#x9;")
         )
     return text.encode("utf-8")
-
-
-def _joined(value: object) -> str | None:
-    """A property's value for comparing with our record: lists joined by ','."""
-    if isinstance(value, list):
-        return ",".join(str(v) for v in value) or None
-    return _text(value)
-
-
-def _text(value: object) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, dict):  # lang-alt
-        value = next(iter(value.values()), None)
-    if isinstance(value, list):
-        value = value[0] if value else None
-    text = str(value).strip() if value is not None else None
-    return text or None
 
 
 def _list(value: object) -> list[str]:
