@@ -47,6 +47,8 @@ from postselectd.dialects import (
     SELECT,
     XMP_URI,
     color_of,
+    person_set,
+    rating_set_by_person,
     sidecar_names,
 )
 from postselectd.sidecar import MAX_SIDECAR_BYTES, names_like
@@ -72,7 +74,7 @@ DIGIKAM_PICKS = {int(n): _PICK_OF_VERDICT[v] for v, n in dialects.DIGIKAM_PICKS.
 
 _RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
 # The properties a person marks a photo with, by their names below, each with the label
-# or pick it is (its record, its "no value"; None: the rating).
+# or pick it is (its record, its "no value"; None: the rating, ``rating_set_by_person``).
 _MARKS = {
     "rating": None,
     "label": dialects.XMP_LABEL,
@@ -210,11 +212,15 @@ def marks_from_xmp(properties: dict[str, str | list[str]]) -> tuple[Marks, bool]
     for key, guarded in _MARKS.items():
         value = _text(properties.get(key))
         written = _text(properties.get(f"written:{key}"))
+        if guarded is None:
+            person, unset = rating_set_by_person(value, written), dialects.RATING_UNSET
+        else:
+            person, unset = person_set(value, written, guarded.unset), guarded.unset
+        if not person:
+            continue  # still what postselectd wrote: postselectd's, not the person's
         if written is not None:
-            if value == (None if written == "none" else written):
-                continue  # still what postselectd wrote: postselectd's, not the person's
             corrected = True
-        if value is None or value in (guarded.unset if guarded else ()):
+        if value is None or value in unset:
             continue
         human[key] = value
 

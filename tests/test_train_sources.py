@@ -20,6 +20,7 @@ from conftest import copy_file, need_tool, shared_path
 from PIL import Image
 
 from postselectd.config import TrainConfig
+from postselectd.dialects import set_by_person
 from postselectd.ratings_sources import (
     CORRECTION,
     DARKTABLE,
@@ -34,10 +35,13 @@ from postselectd.ratings_sources import (
     RatingsSourceError,
     collect_verdicts,
     decide,
+    marks_from_xmp,
     read_darktable_library,
     read_lightroom_catalog,
     shoot_folder,
+    xmp_properties,
 )
+from postselectd.sidecar import SidecarContent, write_sidecars
 
 RULES = TrainConfig()
 
@@ -138,6 +142,56 @@ def test_postselectds_own_rating_is_never_learnt_but_a_persons_correction_is(tmp
         path.with_suffix(".xmp").write_text(template.format(attrs=attrs))
     found = verdicts_of(shoot)
     assert found == {"fixed.jpg": (SELECT, CORRECTION), "relabelled.jpg": (REJECT, CORRECTION)}
+
+
+@pytest.mark.parametrize(
+    "value, written, by_person",
+    [
+        ("0", "none", False),  # digiKam's own "no label" over our "none": still ours
+        ("1", "none", True),  # a person gave the frame we left unlabelled a Red label
+        (None, "1", True),  # a person removed our Red label ...
+        ("0", "1", True),  # ... or set digiKam's "no label" over it
+        ("1", "1", False),  # still our Red
+        ("4", None, True),  # no record: a label postselectd never wrote is a person's
+        ("0", None, False),  # digiKam's "no label", no record: nobody's
+    ],
+)
+def test_train_and_the_sidecar_writer_agree_on_who_set_a_label(value, written, by_person):
+    """One rule (dialects.person_set): what the writer keeps as a person's, train learns
+    as theirs, and what the writer may still change, train never learns from."""
+    sidecar = {"Xmp.digiKam.ColorLabel": value, "Xmp.postselect.WrittenColorLabel": written}
+    kept = set_by_person({k: v for k, v in sidecar.items() if v is not None}).label
+    found = {"digikam_color": value, "written:digikam_color": written}
+    marks, corrected = marks_from_xmp({k: v for k, v in found.items() if v is not None})
+    assert (kept is not None, corrected or bool(marks.labels)) == (by_person, by_person)
+
+
+def test_a_sidecar_postselectd_left_as_digikam_spells_it_teaches_nothing(tmp_path: Path):
+    """digiKam writes ColorLabel 0 for "no label"; postselectd, rating a frame undecided,
+    leaves that 0 and records that it wrote no label. That sidecar is all postselectd's:
+    not a correction for train to learn from (nor for the learning loop to count)."""
+    raw = photo(tmp_path, "DSC_0001.jpg")
+    sidecar = raw.with_name(raw.name + ".xmp")
+    sidecar.write_text(
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF '
+        'xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description '
+        'xmlns:digiKam="http://www.digikam.org/ns/1.0/" digiKam:ColorLabel="0"/>'
+        "</rdf:RDF></x:xmpmeta>"
+    )
+    undecided = SidecarContent(
+        stars=3,
+        label=None,
+        keywords=(),
+        keyword_parent="PostSelect",
+        keeper_probability=0.7,
+        reasons=(),
+        model_version="test-1",
+    )
+    write_sidecars(raw, undecided, ["digikam"])
+    properties = xmp_properties(sidecar.read_bytes())
+    assert (properties["digikam_color"], properties["written:digikam_color"]) == ("0", "none")
+    assert marks_from_xmp(properties) == (Marks(), False)
+    assert verdicts_of(tmp_path) == {}
 
 
 def test_select_and_reject_folders_are_verdicts_of_one_shoot(tmp_path: Path):
