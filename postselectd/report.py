@@ -44,6 +44,7 @@ from postselectd.dialects import (
     DIGIKAM_COLORS,
     NS_PREFIX,
     OVERRULED,
+    PHOTOMECHANIC_CLASSES,
     REJECT,
     SELECT,
     color_of,
@@ -172,20 +173,20 @@ def verdict_from_sidecar(xmp: Mapping[str, object], keyword_parent: str = "PostS
 
 
 def _color_from_numbers(xmp: Mapping[str, object]) -> str | None:
-    """The color of a sidecar with no xmp:Label (the digiKam profile writes numbers only)."""
+    """The color of a sidecar with no xmp:Label (the digiKam profile writes numbers only;
+    Photo Mechanic may write only its color class)."""
     found = _numbered(xmp.get("Xmp.digiKam.ColorLabel"), DIGIKAM_COLORS)
     if found:
         return found
     for value in _strings(xmp.get("Xmp.darktable.colorlabels")):
         if value.isdigit() and int(value) < len(COLORS):
             return COLORS[int(value)]
-    return None
+    return _numbered(xmp.get("Xmp.photomechanic.ColorClass"), PHOTOMECHANIC_CLASSES)
 
 
 def _numbered(value: object, colors: Mapping[int, str]) -> str | None:
     text = _text(value) or ""
-    color = colors.get(int(text)) if text.isdigit() else None
-    return color if color in COLORS else None
+    return colors.get(int(text)) if text.isdigit() else None
 
 
 def _numbers(

@@ -130,6 +130,21 @@ def test_digikam_sidecar_gives_its_color_and_keywords() -> None:
     assert (v.verdict, v.color, v.label, v.best_of_burst) == ("select", "green", "Green", True)
 
 
+@pytest.mark.parametrize(
+    "numbers, color",
+    [
+        ({"Xmp.digiKam.ColorLabel": "2"}, "orange"),
+        ({"Xmp.photomechanic.ColorClass": "4"}, "green"),
+        ({"Xmp.photomechanic.ColorClass": "0"}, None),  # Photo Mechanic's "no class"
+    ],
+)
+def test_a_color_set_only_as_a_number_shows_as_train_reads_it(numbers, color) -> None:
+    """digiKam's orange (2) and a Photo Mechanic color class with no xmp:Label: the page
+    shows the color train learns from (dialects' tables), not a frame without a label."""
+    v = verdict_from_sidecar({"Xmp.xmp.Rating": "3", **numbers})
+    assert (v.color, v.label) == (color, color.capitalize() if color else None)
+
+
 def test_a_sidecar_of_another_tool_is_not_rated() -> None:
     v = verdict_from_sidecar({"Xmp.xmp.Rating": "3", "Xmp.dc.subject": ["Trip"]})
     assert not v.rated and v.stars == 3
