@@ -41,7 +41,7 @@ import secrets
 import stat
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -56,11 +56,14 @@ from postselectd.dialects import (
     DARKTABLE_URI,
     DIALECTS,
     NAMESPACES,
+    NOTHING_WRITTEN,
     NS_PREFIX,
     NS_URI,
     OVERRULED,
     PHOTOMECHANIC_URI,
+    RATING_RECORD,
     Dialect,
+    Guarded,
     PersonMarks,
     set_by_person,
     sidecar_names,
@@ -486,7 +489,7 @@ def _merge(
 
 
 # postselect: properties that are numbers behind the verdict, not the verdict: a change
-# of theirs alone rewrites the sidecar but keeps RatedAt (see _merge_packet).
+# of theirs alone rewrites the sidecar but keeps RatedAt (see _stamped).
 _NUMBERS = frozenset(f"Xmp.{NS_PREFIX}.{n}" for n in ("KeeperProbability", "ModelVersion"))
 
 
@@ -507,10 +510,36 @@ def _merge_packet(
     person = PersonMarks() if force else set_by_person(current, guarded)
     if person.any:
         content = overruled(content)
-    changes: dict[str, str | list[str] | None] = {}  # None: remove; []: remove our array
+    changes = _verdict_changes(current, content, guarded, person)
+    changes.update(_keyword_changes(current, content, dialects, force=force))
+    numbers, number_keys = _number_changes(content)
+    changes.update(numbers)
+    changed = [key for key, value in changes.items() if packet.set(key, value)]
+    merged = _stamped(packet, data, current, changed, number_keys)
+    return merged, SidecarResult(
+        path=final,
+        created=created,
+        rating_written=person.rating is None,
+        kept_rating=person.rating,
+        kept_label=person.label,
+        kept_pick=person.pick,
+        changed=merged != data,
+        overruled=person.any,
+    )
+
+
+def _verdict_changes(
+    current: Mapping[str, object],
+    content: SidecarContent,
+    guarded: list[Guarded],
+    person: PersonMarks,
+) -> dict[str, str | list[str] | None]:
+    """The rating, labels and pick postselectd writes, where a person has not set theirs,
+    each with its postselect:Written* record. None: remove; []: remove our array."""
+    changes: dict[str, str | list[str] | None] = {}
     if person.rating is None:
         changes["Xmp.xmp.Rating"] = str(content.stars)
-        changes[f"Xmp.{NS_PREFIX}.WrittenRating"] = str(content.stars)
+        changes[f"Xmp.{NS_PREFIX}.{RATING_RECORD}"] = str(content.stars)
     for group in ("label", "pick"):
         if getattr(person, group) is not None:
             continue
@@ -524,8 +553,16 @@ def _merge_packet(
                     changes[item.key] = None
             else:
                 changes[item.key] = value
-            changes[f"Xmp.{NS_PREFIX}.{item.record}"] = value or "none"
-    changes.update(_keyword_changes(current, content, dialects, force=force))
+            changes[f"Xmp.{NS_PREFIX}.{item.record}"] = value or NOTHING_WRITTEN
+    return changes
+
+
+def _number_changes(
+    content: SidecarContent,
+) -> tuple[dict[str, str | list[str] | None], frozenset[str]]:
+    """postselectd's reasons and the numbers behind its verdict, and which of these keys
+    are numbers only (``_NUMBERS`` and the details)."""
+    changes: dict[str, str | list[str] | None] = {}
     changes[f"Xmp.{NS_PREFIX}.Reasons"] = list(content.reasons)
     changes[f"Xmp.{NS_PREFIX}.KeeperProbability"] = f"{content.keeper_probability:.4f}"
     changes[f"Xmp.{NS_PREFIX}.ModelVersion"] = content.model_version
@@ -533,28 +570,25 @@ def _merge_packet(
     for name, value in content.details:
         changes[f"Xmp.{NS_PREFIX}.{name}"] = value
         numbers.add(f"Xmp.{NS_PREFIX}.{name}")
-    changed = [key for key, value in changes.items() if packet.set(key, value)]
+    return changes, frozenset(numbers)
+
+
+def _stamped(
+    packet: _Packet,
+    data: bytes,
+    current: Mapping[str, object],
+    changed: list[str],
+    numbers: frozenset[str],
+) -> bytes:
+    """The merged bytes, postselect:RatedAt set where the verdict is new."""
     rated_at = f"Xmp.{NS_PREFIX}.RatedAt"
     if not changed and rated_at in current:
-        merged = data  # it says all this already: not touched, so no "changed on disk"
-    else:
-        # RatedAt is when this verdict was first written: a change of the numbers alone
-        # (a new model that judges alike) keeps it.
-        if rated_at not in current or any(key not in numbers for key in changed):
-            packet.set(
-                rated_at, datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
-            )
-        merged = packet.merged()
-    return merged, SidecarResult(
-        path=final,
-        created=created,
-        rating_written=person.rating is None,
-        kept_rating=person.rating,
-        kept_label=person.label,
-        kept_pick=person.pick,
-        changed=merged != data,
-        overruled=person.any,
-    )
+        return data  # it says all this already: not touched, so no "changed on disk"
+    # RatedAt is when this verdict was first written: a change of the numbers alone
+    # (a new model that judges alike) keeps it.
+    if rated_at not in current or any(key not in numbers for key in changed):
+        packet.set(rated_at, datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds"))
+    return packet.merged()
 
 
 def _keyword_changes(
