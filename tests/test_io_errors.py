@@ -440,7 +440,8 @@ def test_a_rated_photo_the_daemon_can_no_longer_look_at_stops_nothing(tmp_path):
 # its analysis was sent to a worker) or once its analysis is back (placing it in a burst).
 FAILING_STEP = """
 import errno, os, sys
-from postselectd import cli, daemon
+from postselectd import cli
+from postselectd.daemon import lifecycle as daemon
 
 NAME, STEP = os.environ["POSTSELECTD_TEST_FAIL"].split(":")
 
