@@ -17,13 +17,11 @@ config reload, which a bad config refuses while the old one keeps running.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import queue
 import shlex
 import signal
-import socket
 import stat
 import threading
 import time
@@ -32,7 +30,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
-from postselectd import __version__, learn, watcher
+from postselectd import __version__, watcher
 from postselectd.bursts import BurstBook, BurstInfo
 from postselectd.config import (
     Config,
@@ -41,7 +39,10 @@ from postselectd.config import (
     default_inbox,
     load_config,
 )
-from postselectd.names import shown_name
+from postselectd.daemon.blocked import FOLDER_RETRY_SECONDS, BlockedFolders, folder_trouble
+from postselectd.daemon.learning import Learning
+from postselectd.daemon.manager import Manager, local_midnight
+from postselectd.daemon.shared import DaemonError, Part, Shared
 from postselectd.pipeline import (
     JPEG_SUFFIXES,
     FileResult,
@@ -101,31 +102,12 @@ STOP_BURSTS_SECONDS = 2.0
 # The frames of a folder where nothing arrived for this long leave memory; a late frame
 # of one of its bursts loads them again from the journal.
 IDLE_FOLDER_SECONDS = 600.0
-STATUS_MIN_INTERVAL = 2.0
-# A folder where no sidecar can be written (read-only, disk full) holds its photos back;
-# they wait this long between looks, and one of them tries again at least this often
-# even when the folder's state cannot tell us it changed.
-FOLDER_RETRY_SECONDS = 60.0
 WORKER_START_TIMEOUT = 120.0
-LOCK_NAME = "daemon.lock"
 RAW_RATED_INSTEAD = "a raw of the same name is rated instead"
 # The signature of a photo whose stat failed for another reason than its absence.
 UNREADABLE = Signature(-1, -1)
 # Journal rows checked for photos that are gone, per turn of the loop (~2 ms).
 PRUNE_BATCH = 500
-
-
-class DaemonError(Exception):
-    """The daemon cannot start; str() is the reason for the user.
-
-    ``retry``: it may start if tried again (its workers were slow or died while
-    starting), so a service manager should restart it; otherwise only a person can fix
-    it (a missing folder, unusable models) and restarting it every few seconds helps no one.
-    """
-
-    def __init__(self, message: str, *, retry: bool = False):
-        super().__init__(message)
-        self.retry = retry
 
 
 # --- messages into the inbox ---------------------------------------------------------
@@ -149,48 +131,6 @@ class ScanDone:
     root: Path
     files: int
     reason: str
-
-
-# --- systemd notify ----------------------------------------------------------------
-
-
-class ServiceNotifier:
-    """sd_notify(3) in a few lines: a datagram to $NOTIFY_SOCKET; silent without one."""
-
-    def __init__(self, environ: dict | None = None):
-        env = os.environ if environ is None else environ
-        address = env.get("NOTIFY_SOCKET") or ""
-        if address.startswith("@"):  # abstract namespace
-            address = "\0" + address[1:]
-        self.address = address or None
-        self.watchdog_interval: float | None = None
-        usec = env.get("WATCHDOG_USEC")
-        pid = env.get("WATCHDOG_PID")
-        if usec and usec.isdigit() and int(usec) > 0 and (not pid or pid == str(os.getpid())):
-            self.watchdog_interval = int(usec) / 1e6 / 2  # ping at half the limit
-        self._socket: socket.socket | None = None
-
-    @property
-    def enabled(self) -> bool:
-        return self.address is not None
-
-    def notify(self, *fields: str) -> bool:
-        if self.address is None:
-            return False
-        try:
-            if self._socket is None:
-                self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-                self._socket.setblocking(False)
-            self._socket.sendto("\n".join(fields).encode(), self.address)
-            return True
-        except OSError as exc:
-            log.debug("sd_notify %s failed: %s", fields, exc)
-            return False
-
-    def close(self) -> None:
-        if self._socket is not None:
-            self._socket.close()
-            self._socket = None
 
 
 # --- the scanner -------------------------------------------------------------------
@@ -256,147 +196,7 @@ class _Job:
     capture_time: datetime | None = None  # from its EXIF: which burst it may join
 
 
-@dataclass
-class _BlockedFolder:
-    """A folder no sidecar can be written into right now: its photos wait, not fail."""
-
-    trouble: str  # "read-only" or "full"
-    error: str  # the sidecar module's message, the reason its waiting photos show
-    free_bytes: int  # free space when the last write failed
-    retry_at: float  # monotonic: let one photo try anyway from then on
-    probe: Path | None = None  # the one photo trying, while it tries
-
-
-def folder_trouble(folder: Path, waits_for: str | None = None) -> str | None:
-    """Why no sidecar can be written in ``folder`` ("read-only", "full": no space, or over
-    quota), or None when the failure is the file's own (a foreign sidecar, a name clash):
-    that one counts as an attempt. ``waits_for``: what the failed write said the folder
-    lacks (FileResult.waits_for)."""
-    if waits_for == "space":
-        return "full"
-    try:
-        st = os.statvfs(folder)
-    except OSError:
-        return None
-    if st.f_flag & os.ST_RDONLY or not os.access(folder, os.W_OK):
-        return "read-only"  # the folder's state decides: EACCES may be one file's
-    if st.f_bavail == 0:
-        return "full"
-    return None
-
-
-def _free_bytes(folder: Path) -> int | None:
-    try:
-        st = os.statvfs(folder)
-    except OSError:
-        return None
-    return st.f_bavail * st.f_frsize
-
-
-class Learning:
-    """The learning loop's part in the daemon (learn.py does the rest): corrections noticed
-    in the main thread, a retrain in its own process (learn.background_retrain, at nice
-    19 and idle I/O), and its outcome heard on a later turn."""
-
-    def __init__(self, daemon: Daemon):
-        self.daemon = daemon
-        self.process = None
-        self.last_activity = time.time()
-        self._said_off = None
-        self.model = (
-            learn.current_model(daemon.config) if daemon.config.model == "personal" else None
-        )
-
-    def sidecar_written(self, sidecar: Path) -> None:
-        try:
-            written = sidecar.stat().st_mtime
-        except OSError:
-            return
-        for row in learn.owners(self.daemon.journal, sidecar):
-            rated_at = row.rated_at or row.updated_at
-            if written > rated_at:  # not the sidecar the daemon wrote when it rated the photo
-                self.look(row, since=rated_at)
-
-    def look(self, row: Row, since: float | None = None) -> None:
-        try:
-            found = learn.look(self.daemon.journal, row, self.daemon.config, time.time(), since)
-        except OSError as exc:
-            log.debug("%s: sidecar not read for corrections (%s)", row.path.name, exc)
-            return
-        if found:
-            self.last_activity = time.time()
-            log.info(
-                "%s: %s",
-                self.daemon.shown_name(row.path),
-                "your correction noted" if found == "new" else "your correction undone",
-            )
-
-    def tick(self) -> None:
-        config = self.daemon.config
-        if self.process is not None:
-            if self.process.is_alive():
-                return
-            self.process.join()
-            self.process = None
-            outcome = learn.last_try(config)
-            log.info("%s", learn.outcome_line(outcome))
-            if outcome.get("outcome") == "swapped":
-                self.model = learn.current_model(config)
-                self.daemon._pool_stale = True  # the workers load the new model
-        if config.model == "personal":
-            model = learn.current_model(config)
-            if model != self.model:  # trained, learnt, rolled back: for the next photos
-                self.model = model
-                self.daemon._pool_stale = True
-                log.info("personal model now in use for the next photos: %s", model)
-        asked = learn.take_request(config)
-        if asked is not None and asked["action"] == "rollback":
-            try:
-                retired, now = learn.rollback(config)
-            except learn.LearnError as exc:
-                log.error("rollback: %s", exc)
-                return
-            log.info(
-                "rolled back: %s rates the next photos (%s kept in %s)",
-                now.stem,
-                retired.stem,
-                retired.parent,
-            )
-            self.model = now
-            self.daemon._pool_stale = True
-            return
-        off = learn.why_off(config)
-        if off != self._said_off:
-            self._said_off = off
-            log.info("learning from your corrections: %s", off or "on")
-        if asked is not None:
-            reason = "asked with `postselectd learn --now`"
-        elif off:
-            return
-        else:
-            reason = learn.due(config, self.daemon.journal, time.time(), self.last_activity)
-        if reason:
-            self.start(reason, shuffle_labels=bool(asked and asked.get("shuffle_labels")))
-
-    def start(self, reason: str, shuffle_labels: bool = False) -> None:
-        import multiprocessing
-
-        log.info("learning from your corrections in the background: %s", reason)
-        self.process = multiprocessing.get_context("spawn").Process(
-            target=learn.background_retrain,
-            args=(self.daemon.config, reason, shuffle_labels),
-            name="postselectd-learn",
-            daemon=True,
-        )
-        self.process.start()
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.is_alive():
-            self.process.terminate()  # the next start learns again from the journal
-            self.process.join(timeout=5)
-
-
-class Daemon:
+class Daemon(Part):
     def __init__(
         self,
         config: Config,
@@ -415,13 +215,12 @@ class Daemon:
         self.catch_up = catch_up
         self.on_result = on_result or (lambda result: None)
         self.log_level_fixed = log_level_fixed  # --log-level given: a reload keeps it
-        self.notifier = ServiceNotifier(environ)
-        self.config = self._with_watches(config)
-        self.should_exit = False
+        super().__init__(Shared(self._with_watches(config)))
+        self.manager = Manager(self.shared, environ, working_on=lambda: len(self.jobs))
+        self.notifier = self.manager.notifier
         self.force_exit = False
         self.reload_requested = False
         self.inbox: queue.Queue = queue.Queue(maxsize=self.config.daemon.queue_size)
-        self.journal: Journal | None = None
         self.pool: WorkerPool | None = None
         self.watcher: watcher.Watcher | None = None
         self.scanner: Scanner | None = None
@@ -432,19 +231,10 @@ class Daemon:
         self._since: dict[Path, float] = {}
         # Folders watched for the first time: the photos their first scan leaves alone.
         self._left_before: dict[Path, int] = {}
-        self._lock_file = None
         self._pool_stale = False
-        # Files rated for the first time, and rated again (their bytes changed since their
-        # last rating, in this run or an earlier one): the stop line counts them apart.
-        self._rated = self._rerated = self._failed = 0
-        self._rated_today = 0
-        self._today = time.localtime().tm_yday
         self._next_rescan = 0.0
         self._overflow_at: float | None = None
         self._next_folder_check = 0.0
-        self._next_ping = 0.0
-        self._last_status = ""
-        self._last_status_at = 0.0
         self._started_at = time.monotonic()
         self._exit_code = 0
         self._timed_out: set[int] = set()
@@ -455,15 +245,20 @@ class Daemon:
         # burst's verdict. The signature is the file's when it was analysed.
         self._deferred: dict[Path, tuple[Scored, Signature]] = {}
         self._overflowed = False
-        self._blocked: dict[Path, _BlockedFolder] = {}
-        # Since when the journal cannot be written (its disk is full): nothing is rated
-        # that could not be recorded, until there is space again.
-        self._journal_full_since: float | None = None
+        self.blocked = BlockedFolders(self.shared)
         # Watch folders whose journal rows are being checked for photos that are gone:
         # where the pass is, and how many it forgot so far.
         self._pruning: dict[Path, tuple[Path | None, int]] = {}
         self._started = False
-        self.learning = Learning(self)
+        self.learning = Learning(self.shared, new_model=self._new_model)
+
+    @property
+    def should_exit(self) -> bool:
+        return self.shared.should_exit
+
+    @should_exit.setter
+    def should_exit(self, value: bool) -> None:
+        self.shared.should_exit = value
 
     # --- the lifecycle --------------------------------------------------------------
 
@@ -490,13 +285,13 @@ class Daemon:
     def startup(self) -> None:
         self._check_watch_folders(self.config)
         state_dir = self.config.resolved_state_dir()
-        self._lock_state_dir(state_dir)
+        self.manager.lock_state_dir(state_dir)
         try:
             self.journal = Journal(state_dir)
         except JournalError as exc:
             raise DaemonError(str(exc)) from None
         self._recover_interrupted_sidecars()
-        self._rated_today = self.journal.rated_since(_local_midnight())
+        self.shared.tally.rated_today = self.journal.rated_since(local_midnight())
         try:
             self.pool = WorkerPool(self._worker_count(), self.config.analysis, self._post)
         except OSError as exc:  # EAGAIN, EMFILE: the ones started are ended already
@@ -522,7 +317,7 @@ class Daemon:
         )
         self._schedule_rescan()
         self._started = True
-        self.notifier.notify("READY=1", f"STATUS={self._status_text()}")
+        self.notifier.notify("READY=1", f"STATUS={self.manager.status_text()}")
 
     def main_loop(self) -> None:
         while not self.should_exit:
@@ -573,7 +368,7 @@ class Daemon:
         queued = 0
         if self.journal is not None:
             try:
-                if not self.force_exit and self._journal_full_since is None:
+                if not self.force_exit and self.shared.journal_full_since is None:
                     self._release_bursts(everything=True, budget=STOP_BURSTS_SECONDS)
                 now = time.time()
                 for job in [*self.jobs.values(), *(job for job, _, _ in self._early)]:
@@ -588,7 +383,7 @@ class Daemon:
             queued = self.journal.counts()["pending"]
             self.journal.close()
         self.notifier.close()
-        self._unlock_state_dir()
+        self.manager.unlock_state_dir()
         if self.force_exit and self._exit_code == 0:
             self._exit_code = 1
         if not self._started:
@@ -598,9 +393,9 @@ class Daemon:
             "rating), failed %d in this run; %d still queued",
             os.getpid(),
             " (forced)" if self.force_exit else "",
-            self._rated,
-            self._rerated,
-            self._failed,
+            self.shared.tally.rated,
+            self.shared.tally.rerated,
+            self.shared.tally.failed,
             queued,
         )
 
@@ -659,7 +454,7 @@ class Daemon:
     def _tick(self) -> float:
         """Timers and dispatch; returns how long the loop may sleep."""
         now_m = time.monotonic()
-        if self._journal_full_since is not None:
+        if self.shared.journal_full_since is not None:
             return self._wait_for_journal_space(now_m)
         if self.reload_requested:
             self.reload_requested = False
@@ -667,7 +462,7 @@ class Daemon:
         if now_m >= self._next_folder_check:
             self._next_folder_check = now_m + FOLDER_CHECK_SECONDS
             self._check_folders()
-            self._check_blocked_folders(now_m)
+            self.blocked.tick(now_m)
             self.learning.tick()
             self.bursts.unload_idle(now_m, IDLE_FOLDER_SECONDS)
             for job in self.pool.kill_stuck(TASK_TIMEOUT_SECONDS):
@@ -692,14 +487,10 @@ class Daemon:
         self._release_bursts()
         self._dispatch()
         self._prune_some()
-        self._notify_status()
-        if self.notifier.watchdog_interval and now_m >= self._next_ping:
-            self.notifier.notify("WATCHDOG=1")
-            self._next_ping = now_m + self.notifier.watchdog_interval
+        self.manager.notify_status()
+        self.manager.ping(now_m)
         # Sleep until the next file is due, a message arrives, or the next timer.
-        timeout = TICK_SECONDS
-        if self.notifier.watchdog_interval:
-            timeout = min(timeout, max(0.05, self._next_ping - now_m))
+        timeout = min(TICK_SECONDS, self.manager.sleep_limit(now_m))
         next_due = self.journal.next_due()
         if next_due is not None and not self._pool_stale and self.pool.idle() > 0:
             timeout = min(timeout, max(0.0, next_due - EARLY_START_SECONDS - time.time()))
@@ -794,7 +585,7 @@ class Daemon:
     # --- dispatch: settled files to workers ------------------------------------------
 
     def _dispatch(self) -> None:
-        if self._pool_stale or self.should_exit or self._journal_full_since is not None:
+        if self._pool_stale or self.should_exit or self.shared.journal_full_since is not None:
             return
         budget = 200  # cached results finished per turn; keeps the loop responsive
         while budget > 0 and self.pool.idle() > 0:
@@ -813,7 +604,7 @@ class Daemon:
 
     def _start(self, row: Row, now: float) -> None:
         path = row.path
-        blocked = self._blocked.get(path.parent)
+        blocked = self.blocked.get(path.parent)
         if blocked is not None and blocked.probe != path:
             # Its folder cannot take a sidecar: wait (the folder's probe wakes it).
             self.journal.wait(path, blocked.error, now + FOLDER_RETRY_SECONDS, now)
@@ -1011,7 +802,7 @@ class Daemon:
                 return  # its raw arrived while it was analysed
             trouble = folder_trouble(path.parent, result.waits_for)
             if trouble is not None:
-                self._wait_for_folder(path, trouble, result.error)
+                self.blocked.wait_for_folder(path, trouble, result.error)
             else:
                 self._attempt_failed(path, result.error)
             return
@@ -1026,13 +817,13 @@ class Daemon:
         else:
             before = self.journal.get(path)
             self.journal.rated(path, elapsed_ms=result.elapsed_ms, now=time.time(), **verdict)
-            if path.parent in self._blocked:
-                self._unblock(path.parent)
+            if path.parent in self.blocked:
+                self.blocked.unblock(path.parent)
             if before is not None and before.rated_count > 0:
-                self._rerated += 1
+                self.shared.tally.rerated += 1
             else:
-                self._rated += 1
-            self._count_today()
+                self.shared.tally.rated += 1
+            self.shared.tally.count_today()
             self.on_result(result)
             for sibling in withdraw_second_truths(path, self.config, result.same_stem):
                 row = self.journal.get(sibling)
@@ -1192,7 +983,7 @@ class Daemon:
             wait_s = (row.due_at or time.time()) - time.time()
             log.warning("%s: %s; retrying in %.1f s", self.shown_name(path), reason, max(wait_s, 0))
         else:
-            self._failed += 1
+            self.shared.tally.failed += 1
             log.error("%s: failed: %s", self.shown_name(path), reason)
 
     def _photo_os_error(self, path: Path, exc: OSError) -> None:
@@ -1221,80 +1012,6 @@ class Daemon:
         log.info(
             "%s: gone before it was rated (deleted, renamed or its card pulled)",
             self.shown_name(path),
-        )
-
-    # --- folders where no sidecar can be written -----------------------------------
-
-    def _wait_for_folder(self, path: Path, trouble: str, error: str) -> None:
-        """The sidecar failed because of its folder: the photo waits without using up its
-        retries, and the folder is reported once, not once per photo."""
-        folder = path.parent
-        now = time.time()
-        self.journal.wait(path, error, now + FOLDER_RETRY_SECONDS, now)
-        blocked = self._blocked.get(folder)
-        free = _free_bytes(folder) or 0
-        if blocked is None:
-            what = (
-                "the disk is full"
-                if trouble == "full"
-                else "the folder is read-only (or not writable for this user)"
-            )
-            log.error(
-                "%s: %s; no sidecars are written there until it can be written again, "
-                "its photos wait (old sidecars stay as they are)",
-                folder,
-                what,
-            )
-            self._blocked[folder] = _BlockedFolder(
-                trouble, error, free, time.monotonic() + FOLDER_RETRY_SECONDS
-            )
-            return
-        blocked.trouble = trouble
-        blocked.error = error
-        blocked.free_bytes = free
-        blocked.retry_at = time.monotonic() + FOLDER_RETRY_SECONDS
-        if blocked.probe == path:
-            blocked.probe = None
-
-    def _check_blocked_folders(self, now_m: float) -> None:
-        """Let one waiting photo of a blocked folder try again once the folder looks
-        writable (remounted read-write, space freed), or now and then anyway."""
-        for folder, blocked in list(self._blocked.items()):
-            if blocked.probe is not None:
-                row = self.journal.get(blocked.probe)
-                if row is not None and row.status == "pending":
-                    if row.claimed or (row.due_at or 0) <= time.time() + 1:
-                        continue  # still trying
-                blocked.probe = None  # it ended another way (gone, failed, moved)
-            if not (self._folder_looks_writable(folder, blocked) or now_m >= blocked.retry_at):
-                continue
-            waiting = self.journal.waiting_in(folder, limit=1)
-            if not waiting:
-                del self._blocked[folder]  # nothing waits there any more
-                continue
-            blocked.probe = waiting[0].path
-            blocked.retry_at = now_m + FOLDER_RETRY_SECONDS
-            self.journal.wait(blocked.probe, waiting[0].reason, time.time(), time.time())
-
-    def _folder_looks_writable(self, folder: Path, blocked: _BlockedFolder) -> bool:
-        try:
-            st = os.statvfs(folder)
-        except OSError:
-            return False
-        if st.f_flag & os.ST_RDONLY or not os.access(folder, os.W_OK):
-            return False
-        if blocked.trouble == "full":
-            return st.f_bavail * st.f_frsize > blocked.free_bytes
-        return True
-
-    def _unblock(self, folder: Path) -> None:
-        del self._blocked[folder]
-        others = self.journal.release_waiting(folder, time.time())
-        log.info(
-            "%s: sidecars can be written again; the %d photo%s that waited there are rated now",
-            folder,
-            others + 1,
-            "" if others == 0 else "s",
         )
 
     def _worker_died(self, message: WorkerDied) -> None:
@@ -1431,10 +1148,6 @@ class Daemon:
             config,
         )
 
-    def shown_name(self, path: Path) -> str:
-        """How the log names this photo: from its watched folder on (``wedding/DSC_0101.NEF``)."""
-        return shown_name(path, (folder.path for folder in self.config.watch))
-
     def _is_default_inbox(self, folder: WatchFolder) -> bool:
         return folder.path == default_inbox() and not self.extra_watches
 
@@ -1519,6 +1232,9 @@ class Daemon:
             (": now also watching " + "; ".join(added)) if added else "",
         )
 
+    def _new_model(self) -> None:
+        self._pool_stale = True  # the workers load the new model
+
     def _replace_pool(self) -> None:
         self._pool_stale = False
         self.pool.close()
@@ -1552,23 +1268,14 @@ class Daemon:
                 retry=True,
             )
 
-    # --- status for the service manager --------------------------------------------
-
-    def _count_today(self) -> None:
-        today = time.localtime().tm_yday
-        if today != self._today:
-            self._today = today
-            self._rated_today = 0
-        self._rated_today += 1
-
     # --- a journal that cannot be written ------------------------------------------
 
     def _journal_full(self, exc: JournalFull) -> None:
         """The journal's disk is full (or over quota, or failing): say so once, and rate
         nothing more until it can be recorded. The results in hand are let go: their
         files are still queued in the journal and are analysed again (from the cache)."""
-        if self._journal_full_since is None:
-            self._journal_full_since = time.monotonic()
+        if self.shared.journal_full_since is None:
+            self.shared.journal_full_since = time.monotonic()
             log.warning(
                 "%s; nothing is rated until there is space again (photos that arrive "
                 "meanwhile are found then)",
@@ -1577,40 +1284,26 @@ class Daemon:
         for path in list(self._deferred):
             self.bursts.remove(path, time.monotonic())
         self._deferred.clear()
-        self._notify_status()
+        self.manager.notify_status()
 
     def _wait_for_journal_space(self, now_m: float) -> float:
         """The turn of the loop while the journal cannot be written: keep the service
         manager informed, and look for space every FOLDER_CHECK_SECONDS once the workers
         are done with what they held."""
-        if self.notifier.watchdog_interval and now_m >= self._next_ping:
-            self.notifier.notify("WATCHDOG=1")
-            self._next_ping = now_m + self.notifier.watchdog_interval
+        self.manager.ping(now_m)
         if now_m >= self._next_folder_check:
             self._next_folder_check = now_m + FOLDER_CHECK_SECONDS
             for job in self.pool.kill_stuck(TASK_TIMEOUT_SECONDS):
                 self._timed_out.add(job)
             if not self.jobs and self.journal.can_write(time.time()):
-                waited = now_m - self._journal_full_since
-                self._journal_full_since = None
+                waited = now_m - self.shared.journal_full_since
+                self.shared.journal_full_since = None
                 self._early.clear()
                 log.info("the journal has space again after %.0f s: rating resumes", waited)
                 self._recover_interrupted_sidecars()
                 self._rescan_all("the journal had no space")
-        self._notify_status()
-        timeout = FOLDER_CHECK_SECONDS
-        if self.notifier.watchdog_interval:
-            timeout = min(timeout, max(0.05, self._next_ping - now_m))
-        return timeout
-
-    def _status_text(self) -> str:
-        if self._journal_full_since is not None:
-            return f"waiting for space for the journal, working on {len(self.jobs)}"
-        pending = self.journal.counts()["pending"] if self.journal else 0
-        return (
-            f"queue {pending}, working on {len(self.jobs)}, "
-            f"rated today {self._rated_today}, failed this run {self._failed}"
-        )
+        self.manager.notify_status()
+        return min(FOLDER_CHECK_SECONDS, self.manager.sleep_limit(now_m))
 
     def _prune_some(self, limit: int = PRUNE_BATCH) -> None:
         """One batch of the journal's rows checked for photos no longer there."""
@@ -1634,65 +1327,3 @@ class Daemon:
                 forgotten,
                 "" if forgotten == 1 else "s",
             )
-
-    def _notify_status(self) -> None:
-        if not self.notifier.enabled:
-            return
-        now = time.monotonic()
-        if now - self._last_status_at < STATUS_MIN_INTERVAL:
-            return
-        text = self._status_text()
-        if text != self._last_status:
-            self.notifier.notify(f"STATUS={text}")
-            self._last_status = text
-            self._last_status_at = now
-
-    # --- one daemon per state folder ----------------------------------------------
-
-    def _lock_state_dir(self, state_dir: Path) -> None:
-        try:
-            state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            self._lock_file = open(state_dir / LOCK_NAME, "a+")
-        except OSError as exc:
-            reason = exc.strerror or exc
-            raise DaemonError(f"cannot use state folder {state_dir}: {reason}") from None
-        try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock_file.seek(0)
-            other = self._lock_file.read().strip() or "?"
-            self._lock_file.close()
-            self._lock_file = None
-            raise DaemonError(
-                f"another postselectd (pid {other}) is already running on {state_dir}"
-            ) from None
-        self._lock_file.seek(0)
-        self._lock_file.truncate()
-        self._lock_file.write(f"{os.getpid()}\n")
-        self._lock_file.flush()
-
-    def _unlock_state_dir(self) -> None:
-        if self._lock_file is not None:
-            self._lock_file.close()
-            self._lock_file = None
-
-
-def running_daemon_pid(state_dir: Path) -> int | None:
-    """The pid of the daemon holding this state folder's lock, or None."""
-    path = Path(state_dir) / LOCK_NAME
-    try:
-        with open(path) as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
-                text = f.read().strip()
-                return int(text) if text.isdigit() else -1
-            fcntl.flock(f, fcntl.LOCK_UN)
-    except OSError:
-        return None
-    return None
-
-
-def _local_midnight() -> float:
-    t = time.localtime()
-    return time.mktime((t.tm_year, t.tm_mon, t.tm_mday, 0, 0, 0, 0, 0, -1))
