@@ -441,7 +441,7 @@ def test_a_rated_photo_the_daemon_can_no_longer_look_at_stops_nothing(tmp_path):
 FAILING_STEP = """
 import errno, os, sys
 from postselectd import cli
-from postselectd.daemon import lifecycle as daemon
+from postselectd.daemon import scheduler, verdicts
 
 NAME, STEP = os.environ["POSTSELECTD_TEST_FAIL"].split(":")
 
@@ -449,11 +449,11 @@ def eio(path):
     if os.path.basename(str(path)) == NAME:
         raise OSError(errno.EIO, os.strerror(errno.EIO), str(path))
 
-capture_time_of, frame_of = daemon.capture_time_of, daemon.frame_of
+capture_time_of, frame_of = scheduler.capture_time_of, verdicts.frame_of
 if STEP == "dispatch":
-    daemon.capture_time_of = lambda path: (eio(path), capture_time_of(path))[1]
+    scheduler.capture_time_of = lambda path: (eio(path), capture_time_of(path))[1]
 else:
-    daemon.frame_of = lambda scored, policy: (eio(scored.path), frame_of(scored, policy))[1]
+    verdicts.frame_of = lambda scored, policy: (eio(scored.path), frame_of(scored, policy))[1]
 sys.exit(cli.main(sys.argv[1:]))
 """
 

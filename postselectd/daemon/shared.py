@@ -84,6 +84,10 @@ class Part:
     def journal(self, journal: Journal | None) -> None:
         self.shared.journal = journal
 
+    @property
+    def should_exit(self) -> bool:
+        return self.shared.should_exit
+
     def shown_name(self, path: Path) -> str:
         """How the log names this photo: from its watched folder on (``wedding/DSC_0101.NEF``)."""
         return shown_name(path, (folder.path for folder in self.config.watch))
