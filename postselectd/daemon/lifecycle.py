@@ -15,7 +15,7 @@ The parts, each owning its state: intake.py (arrivals, watches, scans), schedule
 (the workers and the jobs they hold), verdicts.py (bursts, deferral, the sidecar
 write, recovery), blocked.py (folders no sidecar can be written into), learning.py,
 manager.py (the service manager, the state lock). This module composes them: a
-turn of the loop is the parts' ticks.
+message goes to the handler its type names, and a turn of the loop is the parts' ticks.
 
 A signal only flips ``should_exit`` (a second one forces the exit); SIGHUP asks for a
 config reload, which a bad config refuses while the old one keeps running.
@@ -107,6 +107,15 @@ class Daemon(Part):
             catch_up=catch_up,
             config_path=config_path,
         )
+        # Each message of the inbox, by its type, to the part that handles it.
+        self._handlers: dict[type, Callable] = {
+            Arrived: lambda message: self.intake.arrived(message.arrival),
+            Scanned: self.intake.scanned,
+            Analysed: self._on_analysed,
+            WorkerDied: self.scheduler.worker_died,
+            ScanDone: self.intake.scan_done,
+            WorkerReady: self._on_worker_ready,
+        }
 
     @property
     def should_exit(self) -> bool:
@@ -315,22 +324,19 @@ class Daemon(Part):
         )
 
     def _handle(self, message: object) -> None:
-        if isinstance(message, Arrived):
-            self.intake.arrived(message.arrival)
-        elif isinstance(message, Scanned):
-            self.intake.scanned(message)
-        elif isinstance(message, Analysed):
-            # Its worker is free: give it the next file before this one is rated (sidecar
-            # and journal writes, ~10 ms), so the workers never wait on the writing.
-            self.scheduler.dispatch()
-            self.verdicts.analysed(message.job, message.scored)
-        elif isinstance(message, WorkerDied):
-            self.scheduler.worker_died(message)
-        elif isinstance(message, ScanDone):
-            self.intake.scan_done(message)
-        elif isinstance(message, WorkerReady):
-            if message.error:
-                log.error("a worker cannot load the models: %s", message.error)
+        handler = self._handlers.get(type(message))
+        if handler is not None:
+            handler(message)
+
+    def _on_analysed(self, message: Analysed) -> None:
+        # Its worker is free: give it the next file before this one is rated (sidecar
+        # and journal writes, ~10 ms), so the workers never wait on the writing.
+        self.scheduler.dispatch()
+        self.verdicts.analysed(message.job, message.scored)
+
+    def _on_worker_ready(self, message: WorkerReady) -> None:
+        if message.error:
+            log.error("a worker cannot load the models: %s", message.error)
 
     # The scheduler is built before the verdicts it hands results to: these pass them on.
 
