@@ -312,7 +312,8 @@ class _OverflowAlarm(logging.Handler):
 @dataclass
 class _Watch:
     folder: WatchFolder
-    mode: str  # "inotify", "polling (nfs share)", ...
+    polling: bool  # which observer: the polling one, or the native one
+    mode: str  # how it is watched, in words: "inotify", "polling (nfs share)", ...
     observed: ObservedWatch | None = None
     identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the folder when attached
 
@@ -347,7 +348,7 @@ class Watcher:
     def add(self, folder: WatchFolder) -> str:
         """Start watching; a folder that is not there yet is attached when it appears."""
         poll, mode = should_poll(folder)
-        watch = _Watch(folder, mode)
+        watch = _Watch(folder, poll, mode)
         self._watches[folder.path] = watch
         self._attach(watch)
         return mode
@@ -417,9 +418,8 @@ class Watcher:
         identity = _identity(path)
         if identity is None:
             return False
-        polling = watch.mode.startswith("polling")
         try:
-            watch.observed = self._observer(polling).schedule(
+            watch.observed = self._observer(watch.polling).schedule(
                 _Handler(path, self.enqueue),
                 str(path),
                 recursive=watch.folder.recursive,
@@ -434,8 +434,7 @@ class Watcher:
     def _detach(self, watch: _Watch) -> None:
         if watch.observed is None:
             return
-        polling = watch.mode.startswith("polling")
-        observer = self._polling if polling else self._native
+        observer = self._polling if watch.polling else self._native
         try:
             if observer is not None:
                 observer.unschedule(watch.observed)
