@@ -50,7 +50,6 @@ log = logging.getLogger(__name__)
 # The main loop wakes at least this often (signals, watchdog pings, folder checks).
 TICK_SECONDS = 1.0
 FOLDER_CHECK_SECONDS = 2.0
-# A worker stuck on one file this long is killed (a decoder in an endless loop).
 # SIGTERM: finish what the workers hold for at most this long, then re-queue the rest.
 DRAIN_SECONDS = 7.0
 # A stop ends every open burst: their sidecars are rewritten for at most this long, the

@@ -106,6 +106,8 @@ class Scheduler(Part):
             self.replace_pool()
 
     def kill_stuck(self) -> None:
+        """A worker on one file for TASK_TIMEOUT_SECONDS is killed (a decoder in an endless
+        loop); its file's attempt fails with that reason when its death is heard."""
         for job in self.pool.kill_stuck(TASK_TIMEOUT_SECONDS):
             self._timed_out.add(job)
 
