@@ -14,7 +14,7 @@ A folder of FRAMES raws, each with its sidecar and every tenth with a JPEG besid
   rated before it (the sibling names come from the listing the sidecar write made), µs
   per raw.
 
-Names are compared ignoring case and Unicode form (postselectd/names.py): this shows
+Names are compared ignoring case and Unicode form (postselectd/photos.py): this shows
 what that costs next to a byte-for-byte comparison on the same machine.
 """
 
@@ -32,11 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from postselectd.config import Config  # noqa: E402
-from postselectd.pipeline import (  # noqa: E402
-    find_photos,
-    same_stem_names,
-    withdraw_second_truths,
-)
+from postselectd.photos import same_stem_names  # noqa: E402
+from postselectd.pipeline import find_photos, withdraw_second_truths  # noqa: E402
 from postselectd.sidecar import sidecar_path  # noqa: E402
 
 

@@ -653,7 +653,7 @@ def _leave_rated(files: list, config: Config, model_version: str) -> list:
 def no_photos_found(paths: list[Path], passed_over: Counter[str]) -> str:
     """The sentence for a run with nothing to rate: where, what it looked for, and the
     pictures it passed over (a folder of PNG exports is not "empty")."""
-    from postselectd.pipeline import passed_over_text
+    from postselectd.photos import passed_over_text
     from postselectd.rawmeta import PHOTO_SUFFIXES
 
     where = ", ".join(printable(p) for p in paths)

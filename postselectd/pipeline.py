@@ -34,7 +34,15 @@ from postselectd.analysis.measure import Exposure, Sharpness
 from postselectd.bursts import MAX_GAP_SECONDS, BurstInfo, Frame, group_bursts
 from postselectd.config import AnalysisConfig, Config, RatingPolicy
 from postselectd.dialects import names_shared_sidecar
-from postselectd.names import name_key, same_stem, stem_key
+from postselectd.photos import (
+    has_raw_sibling,
+    is_candidate,
+    name_key,
+    same_stem_names,
+    shared_sidecar_owner,
+    skip_linked_folder,
+    stem_key,
+)
 from postselectd.preview import PreviewError, load_preview
 from postselectd.rating import PREVIEW_TOO_SMALL, SMALLEST_JUDGED_PREVIEW, Rating, rate, weigh
 from postselectd.reasons import EYES_CLOSED, Finding
@@ -51,9 +59,6 @@ from postselectd.sidecar import (
 )
 
 log = logging.getLogger(__name__)
-
-JPEG_SUFFIXES = frozenset({".jpg", ".jpeg"})
-HEIF_SUFFIXES = frozenset({".heic", ".heif", ".hif"})
 
 
 @dataclass(frozen=True)
@@ -146,69 +151,6 @@ class FileResult:
 # --- finding photos -------------------------------------------------------------------
 
 
-def is_candidate(path: Path) -> bool:
-    """A photo we rate: known suffix, not hidden, not an editor's or copier's temp file."""
-    name = path.name
-    if name.startswith("."):
-        return False
-    return path.suffix.lower() in rawmeta.PHOTO_SUFFIXES
-
-
-def same_stem_names(path: Path, listing: list[str] | None = None) -> list[str]:
-    """Names in the file's folder that share its stem (DSC_0001.NEF, dsc_0001.jpg, ...).
-
-    ``listing``: the folder's names, when the caller has just listed it.
-    """
-    if listing is not None:
-        names = listing
-    else:
-        try:
-            names = os.listdir(path.parent)
-        except OSError:
-            return []
-    # Case and Unicode form aside (names.py): on an exFAT card or a Mac, DSC_0001.NEF and
-    # dsc_0001.jpg would write one DSC_0001.xmp.
-    return same_stem(names, path.stem)
-
-
-def has_raw_sibling(path: Path, siblings: list[str] | None = None) -> bool:
-    """DSC_0001.JPG next to DSC_0001.NEF: the raw is rated, the JPEG would share its sidecar.
-
-    ``siblings``: the folder's names with the same stem, when the caller listed the folder
-    once already (a card folder of 3,000 frames must not be listed 3,000 times).
-    """
-    if path.suffix.lower() not in JPEG_SUFFIXES | {".tif", ".tiff"}:
-        return False
-    names = same_stem_names(path) if siblings is None else siblings
-    return any(n != path.name and Path(n).suffix.lower() in rawmeta.RAW_SUFFIXES for n in names)
-
-
-def _sidecar_rank(path: Path) -> int:
-    suffix = path.suffix.lower()
-    if suffix == ".dng":
-        return 1  # often converted from the camera's raw beside it
-    if suffix in rawmeta.RAW_SUFFIXES:
-        return 0
-    if suffix in (".tif", ".tiff"):
-        return 2
-    # An iPhone's IMG_0001.HEIC beside its IMG_0001.JPG copy: Lightroom reads IMG_0001.xmp
-    # for the HEIC only (it reads a JPEG's own embedded XMP), so the HEIC keeps the name.
-    return 3 if suffix in HEIF_SUFFIXES else 4
-
-
-def shared_sidecar_owner(path: Path, siblings: list[str] | None = None) -> Path:
-    """Which file of a same-name set (DSC_0001.NEF, .DNG, .JPG) writes DSC_0001.xmp.
-
-    Two files must never write one sidecar: the camera's raw wins, then a DNG, then a
-    TIFF, then a JPEG; the others are left alone for profiles that use that name.
-    """
-    names = same_stem_names(path) if siblings is None else siblings
-    owners = [path] + [
-        path.parent / n for n in names if n != path.name and is_candidate(path.parent / n)
-    ]
-    return min(owners, key=lambda p: (_sidecar_rank(p), p.name))
-
-
 # A JPEG or TIFF written beside a raw of the same name (RAW+JPEG shooting).
 _SECOND_FILES = frozenset({".jpg", ".jpeg", ".tif", ".tiff"})
 
@@ -225,13 +167,13 @@ def withdraw_second_truths(
     if raw.suffix.lower() not in rawmeta.RAW_SUFFIXES:
         return []
     profiles = list(config.sidecar.profiles)
-    # By the names.py rule, not byte for byte: on a card or a Mac that ignores case,
+    # By the photos.name_key rule, not byte for byte: on a card or a Mac that ignores case,
     # dsc_0001.xmp (the JPEG's name for it) is the DSC_0001.xmp the raw just wrote (an
     # exFAT card under FUSE even gives the two spellings two inode numbers).
     raw_sidecars = {name_key(sidecar_path(raw, p).name) for p in profiles}
     found: dict[tuple[int, int], Path] = {}  # one file, however a card spells its case
     # Named as the folder lists them: dsc_0001.jpg and a Mac's decomposed Cafe\u0301.JPG
-    # pair with DSC_0001.NEF and Café.NEF (names.py), and the JPEG's row is under that name.
+    # pair with DSC_0001.NEF and Café.NEF (photos.name_key), and the JPEG's row is under that name.
     for name in same_stem_names(raw) if siblings is None else siblings:
         sibling = raw.parent / name
         if sibling.suffix.lower() not in _SECOND_FILES:
@@ -280,37 +222,6 @@ def left_alone_reason(
     return (
         f"{path.name}: shares {owner.with_suffix('.xmp').name} with {owner.name}, "
         "which is rated instead; left alone"
-    )
-
-
-_LINKS_REPORTED_MAX = 1024
-_links_reported: set[tuple[str, str]] = set()
-
-
-def skip_linked_folder(link: Path, inside: Iterable[Path]) -> None:
-    """A symlinked folder met while listing photos, which is never followed.
-
-    Photos are found, and their sidecars written, where they really are and only inside
-    the folders the config (or the command line) names: a link to one of those is rated
-    there, under its real name, never twice; a link leading out of them is said once.
-    """
-    target = os.path.realpath(link)
-    for folder in inside:
-        real = os.path.realpath(folder)
-        if target == real or target.startswith(real.rstrip(os.sep) + os.sep):
-            log.debug("%s: a link to %s, which is rated there", link, target)
-            return
-    key = (str(link), target)
-    if key in _links_reported:
-        return
-    if len(_links_reported) >= _LINKS_REPORTED_MAX:
-        _links_reported.clear()
-    _links_reported.add(key)
-    log.warning(
-        "%s: a link to %s, outside the folders to rate; not followed, so no sidecar is "
-        "written there (name that folder itself to have it rated)",
-        link,
-        target,
     )
 
 
@@ -383,16 +294,6 @@ def find_photos(
 def _motion_of_a_photo(video: Path, siblings: list[str]) -> bool:
     """IMG_0001.MOV beside IMG_0001.HEIC (or .JPG): the moving half of a Live Photo."""
     return any(n != video.name and is_candidate(video.parent / n) for n in siblings)
-
-
-def passed_over_text(passed_over: Counter[str]) -> str:
-    """``find_photos``'s ``passed_over`` in words: "3 .gif files, 1 .mov file, which
-    postselectd does not rate"."""
-    kinds = ", ".join(
-        f"{count} {suffix} file{'' if count == 1 else 's'}"
-        for suffix, count in sorted(passed_over.items(), key=lambda kv: (-kv[1], kv[0]))
-    )
-    return f"{kinds}, which postselectd does not rate"
 
 
 # --- the worker side ----------------------------------------------------------------

@@ -51,7 +51,7 @@ from postselectd.dialects import (
     set_by_person,
     sidecar_names,
 )
-from postselectd.names import name_key, stem_key
+from postselectd.photos import name_key, stem_key
 from postselectd.preview import PreviewError, load_preview
 from postselectd.rating import BEST_OF_BURST, CHECK
 from postselectd.sidecar import read_sidecar

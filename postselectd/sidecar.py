@@ -69,7 +69,7 @@ from postselectd.dialects import (
     sidecar_names,
     value_text,
 )
-from postselectd.names import name_key
+from postselectd.photos import name_key
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,6 @@ again: it is complete when that look finds the same size and mtime (the settle r
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -22,6 +21,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from postselectd.photos import Signature
+
 log = logging.getLogger(__name__)
 
 JOURNAL_NAME = "journal.sqlite3"
@@ -29,7 +30,6 @@ JOURNAL_NAME = "journal.sqlite3"
 SCHEMA_VERSION = 2
 # How many analyses are kept for re-copied / renamed files (~8.5 KB of JSON each).
 ANALYSIS_CACHE_ENTRIES = 20_000
-FINGERPRINT_BYTES = 64 * 1024
 
 PENDING, RATED, FAILED, SKIPPED = "pending", "rated", "failed", "skipped"
 GONE = "gone before it was rated"
@@ -133,18 +133,6 @@ class _Connection:
 
 
 @dataclass(frozen=True)
-class Signature:
-    """What the settle rule compares: a file is complete when this stops changing."""
-
-    size: int
-    mtime_ns: int
-
-    @classmethod
-    def of(cls, st: os.stat_result) -> Signature:
-        return cls(st.st_size, st.st_mtime_ns)
-
-
-@dataclass(frozen=True)
 class Row:
     path: Path
     status: str
@@ -238,24 +226,6 @@ def _text(text: str | None) -> str | None:
     if text is None:
         return None
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def fingerprint(path: Path, size: int | None = None) -> str:
-    """Content identity that never reads a whole raw: size + first and last 64 KB.
-
-    Two different frames differ in their first 64 KB (capture time, preview); a file cut
-    short differs in size. Cheap enough to run in the daemon's main thread.
-    """
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        if size is None:
-            size = os.fstat(f.fileno()).st_size
-        digest.update(str(size).encode())
-        digest.update(f.read(FINGERPRINT_BYTES))
-        if size > FINGERPRINT_BYTES:
-            f.seek(max(FINGERPRINT_BYTES, size - FINGERPRINT_BYTES))
-            digest.update(f.read(FINGERPRINT_BYTES))
-    return digest.hexdigest()
 
 
 def journal_path(state_dir: Path) -> Path:

@@ -934,7 +934,8 @@ def find_rated(
     darktable_db: Path | None = None,
 ) -> tuple[list[Verdict], dict]:
     """Every photo under ``paths`` with the photographer's verdict on it."""
-    from postselectd.pipeline import find_photos, passed_over_text
+    from postselectd.photos import passed_over_text
+    from postselectd.pipeline import find_photos
 
     photos: list[tuple[Path, Path]] = []
     seen: set[Path] = set()

@@ -1,4 +1,4 @@
-"""Watching folders: watchdog observers, reconcile scans, and which names are photos.
+"""Watching folders: watchdog observers, and which folders to poll.
 
 The only module that imports watchdog. What it knows (measured, see ../shared/FACTS.md):
 
@@ -22,8 +22,7 @@ import os
 import re
 import stat
 import sys
-import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,15 +40,11 @@ from watchdog.observers.api import BaseObserver, ObservedWatch
 from watchdog.observers.polling import PollingObserverVFS
 
 from postselectd.config import WatchFolder
-from postselectd.pipeline import is_candidate, skip_linked_folder
+from postselectd.photos import is_photo_path, is_sidecar_name
 
 log = logging.getLogger(__name__)
 
 EVENT_FILTER = [FileClosedEvent, FileMovedEvent, FileCreatedEvent, DirCreatedEvent, DirMovedEvent]
-# Where a partial download or copy sits until its writer renames it.
-TEMP_SUFFIXES = frozenset(
-    {".part", ".partial", ".tmp", ".temp", ".crdownload", ".inprogress", ".download", ".filepart"}
-)
 # Polling interval for network shares: a share is polled by listing it, so not too often.
 POLL_SECONDS = 2.0
 # Linux filesystem types whose changes made elsewhere never reach inotify.
@@ -70,94 +65,6 @@ class Arrival:
     path: Path
     kind: str
     moved_from: Path | None = None
-
-
-# --- which names are photos ---------------------------------------------------------
-
-
-def is_ignored_name(name: str) -> bool:
-    """Temp and system files: dotfiles (AppleDouble ``._*``, rsync's ``.NAME.XXXXXX``),
-    partial downloads, sidecars."""
-    if name.startswith("."):
-        return True
-    lowered = name.lower()
-    suffix = os.path.splitext(lowered)[1]
-    return suffix in TEMP_SUFFIXES or suffix == ".xmp" or lowered.endswith("~")
-
-
-def is_sidecar_name(name: str) -> bool:
-    """An XMP sidecar's name (not a temp file's: those start with a dot)."""
-    return not name.startswith(".") and name.lower().endswith(".xmp")
-
-
-def is_photo_path(path: Path, root: Path | None = None) -> bool:
-    """A name we would rate, in a folder that is not hidden (below ``root``)."""
-    if is_ignored_name(path.name) or not is_candidate(path):
-        return False
-    if root is not None:
-        try:
-            parts = path.relative_to(root).parts[:-1]
-        except ValueError:
-            parts = ()
-        if any(part.startswith(".") for part in parts):
-            return False
-    return True
-
-
-def scan(
-    root: Path,
-    recursive: bool,
-    stop: threading.Event | None = None,
-    inside: Iterable[Path] = (),
-) -> Iterator[tuple[Path, os.stat_result | None]]:
-    """Photos under ``root`` with their stat; hidden folders skipped. A photo that is
-    there but cannot be looked at (EIO on a failing card, ESTALE on NFS) comes with None,
-    so that it is reported with its reason, never passed over without a word.
-
-    Symlinked folders are not followed, as the observers do not follow them: a link to a
-    folder ``inside`` the watched folders (``root`` when none are given) is rated there,
-    under its real path; one leading outside is said once and left alone.
-    """
-    inside = list(inside) or [root]
-    seen: set[tuple[int, int]] = set()
-    stack = [root]
-    while stack:
-        if stop is not None and stop.is_set():
-            return
-        folder = stack.pop()
-        try:
-            st = os.stat(folder)
-            if (st.st_dev, st.st_ino) in seen:
-                continue
-            seen.add((st.st_dev, st.st_ino))
-            entries = sorted(os.scandir(folder), key=lambda e: e.name)
-        except OSError as exc:
-            log.warning("cannot list %s: %s", folder, exc.strerror or exc)
-            continue
-        subfolders = []
-        for entry in entries:
-            try:
-                if entry.is_dir():
-                    if recursive and not entry.name.startswith("."):
-                        if entry.is_symlink():
-                            skip_linked_folder(Path(entry.path), inside)
-                        else:
-                            subfolders.append(Path(entry.path))
-                    continue
-                if not is_photo_path(Path(entry.path)):
-                    continue
-            except OSError:
-                continue
-            try:
-                st = entry.stat()
-            except (FileNotFoundError, NotADirectoryError):
-                continue  # gone meanwhile
-            except OSError:
-                yield Path(entry.path), None
-                continue
-            if stat.S_ISREG(st.st_mode):
-                yield Path(entry.path), st
-        stack.extend(reversed(subfolders))
 
 
 # --- network filesystems ------------------------------------------------------------

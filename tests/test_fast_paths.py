@@ -70,7 +70,7 @@ def test_capture_order_key_puts_unknown_times_first():
 
 
 def test_same_stem_names_finds_exactly_the_files_of_one_frame(tmp_path: Path):
-    from postselectd.pipeline import same_stem_names
+    from postselectd.photos import same_stem_names
 
     names = [
         "DSC_0001.NEF",

@@ -16,7 +16,8 @@ import test_daemon
 from conftest import copy_file, run_cli, shared_path
 
 from postselectd.config import WatchFolder
-from postselectd.watcher import Watcher, scan
+from postselectd.photos import scan
+from postselectd.watcher import Watcher
 
 # The real-daemon fixtures of tests/test_daemon.py.
 daemon_factory = test_daemon.daemon_factory

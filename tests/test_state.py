@@ -12,14 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from postselectd.state import (
-    FINGERPRINT_BYTES,
-    Journal,
-    JournalError,
-    Signature,
-    fingerprint,
-    journal_path,
-)
+from postselectd.photos import FINGERPRINT_BYTES, Signature, fingerprint
+from postselectd.state import Journal, JournalError, journal_path
 
 NOW = 1_800_000_000.0
 

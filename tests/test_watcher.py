@@ -13,14 +13,12 @@ from pathlib import Path
 import pytest
 
 from postselectd.config import WatchFolder
+from postselectd.photos import is_ignored_name, is_photo_path, scan
 from postselectd.watcher import (
     Arrival,
     Watcher,
     filesystem_type_linux,
-    is_ignored_name,
     is_network_type,
-    is_photo_path,
-    scan,
     should_poll,
 )
 

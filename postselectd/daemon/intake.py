@@ -15,14 +15,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from postselectd import watcher
+from postselectd import photos, watcher
 from postselectd.config import Config, WatchFolder, default_inbox
 from postselectd.daemon.learning import Learning
 from postselectd.daemon.scheduler import CLOSED_SETTLE_SECONDS
 from postselectd.daemon.shared import DaemonError, Part, Shared
 from postselectd.daemon.verdicts import Verdicts
-from postselectd.pipeline import JPEG_SUFFIXES, has_raw_sibling
-from postselectd.state import GONE, Signature
+from postselectd.photos import JPEG_SUFFIXES, Signature, has_raw_sibling
+from postselectd.state import GONE
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ class Scanner:
             with self._lock:
                 self._queued.discard((root, recursive, since))
             count = 0
-            for path, st in watcher.scan(root, recursive, self._stop, self.watched()):
+            for path, st in photos.scan(root, recursive, self._stop, self.watched()):
                 if st is None:  # there, but it cannot be looked at: fails with its reason
                     message = Scanned(path, UNREADABLE, time.time(), since)
                 else:

@@ -16,17 +16,16 @@ from postselectd import __version__
 from postselectd.config import Config
 from postselectd.daemon.blocked import FOLDER_RETRY_SECONDS, BlockedFolders
 from postselectd.daemon.shared import DaemonError, Part, Shared
+from postselectd.photos import JPEG_SUFFIXES, Signature, fingerprint, has_raw_sibling
 from postselectd.pipeline import (
-    JPEG_SUFFIXES,
     RecordError,
     Scored,
     capture_time_of,
     default_workers,
-    has_raw_sibling,
     left_alone_reason,
     scored_from_record,
 )
-from postselectd.state import GONE, Row, Signature, fingerprint
+from postselectd.state import GONE, Row
 from postselectd.workers import TASK_TIMEOUT_SECONDS, WorkerDied, WorkerPool
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from postselectd.config import Config
-from postselectd.names import shown_name
+from postselectd.photos import shown_name
 from postselectd.state import Journal
 
 
