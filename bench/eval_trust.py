@@ -63,8 +63,9 @@ SHARED = ROOT.parent / "shared"
 sys.path.insert(0, str(ROOT))
 
 from postselectd.config import Config, RatingPolicy, parse_config  # noqa: E402
-from postselectd.pipeline import FileResult, Pipeline, Scored, default_workers  # noqa: E402
+from postselectd.pipeline import Pipeline, Scored, default_workers  # noqa: E402
 from postselectd.rating import rate as rating_of  # noqa: E402
+from postselectd.stages import FileResult  # noqa: E402
 
 CATEGORIES = [
     "portrait close-up",
@@ -183,7 +184,7 @@ def judge_as_camera_frames(
 
 
 def judged_anyway(scored: Scored, policy: RatingPolicy) -> FileResult:
-    """What ``pipeline.finish`` would rate this analysis at a camera's preview size."""
+    """What ``stages.finish`` would rate this analysis at a camera's preview size."""
     a = scored.analysis
     if a is None:
         return FileResult(path=scored.path, error=scored.error)

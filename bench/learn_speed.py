@@ -43,7 +43,7 @@ from eval_personal import build_frames, rated_copy, select_for  # noqa: E402
 from postselectd import __version__, learn  # noqa: E402
 from postselectd.config import Config  # noqa: E402
 from postselectd.photos import Signature, fingerprint  # noqa: E402
-from postselectd.pipeline import Scored, scored_record  # noqa: E402
+from postselectd.stages import Scored, scored_record  # noqa: E402
 from postselectd.state import Journal  # noqa: E402
 from postselectd.train import train  # noqa: E402
 

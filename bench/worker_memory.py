@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from postselectd import pipeline  # noqa: E402
+from postselectd import stages  # noqa: E402
 from postselectd.analysis import Analyzer  # noqa: E402
 from postselectd.config import AnalysisConfig  # noqa: E402
 
@@ -69,7 +69,7 @@ def main() -> None:
         analyzer = Analyzer(AnalysisConfig())
         show("models loaded")
         for path in files:
-            scored = pipeline.analyze_file(path, analyzer)
+            scored = stages.analyze_file(path, analyzer)
             show(f"{path.name[:30]} {'error' if scored.error else 'ok'}")
 
 

@@ -549,10 +549,12 @@ def _start_first_worker(config: Config):
     """A pool of one worker process and its inbox, for PoolAnalysis(started=...)."""
     import queue
 
-    from postselectd.workers import WorkerPool
+    from postselectd.workers import WorkerBody, WorkerPool
 
     inbox: queue.Queue = queue.Queue()
-    return WorkerPool(1, config.analysis, inbox.put), inbox
+    # stages.worker_body, by the module's name: importing stages would load onnxruntime
+    # first, and this worker is started early to load the models meanwhile.
+    return WorkerPool(1, WorkerBody("postselectd.stages", config.analysis), inbox.put), inbox
 
 
 def _score(args: argparse.Namespace, config: Config, cluster, first_worker) -> int:

@@ -34,10 +34,11 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from postselectd import __version__
 from postselectd.config import AnalysisConfig
+from postselectd.pipeline import PipelineError, PoolAnalysis, default_workers
+from postselectd.stages import Scored
 
 try:
     from distributed.diagnostics.plugin import WorkerPlugin
@@ -46,9 +47,6 @@ except ImportError:  # the default install: `score --cluster` says what to insta
     HAVE_DASK = False
 else:
     HAVE_DASK = True
-
-if TYPE_CHECKING:
-    from postselectd.pipeline import PoolAnalysis, Scored
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +73,6 @@ class ClusterError(Exception):
 
 def _stopped(message: str) -> Exception:
     """What ends a run on the cluster: the caller's PipelineError, as for a local run."""
-    from postselectd.pipeline import PipelineError
-
     return PipelineError(message)
 
 
@@ -122,8 +118,6 @@ class AnalysisPlugin(WorkerPlugin):
         self._pools = []
 
     def setup(self, worker) -> None:
-        from postselectd.pipeline import PoolAnalysis
-
         if self.version != __version__:
             raise ClusterError(
                 f"worker {worker.address} runs postselectd {__version__}, the driver "
@@ -220,8 +214,6 @@ class ClusterAnalysis:
         if self.address == "local":
             from distributed import LocalCluster
 
-            from postselectd.pipeline import default_workers
-
             self._local = LocalCluster(
                 n_workers=self.workers or default_workers(),
                 threads_per_worker=1,
@@ -281,8 +273,6 @@ class ClusterAnalysis:
         path comes back, analysed or with its error."""
         from distributed import as_completed
         from distributed.scheduler import KilledWorker
-
-        from postselectd.pipeline import PipelineError, Scored
 
         # Workers have other working folders: they are sent absolute paths (the shared
         # mount's), and the results are handed on under the driver's own names.

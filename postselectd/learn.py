@@ -254,7 +254,7 @@ def correction_frames(journal: Journal, config: Config) -> tuple[list, int]:
     photo is read); and how many have no kept analysis (analysed by an older version)."""
     from postselectd import __version__
     from postselectd.analysis.personal import taste_features
-    from postselectd.pipeline import RecordError, scored_from_record
+    from postselectd.stages import RecordError, scored_from_record
     from postselectd.train import Frame
 
     frames, missing = [], 0

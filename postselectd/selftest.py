@@ -61,7 +61,7 @@ def synthetic_frame(seed: int, size: tuple[int, int] = FRAME_SIZE) -> Image.Imag
 def run_self_test(analyzer, frames: int = FRAMES) -> SelfTest:
     """Preview + analysis of ``frames`` generated JPEG frames in this process, one after
     another, with ``analyzer``'s sessions (after one unmeasured frame)."""
-    from postselectd.pipeline import analyze_file
+    from postselectd.stages import analyze_file
 
     with tempfile.TemporaryDirectory(prefix="postselectd-selftest-") as folder:
         paths = []

@@ -1,4 +1,4 @@
-"""Worker processes for preview + analysis, one file each, so a bad file costs one file.
+"""Worker processes that each hold one file, so a bad file costs one file.
 
 LibRaw and libjpeg are C/C++ decoders with a long history of crashes and hangs on
 malformed files. Each worker holds at most one file at a time, so when a worker dies
@@ -6,10 +6,14 @@ malformed files. Each worker holds at most one file at a time, so when a worker 
 we know exactly which file did it; the worker is replaced and the run goes on.
 ``postselectd score`` and the daemon use the same pool. A listener thread turns
 results and deaths into messages for the owner's inbox (``post``).
+
+This is mechanism only: what a worker does with a file is its ``WorkerBody``, which the
+owner passes in (stages.worker_body: preview + analysis).
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import multiprocessing
 import multiprocessing.util
@@ -20,12 +24,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-from postselectd.config import AnalysisConfig
-
-if TYPE_CHECKING:
-    from postselectd.pipeline import Scored
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +42,22 @@ WORKER_ADDRESS_SPACE_BYTES = 2048 * 1024 * 1024
 
 
 @dataclass(frozen=True)
+class WorkerBody:
+    """What a worker process runs, given as the name of the module that holds it: the
+    module's ``init_worker(args)`` once (it raises when the process cannot work: models
+    that do not load), then ``work(path)`` for each file, which returns the file's result
+    and never raises for a bad file; ``failed(path, error)`` is the result for a file
+    ``work`` raised on anyway.
+
+    Named, not passed as functions, so that the owner need not import the stage: the
+    analysis stage loads onnxruntime, and ``score`` starts its first worker before that
+    import to have the models loaded meanwhile."""
+
+    module: str
+    args: object = None
+
+
+@dataclass(frozen=True)
 class WorkerReady:
     worker: int
     error: str | None
@@ -52,7 +66,7 @@ class WorkerReady:
 @dataclass(frozen=True)
 class Analysed:
     job: int
-    scored: Scored
+    scored: object  # the body's result for the file (stages.Scored)
 
 
 @dataclass(frozen=True)
@@ -61,8 +75,8 @@ class WorkerDied:
     exitcode: int | None
 
 
-def _worker_main(worker_id: int, tasks: Connection, results: Connection, config) -> None:
-    """A worker process: preview + analysis, one file at a time, until told to stop.
+def _worker_main(worker_id: int, tasks: Connection, results: Connection, body: WorkerBody) -> None:
+    """A worker process: its body's work, one file at a time, until told to stop.
 
     It ignores SIGINT/SIGTERM: the daemon stops it (or, if the daemon is gone, the closed
     task pipe does), so a Ctrl-C or a service stop never tears a file out of its hands.
@@ -71,10 +85,9 @@ def _worker_main(worker_id: int, tasks: Connection, results: Connection, config)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     limit_address_space()
     reuse_freed_memory()
-    from postselectd import pipeline
-
+    stage = importlib.import_module(body.module)
     try:
-        pipeline._init_worker(config)
+        stage.init_worker(body.args)
     except Exception as exc:
         results.send(("init-failed", worker_id, str(exc)))
         return
@@ -88,18 +101,17 @@ def _worker_main(worker_id: int, tasks: Connection, results: Connection, config)
             return
         job, path = task
         try:
-            scored = pipeline.analyze_file(Path(path))
+            result = stage.work(Path(path))
         except MemoryError:  # past limit_address_space: this file asked for too much
-            scored = pipeline.Scored(
-                path=Path(path),
-                analysis=None,
-                error="needs more memory than a worker may use "
+            result = stage.failed(
+                Path(path),
+                "needs more memory than a worker may use "
                 f"({WORKER_ADDRESS_SPACE_BYTES >> 20} MB): a damaged or hostile file?",
             )
         except Exception as exc:  # a bug, not a bad file: report it, keep the worker
-            scored = pipeline.Scored(path=Path(path), analysis=None, error=f"internal error: {exc}")
+            result = stage.failed(Path(path), f"internal error: {exc}")
         try:
-            results.send(("done", job, scored))
+            results.send(("done", job, result))
         except (BrokenPipeError, OSError):
             return
 
@@ -173,18 +185,19 @@ class WorkerPool:
     """Worker processes that each hold at most one file, so when one dies we know which
     file killed it; a dead worker is replaced and only its file pays.
 
-    A listener thread turns results and deaths into inbox messages (``post``).
+    A listener thread turns results and deaths into inbox messages (``post``). Each
+    worker runs ``body`` (``target``, which runs it, is for tests that inject faults).
     """
 
     def __init__(
         self,
         size: int,
-        config: AnalysisConfig,
+        body: WorkerBody,
         post: Callable[[object], None],
         target: Callable | None = None,
     ):
         self.size = size
-        self.config = config
+        self.body = body
         self.post = post
         self.target = target or _worker_main  # tests inject faults with their own
         self._context = multiprocessing.get_context("spawn")
@@ -217,7 +230,7 @@ class WorkerPool:
         self._next_id += 1
         process = self._context.Process(
             target=self.target,
-            args=(worker_id, tasks_r, results_w, self.config),
+            args=(worker_id, tasks_r, results_w, self.body),
             name=f"postselectd-worker-{worker_id}",
             daemon=True,
         )
@@ -239,10 +252,6 @@ class WorkerPool:
     def idle(self) -> int:
         with self._lock:
             return sum(1 for w in self._workers.values() if w.job is None)
-
-    def busy(self) -> int:
-        with self._lock:
-            return sum(1 for w in self._workers.values() if w.job is not None)
 
     def submit(self, job: int, path: Path) -> bool:
         with self._lock:

@@ -17,9 +17,10 @@ import pytest
 from postselectd.analysis import Analysis
 from postselectd.analysis.measure import Exposure, Sharpness
 from postselectd.config import RatingPolicy
-from postselectd.pipeline import FileResult, Scored
+from postselectd.pipeline import Scored
 from postselectd.rating import rate
 from postselectd.reasons import Finding
+from postselectd.stages import FileResult
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "eval_trust.py"
 POLICY = RatingPolicy()

@@ -24,8 +24,8 @@ from conftest import ROOT, Unprivileged, copy_file, run_cli, shared_path
 from test_daemon import DaemonProcess, assert_rated_once, sidecar_of
 
 from postselectd.config import Config
-from postselectd.pipeline import analyze_file, finish, withdraw_second_truths
 from postselectd.sidecar import SidecarContent, SidecarError, read_sidecar, write_sidecars
+from postselectd.stages import analyze_file, finish, withdraw_second_truths
 
 daemon_factory = test_daemon.daemon_factory
 

@@ -15,7 +15,7 @@ from conftest import copy_file, run_cli, shared_path
 
 from postselectd.analysis import Analyzer
 from postselectd.analysis.runtime import load_session, models_dir, optimized_models_dir
-from postselectd.pipeline import analyze_file
+from postselectd.stages import analyze_file
 
 
 def _no_cache(monkeypatch, tmp_path: Path) -> None:

@@ -11,8 +11,9 @@ import test_daemon
 from conftest import copy_file, run_cli, shared_path
 
 from postselectd.photos import shared_sidecar_owner
-from postselectd.pipeline import find_photos, sidecar_profiles_for
+from postselectd.pipeline import find_photos
 from postselectd.sidecar import read_sidecar
+from postselectd.stages import sidecar_profiles_for
 
 daemon_factory = test_daemon.daemon_factory  # the real daemon of tests/test_daemon.py
 
@@ -153,7 +154,7 @@ def test_a_jpeg_rated_before_its_raw_is_no_frame_of_the_raws_burst(daemon_factor
     a burst" with its own JPEG."""
     from PIL import Image
 
-    from postselectd.pipeline import capture_time_of
+    from postselectd.stages import capture_time_of
 
     watch = tmp_path / "card"
     watch.mkdir()

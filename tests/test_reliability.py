@@ -337,7 +337,7 @@ def test_sidecar_goes_next_to_the_link_the_user_sees(tmp_path: Path):
 
 
 def test_file_deleted_before_it_is_rated_is_one_clear_error(tmp_path: Path):
-    from postselectd.pipeline import analyze_file
+    from postselectd.stages import analyze_file
 
     missing = tmp_path / "DSC_0009.NEF"
     scored = analyze_file(missing)
@@ -424,9 +424,9 @@ def test_a_crashing_or_hanging_decoder_costs_only_its_own_file(tmp_path: Path):
 def memory_hungry_worker(worker_id, tasks, results, config):
     """A worker whose decoder asks for 3 GiB on files named *bomb* (a decompression bomb),
     else works normally. Fault injection only: the real worker does the rest."""
-    from postselectd import pipeline, workers
+    from postselectd import stages, workers
 
-    real_load_preview = pipeline.load_preview
+    real_load_preview = stages.load_preview
 
     def load_preview(path, **kwargs):
         if "bomb" in Path(path).name:
@@ -436,7 +436,7 @@ def memory_hungry_worker(worker_id, tasks, results, config):
             del buffer
         return real_load_preview(path, **kwargs)
 
-    pipeline.load_preview = load_preview
+    stages.load_preview = load_preview
     workers._worker_main(worker_id, tasks, results, config)
 
 
@@ -461,10 +461,11 @@ def test_workers_run_with_an_address_space_limit():
     import queue as queue_module
 
     from postselectd.config import AnalysisConfig
+    from postselectd.stages import worker_body
     from postselectd.workers import WORKER_ADDRESS_SPACE_BYTES, WorkerPool, WorkerReady
 
     inbox: queue_module.Queue = queue_module.Queue()
-    pool = WorkerPool(1, AnalysisConfig(), inbox.put)
+    pool = WorkerPool(1, worker_body(AnalysisConfig()), inbox.put)
     try:
         assert isinstance(inbox.get(timeout=120), WorkerReady)
         (pid,) = pool.pids()

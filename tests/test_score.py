@@ -109,7 +109,7 @@ def test_shown_keeper_probability_is_the_models_own_even_for_a_reject(scored_sho
     # DSC_0110: eyes closed, a sharp face (the head's blur was the background);
     # DSC_0111: a soft face, the head alone at 0.755. Both are rejects; neither number is
     # clamped or lowered for it: the reason says why the stars are fewer.
-    from postselectd.pipeline import analyze_file
+    from postselectd.stages import analyze_file
 
     folder, records, _, _ = scored_shoot
     by_name = {Path(r["path"]).name: r for r in records}

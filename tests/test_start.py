@@ -15,6 +15,7 @@ from test_reliability import misbehaving_worker
 
 from postselectd.config import AnalysisConfig
 from postselectd.pipeline import PoolAnalysis
+from postselectd.stages import worker_body
 from postselectd.workers import WorkerPool, WorkerReady
 
 
@@ -24,7 +25,7 @@ def test_a_pool_started_with_one_worker_grows_and_hears_the_new_ones(tmp_path: P
     hang = folder / "a_hang.NEF"
     good = copy_file(nef, folder, "b_good.NEF")
     inbox: queue.Queue = queue.Queue()
-    first = WorkerPool(1, AnalysisConfig(), inbox.put, target=misbehaving_worker)
+    first = WorkerPool(1, worker_body(AnalysisConfig()), inbox.put, target=misbehaving_worker)
     # The first worker is ready, so its listener waits on it alone when the pool grows.
     assert inbox.get(timeout=60) == WorkerReady(0, None)
     order = []

@@ -177,7 +177,7 @@ def test_a_real_analysis_survives_the_cache_record_exactly():
     from conftest import shared_path
 
     from postselectd.config import Config
-    from postselectd.pipeline import (
+    from postselectd.stages import (
         analyze_file,
         finish,
         frame_of,
@@ -207,7 +207,7 @@ def test_a_real_analysis_survives_the_cache_record_exactly():
 
 
 def test_a_cache_record_builds_only_analysis_types():
-    from postselectd.pipeline import RecordError, scored_from_record
+    from postselectd.stages import RecordError, scored_from_record
 
     for record in (
         {"__type__": "Popen", "args": ["touch", "/tmp/x"]},

@@ -41,7 +41,7 @@ from postselectd.daemon.manager import Manager, local_midnight
 from postselectd.daemon.scheduler import Scheduler
 from postselectd.daemon.shared import DaemonError, Part, Shared
 from postselectd.daemon.verdicts import Verdicts
-from postselectd.pipeline import FileResult, Scored
+from postselectd.stages import FileResult, Scored
 from postselectd.state import Journal, JournalError, JournalFull
 from postselectd.workers import Analysed, WorkerDied, WorkerReady
 

@@ -17,13 +17,14 @@ from postselectd.config import Config
 from postselectd.daemon.blocked import FOLDER_RETRY_SECONDS, BlockedFolders
 from postselectd.daemon.shared import DaemonError, Part, Shared
 from postselectd.photos import JPEG_SUFFIXES, Signature, fingerprint, has_raw_sibling
-from postselectd.pipeline import (
+from postselectd.pipeline import default_workers
+from postselectd.stages import (
     RecordError,
     Scored,
     capture_time_of,
-    default_workers,
     left_alone_reason,
     scored_from_record,
+    worker_body,
 )
 from postselectd.state import GONE, Row
 from postselectd.workers import TASK_TIMEOUT_SECONDS, WorkerDied, WorkerPool
@@ -79,7 +80,9 @@ class Scheduler(Part):
 
     def start_pool(self) -> None:
         try:
-            self.pool = WorkerPool(self.worker_count(), self.config.analysis, self.post)
+            self.pool = WorkerPool(
+                self.worker_count(), worker_body(self.config.analysis), self.post
+            )
         except OSError as exc:  # EAGAIN, EMFILE: the ones started are ended already
             raise DaemonError(
                 f"cannot start the worker processes: {exc.strerror or exc}", retry=True
@@ -93,7 +96,7 @@ class Scheduler(Part):
     def replace_pool(self) -> None:
         self.pool_stale = False
         self.pool.close()
-        self.pool = WorkerPool(self.worker_count(), self.config.analysis, self.post)
+        self.pool = WorkerPool(self.worker_count(), worker_body(self.config.analysis), self.post)
         log.info("worker pool restarted with %d workers for the new config", self.pool.size)
 
     def worker_count(self, config: Config | None = None) -> int:

@@ -19,7 +19,9 @@ from postselectd.daemon.blocked import BlockedFolders, folder_trouble
 from postselectd.daemon.scheduler import EARLY_START_SECONDS, RAW_RATED_INSTEAD, Job, Scheduler
 from postselectd.daemon.shared import Part, Shared
 from postselectd.photos import Signature, same_stem_names
-from postselectd.pipeline import (
+from postselectd.preview import cut_previews_text
+from postselectd.sidecar import read_sidecar, sidecar_paths
+from postselectd.stages import (
     FileResult,
     Scored,
     finish,
@@ -29,8 +31,6 @@ from postselectd.pipeline import (
     scored_record,
     withdraw_second_truths,
 )
-from postselectd.preview import cut_previews_text
-from postselectd.sidecar import read_sidecar, sidecar_paths
 from postselectd.state import Row
 
 log = logging.getLogger(__name__)
