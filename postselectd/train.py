@@ -52,6 +52,7 @@ from pathlib import Path
 
 import numpy as np
 
+from postselectd import photos
 from postselectd.analysis.personal import REASON_NAMES, TASTE_FEATURES
 from postselectd.config import AnalysisConfig, Config, TrainConfig
 from postselectd.onnx_export import Graph, model_bytes
@@ -88,7 +89,6 @@ PCA_DIMS = 256
 L2_CHOICES = (3.0, 10.0, 30.0, 100.0, 300.0)
 SEED = 20261201
 CACHE_VERSION = "2"  # 2: the backbone reads a halved preview (OnnxModel.prepare)
-FINGERPRINT_BYTES = 64 * 1024
 KEEPER = TASTE_FEATURES.index("keeper_probability")
 REASONS = [i for i, name in enumerate(TASTE_FEATURES) if name.startswith("reason_")]
 # train.respect_reasons: auto: a shipped reason stops making a reject of what the personal
@@ -120,18 +120,6 @@ class Frame:
     capture_day: str  # YYYY-MM-DD, "" when unknown
 
 
-def fingerprint(path: Path) -> str:
-    """Size + sha256 of the first and last 64 KB: cheap, and survives renames and copies."""
-    size = path.stat().st_size
-    digest = hashlib.sha256(str(size).encode())
-    with path.open("rb") as f:
-        digest.update(f.read(FINGERPRINT_BYTES))
-        if size > FINGERPRINT_BYTES:
-            f.seek(max(FINGERPRINT_BYTES, size - FINGERPRINT_BYTES))
-            digest.update(f.read(FINGERPRINT_BYTES))
-    return digest.hexdigest()[:32]
-
-
 class FeatureCache:
     """``<state_dir>/train-cache``: one .npz per file fingerprint, and an index from
     (path, size, mtime) to fingerprint so an unchanged file is not read at all."""
@@ -150,7 +138,7 @@ class FeatureCache:
         known = self.index.get(str(path.absolute()))
         if known and known[0] == st.st_size and known[1] == st.st_mtime_ns:
             return known[2]
-        fp = fingerprint(path)
+        fp = photos.fingerprint(path)[:32]  # the cache files are named with 32 hex digits
         self.index[str(path.absolute())] = [st.st_size, st.st_mtime_ns, fp]
         return fp
 
