@@ -12,6 +12,8 @@ that asking whether a name is a photo loads none of them.
   Names that are not valid UTF-8 (kept by Python as lone surrogates) compare by their
   bytes. And how a photo is named in a log line (``shown_name``).
 - Pairs: which file of a same-name set (DSC_0001.NEF, .DNG, .JPG) owns DSC_0001.xmp.
+  Which editors' sidecars a file then writes needs the editors' vocabulary
+  (sidecar.DIALECTS), and is the sidecar stage's (stages.sidecar_profiles_for).
 - Listing folders (``scan``, ``skip_linked_folder``) and a file's identity
   (``Signature`` for the settle rule, ``fingerprint`` for its content).
 """
