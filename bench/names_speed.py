@@ -32,8 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from postselectd.config import Config  # noqa: E402
-from postselectd.photos import same_stem_names  # noqa: E402
-from postselectd.pipeline import find_photos  # noqa: E402
+from postselectd.photos import find_photos, same_stem_names  # noqa: E402
 from postselectd.sidecar import sidecar_path  # noqa: E402
 from postselectd.stages import withdraw_second_truths  # noqa: E402
 

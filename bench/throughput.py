@@ -168,7 +168,8 @@ class PeakRss:
 def run_postselectd(files: list[Path], workers: int) -> dict:
     """What `postselectd score` runs (cli.cmd_score): find_photos, Pipeline.score."""
     from postselectd.config import Config
-    from postselectd.pipeline import Pipeline, find_photos
+    from postselectd.photos import find_photos
+    from postselectd.pipeline import Pipeline
 
     for sidecar in files[0].parent.glob("*.xmp"):
         sidecar.unlink()
@@ -268,7 +269,8 @@ def run_cluster(files: list[Path], workers: int) -> dict:
     from postselectd.analysis import Analyzer
     from postselectd.cluster import ClusterAnalysis
     from postselectd.config import Config
-    from postselectd.pipeline import Pipeline, find_photos, leave_rated
+    from postselectd.photos import find_photos
+    from postselectd.pipeline import Pipeline, leave_rated
 
     for sidecar in files[0].parent.glob("*.xmp"):
         sidecar.unlink()

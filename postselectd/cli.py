@@ -558,13 +558,8 @@ def _start_first_worker(config: Config):
 
 
 def _score(args: argparse.Namespace, config: Config, cluster, first_worker) -> int:
-    from postselectd.pipeline import (
-        Pipeline,
-        PipelineError,
-        PoolAnalysis,
-        default_workers,
-        find_photos,
-    )
+    from postselectd.photos import find_photos
+    from postselectd.pipeline import Pipeline, PipelineError, PoolAnalysis, default_workers
 
     # --cluster checks the models here; it and --rerate-with-new-model need their version
     # to leave what they rated.

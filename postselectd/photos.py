@@ -11,10 +11,9 @@ that asking whether a name is a photo loads none of them.
   ``DSC_0001.xmp`` and ``dsc_0001.XMP`` one sidecar, wherever the folder happens to live.
   Names that are not valid UTF-8 (kept by Python as lone surrogates) compare by their
   bytes. And how a photo is named in a log line (``shown_name``).
-- Pairs: which file of a same-name set (DSC_0001.NEF, .DNG, .JPG) owns DSC_0001.xmp.
-  Which editors' sidecars a file then writes needs the editors' vocabulary
-  (sidecar.DIALECTS), and is the sidecar stage's (stages.sidecar_profiles_for).
-- Listing folders (``scan``, ``skip_linked_folder``) and a file's identity
+- Pairs: which file of a same-name set (DSC_0001.NEF, .DNG, .JPG) owns DSC_0001.xmp,
+  and so which editors' sidecars each writes (by dialects' naming rule).
+- Listing folders (``find_photos`` for ``score``, ``scan`` for the daemon) and a file's identity
   (``Signature`` for the settle rule, ``fingerprint`` for its content).
 """
 
@@ -32,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from postselectd import rawmeta
+from postselectd.dialects import names_shared_sidecar
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +187,33 @@ def shared_sidecar_owner(path: Path, siblings: list[str] | None = None) -> Path:
     return min(owners, key=lambda p: (_sidecar_rank(p), p.name))
 
 
+def sidecar_profiles_for(
+    path: Path, profiles: Iterable[str], siblings: list[str] | None = None
+) -> list[str]:
+    """The profiles this file writes: none whose DSC_0001.xmp belongs to a sibling."""
+    profiles = list(profiles)
+    if (
+        any(names_shared_sidecar(p) for p in profiles)
+        and shared_sidecar_owner(path, siblings) != path
+    ):
+        return [p for p in profiles if not names_shared_sidecar(p)]
+    return profiles
+
+
+def left_alone_reason(
+    path: Path, profiles: Iterable[str], siblings: list[str] | None = None
+) -> str | None:
+    """Why this file writes no sidecar at all (every one it would write is a sibling's:
+    DSC_0001.DNG beside DSC_0001.NEF under the lightroom profile), or None."""
+    if sidecar_profiles_for(path, profiles, siblings):
+        return None
+    owner = shared_sidecar_owner(path, siblings)
+    return (
+        f"{path.name}: shares {owner.with_suffix('.xmp').name} with {owner.name}, "
+        "which is rated instead; left alone"
+    )
+
+
 # --- listing folders -----------------------------------------------------------------
 
 
@@ -219,6 +246,77 @@ def skip_linked_folder(link: Path, inside: Iterable[Path]) -> None:
         link,
         target,
     )
+
+
+def find_photos(
+    paths: Iterable[Path],
+    profiles: Iterable[str] | None = None,
+    passed_over: Counter[str] | None = None,
+    videos: bool = False,
+) -> Iterator[Path]:
+    """Photos under the given files and folders, in name order.
+
+    Symlinked folders are not followed (``skip_linked_folder``); a symlinked photo is,
+    and its sidecar goes beside the link. With ``profiles``, a file whose every sidecar
+    would be a sibling's (DSC_0001.DNG next to DSC_0001.NEF with the lightroom profile)
+    is not listed. ``passed_over`` counts, by suffix (".gif"), the pictures and videos
+    found in the folders that are not a type postselectd rates
+    (rawmeta.UNRATED_IMAGE_SUFFIXES, rawmeta.VIDEO_SUFFIXES).
+
+    ``videos``: list video files too, so that ``score`` can name each as not a photo
+    (the preview stage says so from its bytes), except a Live Photo's motion half
+    (IMG_0001.MOV beside IMG_0001.HEIC), which goes with its photo.
+    """
+    profiles = list(profiles) if profiles is not None else None
+    paths = [Path(p) for p in paths]
+    seen: set[tuple[int, int]] = set()  # a folder given twice (A and A/sub) is listed once
+    for root in paths:
+        if root.is_file():
+            yield root
+            continue
+        for folder, dirs, files in os.walk(root):
+            try:
+                st = os.stat(folder)
+            except OSError:
+                dirs[:] = []
+                continue
+            if (st.st_dev, st.st_ino) in seen:
+                dirs[:] = []
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            linked = [d for d in dirs if os.path.islink(os.path.join(folder, d))]
+            for name in linked:
+                if not name.startswith("."):
+                    skip_linked_folder(Path(folder) / name, paths)
+            dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in linked)
+            by_stem: dict[str, list[str]] = {}
+            for name in files:
+                by_stem.setdefault(stem_key(name), []).append(name)
+            for name in sorted(files):
+                path = Path(folder) / name
+                siblings = by_stem[stem_key(name)]
+                if not is_candidate(path):
+                    suffix = path.suffix.lower()
+                    if name.startswith("."):
+                        continue
+                    if suffix in rawmeta.VIDEO_SUFFIXES and not _motion_of_a_photo(path, siblings):
+                        if videos:
+                            yield path
+                        elif passed_over is not None:
+                            passed_over[suffix] += 1
+                    elif passed_over is not None and suffix in rawmeta.UNRATED_IMAGE_SUFFIXES:
+                        passed_over[suffix] += 1
+                    continue
+                if has_raw_sibling(path, siblings):
+                    continue
+                if profiles is not None and not sidecar_profiles_for(path, profiles, siblings):
+                    continue
+                yield path
+
+
+def _motion_of_a_photo(video: Path, siblings: list[str]) -> bool:
+    """IMG_0001.MOV beside IMG_0001.HEIC (or .JPG): the moving half of a Live Photo."""
+    return any(n != video.name and is_candidate(video.parent / n) for n in siblings)
 
 
 def passed_over_text(passed_over: Counter[str]) -> str:

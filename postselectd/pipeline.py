@@ -15,15 +15,14 @@ import logging
 import os
 import queue
 import threading
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
 
-from postselectd import rawmeta, workers
+from postselectd import workers
 from postselectd.bursts import MAX_GAP_SECONDS, group_bursts
 from postselectd.config import AnalysisConfig, Config
-from postselectd.photos import has_raw_sibling, is_candidate, skip_linked_folder, stem_key
+from postselectd.photos import sidecar_profiles_for
 from postselectd.sidecar import rated_with
 from postselectd.stages import (
     FileResult,
@@ -32,7 +31,6 @@ from postselectd.stages import (
     finish,
     frame_of,
     judged,
-    sidecar_profiles_for,
     worker_body,
 )
 
@@ -40,77 +38,6 @@ from postselectd.stages import (
 # stays valid for the callers, benchmarks and tests that use it.
 
 log = logging.getLogger(__name__)
-
-
-def find_photos(
-    paths: Iterable[Path],
-    profiles: Iterable[str] | None = None,
-    passed_over: Counter[str] | None = None,
-    videos: bool = False,
-) -> Iterator[Path]:
-    """Photos under the given files and folders, in name order.
-
-    Symlinked folders are not followed (``skip_linked_folder``); a symlinked photo is,
-    and its sidecar goes beside the link. With ``profiles``, a file whose every sidecar
-    would be a sibling's (DSC_0001.DNG next to DSC_0001.NEF with the lightroom profile)
-    is not listed. ``passed_over`` counts, by suffix (".gif"), the pictures and videos
-    found in the folders that are not a type postselectd rates
-    (rawmeta.UNRATED_IMAGE_SUFFIXES, rawmeta.VIDEO_SUFFIXES).
-
-    ``videos``: list video files too, so that ``score`` can name each as not a photo
-    (the preview stage says so from its bytes), except a Live Photo's motion half
-    (IMG_0001.MOV beside IMG_0001.HEIC), which goes with its photo.
-    """
-    profiles = list(profiles) if profiles is not None else None
-    paths = [Path(p) for p in paths]
-    seen: set[tuple[int, int]] = set()  # a folder given twice (A and A/sub) is listed once
-    for root in paths:
-        if root.is_file():
-            yield root
-            continue
-        for folder, dirs, files in os.walk(root):
-            try:
-                st = os.stat(folder)
-            except OSError:
-                dirs[:] = []
-                continue
-            if (st.st_dev, st.st_ino) in seen:
-                dirs[:] = []
-                continue
-            seen.add((st.st_dev, st.st_ino))
-            linked = [d for d in dirs if os.path.islink(os.path.join(folder, d))]
-            for name in linked:
-                if not name.startswith("."):
-                    skip_linked_folder(Path(folder) / name, paths)
-            dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in linked)
-            by_stem: dict[str, list[str]] = {}
-            for name in files:
-                by_stem.setdefault(stem_key(name), []).append(name)
-            for name in sorted(files):
-                path = Path(folder) / name
-                siblings = by_stem[stem_key(name)]
-                if not is_candidate(path):
-                    suffix = path.suffix.lower()
-                    if name.startswith("."):
-                        continue
-                    if suffix in rawmeta.VIDEO_SUFFIXES and not _motion_of_a_photo(path, siblings):
-                        if videos:
-                            yield path
-                        elif passed_over is not None:
-                            passed_over[suffix] += 1
-                    elif passed_over is not None and suffix in rawmeta.UNRATED_IMAGE_SUFFIXES:
-                        passed_over[suffix] += 1
-                    continue
-                if has_raw_sibling(path, siblings):
-                    continue
-                if profiles is not None and not sidecar_profiles_for(path, profiles, siblings):
-                    continue
-                yield path
-
-
-def _motion_of_a_photo(video: Path, siblings: list[str]) -> bool:
-    """IMG_0001.MOV beside IMG_0001.HEIC (or .JPG): the moving half of a Live Photo."""
-    return any(n != video.name and is_candidate(video.parent / n) for n in siblings)
 
 
 def _order_key(path: Path, capture_time: datetime | None) -> tuple:

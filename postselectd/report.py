@@ -424,8 +424,7 @@ def photos_to_show(paths: Iterable[Path], profiles: Sequence[str]) -> list[Path]
     (DSC_0001.NEF + DSC_0001.DNG) need that check, so only they get it.
     """
     # Here, not at the top: the pipeline loads onnxruntime, which workers do not need.
-    from postselectd.pipeline import find_photos
-    from postselectd.stages import sidecar_profiles_for
+    from postselectd.photos import find_photos, sidecar_profiles_for
 
     photos = list(find_photos(paths))
     stems = Counter((p.parent, stem_key(p.name)) for p in photos)

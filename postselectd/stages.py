@@ -29,8 +29,7 @@ from postselectd.analysis.faces import Face
 from postselectd.analysis.measure import Exposure, Sharpness
 from postselectd.bursts import BurstInfo, Frame
 from postselectd.config import AnalysisConfig, Config, RatingPolicy
-from postselectd.dialects import names_shared_sidecar
-from postselectd.photos import name_key, same_stem_names, shared_sidecar_owner
+from postselectd.photos import left_alone_reason, name_key, same_stem_names, sidecar_profiles_for
 from postselectd.preview import PreviewError, load_preview
 from postselectd.rating import PREVIEW_TOO_SMALL, SMALLEST_JUDGED_PREVIEW, Rating, rate, weigh
 from postselectd.reasons import EYES_CLOSED, Finding
@@ -133,7 +132,7 @@ class FileResult:
         return any(what == "rating" for what, _ in self.kept_by_person)
 
 
-# --- which sidecars a file writes ----------------------------------------------------
+# --- a RAW+JPEG pair's second file ---------------------------------------------------
 
 
 # A JPEG or TIFF written beside a raw of the same name (RAW+JPEG shooting).
@@ -181,33 +180,6 @@ def withdraw_second_truths(
             except SidecarError as exc:
                 log.warning("%s: its verdict stays: %s", own.name, exc)
     return list(found.values())
-
-
-def sidecar_profiles_for(
-    path: Path, profiles: Iterable[str], siblings: list[str] | None = None
-) -> list[str]:
-    """The profiles this file writes: none whose DSC_0001.xmp belongs to a sibling."""
-    profiles = list(profiles)
-    if (
-        any(names_shared_sidecar(p) for p in profiles)
-        and shared_sidecar_owner(path, siblings) != path
-    ):
-        return [p for p in profiles if not names_shared_sidecar(p)]
-    return profiles
-
-
-def left_alone_reason(
-    path: Path, profiles: Iterable[str], siblings: list[str] | None = None
-) -> str | None:
-    """Why this file writes no sidecar at all (every one it would write is a sibling's:
-    DSC_0001.DNG beside DSC_0001.NEF under the lightroom profile), or None."""
-    if sidecar_profiles_for(path, profiles, siblings):
-        return None
-    owner = shared_sidecar_owner(path, siblings)
-    return (
-        f"{path.name}: shares {owner.with_suffix('.xmp').name} with {owner.name}, "
-        "which is rated instead; left alone"
-    )
 
 
 # --- the worker side ----------------------------------------------------------------

@@ -52,10 +52,10 @@ from pathlib import Path
 
 import numpy as np
 
-from postselectd import photos
 from postselectd.analysis.personal import REASON_NAMES, TASTE_FEATURES
 from postselectd.config import AnalysisConfig, Config, TrainConfig
 from postselectd.onnx_export import Graph, model_bytes
+from postselectd.photos import fingerprint
 from postselectd.ratings_sources import (
     CORRECTION,
     SELECT,
@@ -138,7 +138,7 @@ class FeatureCache:
         known = self.index.get(str(path.absolute()))
         if known and known[0] == st.st_size and known[1] == st.st_mtime_ns:
             return known[2]
-        fp = photos.fingerprint(path)[:32]  # the cache files are named with 32 hex digits
+        fp = fingerprint(path)[:32]  # the cache files are named with 32 hex digits
         self.index[str(path.absolute())] = [st.st_size, st.st_mtime_ns, fp]
         return fp
 
@@ -922,8 +922,7 @@ def find_rated(
     darktable_db: Path | None = None,
 ) -> tuple[list[Verdict], dict]:
     """Every photo under ``paths`` with the photographer's verdict on it."""
-    from postselectd.photos import passed_over_text
-    from postselectd.pipeline import find_photos
+    from postselectd.photos import find_photos, passed_over_text
 
     photos: list[tuple[Path, Path]] = []
     seen: set[Path] = set()

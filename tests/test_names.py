@@ -19,8 +19,7 @@ import pytest
 import test_daemon
 from conftest import copy_file, run_cli, shared_path
 
-from postselectd.photos import shared_sidecar_owner, shown_name
-from postselectd.pipeline import find_photos
+from postselectd.photos import find_photos, shared_sidecar_owner, shown_name
 from postselectd.ratings_sources import sidecars_of
 from postselectd.report import _folder_listing, _sidecar_candidates
 from postselectd.sidecar import TEMPLATE, read_sidecar

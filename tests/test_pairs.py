@@ -10,10 +10,8 @@ import pytest
 import test_daemon
 from conftest import copy_file, run_cli, shared_path
 
-from postselectd.photos import shared_sidecar_owner
-from postselectd.pipeline import find_photos
+from postselectd.photos import find_photos, shared_sidecar_owner, sidecar_profiles_for
 from postselectd.sidecar import read_sidecar
-from postselectd.stages import sidecar_profiles_for
 
 daemon_factory = test_daemon.daemon_factory  # the real daemon of tests/test_daemon.py
 

@@ -16,16 +16,15 @@ from postselectd import __version__
 from postselectd.config import Config
 from postselectd.daemon.blocked import FOLDER_RETRY_SECONDS, BlockedFolders
 from postselectd.daemon.shared import DaemonError, Part, Shared
-from postselectd.photos import JPEG_SUFFIXES, Signature, fingerprint, has_raw_sibling
-from postselectd.pipeline import default_workers
-from postselectd.stages import (
-    RecordError,
-    Scored,
-    capture_time_of,
+from postselectd.photos import (
+    JPEG_SUFFIXES,
+    Signature,
+    fingerprint,
+    has_raw_sibling,
     left_alone_reason,
-    scored_from_record,
-    worker_body,
 )
+from postselectd.pipeline import default_workers
+from postselectd.stages import RecordError, Scored, capture_time_of, scored_from_record, worker_body
 from postselectd.state import GONE, Row
 from postselectd.workers import TASK_TIMEOUT_SECONDS, WorkerDied, WorkerPool
 

@@ -18,7 +18,7 @@ from postselectd.bursts import BurstBook, BurstInfo
 from postselectd.daemon.blocked import BlockedFolders, folder_trouble
 from postselectd.daemon.scheduler import EARLY_START_SECONDS, RAW_RATED_INSTEAD, Job, Scheduler
 from postselectd.daemon.shared import Part, Shared
-from postselectd.photos import Signature, same_stem_names
+from postselectd.photos import Signature, left_alone_reason, same_stem_names
 from postselectd.preview import cut_previews_text
 from postselectd.sidecar import read_sidecar, sidecar_paths
 from postselectd.stages import (
@@ -27,7 +27,6 @@ from postselectd.stages import (
     finish,
     frame_of,
     judged,
-    left_alone_reason,
     scored_record,
     withdraw_second_truths,
 )
