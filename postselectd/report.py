@@ -55,6 +55,7 @@ from postselectd.photos import name_key, stem_key
 from postselectd.preview import PreviewError, load_preview
 from postselectd.rating import BEST_OF_BURST, CHECK
 from postselectd.sidecar import read_sidecar
+from postselectd.workers import reuse_freed_memory
 
 log = logging.getLogger(__name__)
 
@@ -576,25 +577,6 @@ def _folder_listing(folder: Path) -> dict[str, str]:
     return {name_key(name): name for name in names} | {name: name for name in names}
 
 
-def _keep_freed_memory() -> None:
-    """Worker start-up: let glibc reuse freed image buffers instead of returning them.
-
-    Each frame allocates a few 1-5 MB buffers (decode, numpy, resize); glibc maps and
-    unmaps them per frame, and the kernel zeroes every fresh page: 7,300 page faults and
-    18 of 46 ms CPU per frame, measured. Keeping them mapped takes that to ~1 ms. Only
-    glibc has mallopt; elsewhere this does nothing.
-    """
-    import ctypes
-
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    try:
-        libc = ctypes.CDLL(None)
-        libc.mallopt(m_mmap_threshold, 64 << 20)
-        libc.mallopt(m_trim_threshold, 256 << 20)
-    except (OSError, AttributeError):
-        pass
-
-
 def _run(jobs: list[FrameJob], workers: int) -> Iterable[Frame]:
     if workers <= 1 or len(jobs) < 8:
         return map(frame_of, jobs)
@@ -603,7 +585,7 @@ def _run(jobs: list[FrameJob], workers: int) -> Iterable[Frame]:
     pool = ProcessPoolExecutor(
         max_workers=workers,
         mp_context=multiprocessing.get_context("spawn"),
-        initializer=_keep_freed_memory,
+        initializer=reuse_freed_memory,
     )
     chunk = max(1, min(32, len(jobs) // (workers * 8)))
 
