@@ -53,17 +53,17 @@ def checks(
         results.append((status, what, detail))
 
     if config is None:
-        check("FAIL", "config", source)
+        check(FAIL, "config", source)
         config = Config()
     else:
-        check("OK", "config", f"valid ({source})")
+        check(OK, "config", f"valid ({source})")
 
     analyzer = None
     try:
         analyzer = Analyzer(config.analysis)
-        check("OK", "models", f"load ({analyzer.model_version})")
+        check(OK, "models", f"load ({analyzer.model_version})")
     except ModelError as exc:
-        check("FAIL", "models", str(exc))
+        check(FAIL, "models", str(exc))
     version, offered = offered_providers()
     setting = f"analysis.providers: {config.analysis.providers}"
     offer = f"onnxruntime {version} offers {', '.join(offered)}"
@@ -71,13 +71,13 @@ def checks(
         in_use = analyzer.providers_in_use
         wanted = analyzer.providers[0]
         if in_use[0] != wanted:
-            check("WARN", "provider", f"{in_use[0]}: {wanted} did not start ({setting}; {offer})")
+            check(WARN, "provider", f"{in_use[0]}: {wanted} did not start ({setting}; {offer})")
         else:
-            check("OK", "provider", f"{in_use[0]} ({setting}; {offer})")
+            check(OK, "provider", f"{in_use[0]} ({setting}; {offer})")
         if bench:
             result = run_self_test(analyzer)
             check(
-                "OK",
+                OK,
                 "self-test",
                 f"{result.images_per_second:.1f} images/s on {in_use[0]}, one process "
                 f"({result.frames} generated {FRAME_SIZE[0]}x{FRAME_SIZE[1]} JPEG frames, "
@@ -89,13 +89,13 @@ def checks(
     listed = ", ".join(f"{name} ({library})" for name, library in decodes.items() if library)
     if missing:
         check(
-            "WARN",
+            WARN,
             "decoders",
             f"cannot decode {', '.join(missing)}: such photos fail (HEIC needs pillow-heif, "
             f"AVIF Pillow 11.3 or newer); decodes {listed}",
         )
     else:
-        check("OK", "decoders", listed)
+        check(OK, "decoders", listed)
 
     found, service_settings = _watched_by_the_daemon(config, watch, config_file, check)
     watches = [folder for folder, _ in found]
@@ -109,21 +109,21 @@ def checks(
 
         if not path.exists():
             if path == default_inbox():
-                say("OK", "the default inbox; created when the daemon starts")
+                say(OK, "the default inbox; created when the daemon starts")
             elif folder.removable:
-                say("WARN", "not there (removable: watched once it appears)")
+                say(WARN, "not there (removable: watched once it appears)")
             else:
                 say(
-                    "FAIL",
+                    FAIL,
                     "does not exist, so the daemon will not start: create it, correct the "
                     "path, or set removable: true for a card or share mounted later",
                 )
             continue
         if not path.is_dir():
-            say("FAIL", "not a folder")
+            say(FAIL, "not a folder")
             continue
         if not os.access(path, os.R_OK | os.X_OK):
-            say("FAIL", "not readable by this user")
+            say(FAIL, "not readable by this user")
             continue
         poll, mode = should_poll(folder)
         count = _count_folders(path) if folder.recursive else 1
@@ -132,28 +132,28 @@ def checks(
         trouble = folder_trouble(path, "")
         if trouble == "read-only":
             say(
-                "FAIL",
+                FAIL,
                 f"readable, but no sidecar can be written there (read-only, or not writable "
                 f"for this user): its photos would wait unrated; {count} folder(s), {mode}",
             )
         elif trouble == "full":
             say(
-                "WARN",
+                WARN,
                 f"readable, but its disk is full: no sidecar fits; {count} folder(s), {mode}",
             )
         else:
-            say("OK", f"readable, sidecars writable, {count} folder(s), {mode}")
+            say(OK, f"readable, sidecars writable, {count} folder(s), {mode}")
 
     limit_file = Path("/proc/sys/fs/inotify/max_user_watches")
     if limit_file.exists():
         limit = int(limit_file.read_text().split()[0])
         detail = f"{folders} folder(s) to watch, limit {limit} (fs.inotify.max_user_watches)"
         if folders > limit:
-            check("FAIL", "inotify watches", detail + ": raise it with sysctl")
+            check(FAIL, "inotify watches", detail + ": raise it with sysctl")
         elif folders > limit * 0.8:
-            check("WARN", "inotify watches", detail + ": close to the limit")
+            check(WARN, "inotify watches", detail + ": close to the limit")
         else:
-            check("OK", "inotify watches", detail)
+            check(OK, "inotify watches", detail)
 
     state_dir = config.resolved_state_dir()
     places = [("state folder", state_dir)] + [(f"disk of {w.path}", w.path) for w in watches]
@@ -164,34 +164,34 @@ def checks(
         try:
             free = shutil.disk_usage(probe).free
         except OSError as exc:
-            check("WARN", f"free space ({what})", str(exc))
+            check(WARN, f"free space ({what})", str(exc))
             continue
         detail = f"{free / 2**30:.1f} GiB free at {probe}"
-        check("WARN" if free < 2**30 else "OK", f"free space ({what})", detail)
+        check(WARN if free < 2**30 else OK, f"free space ({what})", detail)
     if state_dir.exists() and not os.access(state_dir, os.W_OK):
-        check("FAIL", "state folder", f"{state_dir} is not writable")
+        check(FAIL, "state folder", f"{state_dir} is not writable")
 
     pid = running_daemon_pid(state_dir)
     platform = current_platform()
     service = service_state(platform)
     where = installed_path(platform)
     if service.installed:
-        check("OK", "service", f"installed ({where})")
+        check(OK, "service", f"installed ({where})")
         sealed = folders_the_unit_cannot_write(service_settings or config)
         if sealed:
             check(
-                "FAIL",
+                FAIL,
                 "service sandbox",
                 f"the service may not write to {', '.join(map(str, sealed))}: "
                 "run `postselectd service install` again",
             )
     else:
-        check("WARN", "service", "not installed: run `postselectd service install`")
+        check(WARN, "service", "not installed: run `postselectd service install`")
     if service.running or pid:
         how = f"pid {pid}" if pid else service.detail
-        check("OK", "daemon", f"running ({how})")
+        check(OK, "daemon", f"running ({how})")
     else:
-        check("WARN", "daemon", f"not running ({service.detail})")
+        check(WARN, "daemon", f"not running ({service.detail})")
 
     return results
 
@@ -217,7 +217,7 @@ def _watched_by_the_daemon(
             try:
                 service_settings, _ = load_config(named)
             except ConfigError as exc:
-                check("FAIL", "service config", f"{exc}: the service's daemon does not start")
+                check(FAIL, "service config", f"{exc}: the service's daemon does not start")
             else:
                 origin = f"the service's config {theirs}"
                 found += [(folder, origin) for folder in service_settings.watch]
