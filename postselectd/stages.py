@@ -248,12 +248,12 @@ def _ms(start: float) -> float:
 
 def work(path: Path) -> Scored:
     """One file in a worker process (the ``work`` of ``worker_body``)."""
-    return analyze_file(path)
+    return analyze_file(Path(path))
 
 
 def failed(path: Path, error: str) -> Scored:
     """A file the worker process could not analyse (the ``failed`` of ``worker_body``)."""
-    return Scored(path=path, analysis=None, error=error)
+    return Scored(path=Path(path), analysis=None, error=error)
 
 
 def worker_body(config: AnalysisConfig) -> WorkerBody:

@@ -45,9 +45,10 @@ WORKER_ADDRESS_SPACE_BYTES = 2048 * 1024 * 1024
 class WorkerBody:
     """What a worker process runs, given as the name of the module that holds it: the
     module's ``init_worker(args)`` once (it raises when the process cannot work: models
-    that do not load), then ``work(path)`` for each file, which returns the file's result
-    and never raises for a bad file; ``failed(path, error)`` is the result for a file
-    ``work`` raised on anyway.
+    that do not load), then ``work(task)`` for each task the owner submits (a file's path,
+    or a value naming the file and what to do with it), which returns the result and
+    never raises for a bad file; ``failed(task, error)`` is the result for a task ``work``
+    raised on anyway.
 
     Named, not passed as functions, so that the owner need not import the stage: the
     analysis stage loads onnxruntime, and ``score`` starts its first worker before that
@@ -99,17 +100,17 @@ def _worker_main(worker_id: int, tasks: Connection, results: Connection, body: W
             return
         if task is None:
             return
-        job, path = task
+        job, work = task
         try:
-            result = stage.work(Path(path))
+            result = stage.work(work)
         except MemoryError:  # past limit_address_space: this file asked for too much
             result = stage.failed(
-                Path(path),
+                work,
                 "needs more memory than a worker may use "
                 f"({WORKER_ADDRESS_SPACE_BYTES >> 20} MB): a damaged or hostile file?",
             )
         except Exception as exc:  # a bug, not a bad file: report it, keep the worker
-            result = stage.failed(Path(path), f"internal error: {exc}")
+            result = stage.failed(work, f"internal error: {exc}")
         try:
             results.send(("done", job, result))
         except (BrokenPipeError, OSError):
@@ -253,12 +254,14 @@ class WorkerPool:
         with self._lock:
             return sum(1 for w in self._workers.values() if w.job is None)
 
-    def submit(self, job: int, path: Path) -> bool:
+    def submit(self, job: int, task: object) -> bool:
+        """Give ``task`` (picklable: a path, or the body's own task value) to an idle
+        worker; False when every worker holds a file."""
         with self._lock:
             for worker in self._workers.values():
                 if worker.job is None:
                     try:
-                        worker.tasks.send((job, str(path)))
+                        worker.tasks.send((job, task))
                     except OSError:
                         continue  # dying; the listener replaces it
                     worker.job = job
