@@ -10,7 +10,6 @@ The per-file stage itself is stages.py; the daemon drives it one file at a time.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import queue
@@ -282,7 +281,6 @@ class PoolAnalysis:
         # the first ``start`` grows it to as many workers as the files need.
         self._pool, self._inbox = started or (None, queue.Queue())
         self._grow = started is not None
-        self._jobs = itertools.count()
 
     def __enter__(self) -> PoolAnalysis:
         return self
@@ -311,51 +309,24 @@ class PoolAnalysis:
     ) -> list[Scored]:
         """Preview + analysis of every path, in completion order; never raises for a bad
         file. PipelineError: the worker processes cannot load the models."""
-        pending = [(next(self._jobs), path) for path in paths]
-        pending.reverse()
-        if not pending:
+        paths = list(paths)
+        if not paths:
             return []
-        self.start(len(pending))
-        pool = self._pool
-        inbox = self._inbox
+        self.start(len(paths))
         timeout = self.task_timeout or workers.TASK_TIMEOUT_SECONDS
-        jobs: dict[int, Path] = {}
-        stopped: dict[int, str] = {}
         analysed: list[Scored] = []
-
-        def done(scored: Scored) -> None:
-            analysed.append(scored)
-            if on_analyzed:
-                on_analyzed(scored)
-
         try:
-            while pending or jobs:
-                while pending and pool.submit(pending[-1][0], pending[-1][1]):
-                    job, path = pending.pop()
-                    jobs[job] = path
-                try:
-                    message = inbox.get(timeout=1.0)
-                except queue.Empty:
-                    message = None
-                for job in pool.kill_stuck(timeout):
-                    stopped[job] = f"analysis took longer than {timeout:.0f} s; stopped"
-                for job in pool.kill_bloated():
-                    if job is not None:
-                        stopped[job] = "decoding it needed too much memory; stopped"
-                if isinstance(message, workers.Analysed) and message.job in jobs:
-                    del jobs[message.job]
-                    done(message.scored)
-                elif isinstance(message, workers.WorkerDied) and message.job in jobs:
-                    path = jobs.pop(message.job)
-                    reason = stopped.pop(
-                        message.job,
-                        f"the decoder crashed on this file (worker exit status {message.exitcode})",
-                    )
-                    done(Scored(path=path, analysis=None, error=reason))
-                elif isinstance(message, workers.WorkerReady) and message.error:
-                    raise PipelineError(f"worker cannot start: {message.error}")
+            for path, result in self._pool.run(paths, self._inbox, timeout):
+                if isinstance(result, workers.Lost):
+                    result = Scored(path=path, analysis=None, error=result.reason)
+                analysed.append(result)
+                if on_analyzed:
+                    on_analyzed(result)
+        except workers.WorkerCannotStart as exc:
+            self.close()
+            raise PipelineError(f"worker cannot start: {exc}") from None
         except BaseException:
-            # Whatever stops a call midway (models that do not load, an interrupt), the
+            # Whatever stops a call midway (an interrupt, a callback that raised), the
             # files it left in the workers' hands must not answer the next call.
             self.close()
             raise

@@ -4,7 +4,7 @@ LibRaw and libjpeg are C/C++ decoders with a long history of crashes and hangs o
 malformed files. Each worker holds at most one file at a time, so when a worker dies
 (segfault, abort, out of memory) or is killed for taking too long or growing too large,
 we know exactly which file did it; the worker is replaced and the run goes on.
-``postselectd score`` and the daemon use the same pool. A listener thread turns
+``postselectd score``, the daemon, report and train use this pool. A listener thread turns
 results and deaths into messages for the owner's inbox (``post``).
 
 This is mechanism only: what a worker does with a file is its ``WorkerBody``, which the
@@ -14,13 +14,15 @@ owner passes in (stages.worker_body: preview + analysis).
 from __future__ import annotations
 
 import importlib
+import itertools
 import logging
 import multiprocessing
 import multiprocessing.util
+import queue
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
@@ -74,6 +76,18 @@ class Analysed:
 class WorkerDied:
     job: int | None
     exitcode: int | None
+
+
+@dataclass(frozen=True)
+class Lost:
+    """A task whose worker died holding it (crashed, or stopped for taking too long or
+    growing too large): why, in the photographer's words, for the owner's result."""
+
+    reason: str
+
+
+class WorkerCannotStart(Exception):
+    """A worker's body could not start (its ``init_worker`` raised: models that do not load)."""
 
 
 def _worker_main(worker_id: int, tasks: Connection, results: Connection, body: WorkerBody) -> None:
@@ -205,6 +219,7 @@ class WorkerPool:
         self._lock = threading.Lock()
         self._workers: dict[int, _Worker] = {}
         self._next_id = 0
+        self._run_jobs = itertools.count()  # run()'s job numbers, never reused
         self._closing = False
         self._closed = False
         self._wake_r, self._wake_w = self._context.Pipe(duplex=False)
@@ -268,6 +283,44 @@ class WorkerPool:
                     worker.started_job_at = time.monotonic()
                     return True
         return False
+
+    def run(
+        self, tasks: Iterable[object], inbox: queue.Queue, timeout: float = TASK_TIMEOUT_SECONDS
+    ) -> Iterator[tuple[object, object]]:
+        """Every task through the workers, as ``(task, result)`` in completion order; a
+        task its worker died on comes back with a ``Lost``, so a bad file costs that file
+        and nothing else. ``inbox`` is where this pool posts (its ``post`` is
+        ``inbox.put``). Raises WorkerCannotStart when a worker's body cannot start.
+        The one loop that score, report and train share (the daemon schedules its own).
+        Job numbers are never reused: a late answer to an interrupted call cannot pass
+        for one of this call's."""
+        pending = [(next(self._run_jobs), task) for task in tasks]
+        pending.reverse()
+        jobs: dict[int, object] = {}
+        stopped: dict[int, str] = {}
+        while pending or jobs:
+            while pending and self.submit(*pending[-1]):
+                job, task = pending.pop()
+                jobs[job] = task
+            try:
+                message = inbox.get(timeout=1.0)
+            except queue.Empty:
+                message = None
+            for job in self.kill_stuck(timeout):
+                stopped[job] = f"analysis took longer than {timeout:.0f} s; stopped"
+            for job in self.kill_bloated():
+                if job is not None:
+                    stopped[job] = "decoding it needed too much memory; stopped"
+            if isinstance(message, Analysed) and message.job in jobs:
+                yield jobs.pop(message.job), message.scored
+            elif isinstance(message, WorkerDied) and message.job in jobs:
+                reason = stopped.pop(
+                    message.job,
+                    f"the decoder crashed on this file (worker exit status {message.exitcode})",
+                )
+                yield jobs.pop(message.job), Lost(reason)
+            elif isinstance(message, WorkerReady) and message.error:
+                raise WorkerCannotStart(message.error)
 
     def kill_stuck(self, older_than: float) -> list[int]:
         """Kill workers that have held one file too long; their deaths are reported."""
