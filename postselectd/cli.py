@@ -800,6 +800,7 @@ def cmd_status(args: argparse.Namespace, config: Config, config_error: str | Non
     """``config_error``: the config could not be used; ``config`` then holds only the state
     folder it names (or the default one), and the JSON says why under ``config_error``."""
     from postselectd.daemon import running_daemon_pid
+    from postselectd.sidecar import waits_for
     from postselectd.state import Journal, JournalError
 
     state_dir = config.resolved_state_dir()
@@ -863,7 +864,7 @@ def cmd_status(args: argparse.Namespace, config: Config, config_error: str | Non
         + (f" ({report['retrying']} waiting to retry)" if report["retrying"] else ""),
         *(
             f"{'waiting':<14}{w['photos']} in {printable(w['folder'])} for "
-            + ("write access" if "not writable" in w["reason"] else "space")
+            + (waits_for(w["reason"]) or "space")
             + f" ({printable(w['reason'])})"
             for w in report["waiting"]
         ),

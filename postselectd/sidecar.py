@@ -1366,18 +1366,25 @@ def _read_reason(exc: OSError, path: Path) -> str:
     return f"{path.name}: existing sidecar cannot be read ({exc.strerror or exc}); left untouched"
 
 
+# What a folder that cannot take a sidecar lacks, by the words of the reason: the journal
+# keeps only a waiting photo's reason, and ``status`` says what it waits for from that.
+_DISK_FULL = "disk full, sidecar not written"
+_OVER_QUOTA = "disk quota exceeded, sidecar not written"
+_NOT_WRITABLE = "folder is not writable, sidecar not written"
+_WAITS_FOR = {_DISK_FULL: "space", _OVER_QUOTA: "space", _NOT_WRITABLE: "write access"}
+
+
+def waits_for(reason: str) -> str | None:
+    """What a sidecar that failed with ``reason`` (SidecarError's text) waits for: "space",
+    "write access" (SidecarError.waits_for), or None."""
+    return next((what for words, what in _WAITS_FOR.items() if words in reason), None)
+
+
 def _os_error(exc: OSError, path: Path) -> SidecarError:
     if exc.errno == errno.ENOSPC:
-        return SidecarError(
-            f"{path.name}: disk full, sidecar not written (the old one is intact)", "space"
-        )
+        return SidecarError(f"{path.name}: {_DISK_FULL} (the old one is intact)", "space")
     if exc.errno == errno.EDQUOT:
-        return SidecarError(
-            f"{path.name}: disk quota exceeded, sidecar not written (the old one is intact)",
-            "space",
-        )
+        return SidecarError(f"{path.name}: {_OVER_QUOTA} (the old one is intact)", "space")
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return SidecarError(
-            f"{path.parent}: folder is not writable, sidecar not written", "write access"
-        )
+        return SidecarError(f"{path.parent}: {_NOT_WRITABLE}", "write access")
     return SidecarError(f"{path.name}: {exc.strerror or exc}")

@@ -116,3 +116,20 @@ def test_status_counts_the_photos_waiting_for_space_or_write_access_with_their_f
         (str(full), 3),
         (str(locked), 1),
     ]
+
+
+def test_what_a_photo_waits_for_is_read_back_from_the_writers_own_reason(tmp_path: Path):
+    # The journal keeps only the reason's text; status must name the same want the writer
+    # typed (SidecarError.waits_for) for every failure that makes a photo wait, and none
+    # for a failure that is the file's own.
+    import errno
+    import os
+
+    from postselectd.sidecar import _os_error, waits_for
+
+    path = tmp_path / "card" / "DSC_0001.xmp"
+    for code in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EIO):
+        error = _os_error(OSError(code, os.strerror(code)), path)
+        assert waits_for(str(error)) == error.waits_for, (code, str(error))
+    assert waits_for(str(_os_error(OSError(errno.EROFS, "x"), path))) == "write access"
+    assert waits_for(str(_os_error(OSError(errno.ENOSPC, "x"), path))) == "space"
