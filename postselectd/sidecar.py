@@ -316,34 +316,51 @@ def write_sidecar(
             _readable(merged, base, path.name)
             if dry_run or not result.changed:
                 return result
-            tmp = _make_temp(folder, path.name, merged)
-            try:
-                if base is not None:
-                    _copy_mode(path, tmp)
-                _fsync_file(tmp)
-                if _read_bytes(path) != base:
-                    continue  # an editor wrote the sidecar while we worked: merge into its version
-                if base is None:
-                    if not _create_new(tmp, path):
-                        continue
-                    _fsync_dir(folder)
-                    return result
-                displaced = _swap_in(tmp, path)
-                if displaced is None or displaced == base:
-                    _fsync_dir(folder)
-                    return result
-                # An editor replaced the sidecar between the check and the swap. Swap its
-                # version straight back (ours was live for microseconds) and merge again.
-                log.debug("%s: an editor wrote it during the swap; merging again", path.name)
-                _exchange(tmp, path)
-            except OSError as exc:
-                raise _os_error(exc, path) from None
-            finally:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
+            if _put(path, base, merged):
+                return result
         raise SidecarError(f"{path.name}: another program keeps rewriting it; try again later")
+
+
+def _put(path: Path, base: bytes | None, merged: bytes, *, remove_if_empty: bool = False) -> bool:
+    """Put ``merged`` at ``path`` atomically (a temp file in the same folder, then a swap)
+    if ``path`` still holds ``base`` (None: no sidecar yet), so an editor's write is never
+    lost. False: an editor wrote it meanwhile; read it and merge again. With
+    ``remove_if_empty``, a merge that leaves nothing of anyone's removes the sidecar."""
+    folder = path.parent
+    tmp = _make_temp(folder, path.name, merged)
+    try:
+        if remove_if_empty and not read_sidecar(tmp):
+            if _read_bytes(path) != base:
+                return False
+            os.unlink(path)
+            _fsync_dir(folder)
+            return True
+        if base is not None:
+            _copy_mode(path, tmp)
+        _fsync_file(tmp)
+        if _read_bytes(path) != base:
+            return False
+        if base is None:
+            if not _create_new(tmp, path):
+                return False
+            _fsync_dir(folder)
+            return True
+        displaced = _swap_in(tmp, path)
+        if displaced is None or displaced == base:
+            _fsync_dir(folder)
+            return True
+        # An editor replaced the sidecar between the check and the swap. Swap its version
+        # straight back (ours was live for microseconds) and merge again.
+        log.debug("%s: an editor wrote it during the swap; merging again", path.name)
+        _exchange(tmp, path)
+        return False
+    except OSError as exc:
+        raise _os_error(exc, path) from None
+    finally:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
 
 
 def withdraw(path: Path, profiles: Iterable[str], keyword_parent: str) -> bool:
@@ -391,29 +408,8 @@ def withdraw(path: Path, profiles: Iterable[str], keyword_parent: str) -> bool:
                 packet.set(key, value)
             merged = packet.merged()
             _readable(merged, base, path.name)
-            try:
-                tmp = _make_temp(folder, path.name, merged)
-                try:
-                    if _read_bytes(path) != base:
-                        continue  # an editor wrote it meanwhile: look again
-                    if not read_sidecar(tmp):  # nothing of anyone's is left
-                        os.unlink(path)
-                        _fsync_dir(folder)
-                        return True
-                    _copy_mode(path, tmp)
-                    _fsync_file(tmp)
-                    displaced = _swap_in(tmp, path)
-                    if displaced is None or displaced == base:
-                        _fsync_dir(folder)
-                        return True
-                    _exchange(tmp, path)  # an editor's version came in between: theirs back
-                finally:
-                    try:
-                        os.unlink(tmp)
-                    except OSError:
-                        pass
-            except OSError as exc:
-                raise _os_error(exc, path) from None
+            if _put(path, base, merged, remove_if_empty=True):
+                return True
         raise SidecarError(f"{path.name}: another program keeps rewriting it; try again later")
 
 
