@@ -41,17 +41,17 @@ import json
 import logging
 import math
 import os
+import queue
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 
+from postselectd import workers as worker_pool
 from postselectd.analysis.personal import REASON_NAMES, TASTE_FEATURES
 from postselectd.config import AnalysisConfig, Config, TrainConfig
 from postselectd.onnx_export import Graph, model_bytes
@@ -164,16 +164,28 @@ class FeatureCache:
         os.replace(tmp, self.index_path)
 
 
+# A worker process's Analyzer and preview size (init_worker), for every file it is given.
 _ANALYZER = None
 _MIN_SIZE = 1024
 
 
-def _init_worker(config: AnalysisConfig) -> None:
+def init_worker(config: AnalysisConfig) -> None:
+    """Set up a worker process of extract_all's pool: the Analyzer with the default model."""
     global _ANALYZER, _MIN_SIZE
     from postselectd.analysis import Analyzer
 
     _ANALYZER = Analyzer(config)
     _MIN_SIZE = config.preview_min_size
+
+
+def work(path: Path) -> dict[str, np.ndarray] | str:
+    """One rated photo in a worker process (the ``work`` of extract_all's pool)."""
+    return extract(Path(path))
+
+
+def failed(path: Path, error: str) -> str:
+    """Why a photo ``work`` raised on is left out (the ``failed`` of extract_all's pool)."""
+    return error
 
 
 def extract(path: Path) -> dict[str, np.ndarray] | str:
@@ -231,13 +243,19 @@ def extract_all(
     *,
     workers: int = 2,
     on_progress: Callable[[int, int], None] | None = None,
+    worker_target: Callable | None = None,
 ) -> tuple[list[Frame], dict[str, int]]:
-    """Features for every rated photo: from the cache, else from worker processes."""
+    """Features for every rated photo: from the cache, else from worker processes.
+
+    The workers are the pool ``score`` runs on (workers.WorkerPool), each holding one
+    photo: a file whose decoder crashes, hangs or balloons is left out like an unreadable
+    one, and the run goes on with the rest (a ProcessPoolExecutor lost the whole run to
+    it). ``worker_target`` is for tests that inject such faults."""
     analysis = config.analysis.model_copy(update={"personal_model": None})  # learn from default
     cache = FeatureCache(config.resolved_state_dir() / "train-cache", cache_version(analysis))
     frames: list[Frame] = []
     counts = Counter()
-    todo: list[tuple[Verdict, str]] = []
+    todo: dict[Path, list[tuple[Verdict, str]]] = {}
     for verdict in verdicts:
         try:
             fp = cache.key(verdict.path)
@@ -247,53 +265,46 @@ def extract_all(
             continue
         values = cache.get(fp)
         if values is None:
-            todo.append((verdict, fp))
+            todo.setdefault(verdict.path, []).append((verdict, fp))
         else:
             counts["cached"] += 1
             frames.append(_frame(verdict, values))
     total, done = len(verdicts), len(frames)
     if on_progress:
         on_progress(done, total)
-    if todo:
-        import multiprocessing
-
-        pool = ProcessPoolExecutor(
-            max_workers=max(1, min(workers, len(todo))),
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_init_worker,
-            initargs=(analysis,),
-        )
-        try:
-            pending = list(todo)
-            in_flight: dict[Future, tuple[Verdict, str]] = {}
-            while pending or in_flight:
-                while pending and len(in_flight) < workers * 4:
-                    item = pending.pop(0)
-                    in_flight[pool.submit(extract, item[0].path)] = item
-                finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    verdict, fp = in_flight.pop(future)
-                    try:
-                        result = future.result()
-                    except BrokenProcessPool:
-                        raise TrainError(
-                            f"{verdict.path}: the decoder crashed; move the file away and retry"
-                        ) from None
-                    if isinstance(result, str):
-                        log.warning("%s: %s; left out", verdict.path.name, result)
-                        counts["unreadable"] += 1
-                    else:
-                        cache.put(fp, result)
-                        frames.append(_frame(verdict, result))
-                        counts["analysed"] += 1
-                    done += 1
-                    if on_progress:
-                        on_progress(done, total)
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-            cache.save_index()
-    else:
+    if not todo:
         cache.save_index()
+    else:
+        tasks = [path for path, items in todo.items() for _ in items]
+        inbox: queue.Queue = queue.Queue()
+        pool = None
+        try:
+            pool = worker_pool.WorkerPool(
+                max(1, min(workers, len(tasks))),
+                worker_pool.WorkerBody(__name__, analysis),
+                inbox.put,
+                target=worker_target,
+            )
+            for path, result in pool.run(tasks, inbox):
+                verdict, fp = todo[path].pop(0)
+                if isinstance(result, worker_pool.Lost):
+                    result = result.reason
+                if isinstance(result, str):
+                    log.warning("%s: %s; left out", verdict.path.name, result)
+                    counts["unreadable"] += 1
+                else:
+                    cache.put(fp, result)
+                    frames.append(_frame(verdict, result))
+                    counts["analysed"] += 1
+                done += 1
+                if on_progress:
+                    on_progress(done, total)
+        except worker_pool.WorkerCannotStart as exc:
+            raise TrainError(f"the worker processes cannot load the models: {exc}") from None
+        finally:
+            if pool is not None:
+                pool.close()
+            cache.save_index()
     frames.sort(key=lambda f: str(f.path))
     return frames, dict(counts)
 

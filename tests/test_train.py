@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_cli, shared_path
+from conftest import copy_file, run_cli, shared_path
 from PIL import Image, ImageFilter
 
 from postselectd.analysis import Analyzer, ModelError
@@ -571,3 +571,55 @@ def test_too_few_ratings_say_how_many_more_selects_and_rejects(tmp_path: Path):
     assert cold.todo().startswith("rate 1 more select and 8 more rejects")
     warm = readiness(verdicts(8, 30))
     assert warm.ready and warm.todo() == ""
+
+
+def test_a_decoder_that_crashes_on_one_photo_leaves_it_out_and_keeps_the_rest(
+    tmp_path: Path, caplog
+):
+    # A ProcessPoolExecutor lost the whole run to one damaged file (BrokenProcessPool:
+    # "the decoder crashed; move the file away and retry"); on the worker pool that file
+    # is left out like an unreadable one, and the other photos' features are cached.
+    from test_reliability import misbehaving_worker
+
+    from postselectd.train import extract_all, find_rated
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for source, name, stars in (
+        ("DSC_0101.NEF", "a_good.NEF", 5),
+        ("DSC_0102.NEF", "b_crash.NEF", 1),
+        ("DSC_0104.NEF", "c_good.NEF", 1),
+    ):
+        copy_file(shared_path("samples", "nef", source), folder, name)
+        (folder / name).with_suffix(".xmp").write_text(XMP.format(stars=stars))
+    config = Config(state_dir=tmp_path / "state")
+    verdicts, _ = find_rated([folder], config)
+    assert sorted(v.path.name for v in verdicts) == ["a_good.NEF", "b_crash.NEF", "c_good.NEF"]
+
+    frames, counts = extract_all(verdicts, config, workers=2, worker_target=misbehaving_worker)
+    assert [f.path.name for f in frames] == ["a_good.NEF", "c_good.NEF"]
+    assert counts == {"analysed": 2, "unreadable": 1}
+    assert "b_crash.NEF: the decoder crashed on this file" in caplog.text
+    assert "; left out" in caplog.text
+
+    # Run again with a sound decoder: the two are read from the cache, the third analysed.
+    frames, counts = extract_all(verdicts, config, workers=2)
+    assert [f.path.name for f in frames] == ["a_good.NEF", "b_crash.NEF", "c_good.NEF"]
+    assert counts == {"cached": 2, "analysed": 1}
+
+
+def test_models_that_do_not_load_stop_training_with_a_message(tmp_path: Path, monkeypatch):
+    # The worker processes cannot start: one TrainError naming why, not a photo blamed
+    # for a crash it did not cause.
+    from postselectd.analysis.runtime import MODELS_ENV
+    from postselectd.train import TrainError, extract_all, find_rated
+
+    folder = tmp_path / "photos"
+    copy_file(shared_path("samples", "nef", "DSC_0101.NEF"), folder)
+    (folder / "DSC_0101.xmp").write_text(XMP.format(stars=5))
+    (tmp_path / "no-models").mkdir()
+    monkeypatch.setenv(MODELS_ENV, str(tmp_path / "no-models"))
+    config = Config(state_dir=tmp_path / "state")
+    verdicts, _ = find_rated([folder], config)
+    with pytest.raises(TrainError, match="the worker processes cannot load the models: "):
+        extract_all(verdicts, config, workers=1)
