@@ -1,7 +1,7 @@
 """The personal head: P(this photographer selects the frame), learnt by `postselectd train`.
 
 It reads what the Analyzer already computed for a frame, never anything else, so training
-(postselectd/train.py) and rating use one code path: the measurements, the default head's
+(postselectd/train/) and rating use one code path: the measurements, the default head's
 class probabilities and verdict, the faces, and the EfficientNet-Lite0 embedding.
 
 Its output is a calibrated probability; its metadata carries the threshold chosen on
