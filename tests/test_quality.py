@@ -149,7 +149,7 @@ def test_portrait_nef_is_analysed_upright_with_its_faces(analyzer):
 
 @pytest.mark.parametrize("name", ["DSC_0108.NEF", "DSC_0110.NEF"])
 def test_a_picture_and_its_array_give_the_same_analysis(analyzer, name):
-    """The pipeline passes the decoded Pillow picture, train.py and bench/ pass arrays: the
+    """The pipeline passes the decoded Pillow picture, postselectd.train and bench/ pass arrays: the
     numbers must be identical (DSC_0108: turned upright; DSC_0110: a face's skin measured)."""
     preview = load_preview(shared_path("samples", "nef", name))
     from_picture = analyzer.analyze(preview.picture)
