@@ -26,11 +26,11 @@ import html
 import io
 import logging
 import os
+import queue
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from importlib import resources
@@ -55,7 +55,7 @@ from postselectd.photos import name_key, stem_key
 from postselectd.preview import PreviewError, load_preview
 from postselectd.rating import BEST_OF_BURST, CHECK
 from postselectd.sidecar import read_sidecar
-from postselectd.workers import reuse_freed_memory
+from postselectd.workers import Lost, WorkerBody, WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -357,25 +357,11 @@ class FrameJob:
 
 def frame_of(job: FrameJob) -> Frame:
     """Sidecar and thumbnails of one photo; never raises for a bad file."""
-    verdict, sidecar, problem = NOT_RATED, None, None
-    for candidate in job.sidecars:
-        try:
-            xmp = read_sidecar(candidate)
-        except Exception as exc:  # SidecarError, or pyexiv2's plain RuntimeError
-            problem = f"{candidate.name}: {exc}"
-            continue
-        if xmp:
-            verdict, sidecar, problem = (
-                verdict_from_sidecar(xmp, job.keyword_parent),
-                candidate,
-                None,
-            )
-            break
-    frame = Frame(index=job.index, path=job.path, verdict=verdict, sidecar=sidecar, problem=problem)
+    frame = _sidecar_frame(job)
     try:
         preview = load_preview(job.path, min_size=LARGE_MIN)
     except PreviewError as exc:
-        return replace(frame, problem=problem or f"no preview: {exc}")
+        return replace(frame, problem=frame.problem or f"no preview: {exc}")
     large = _fit(preview.picture, LARGE_MAX)
     thumb = _fit(large, THUMB_SIZE)  # the same pixels as the larger view, face boxes and all
     pictures = []
@@ -400,6 +386,55 @@ def frame_of(job: FrameJob) -> Frame:
         capture_time=preview.capture_time,
         camera=preview.camera,
     )
+
+
+def _sidecar_frame(job: FrameJob) -> Frame:
+    """The frame with what its sidecar says, no pictures yet."""
+    verdict, sidecar, problem = NOT_RATED, None, None
+    for candidate in job.sidecars:
+        try:
+            xmp = read_sidecar(candidate)
+        except Exception as exc:  # SidecarError, or pyexiv2's plain RuntimeError
+            problem = f"{candidate.name}: {exc}"
+            continue
+        if xmp:
+            verdict, sidecar, problem = (
+                verdict_from_sidecar(xmp, job.keyword_parent),
+                candidate,
+                None,
+            )
+            break
+    return Frame(index=job.index, path=job.path, verdict=verdict, sidecar=sidecar, problem=problem)
+
+
+# The worker body (workers.WorkerBody) of the report's pool: a worker process makes one
+# frame at a time, so a decoder that crashes or hangs on a photo costs that photo's card
+# its thumbnail, not the whole page.
+
+
+def init_worker(args: object) -> None:
+    """Nothing to load: a frame needs no model, and the pool's worker already reuses
+    freed memory (workers.reuse_freed_memory), which matters for the thumbnail buffers."""
+
+
+def work(job: FrameJob) -> Frame:
+    return frame_of(job)
+
+
+def failed(job: FrameJob, error: str) -> Frame:
+    """A photo ``frame_of`` raised on (a bug, or more memory than a worker may have): its
+    card keeps what the sidecar says, if it can be read, with the reason for no picture."""
+    try:
+        frame = _sidecar_frame(job)
+    except Exception:  # what raised may have been the sidecar's reading itself
+        frame = Frame(index=job.index, path=job.path, verdict=NOT_RATED)
+    return replace(frame, problem=error)
+
+
+def lost_frame(job: FrameJob, lost: Lost) -> Frame:
+    """A photo whose worker died on it. Its sidecar is not read again here, in the
+    report's own process: the crash may have been exiv2's on that very sidecar."""
+    return Frame(index=job.index, path=job.path, verdict=NOT_RATED, problem=lost.reason)
 
 
 def _fit(image: Image.Image, size: int) -> Image.Image:
@@ -482,11 +517,13 @@ def build_report(
     keep_out_of: Iterable[Path] = (),
     title: str | None = None,
     on_frame: Callable[[Frame], None] | None = None,
+    worker_target: Callable | None = None,
 ) -> Report:
     """Write the page for ``photos`` (found under ``paths``) to ``output``.
 
     ``keep_out_of``: folders whose contents are photos to someone (watched folders);
-    thumbnails never go there under a visible name.
+    thumbnails never go there under a visible name. ``worker_target``: for tests that
+    inject a crashing worker.
     """
     started = time.perf_counter()
     output = Path(output)
@@ -526,11 +563,13 @@ def build_report(
         for i, photo in enumerate(photos, 1)
     ]
     frames = []
-    for frame in _run(jobs, workers):
+    for frame in _run(jobs, workers, worker_target):
         frames.append(_with_journal(frame, journal))
         if on_frame:
             on_frame(frame)
-    frames = sort_frames(frames)
+    # The workers finish in any order; the photos' own order first, as before, so that
+    # frames sort_frames cannot tell apart keep it.
+    frames = sort_frames(sorted(frames, key=lambda f: f.index))
     if embed:
         frames = [_embedded(f) for f in frames]
     page = render_page(
@@ -577,23 +616,26 @@ def _folder_listing(folder: Path) -> dict[str, str]:
     return {name_key(name): name for name in names} | {name: name for name in names}
 
 
-def _run(jobs: list[FrameJob], workers: int) -> Iterable[Frame]:
+def _run(
+    jobs: list[FrameJob], workers: int, worker_target: Callable | None = None
+) -> Iterator[Frame]:
+    """Every job's frame, in completion order (``build_report`` puts them in page order).
+
+    A few frames are made here: starting worker processes would cost more than it saves.
+    ``worker_target``: for tests that inject a crashing worker (workers.WorkerPool).
+    """
     if workers <= 1 or len(jobs) < 8:
-        return map(frame_of, jobs)
-    import multiprocessing
-
-    pool = ProcessPoolExecutor(
-        max_workers=workers,
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=reuse_freed_memory,
+        yield from map(frame_of, jobs)
+        return
+    inbox: queue.Queue = queue.Queue()
+    pool = WorkerPool(
+        min(workers, len(jobs)), WorkerBody(__name__), inbox.put, target=worker_target
     )
-    chunk = max(1, min(32, len(jobs) // (workers * 8)))
-
-    def results() -> Iterable[Frame]:
-        with pool:
-            yield from pool.map(frame_of, jobs, chunksize=chunk)
-
-    return results()
+    try:
+        for job, frame in pool.run(jobs, inbox):
+            yield lost_frame(job, frame) if isinstance(frame, Lost) else frame
+    finally:
+        pool.close()
 
 
 def _with_journal(frame: Frame, journal: Mapping[Path, JournalEntry] | None) -> Frame:

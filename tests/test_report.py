@@ -15,6 +15,7 @@ import os
 import re
 import select
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -352,6 +353,63 @@ def test_daemon_journal_adds_failures_and_time_taken(scored_shoot: Path, tmp_pat
     assert "DSC_0200.NEF: could not be rated: no preview" in page
     assert "<dt>Not rated</dt><dd>1</dd>" in page
     assert re.search(r"<dt>Time taken</dt><dd>[0-9.]+ s of analysis, 150 ms a frame", page)
+
+
+def crashing_worker(worker_id, tasks, results, body):
+    """A report worker that crashes on photos named *crash* (as LibRaw may on a damaged
+    raw), else works normally. Fault injection only: workers._worker_main does the rest."""
+    from postselectd import workers
+
+    real_tasks_recv = tasks.recv
+
+    def recv():
+        task = real_tasks_recv()
+        if task is not None and "crash" in task[1].path.name:
+            os.kill(os.getpid(), signal.SIGSEGV)
+        return task
+
+    tasks.recv = recv
+    workers._worker_main(worker_id, tasks, results, body)
+
+
+def test_a_decoder_crash_costs_one_card_its_thumbnail_not_the_report(
+    scored_shoot: Path, tmp_path: Path
+) -> None:
+    from postselectd.report import build_report, photos_to_show
+
+    shoot = tmp_path / "shoot"
+    shutil.copytree(scored_shoot, shoot)
+    for suffix in (".NEF", ".xmp"):
+        (shoot / f"DSC_0107{suffix}").rename(shoot / f"DSC_0107_crash{suffix}")
+    photos = photos_to_show([shoot], ["lightroom"])
+    assert len(photos) >= 8  # enough for the worker processes, where a crash can happen
+    report = build_report(
+        [shoot],
+        tmp_path / "r.html",
+        photos=photos,
+        workers=2,
+        worker_target=crashing_worker,
+    )
+    page = (tmp_path / "r.html").read_text()
+    crashed = next(f for f in report.frames if f.name == "DSC_0107_crash.NEF")
+    assert crashed.thumb is None and "decoder crashed" in (crashed.problem or "")
+    others = [f for f in report.frames if f is not crashed]
+    assert len(others) == 12
+    for frame in others:
+        assert frame.thumb and (tmp_path / frame.thumb.src).is_file(), frame.name
+        assert frame.verdict.rated, frame.name
+    cards = {
+        name: picture
+        for picture, name in re.findall(
+            r'<a class="thumb" href="#f\d+">(.*?)</a><div class="meta"><span class="name">'
+            r"([^<]+)</span>",
+            page,
+        )
+    }
+    assert len(cards) == 13
+    assert "no preview" in cards["DSC_0107_crash.NEF"]
+    assert all("<img " in cards[f.name] for f in others)
+    assert "DSC_0107_crash.NEF: the decoder crashed on this file" in page
 
 
 def test_report_of_a_missing_folder_is_a_usage_error(tmp_path: Path) -> None:
