@@ -2,7 +2,7 @@
 rating, a color label or a pick in each of them, and the one rule that tells a person's
 value from postselectd's own.
 
-Three modules read and write these words: ``sidecar.py`` writes sidecars, ``report.py``
+Three modules read and write these words: ``sidecar.py`` writes sidecars, ``report``
 shows what they say, ``ratings_sources.py`` learns from what a photographer marked. If
 their words drifted apart, ``train`` would learn from postselectd's own ratings, or the
 writer would overwrite a person's label the report shows as theirs. So the words live

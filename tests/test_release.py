@@ -146,6 +146,24 @@ def test_wheel_carries_the_models_their_licenses_and_the_service_files(release):
     )
 
 
+def test_wheel_carries_the_package_files_the_code_reads(release):
+    """Files beside the code that it opens at run time (the report's styles and script,
+    read with importlib.resources): each in the wheel at the checkout's size, wherever in
+    the package they move."""
+    wheel = release["wheel"]
+    package = ROOT / "postselectd"
+    wanted = {
+        f"postselectd/{path.relative_to(package).as_posix()}": path.stat().st_size
+        for path in sorted(package.rglob("*"))
+        if path.is_file() and path.suffix not in (".py", ".pyc") and "__pycache__" not in path.parts
+    }
+    assert "postselectd/report/report.css" in wanted and "postselectd/report/report.js" in wanted
+    wrong = {p: (size, wheel.get(p)) for p, size in wanted.items() if wheel.get(p) != size}
+    assert wrong == {}, f"missing or not the checkout's file (size, in wheel): {wrong}\n" + _show(
+        wheel
+    )
+
+
 def test_both_carry_the_projects_own_license(release):
     """Apache-2.0, as pyproject.toml declares: the text travels in the sdist and in the
     wheel's metadata, where pip-licenses and distribution packagers look for it."""
