@@ -446,6 +446,19 @@ def finish(
             details=tuple(d for d in content.details if d[0] not in ("BurstId", "BurstSize"))
             + (("BurstId", f"{burst.burst_id:04d}"), ("BurstSize", str(burst.size))),
         )
+    # What the photo's result says whether or not its sidecar can be written.
+    verdict = FileResult(
+        path=scored.path,
+        rating=rating,
+        keeper_probability=a.keeper_probability,
+        reasons=rating.reasons,
+        checks=rating.checks,
+        findings=a.findings,
+        preview_source=scored.preview_source,
+        preview_size=_known_size(scored),
+        notes=scored.notes,
+        elapsed_ms=scored.elapsed_ms,
+    )
     start = time.perf_counter()
     # One listing of the folder for the whole write (a card folder: 2,000-6,000 names).
     try:
@@ -468,38 +481,17 @@ def finish(
     except (SidecarError, OSError) as exc:
         # An OS error the sidecar module did not put in words is still this file's failure
         # (the next file's sidecar is written all the same), never the run's.
-        return FileResult(
-            path=scored.path,
-            rating=rating,
-            keeper_probability=a.keeper_probability,
-            reasons=rating.reasons,
-            checks=rating.checks,
-            findings=a.findings,
-            preview_source=scored.preview_source,
-            preview_size=_known_size(scored),
-            notes=scored.notes,
-            error=_file_error(exc, scored.path),
-            waits_for=_waits_for(exc),
-            elapsed_ms=scored.elapsed_ms,
-        )
+        return replace(verdict, error=_file_error(exc, scored.path), waits_for=_waits_for(exc))
     kept = tuple(dict.fromkeys(item for r in results for item in r.kept_by_person))
-    return FileResult(
-        path=scored.path,
+    return replace(
+        verdict,
         sidecars=tuple(r.path for r in results),
-        rating=rating,
-        keeper_probability=a.keeper_probability,
-        reasons=rating.reasons,
-        checks=rating.checks,
-        findings=a.findings,
         kept_by_person=kept,
         overruled=any(r.overruled for r in results),
         unchanged=not any(r.changed for r in results),
         faces=len(a.faces),
         burst=burst.burst_id if burst else None,
         best_of_burst=bool(burst and burst.best_of_burst),
-        preview_source=scored.preview_source,
-        preview_size=_known_size(scored),
-        notes=scored.notes,
         elapsed_ms=scored.elapsed_ms + _ms(start),
         timings_ms=scored.timings_ms + (("sidecar", _ms(start)),),
         same_stem=tuple(siblings) if siblings is not None else None,
