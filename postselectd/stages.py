@@ -189,19 +189,10 @@ _ANALYSIS_CONFIG: AnalysisConfig | None = None
 
 
 def init_worker(config: AnalysisConfig) -> None:
-    """Set up a worker process: its ONNX sessions, and silence for the C decoders.
-
-    LibRaw and libjpeg print their complaints about damaged files ("Premature end of
-    JPEG file") straight to file descriptor 2, which would put stray lines between the
-    daemon's one-line-per-file log. A worker reports everything it has to say through its
-    results, so its stderr goes to /dev/null once the models have loaded.
-    """
+    """Set up a worker process: its ONNX sessions (the pool quiets its stderr after)."""
     global _ANALYZER, _ANALYSIS_CONFIG
     _ANALYSIS_CONFIG = config
     _ANALYZER = Analyzer(config)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    os.close(devnull)
 
 
 def analyze_file(

@@ -18,6 +18,7 @@ import itertools
 import logging
 import multiprocessing
 import multiprocessing.util
+import os
 import queue
 import signal
 import threading
@@ -107,6 +108,7 @@ def _worker_main(worker_id: int, tasks: Connection, results: Connection, body: W
         results.send(("init-failed", worker_id, str(exc)))
         return
     results.send(("ready", worker_id, None))
+    quiet_stderr()
     while True:
         try:
             task = tasks.recv()
@@ -129,6 +131,20 @@ def _worker_main(worker_id: int, tasks: Connection, results: Connection, body: W
             results.send(("done", job, result))
         except (BrokenPipeError, OSError):
             return
+
+
+def quiet_stderr() -> None:
+    """Send this process's file descriptor 2 to /dev/null.
+
+    LibRaw and libjpeg print their complaints about damaged files ("Premature end of
+    JPEG file") straight to it, which would put stray lines between the daemon's
+    one-line-per-file log or a command's progress. A worker reports everything it has to
+    say through its results, so once its body has started (an error in starting is sent
+    back too) nothing it prints is needed.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
 
 
 def limit_address_space(limit: int = WORKER_ADDRESS_SPACE_BYTES) -> bool:

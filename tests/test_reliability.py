@@ -402,6 +402,39 @@ def misbehaving_worker(worker_id, tasks, results, config):
     workers._worker_main(worker_id, tasks, results, config)
 
 
+def noisy_worker(worker_id, tasks, results, config):
+    """A worker whose decoder prints to file descriptor 2, as LibRaw and libjpeg do for a
+    damaged file, once before its body starts and then with every file."""
+    from postselectd import workers
+
+    os.write(2, b"said before the body started\n")
+    real_tasks_recv = tasks.recv
+
+    def recv():
+        os.write(2, b"Premature end of JPEG file\n")
+        return real_tasks_recv()
+
+    tasks.recv = recv
+    workers._worker_main(worker_id, tasks, results, config)
+
+
+def test_what_a_decoder_prints_in_a_worker_stays_out_of_the_output(tmp_path: Path, capfd):
+    # The daemon logs one line per file, and score, report and train show progress: stray
+    # decoder complaints between them read as errors of some other file.
+    from postselectd.config import Config
+    from postselectd.pipeline import Pipeline
+
+    folder = tmp_path / "shoot"
+    for name in ("a.NEF", "b.NEF"):
+        copy_file(shared_path("samples", "nef", "DSC_0102.NEF"), folder, name)
+    with Pipeline(Config(), workers=2, worker_target=noisy_worker) as pipeline:
+        results = list(pipeline.score(sorted(folder.iterdir())))
+    assert [r.error for r in results] == [None, None]
+    err = capfd.readouterr().err
+    assert "said before the body started" in err  # the workers' stderr is this test's
+    assert "Premature end of JPEG file" not in err
+
+
 def test_a_crashing_or_hanging_decoder_costs_only_its_own_file(tmp_path: Path):
     from postselectd.config import Config
     from postselectd.pipeline import Pipeline
