@@ -195,16 +195,25 @@ def init_worker(config: AnalysisConfig) -> None:
     _ANALYZER = Analyzer(config)
 
 
+def worker_analyzer() -> tuple[Analyzer, AnalysisConfig]:
+    """This process's one Analyzer and the config it was made with (``init_worker``'s, or
+    the defaults), whichever worker body runs here: score's, or train's."""
+    global _ANALYZER, _ANALYSIS_CONFIG
+    if _ANALYSIS_CONFIG is None:
+        _ANALYSIS_CONFIG = AnalysisConfig()
+    if _ANALYZER is None:
+        _ANALYZER = Analyzer(_ANALYSIS_CONFIG)
+    return _ANALYZER, _ANALYSIS_CONFIG
+
+
 def analyze_file(
     path: Path, analyzer: Analyzer | None = None, config: AnalysisConfig | None = None
 ) -> Scored:
     """Preview + analysis of one file; never raises for a bad file."""
-    global _ANALYZER
-    config = config or _ANALYSIS_CONFIG or AnalysisConfig()
     if analyzer is None:
-        if _ANALYZER is None:
-            _ANALYZER = Analyzer(config)
-        analyzer = _ANALYZER
+        analyzer, worker_config = worker_analyzer()
+        config = config or worker_config
+    config = config or _ANALYSIS_CONFIG or AnalysisConfig()
     start = time.perf_counter()
     try:
         preview = load_preview(path, min_size=config.preview_min_size)

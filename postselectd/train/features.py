@@ -71,18 +71,12 @@ class FeatureCache:
         os.replace(tmp, self.index_path)
 
 
-# A worker process's Analyzer and preview size (init_worker), for every file it is given.
-_ANALYZER = None
-_MIN_SIZE = 1024
-
-
 def init_worker(config: AnalysisConfig) -> None:
-    """Set up a worker process of extract_all's pool: the Analyzer with the default model."""
-    global _ANALYZER, _MIN_SIZE
-    from postselectd.analysis import Analyzer
+    """Set up a worker process of extract_all's pool: the Analyzer with the default model,
+    the same one a worker of ``score`` holds (``stages.worker_analyzer``)."""
+    from postselectd import stages
 
-    _ANALYZER = Analyzer(config)
-    _MIN_SIZE = config.preview_min_size
+    stages.init_worker(config)
 
 
 def work(path: Path) -> dict[str, np.ndarray] | str:
@@ -101,15 +95,16 @@ def extract(path: Path) -> dict[str, np.ndarray] | str:
 
     from postselectd.analysis.personal import taste_features
     from postselectd.preview import PreviewError, load_preview
+    from postselectd.stages import worker_analyzer
 
-    assert _ANALYZER is not None
+    analyzer, config = worker_analyzer()
     try:
-        preview = load_preview(path, min_size=_MIN_SIZE)
+        preview = load_preview(path, min_size=config.preview_min_size)
     except PreviewError as exc:
         return str(exc)
     picture = preview.picture
-    analysis = _ANALYZER.analyze(picture)
-    backbone = _ANALYZER.backbone
+    analysis = analyzer.analyze(picture)
+    backbone = analyzer.backbone
     mirrored = backbone.run(
         backbone.prepare(picture.transpose(Image.Transpose.FLIP_LEFT_RIGHT))[None]
     )
