@@ -143,7 +143,10 @@ def test_a_raw_libraw_refuses_is_named_by_its_real_type(tmp_path: Path):
         load_preview(path)
 
 
-# --- real files from public test corpora (../shared/samples/formats, README there) ----------
+# --- real files from public test corpora (../shared/samples/formats) --------------------
+# Rebuilt from tests/data/formats/MANIFEST.tsv (source@commit, path, sha256, licence) with
+#   python bench/trust/fetch_trust.py ../shared/samples/formats \
+#       --manifest tests/data/formats/MANIFEST.tsv
 
 FORMATS_DIR = SHARED / "samples" / "formats"
 
@@ -151,7 +154,9 @@ FORMATS_DIR = SHARED / "samples" / "formats"
 def formats_sample(name: str) -> Path:
     path = FORMATS_DIR / name
     if not path.exists():
-        pytest.skip(f"{path} not found: real phone files are needed")
+        pytest.skip(
+            f"{path} not found: real phone files are needed (tests/data/formats/MANIFEST.tsv)"
+        )
     return path
 
 

@@ -22,6 +22,10 @@ Where each photo comes from (the manifest's ``source`` column):
   number of photos each would give. ``--online`` downloads those files instead from
   ``https://raw.githubusercontent.com/OWNER/REPO/COMMIT/PATH``, where the network allows it.
 
+The same script rebuilds the real phone and web files tests/test_formats.py needs:
+``python bench/trust/fetch_trust.py ../shared/samples/formats --manifest
+tests/data/formats/MANIFEST.tsv``.
+
 Every file is checked against the manifest's sha256 and against ../shared/eval/RESERVED.sha256
 (a reserved photo is never written). ``--check`` only verifies an existing TARGET. Exit status
 0 when every photo is in place and verified, 1 otherwise.
