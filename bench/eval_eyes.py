@@ -7,7 +7,8 @@ Prints, for the geometric rule (mean lid gap / eye width < 0.20, 0.14 looking do
 learned model (models/eye_state.onnx; a face is closed at P >= EYES_CLOSED_PROBABILITY on
 eyes at least EYE_STATE_MIN_WIDTH_PX wide):
 - eval/eyes-crop: accuracy on the single-eye crops (open and closed; framed as the face
-  chain frames an eye, read as is and mirrored),
+  chain frames an eye, read as is and mirrored; the model reads each framed again on the
+  eye corners the iris model finds in it, FaceAnalyzer.eye_patch_crops),
 - eval/eyes-face: closed faces called "eyes closed",
 - eval/portraits: main faces with open eyes called "eyes closed" (every visible eye there is
   open), at native size and at half size,

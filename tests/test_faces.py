@@ -200,3 +200,28 @@ def test_a_blinking_bystander_is_no_reason() -> None:
 
     assert not eyes_closed_reason((face(400, False, True), face(60, True, False)))
     assert eyes_closed_reason((face(400, True, True), face(60, False, False)))
+
+
+@pytest.mark.parametrize(
+    "name, closed",
+    [
+        # Open eyes in patches with a wide brow and cheek: framed as if the eye filled 70%
+        # of the patch they read P(closed) 0.84, 0.89 and 0.75.
+        ("eyes-crop-0175.jpg", False),
+        ("eyes-crop-0191.jpg", False),
+        ("eyes-crop-0171.jpg", False),
+        # A closed eye low in its patch: P 0.25 framed at the patch's middle.
+        ("eyes-crop-0026.jpg", True),
+    ],
+)
+def test_an_eye_patch_is_read_framed_on_its_own_corners(
+    analyzer: FaceAnalyzer, name: str, closed: bool
+) -> None:
+    eye = rgb(shared_path("eval", "eyes-crop", name))
+    p = analyzer.eye_crop_closed_probability(eye)
+    assert (p >= 0.5) == closed, p
+    # The crops the training patches are framed as stay as they were.
+    plain, mirrored = analyzer.eye_patch_crops(eye)
+    framed = analyzer.eye_patch_crops(eye, on_eye_corners=True)
+    assert plain.shape == framed[0].shape == (64, 64, 3)
+    assert not np.array_equal(plain, framed[0])
