@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 from conftest import shared_path
+from PIL import Image
 
 from postselectd.analysis import Analyzer, KeeperHead, judge, measure
 from postselectd.analysis.runtime import models_dir
@@ -105,6 +106,40 @@ def test_eyes_are_read_only_on_a_face_the_detector_is_sure_of():
 
     assert _eyes([face(EYES_MIN_DETECTION_SCORE - 0.05)]) is None
     assert _eyes([face(0.9)]).confidence == 0.99
+
+
+def test_a_blink_of_a_small_face_is_caught(analyzer):
+    """eyes-face-0075: a 44 px face, eyes 8.7 px wide, closed. Eyes under 10 px gave no
+    verdict; from 8 px the eye-state model reads them as well as at 10 (held-out)."""
+    from postselectd.analysis.faces import EYE_STATE_MIN_WIDTH_PX
+    from postselectd.rating import LINES
+
+    with Image.open(shared_path("eval", "eyes-face", "eyes-face-0075.jpg")) as photo:
+        result = analyzer.analyze(photo.convert("RGB"))
+    (face,) = [f for f in result.faces if f.is_main_subject]
+    assert EYE_STATE_MIN_WIDTH_PX <= face.eye_width < 10
+    eyes = [f for f in result.findings if f.reason == "eyes closed"]
+    assert eyes and eyes[0].confidence >= LINES["normal"][0]
+
+
+def test_small_eyes_are_read_only_on_a_face_the_detector_is_surer_of():
+    """A couple on a beach (eyes 8-9 px, face score 0.72) read as a blink in a good photo."""
+    from dataclasses import replace
+
+    from postselectd.analysis import SMALL_EYES_MIN_DETECTION_SCORE, SMALL_EYES_PX, _eyes
+    from postselectd.analysis.faces import Face
+
+    small = Face(
+        box=(0, 0, 45, 45), score=SMALL_EYES_MIN_DETECTION_SCORE - 0.03, size=45.0,
+        left_eye_openness=0.05, right_eye_openness=0.05, eyes_closed=True,
+        eye_sharpness=0.5, face_sharpness=0.8, yaw=0.0, pitch=0.0, looking_down=False,
+        is_main_subject=True, left_eye_closed_probability=0.95,
+        right_eye_closed_probability=0.95, eyes_closed_probability=0.95,
+        eye_width=SMALL_EYES_PX - 1,
+    )  # fmt: skip
+    assert _eyes([small]) is None
+    assert _eyes([replace(small, score=0.9)]).confidence == 0.95
+    assert _eyes([replace(small, eye_width=SMALL_EYES_PX + 1)]).confidence == 0.95
 
 
 def test_a_blink_on_a_head_turned_from_the_camera_asks_for_a_check_only():

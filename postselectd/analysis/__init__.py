@@ -87,6 +87,12 @@ EYES_JUDGED_FROM, EYES_JUDGED_FULL = 30.0, 60.0
 # of a head (0.45) and a face cut by the frame (0.63) were read as blinks; the closed faces
 # of eval/eyes-face score 0.74 and up (1st percentile).
 EYES_MIN_DETECTION_SCORE = 0.70
+# Eyes narrower than SMALL_EYES_PX (8-10 px, a 40-60 px face) are read only on a face the
+# detector is surer of: where the face is that small, a doubtful detection's mesh places
+# the eyes worst. Measured: a couple on a beach (eval_trust, photo column, eyes 8-9 px,
+# face score 0.72, P 0.93-0.96) was the one good photo the smaller eyes newly rejected; the
+# 11 closed faces of eval/eyes-face with eyes that small score 0.80-0.92.
+SMALL_EYES_PX, SMALL_EYES_MIN_DETECTION_SCORE = 10.0, 0.75
 # In a group, closed eyes ask for a check, never the reject: one blink is a frame to look
 # at, not to throw away (another frame of the burst may have it, or a retouch fixes it),
 # and when most of a group read closed they are looking down at something together (a
@@ -296,6 +302,12 @@ def _eyes_closed(face: Face) -> float | None:
 
 def _blink_evidence(face: Face) -> float | None:
     if face.score < EYES_MIN_DETECTION_SCORE:
+        return None
+    if (
+        face.eye_width is not None
+        and face.eye_width < SMALL_EYES_PX
+        and face.score < SMALL_EYES_MIN_DETECTION_SCORE
+    ):
         return None
     if face.eyes_closed_probability is not None:
         return face.eyes_closed_probability

@@ -58,8 +58,10 @@ EYES_CLOSED_BELOW_LOOKING_DOWN = 0.14
 EYES_CLOSED_PROBABILITY = 0.8
 # An eye narrower than this (px, corner to corner, in the image it was sampled from) is too
 # small to tell open from closed: no verdict (None), never "closed". Held-out eyes read as if
-# W px wide: accuracy 0.977 native, 0.981 at 10 px, 0.971 at 8, 0.963 at 6, 0.711 at 4.
-EYE_STATE_MIN_WIDTH_PX = 10.0
+# W px wide: accuracy 0.977 native, 0.981 at 10 px, 0.971 at 8, 0.963 at 6, 0.711 at 4 (open
+# eyes read P >= 0.8: 0.6% at 10 px, 0.7% at 8, 1.0% at 6). 8, not 10: 11 of the 27 closed
+# faces of eval/eyes-face not caught at 10 had eyes 8-10 px wide (a 40-60 px face).
+EYE_STATE_MIN_WIDTH_PX = 8.0
 # The eye crop's side over the eye's width (the iris model's ROI, MediaPipe's 2.3).
 EYE_CROP_SCALE = 2.3
 # Head pitch (degrees, negative = chin down) from which a face counts as looking down.
