@@ -2,6 +2,7 @@
 
     python bench/eval_eyes.py ../shared/eval                       # from the repository root
     python bench/eval_eyes.py ../shared/eval --data /work/data/eyes  # + the width sweep
+    python bench/eval_eyes.py ../shared/eval --why                   # + causes of the misses
 
 Prints, for the geometric rule (mean lid gap / eye width < 0.20, 0.14 looking down) and the
 learned model (models/eye_state.onnx; a face is closed at P >= EYES_CLOSED_PROBABILITY on
@@ -19,6 +20,10 @@ eyes at least EYE_STATE_MIN_WIDTH_PX wide):
   a face's two eyes. This is where EYE_STATE_MIN_WIDTH_PX and EYES_CLOSED_PROBABILITY
   come from; the evaluation sets are only measured.
 - the model's time per face (both eyes in one run, 1 thread).
+- with --why: why each closed face of eval/eyes-face that the analysis does not reject
+  (``postselectd.analysis._eyes`` at normal strictness) is not, as a table of causes, and
+  the eye-crop misses by patch size, way and confidence, framed by guess and on the eye's
+  own corners.
 Thresholds come from postselectd.analysis.faces, never from here.
 """
 
@@ -233,6 +238,73 @@ def held_out(fa: F.FaceAnalyzer, data: Path) -> list[str]:
     return lines
 
 
+def why_not_rejected(fa: F.FaceAnalyzer, folder: Path) -> list[str]:
+    """The cause for each closed face the analysis does not reject (its largest main face)."""
+    from postselectd import analysis as A
+
+    reject_from = LINES["normal"][0]
+    causes: dict[str, list[str]] = {}
+    for name, label in labels(folder):
+        if label != "eyes_closed":
+            continue
+        main = [f for f in fa.analyze(rgb(folder / name)) if f.is_main_subject]
+        finding = A._eyes(main)
+        if finding is not None and finding.confidence >= reject_from:
+            cause = "rejected"
+        elif not main:
+            cause = "no face found"
+        else:
+            face = max(main, key=lambda f: f.size)
+            sides = (face.left_eye_closed_probability, face.right_eye_closed_probability)
+            if face.score < A.EYES_MIN_DETECTION_SCORE:
+                cause = f"detection score under {A.EYES_MIN_DETECTION_SCORE}"
+            elif (face.eye_width or 0) < A.SMALL_EYES_PX and (
+                face.score < A.SMALL_EYES_MIN_DETECTION_SCORE
+            ):
+                cause = f"eyes under {A.SMALL_EYES_PX:.0f} px on a face under "
+                cause += f"{A.SMALL_EYES_MIN_DETECTION_SCORE}"
+            elif None in sides:
+                cause = f"an eye under {F.EYE_STATE_MIN_WIDTH_PX:.0f} px or outside the frame"
+            elif len(main) >= A.GROUP_OF:
+                cause = "a group: a check at most"
+            elif abs(face.yaw) >= A.TURNED_YAW and min(sides) >= reject_from:
+                cause = f"head turned >= {A.TURNED_YAW:.0f} deg: a check at most"
+            elif max(sides) >= reject_from:
+                cause = f"one eye >= {reject_from}, the other under it"
+            else:
+                cause = f"both eyes under {reject_from}"
+        causes.setdefault(cause, []).append(name)
+    lines = [f"why        closed faces of eval/eyes-face (reject from {reject_from}):"]
+    for cause, names in sorted(causes.items(), key=lambda item: -len(item[1])):
+        shown = "" if cause == "rejected" else "  " + " ".join(n[10:14] for n in names)
+        lines.append(f"              {len(names):4d}  {cause}{shown}")
+    return lines
+
+
+def eye_crop_misses(fa: F.FaceAnalyzer, folder: Path) -> list[str]:
+    """Eye-crop misses by patch size (CEW's 24 px patches, larger close-ups), which way and
+    how sure, framed by guess (as training patches) and on the eye's own corners."""
+    lines = ["why        eyes-crop misses (P >= 0.5 is closed; sure: P >= 0.75 or < 0.25):"]
+    for on_corners in (False, True):
+        misses: dict[str, int] = {}
+        for name, label in labels(folder):
+            eye = rgb(folder / name)
+            crops = fa.eye_patch_crops(eye, on_eye_corners=on_corners)
+            p = float(fa.closed_probability(np.stack(crops)).mean())
+            closed = label == "eyes_closed"
+            if (p >= 0.5) == closed:
+                continue
+            size = "24 px patch" if eye.shape[1] <= 30 else "larger patch"
+            way = "closed read open" if closed else "open read closed"
+            sure = "sure" if p >= 0.75 or p < 0.25 else "doubtful"
+            key = f"{size}, {way}, {sure}"
+            misses[key] = misses.get(key, 0) + 1
+        framing = "on the eye's corners" if on_corners else "by guess (70% of the patch)"
+        lines.append(f"              framed {framing}: {sum(misses.values())} wrong")
+        lines += [f"                {n:3d}  {key}" for key, n in sorted(misses.items())]
+    return lines
+
+
 def timing(fa: F.FaceAnalyzer) -> list[str]:
     crops = np.zeros((2, 64, 64, 3), np.uint8)
     for _ in range(20):
@@ -253,6 +325,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("eval", type=Path, help="../shared/eval")
     ap.add_argument("--data", type=Path, help="models/build_eye_data.py's folder")
+    ap.add_argument("--why", action="store_true", help="causes of the misses")
     args = ap.parse_args()
     fa = F.FaceAnalyzer(models_dir(), threads=1)
     if fa.eye_state is None:
@@ -265,6 +338,9 @@ def main() -> int:
     lines += nefs(fa, args.eval.parent / "samples" / "nef")
     if args.data:
         lines += held_out(fa, args.data)
+    if args.why:
+        lines += why_not_rejected(fa, args.eval / "eyes-face")
+        lines += eye_crop_misses(fa, args.eval / "eyes-crop")
     lines += timing(fa)
     print("\n".join(lines))
     return 0
