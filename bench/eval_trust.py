@@ -31,8 +31,10 @@ does (``Pipeline.analyze``) and rated by the policy without the preview-size gat
 give them no verdict:
 - ../shared/eval/eyes-face: faces with closed eyes rejected with an eyes reason (and flagged
   at all: rejected or checked);
-- ../shared/eval/eyes-crop: open/closed single-eye crops judged by the face chain's
-  ``FaceAnalyzer.eye_crop_openness`` against ``EYES_CLOSED_BELOW`` (accuracy);
+- ../shared/eval/eyes-crop: open/closed single-eye crops judged by the face chain's eye
+  reader (accuracy): ``FaceAnalyzer.eye_crop_closed_probability`` >= 0.5 (each patch framed
+  on the eye corners the iris model finds in it), or in a version without the eye-state
+  model ``eye_crop_openness`` against ``EYES_CLOSED_BELOW``;
 - ../shared/eval/blur: really blurred frames rejected with a blur reason; no sharp frame
   rejected;
 - ../shared/samples/nef: the bursts still pick DSC_0102 and DSC_0104 as best of burst.
