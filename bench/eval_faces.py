@@ -5,7 +5,9 @@
 Prints one table: eyes-face closed rate, faceblur false "eyes closed" and blurred/sharp
 accuracy (with the plain global variance-of-Laplacian baseline at its best threshold),
 portraits recall of annotated faces >= 40 px (native, and pasted at native size into a
-1620x1080 frame so they are small faces in a preview-sized picture), eyes-crop (the iris model
+1620x1080 frame so they are small faces in a preview-sized picture), small faces (each
+portraits face shrunk to 36-48 px and pasted at random places in a 1620x1080 frame: what the
+small-face search is for), eyes-crop (the iris model
 run directly on single-eye crops) and the median time of FaceAnalyzer.analyze per 1620x1080
 frame on one thread. Thresholds come from postselectd.analysis.faces, never from here.
 """
@@ -184,6 +186,63 @@ def portraits(fa: F.FaceAnalyzer, folder: Path) -> list[str]:
     return lines
 
 
+SMALL_FACE_PX = (36, 40, 44, 48)
+SMALL_FACE_PLACES = 3
+
+
+def small_faces(fa: F.FaceAnalyzer, folder: Path) -> list[str]:
+    """The small-face search's own test: each annotated portraits face of >= 40 px, cut out
+    with a margin, shrunk so the face is 36-48 px and pasted at SMALL_FACE_PLACES seeded
+    random places in a grey 1620x1080 frame, one face per frame. This is where the
+    search's scale (faces.TILE_FRACTION) is judged: a face it misses at these sizes is
+    missed in a group photo, and the portraits rows above hold too few small faces to
+    show it."""
+    rng = np.random.default_rng(20261206)
+    found = dict.fromkeys(SMALL_FACE_PX, 0)
+    total = dict.fromkeys(SMALL_FACE_PX, 0)
+    for xml_name in ("testing.xml", "training.xml"):
+        if not (folder / xml_name).exists():
+            continue
+        for name, boxes in annotated(folder, xml_name):
+            image = Image.open(folder / name).convert("RGB")
+            for x, y, w, h in boxes:
+                if min(w, h) < MIN_FACE:
+                    continue
+                margin = 0.6 * max(w, h)
+                crop_box = (
+                    max(0, round(x - margin)),
+                    max(0, round(y - margin)),
+                    min(image.width, round(x + w + margin)),
+                    min(image.height, round(y + h + margin)),
+                )
+                crop = image.crop(crop_box)
+                for px in SMALL_FACE_PX:
+                    s = px / max(w, h)
+                    size = (max(1, round(crop.width * s)), max(1, round(crop.height * s)))
+                    small = crop.resize(size, Image.Resampling.LANCZOS)
+                    face = (
+                        (x - crop_box[0]) * s,
+                        (y - crop_box[1]) * s,
+                        w * s,
+                        h * s,
+                    )
+                    for _ in range(SMALL_FACE_PLACES):
+                        ox = int(rng.integers(0, FRAME[0] - small.width + 1))
+                        oy = int(rng.integers(0, FRAME[1] - small.height + 1))
+                        frame = Image.new("RGB", FRAME, (118, 118, 118))
+                        frame.paste(small, (ox, oy))
+                        truth = (face[0] + ox, face[1] + oy, face[2], face[3])
+                        total[px] += 1
+                        found[px] += matched(truth, [f.box for f in fa.analyze(frame)])
+    hits, count = sum(found.values()), sum(total.values())
+    per_size = ", ".join(f"{px} px {found[px]}/{total[px]}" for px in SMALL_FACE_PX)
+    return [
+        f"small faces pasted in 1620x1080 (portraits faces >= {MIN_FACE} px shrunk, "
+        f"{SMALL_FACE_PLACES} places each)   found {hits}/{count} = {hits / max(count, 1):.1%}"
+        f"   ({per_size})"
+    ]
+
+
 def eyes_crop(fa: F.FaceAnalyzer, folder: Path) -> list[str]:
     """Single-eye crops: the iris model on the crop padded so the eye is 1/2.3 of the input,
     as the face chain would frame it. The crops do not say which eye it is, so both the crop
@@ -248,6 +307,7 @@ def main() -> int:
         ("eyes-face", eyes_face),
         ("faceblur", faceblur),
         ("portraits", portraits),
+        ("portraits", small_faces),
         ("eyes-crop", eyes_crop),
     ]
     print(
