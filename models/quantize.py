@@ -33,8 +33,9 @@ the search is slower (28 -> 32 ms): the zero channels then cost real work.
   exactly as postselectd feeds the backbone), written into DIR as a complete models folder
   (the other models copied) under the fp32 file's name, so that
   ``POSTSELECTD_MODELS=DIR python bench/eval_quality.py ...`` evaluates it. Not shipped:
-  2.1x faster (9.3 -> 4.4 ms) but the embedding drifts (cosine to fp32 min 0.876) and
-  eval_quality's faceblur AUC dropped 0.989 -> 0.988 (models/MODELS.md).
+  2.1x faster (9.3 -> 4.4 ms) but the embedding drifts (cosine to fp32 min 0.911), the
+  trust benchmark's checks and the shipped head's landscape recall move the wrong way a
+  little, and the keeper head would need retraining on it (models/MODELS.md).
 
 Each derived file carries its parent's ``postselectd.*`` metadata with its own name (the
 int8 experiment: the parent's name, so it can stand in for it), description and
