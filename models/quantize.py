@@ -35,7 +35,8 @@ the search is slower (28 -> 32 ms): the zero channels then cost real work.
   ``POSTSELECTD_MODELS=DIR python bench/eval_quality.py ...`` evaluates it. Not shipped:
   2.1x faster (9.3 -> 4.4 ms) but the embedding drifts (cosine to fp32 min 0.911), the
   trust benchmark's checks and the shipped head's landscape recall move the wrong way a
-  little, and the keeper head would need retraining on it (models/MODELS.md).
+  little; with the keeper head retrained on it, one blurred frame of eval/blur becomes a
+  check instead of a reject (models/MODELS.md).
 
 Each derived file carries its parent's ``postselectd.*`` metadata with its own name (the
 int8 experiment: the parent's name, so it can stand in for it), description and
