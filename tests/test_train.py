@@ -431,6 +431,30 @@ def test_the_feature_cache_is_keyed_by_every_model_file(tmp_path: Path, monkeypa
     assert cache_version(AnalysisConfig()) != before
 
 
+def test_the_feature_cache_is_keyed_by_the_analysis_code(tmp_path: Path, monkeypatch):
+    # A rule of the analysis changed (eyes read from 8 px instead of 10): the features
+    # cached before it are another analysis's, as with a new model file.
+    import shutil
+
+    from postselectd.config import AnalysisConfig
+    from postselectd.train import cache_version, features
+
+    code = features.feature_code()
+    assert any(p.name == "faces.py" for p in code) and any(p.name == "preview.py" for p in code)
+    copies = []
+    for i, path in enumerate(code):
+        copies.append(tmp_path / f"{i}-{path.name}")
+        shutil.copyfile(path, copies[-1])
+    monkeypatch.setattr(features, "feature_code", lambda: copies)
+    before = cache_version(AnalysisConfig())
+    assert cache_version(AnalysisConfig()) == before
+    faces = next(p for p in copies if p.name.endswith("-faces.py"))
+    faces.write_text(
+        faces.read_text().replace("EYE_STATE_MIN_WIDTH_PX = ", "EYE_STATE_MIN_WIDTH_PX = 1 + ")
+    )
+    assert cache_version(AnalysisConfig()) != before
+
+
 def test_three_folders_are_three_shoots_and_skipped_gifs_are_counted(tmp_path: Path):
     # Issue #20: 3 folders were reported as 15 shoots (the blocks of consecutive frames that
     # stand in for shoots when there are fewer than 4), and pictures of a type postselectd

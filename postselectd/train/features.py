@@ -125,16 +125,32 @@ def extract(path: Path) -> dict[str, np.ndarray] | str:
     }
 
 
+def feature_code() -> list[Path]:
+    """The code a frame's features come from: the analysis package (detector input,
+    eye and focus rules and their constants), the preview decode, the raw containers' tags
+    (orientation, capture time) and this module's ``extract``."""
+    package = Path(__file__).resolve().parents[1]
+    return [
+        *sorted((package / "analysis").glob("*.py")),
+        package / "preview.py",
+        package / "rawmeta.py",
+        Path(__file__).resolve(),
+    ]
+
+
 def cache_version(config: AnalysisConfig) -> str:
-    """Changes whenever the features would: the models, the feature list, the preview size.
+    """Changes whenever the features would: the models, the code that measures with them,
+    the feature list, the preview size.
 
     Every model's bytes count, the face models too: the taste features hold the faces'
-    measurements (hashing the ~28 MB takes ~40 ms, once a run).
+    measurements (hashing the ~28 MB takes ~40 ms, once a run). So does the code: a rule
+    or constant of the analysis (the eyes read from 8 px instead of 10) changes features
+    as surely as a new model, and a head fitted on the old ones would be served the new.
     """
     from postselectd.analysis.runtime import models_dir
 
     parts = [CACHE_VERSION, json.dumps(TASTE_FEATURES), str(config.preview_min_size)]
-    for path in sorted(models_dir().glob("*.onnx")):
+    for path in [*sorted(models_dir().glob("*.onnx")), *feature_code()]:
         parts.append(f"{path.name}:{hashlib.sha256(path.read_bytes()).hexdigest()}")
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
