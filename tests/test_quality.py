@@ -360,3 +360,59 @@ def test_histogram_percentiles_are_numpys_on_quarter_grey_levels():
     # Anything else takes numpy's own path.
     other = rng.uniform(0, 255, 999).astype(np.float32)
     assert measure.percentiles(other, qs) == [float(v) for v in np.percentile(other, qs)]
+
+
+def test_a_soft_main_face_with_another_face_sharp_asks_for_a_check():
+    """A passer-by blurred in front of a sharp huddle (or focus behind the subject): the
+    photographer tells which at a glance, so a check, not the reject; a soft face alone,
+    or with only an unsure detection sharp, still rejects."""
+    from postselectd.analysis import CHECK_AT_MOST
+    from postselectd.analysis.faces import Face
+    from postselectd.config import RatingPolicy
+    from postselectd.rating import rate
+
+    passer_by = Face(
+        box=(170, 370, 172, 221),
+        score=0.69,
+        size=172,
+        left_eye_openness=0.3,
+        right_eye_openness=0.3,
+        eyes_closed=False,
+        eye_sharpness=0.05,
+        face_sharpness=0.08,
+        yaw=0,
+        pitch=0,
+        looking_down=False,
+        is_main_subject=True,
+    )
+    huddle = Face(
+        **{
+            **passer_by.__dict__,
+            "box": (1020, 330, 65, 77),
+            "score": 0.84,
+            "size": 65,
+            "face_sharpness": 1.09,
+            "is_main_subject": False,
+        }
+    )
+    image = np.full((1040, 1560, 3), 120, np.uint8)
+    measured = measure.measure_all(image)
+    probabilities = {
+        "keeper": 0.84,
+        "out of focus": 0.07,
+        "motion blur": 0.03,
+        "overexposed": 0.03,
+        "underexposed": 0.02,
+    }
+
+    def focus(*faces: Face) -> float:
+        _, findings = judge(probabilities, measured, faces, image)
+        return max((f.confidence for f in findings if f.reason in BLUR), default=0.0)
+
+    assert focus(passer_by) >= 0.75
+    assert 0 < focus(passer_by, huddle) <= CHECK_AT_MOST
+    _, findings = judge(probabilities, measured, (passer_by, huddle), image)
+    rating = rate(0.84, findings, RatingPolicy())
+    assert rating.stars > 1 and not rating.reasons and rating.checks == ("focus",)
+    unsure = Face(**{**huddle.__dict__, "score": 0.5})
+    assert focus(passer_by, unsure) >= 0.75

@@ -73,6 +73,12 @@ MOTION_DIRECTIONALITY = 0.55
 # nothing, fully judged from FACE_JUDGED_FULL px.
 FACE_SOFT_BELOW, FACE_BLUR_SURE = 0.45, 0.25
 FACE_JUDGED_FROM, FACE_JUDGED_FULL = 30.0, 90.0
+# A soft main face with another face sharp in the frame (a sure detection of a judgeable
+# size): a passer-by in front of the subject, or the focus behind the subject. Which it is
+# the photographer knows at a glance: a check at most (CHECK_AT_MOST), not the reject.
+# Measured: a basketball huddle behind a blurred player (bench/eval_trust.py, event/stage:
+# main face 172 px at 0.08, huddle faces 61-76 px at 1.05-1.74, detection 0.84 for one).
+SHARP_ELSEWHERE_MIN_SCORE = 0.70
 # Eyes: the eye-state model's P(closed) of a main face (the more open of its two eyes, see
 # faces.py) is the confidence itself: on held-out faces (bench/eval_eyes.py --data) P >= 0.75
 # (normal: reject) calls 2 of 1321 open faces closed and catches 0.895 of 171 closed ones,
@@ -275,7 +281,11 @@ def judge(
     """
     p = dict(probabilities)
     main = [f for f in faces if f.is_main_subject]
-    findings = [_eyes(main), _focus(p, measured, main), _exposure(p, measured, main, image)]
+    findings = [
+        _eyes(main),
+        _focus(p, measured, main, faces),
+        _exposure(p, measured, main, image),
+    ]
     return p, tuple(f for f in findings if f is not None and f.confidence > 0)
 
 
@@ -330,9 +340,14 @@ def _blink_evidence(face: Face) -> float | None:
     return _ramp(openness, limit, sure) * seen
 
 
-def _focus(p: dict[str, float], measured: measure.Measurements, main: list[Face]) -> Finding | None:
+def _focus(
+    p: dict[str, float],
+    measured: measure.Measurements,
+    main: list[Face],
+    faces: tuple[Face, ...] = (),
+) -> Finding | None:
     """Out of focus or motion blur; ``p`` is updated where a sharp face shows that what the
-    head took for blur is the background."""
+    head took for blur is the background. ``faces``: every face found, main or not."""
     kind = (
         MOTION_BLUR
         if measured.sharpness.anisotropy >= MOTION_DIRECTIONALITY
@@ -359,6 +374,13 @@ def _focus(p: dict[str, float], measured: measure.Measurements, main: list[Face]
     confidence = _ramp(face.face_sharpness, FACE_SOFT_BELOW, FACE_BLUR_SURE) * _ramp(
         face.size, FACE_JUDGED_FROM, FACE_JUDGED_FULL
     )
+    if any(
+        f.face_sharpness >= FACE_SOFT_BELOW
+        and f.size >= FACE_JUDGED_FROM
+        and f.score >= SHARP_ELSEWHERE_MIN_SCORE
+        for f in faces
+    ):
+        confidence = min(confidence, CHECK_AT_MOST)
     return Finding(kind, round(max(confidence, frame), 3))
 
 
