@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from conftest import shared_path
 from PIL import Image
 
 from postselectd.analysis import Analyzer, KeeperHead, judge, measure
+from postselectd.analysis.faces import Face
 from postselectd.analysis.runtime import models_dir
 from postselectd.preview import load_preview
 
@@ -23,6 +25,20 @@ def analyzer() -> Analyzer:
 
 def analyze(analyzer: Analyzer, *parts: str):
     return analyzer.analyze(load_preview(shared_path(*parts)).image)
+
+
+def a_face(**fields) -> Face:
+    """A frontal main face, 300 px, eyes open, face sharp, surely detected; ``fields``
+    set what a test is about."""
+    return Face(
+        **{
+            "box": (0, 0, 300, 300), "score": 0.9, "size": 300.0, "left_eye_openness": 0.3,
+            "right_eye_openness": 0.3, "eyes_closed": False, "eye_sharpness": 0.5,
+            "face_sharpness": 0.8, "yaw": 0.0, "pitch": 0.0, "looking_down": False,
+            "is_main_subject": True,
+            **fields,
+        }
+    )  # fmt: skip
 
 
 def test_the_sharp_frame_of_a_triplet_wins_and_the_blurred_ones_say_why(analyzer):
@@ -93,15 +109,12 @@ def test_a_group_whose_eyes_all_read_closed_asks_for_a_check(analyzer):
 def test_eyes_are_read_only_on_a_face_the_detector_is_sure_of():
     """An alpaca's head or the back of a head scored 0.45-0.63 and read as a blink."""
     from postselectd.analysis import EYES_MIN_DETECTION_SCORE, _eyes
-    from postselectd.analysis.faces import Face
 
     def face(score: float) -> Face:
-        return Face(
-            box=(0, 0, 300, 300), score=score, size=300.0, left_eye_openness=0.05,
-            right_eye_openness=0.05, eyes_closed=True, eye_sharpness=0.5,
-            face_sharpness=0.8, yaw=0.0, pitch=0.0, looking_down=False,
-            is_main_subject=True, left_eye_closed_probability=0.99,
-            right_eye_closed_probability=0.99, eyes_closed_probability=0.99, eye_width=40.0,
+        return a_face(
+            score=score, left_eye_openness=0.05, right_eye_openness=0.05, eyes_closed=True,
+            left_eye_closed_probability=0.99, right_eye_closed_probability=0.99,
+            eyes_closed_probability=0.99, eye_width=40.0,
         )  # fmt: skip
 
     assert _eyes([face(EYES_MIN_DETECTION_SCORE - 0.05)]) is None
@@ -124,18 +137,13 @@ def test_a_blink_of_a_small_face_is_caught(analyzer):
 
 def test_small_eyes_are_read_only_on_a_face_the_detector_is_surer_of():
     """A couple on a beach (eyes 8-9 px, face score 0.72) read as a blink in a good photo."""
-    from dataclasses import replace
-
     from postselectd.analysis import SMALL_EYES_MIN_DETECTION_SCORE, SMALL_EYES_PX, _eyes
-    from postselectd.analysis.faces import Face
 
-    small = Face(
+    small = a_face(
         box=(0, 0, 45, 45), score=SMALL_EYES_MIN_DETECTION_SCORE - 0.03, size=45.0,
         left_eye_openness=0.05, right_eye_openness=0.05, eyes_closed=True,
-        eye_sharpness=0.5, face_sharpness=0.8, yaw=0.0, pitch=0.0, looking_down=False,
-        is_main_subject=True, left_eye_closed_probability=0.95,
-        right_eye_closed_probability=0.95, eyes_closed_probability=0.95,
-        eye_width=SMALL_EYES_PX - 1,
+        left_eye_closed_probability=0.95, right_eye_closed_probability=0.95,
+        eyes_closed_probability=0.95, eye_width=SMALL_EYES_PX - 1,
     )  # fmt: skip
     assert _eyes([small]) is None
     assert _eyes([replace(small, score=0.9)]).confidence == 0.95
@@ -146,18 +154,13 @@ def test_a_blink_on_a_head_turned_from_the_camera_asks_for_a_check_only():
     """Three-quarter bridal portraits looking down read P(closed) 0.93-0.98 (issue #14):
     on a turned head the far eye is foreshortened and a downcast gaze looks shut, so the
     evidence is not sure enough to reject; a frontal blink still is."""
-    from dataclasses import replace
-
     from postselectd.analysis import TURNED_YAW, _eyes
-    from postselectd.analysis.faces import Face
     from postselectd.config import RatingPolicy
     from postselectd.rating import weigh
 
-    frontal = Face(
-        box=(0, 0, 300, 300), score=0.95, size=300.0, left_eye_openness=0.05,
-        right_eye_openness=0.05, eyes_closed=True, eye_sharpness=0.5,
-        face_sharpness=0.8, yaw=3.0, pitch=-10.0, looking_down=False,
-        is_main_subject=True, left_eye_closed_probability=0.98,
+    frontal = a_face(
+        score=0.95, left_eye_openness=0.05, right_eye_openness=0.05, eyes_closed=True,
+        yaw=3.0, pitch=-10.0, left_eye_closed_probability=0.98,
         right_eye_closed_probability=0.98, eyes_closed_probability=0.98, eye_width=40.0,
     )  # fmt: skip
     turned = replace(frontal, yaw=-(TURNED_YAW + 5))
@@ -296,22 +299,7 @@ def test_keeper_head_computes_its_graph_on_real_photos(analyzer):
 
 def test_a_sharp_face_overrules_a_soft_frame():
     """The frame-level head may call a portrait soft; the face's own detail decides."""
-    from postselectd.analysis.faces import Face
-
-    face = Face(
-        box=(100, 100, 200, 200),
-        score=0.9,
-        size=200,
-        left_eye_openness=0.3,
-        right_eye_openness=0.3,
-        eyes_closed=False,
-        eye_sharpness=0.5,
-        face_sharpness=0.7,
-        yaw=0,
-        pitch=0,
-        looking_down=False,
-        is_main_subject=True,
-    )
+    face = a_face(box=(100, 100, 200, 200), size=200, face_sharpness=0.7)
     image = np.full((600, 900, 3), 120, np.uint8)
     measured = measure.measure_all(image)
     probabilities = {
@@ -326,7 +314,7 @@ def test_a_sharp_face_overrules_a_soft_frame():
     # The classes read with the face say the same: the blur was the background's.
     assert judged["out of focus"] == judged["motion blur"] == 0.0
     assert probabilities["keeper"] == 0.2  # what the head said stays as it said it
-    soft = Face(**{**face.__dict__, "face_sharpness": 0.2})
+    soft = replace(face, face_sharpness=0.2)
     judged, findings = judge(probabilities, measured, (soft,), image)
     assert judged == probabilities
     assert [f.reason for f in findings if f.confidence >= 0.75] == ["out of focus"]
@@ -367,34 +355,16 @@ def test_a_soft_main_face_with_another_face_sharp_asks_for_a_check():
     photographer tells which at a glance, so a check, not the reject; a soft face alone,
     or with only an unsure detection sharp, still rejects."""
     from postselectd.analysis import CHECK_AT_MOST
-    from postselectd.analysis.faces import Face
     from postselectd.config import RatingPolicy
     from postselectd.rating import rate
 
-    passer_by = Face(
-        box=(170, 370, 172, 221),
-        score=0.69,
-        size=172,
-        left_eye_openness=0.3,
-        right_eye_openness=0.3,
-        eyes_closed=False,
-        eye_sharpness=0.05,
-        face_sharpness=0.08,
-        yaw=0,
-        pitch=0,
-        looking_down=False,
-        is_main_subject=True,
+    passer_by = a_face(
+        box=(170, 370, 172, 221), score=0.69, size=172, eye_sharpness=0.05, face_sharpness=0.08
     )
-    huddle = Face(
-        **{
-            **passer_by.__dict__,
-            "box": (1020, 330, 65, 77),
-            "score": 0.84,
-            "size": 65,
-            "face_sharpness": 1.09,
-            "is_main_subject": False,
-        }
-    )
+    huddle = replace(
+        passer_by, box=(1020, 330, 65, 77), score=0.84, size=65, face_sharpness=1.09,
+        is_main_subject=False,
+    )  # fmt: skip
     image = np.full((1040, 1560, 3), 120, np.uint8)
     measured = measure.measure_all(image)
     probabilities = {
@@ -414,5 +384,5 @@ def test_a_soft_main_face_with_another_face_sharp_asks_for_a_check():
     _, findings = judge(probabilities, measured, (passer_by, huddle), image)
     rating = rate(0.84, findings, RatingPolicy())
     assert rating.stars > 1 and not rating.reasons and rating.checks == ("focus",)
-    unsure = Face(**{**huddle.__dict__, "score": 0.5})
+    unsure = replace(huddle, score=0.5)
     assert focus(passer_by, unsure) >= 0.75
