@@ -344,7 +344,7 @@ def _focus(
     p: dict[str, float],
     measured: measure.Measurements,
     main: list[Face],
-    faces: tuple[Face, ...] = (),
+    faces: tuple[Face, ...],
 ) -> Finding | None:
     """Out of focus or motion blur; ``p`` is updated where a sharp face shows that what the
     head took for blur is the background. ``faces``: every face found, main or not."""

@@ -683,7 +683,9 @@ class FaceAnalyzer:
         crops, widths, inside, openness, sharpness = [], [], [], [], []
         picture_width, picture_height = pyramid.levels[0][0].size
         for corners, flip in ((_IMAGE_LEFT_EYE, False), (_IMAGE_RIGHT_EYE, True)):
-            crop, width, center = self._eye_crop(pyramid, mesh[corners[0]], mesh[corners[1]], flip)
+            crop, width, center, _ = self._eye_crop(
+                pyramid, mesh[corners[0]], mesh[corners[1]], flip
+            )
             crops.append(crop)
             widths.append(width)
             # An eye the mesh placed outside the picture (a face cut by the frame) is
@@ -726,9 +728,9 @@ class FaceAnalyzer:
 
     def _eye_crop(
         self, pyramid: Pyramid, corner_a: np.ndarray, corner_b: np.ndarray, flip: bool
-    ) -> tuple[np.ndarray, float, np.ndarray]:
+    ) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
         """The iris model's input crop of one eye (64 x 64 RGB uint8), the eye's width in
-        image px and its centre; corners in image order (left, right).
+        image px, its centre and the crop -> image map; corners in image order (left, right).
 
         Rotated so the corners are level, the eye's width spanning 1/2.3 of the crop, the
         eye on the image right mirrored: both the iris and the eye-state model read it.
@@ -737,8 +739,8 @@ class FaceAnalyzer:
         width = float(np.linalg.norm(corner_b - corner_a))
         center = (corner_a + corner_b) / 2
         size = self.iris.contract.width
-        crop, _ = _sample(pyramid, center, angle, max(width, 1.0) * EYE_CROP_SCALE, size, flip)
-        return crop, width, center
+        crop, matrix = _sample(pyramid, center, angle, max(width, 1.0) * EYE_CROP_SCALE, size, flip)
+        return crop, width, center, matrix
 
     def _eye_contour(self, crop: np.ndarray) -> np.ndarray:
         """The iris model's eye contour points (N x 2) in the crop's px."""
@@ -790,7 +792,7 @@ class FaceAnalyzer:
             mesh = face["mesh"]
             eyes = []
             for corners, flip in ((_IMAGE_LEFT_EYE, False), (_IMAGE_RIGHT_EYE, True)):
-                crop, width, _ = self._eye_crop(pyramid, mesh[corners[0]], mesh[corners[1]], flip)
+                crop, width, *_ = self._eye_crop(pyramid, mesh[corners[0]], mesh[corners[1]], flip)
                 eyes.append((crop, width))
             out.append((face["size"], eyes))
         return sorted(out, key=lambda item: -item[0])
@@ -828,12 +830,8 @@ class FaceAnalyzer:
     ) -> tuple[np.ndarray, np.ndarray]:
         """The eye's corners (image px, in image order) where the iris model places them in
         the crop framed on ``corner_a`` and ``corner_b``."""
-        crop, width, center = self._eye_crop(pyramid, corner_a, corner_b, flip)
-        contour = self._eye_contour(crop)
-        angle = math.atan2(corner_b[1] - corner_a[1], corner_b[0] - corner_a[0])
-        side = max(width, 1.0) * EYE_CROP_SCALE
-        _, matrix = _roi_sampler(center, angle, side, self.iris.contract.width, flip)
-        points = _to_image(matrix, contour[[self.corners[0], self.corners[1]]])
+        crop, _, _, matrix = self._eye_crop(pyramid, corner_a, corner_b, flip)
+        points = _to_image(matrix, self._eye_contour(crop)[[self.corners[0], self.corners[1]]])
         along = (corner_b - corner_a) / max(float(np.linalg.norm(corner_b - corner_a)), 1e-6)
         first, second = sorted(points, key=lambda point: float(point @ along))
         return first, second
