@@ -193,7 +193,7 @@ def extract_all(
     if not todo:
         cache.save_index()
     else:
-        tasks = [path for path, items in todo.items() for _ in items]
+        tasks = list(todo)  # a photo rated twice is read once
         inbox: queue.Queue = queue.Queue()
         pool = None
         try:
@@ -204,19 +204,19 @@ def extract_all(
                 target=worker_target,
             )
             for path, result in pool.run(tasks, inbox):
-                verdict, fp = todo[path].pop(0)
                 if isinstance(result, worker_pool.Lost):
                     result = result.reason
-                if isinstance(result, str):
-                    log.warning("%s: %s; left out", verdict.path.name, result)
-                    counts["unreadable"] += 1
-                else:
-                    cache.put(fp, result)
-                    frames.append(_frame(verdict, result))
-                    counts["analysed"] += 1
-                done += 1
-                if on_progress:
-                    on_progress(done, total)
+                for verdict, fp in todo[path]:
+                    if isinstance(result, str):
+                        log.warning("%s: %s; left out", verdict.path.name, result)
+                        counts["unreadable"] += 1
+                    else:
+                        cache.put(fp, result)
+                        frames.append(_frame(verdict, result))
+                        counts["analysed"] += 1
+                    done += 1
+                    if on_progress:
+                        on_progress(done, total)
         except worker_pool.WorkerCannotStart as exc:
             raise TrainError(f"the worker processes cannot load the models: {exc}") from None
         finally:
