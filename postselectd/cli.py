@@ -553,8 +553,11 @@ def _start_first_worker(config: Config):
 
     inbox: queue.Queue = queue.Queue()
     # stages.worker_body, by the module's name: importing stages would load onnxruntime
-    # first, and this worker is started early to load the models meanwhile.
-    return WorkerPool(1, WorkerBody("postselectd.stages", config.analysis), inbox.put), inbox
+    # first, and this worker is started early to load the models meanwhile. Forked where
+    # that is safe (Linux; this process has no other thread yet): it starts with this
+    # process's interpreter, pydantic and config already loaded (bench/start_time.py).
+    body = WorkerBody("postselectd.stages", config.analysis)
+    return WorkerPool(1, body, inbox.put, fork=True), inbox
 
 
 def _score(args: argparse.Namespace, config: Config, cluster, first_worker) -> int:

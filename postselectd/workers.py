@@ -21,6 +21,7 @@ import multiprocessing.util
 import os
 import queue
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -133,6 +134,39 @@ def _worker_main(worker_id: int, tasks: Connection, results: Connection, body: W
             return
 
 
+def _forked_worker_main(parent_ends: list[Connection], target: Callable, *args: object) -> None:
+    """A worker forked from the owner (WorkerPool(fork=True)) first drops what it copied
+    that a spawned one never has, then runs as one.
+
+    The owner's ends of the pipes: a worker that held a copy of its own task pipe's
+    writing end would never see it close, and would outlive an owner that was killed.
+    The owner's log handlers: a spawned worker has none (warnings only, bare, on stderr),
+    and its lines must not pass for the command's. The owner's exit hooks (the pool's
+    Finalize, atexit) do not run: multiprocessing clears the first in a forked child and
+    ends it with os._exit.
+    """
+    for conn in parent_ends:
+        conn.close()
+    root = logging.getLogger()
+    root.handlers.clear()
+    root.setLevel(logging.WARNING)
+    target(*args)
+
+
+def fork_is_safe() -> bool:
+    """Whether a worker may be forked from this process rather than spawned: on Linux,
+    while this process runs no other thread (a fork copies only the calling thread, so a
+    lock another one held stays locked in the child forever). Counted by the kernel
+    (/proc/self/task), so the threads of C libraries count too. macOS is left out: its
+    system frameworks are not safe to use in a forked child."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        return len(os.listdir("/proc/self/task")) == 1
+    except OSError:
+        return False
+
+
 def quiet_stderr() -> None:
     """Send this process's file descriptor 2 to /dev/null.
 
@@ -218,6 +252,12 @@ class WorkerPool:
 
     A listener thread turns results and deaths into inbox messages (``post``). Each
     worker runs ``body`` (``target``, which runs it, is for tests that inject faults).
+
+    ``fork``: the workers the pool starts with are forked from this process where that is
+    safe (fork_is_safe), so they skip the interpreter's start and the imports this
+    process has made (``score``'s first worker: pydantic and the config, ~0.2 s of a
+    one-file run, bench/start_time.py). The workers started later (grow, a replacement)
+    are spawned: the listener thread runs by then. The daemon spawns all of its workers.
     """
 
     def __init__(
@@ -226,6 +266,7 @@ class WorkerPool:
         body: WorkerBody,
         post: Callable[[object], None],
         target: Callable | None = None,
+        fork: bool = False,
     ):
         self.size = size
         self.body = body
@@ -245,9 +286,11 @@ class WorkerPool:
         # before multiprocessing terminates and joins the children).
         self._at_exit = multiprocessing.util.Finalize(self, self.close, exitpriority=10)
         self._listener = threading.Thread(target=self._listen, name="workers", daemon=True)
+        # Checked once, before the first worker: the workers started here are all alike.
+        fork = fork and fork_is_safe()
         try:
             for _ in range(size):
-                self._spawn()
+                self._spawn(fork)
         except BaseException:
             # A worker that cannot be started (EAGAIN, EMFILE): the ones that were are
             # ended now, with the deadline; the caller never gets a pool to close.
@@ -255,16 +298,22 @@ class WorkerPool:
             raise
         self._listener.start()
 
-    def _spawn(self) -> None:
+    def _spawn(self, fork: bool = False) -> None:
+        """Start one worker: spawned, or ``fork``ed from this process (only from
+        __init__, before the listener thread starts: see fork_is_safe)."""
         tasks_r, tasks_w = self._context.Pipe(duplex=False)
         results_r, results_w = self._context.Pipe(duplex=False)
         worker_id = self._next_id
         self._next_id += 1
-        process = self._context.Process(
-            target=self.target,
-            args=(worker_id, tasks_r, results_w, self.body),
-            name=f"postselectd-worker-{worker_id}",
-            daemon=True,
+        target, args = self.target, (worker_id, tasks_r, results_w, self.body)
+        if fork:
+            ours = [self._wake_r, self._wake_w, tasks_w, results_r]
+            for other in self._workers.values():
+                ours += [other.tasks, other.results]
+            target, args = _forked_worker_main, (ours, self.target, *args)
+        context = multiprocessing.get_context("fork") if fork else self._context
+        process = context.Process(
+            target=target, args=args, name=f"postselectd-worker-{worker_id}", daemon=True
         )
         process.start()
         tasks_r.close()

@@ -578,9 +578,9 @@ def ignores_sigterm(pid):
     mask = next(line.split()[1] for line in status.splitlines() if line.startswith("SigIgn:"))
     return int(mask, 16) & (1 << 14)  # SIGTERM is 15
 
-def third_fails(self):
+def third_fails(self, *how):
     if len(self._workers) < 2:
-        return spawn(self)
+        return spawn(self, *how)
     # Once the first two ignore SIGTERM, as every worker does from its first instant on.
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
