@@ -533,10 +533,10 @@ def cmd_score(args: argparse.Namespace, config: Config) -> int:
     if args.workers is not None and args.workers < 1:
         raise UsageError("--workers must be at least 1")
     cluster = _cluster(args, config)
-    # The first worker process starts now, before the rest of postselectd is imported and
-    # the folder read: loading the models is most of a short run's time (bench/start_time.py).
-    # It loads them in this run's place: a model it cannot load stops the run with its one
-    # line (PipelineError) before any file is rated.
+    # The first worker process starts now, before the folder is read: loading the models is
+    # most of a short run's time (bench/start_time.py). It loads them in this run's place:
+    # a model it cannot load stops the run with its one line (PipelineError) before any
+    # file is rated.
     first_worker = None if cluster else _start_first_worker(config)
     try:
         return _score(args, config, cluster, first_worker)
@@ -546,17 +546,28 @@ def cmd_score(args: argparse.Namespace, config: Config) -> int:
 
 
 def _start_first_worker(config: Config):
-    """A pool of one worker process and its inbox, for PoolAnalysis(started=...)."""
+    """A pool of one worker process and its inbox, for PoolAnalysis(started=...).
+
+    On Linux the worker is forked from this process (WorkerPool(fork=True)), after this
+    process has imported the worker's stage (numpy, onnxruntime, Pillow, rawpy), which
+    it needs itself too: the worker starts with all of it, and nothing is imported twice
+    (bench/start_time.py). Where it is spawned (macOS, or this process runs threads), it
+    is spawned first, to import all of that while this process does the same."""
+    import importlib
     import queue
 
-    from postselectd.workers import WorkerBody, WorkerPool
+    from postselectd.workers import WorkerBody, WorkerPool, fork_is_safe
 
     inbox: queue.Queue = queue.Queue()
-    # stages.worker_body, by the module's name: importing stages would load onnxruntime
-    # first, and this worker is started early to load the models meanwhile. Forked where
-    # that is safe (Linux; this process has no other thread yet): it starts with this
-    # process's interpreter, pydantic and config already loaded (bench/start_time.py).
+    # stages.worker_body, by the module's name: a spawned worker starts before this
+    # process imports it.
     body = WorkerBody("postselectd.stages", config.analysis)
+    if fork_is_safe():
+        # numpy's OpenBLAS starts a thread at import, unless told to use one (it has
+        # nothing big to multiply here, and a worker per core anyway); a process running
+        # a thread must not fork, and the pool would spawn instead.
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+        importlib.import_module(body.module)
     return WorkerPool(1, body, inbox.put, fork=True), inbox
 
 

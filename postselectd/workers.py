@@ -55,8 +55,8 @@ class WorkerBody:
     raised on anyway.
 
     Named, not passed as functions, so that the owner need not import the stage: the
-    analysis stage loads onnxruntime, and ``score`` starts its first worker before that
-    import to have the models loaded meanwhile."""
+    analysis stage loads onnxruntime, and ``score``, where it spawns its first worker,
+    starts it before that import to have the models loaded meanwhile."""
 
     module: str
     args: object = None
@@ -255,9 +255,9 @@ class WorkerPool:
 
     ``fork``: the workers the pool starts with are forked from this process where that is
     safe (fork_is_safe), so they skip the interpreter's start and the imports this
-    process has made (``score``'s first worker: pydantic and the config, ~0.2 s of a
-    one-file run, bench/start_time.py). The workers started later (grow, a replacement)
-    are spawned: the listener thread runs by then. The daemon spawns all of its workers.
+    process has made (``score``'s first worker: pydantic, the config, numpy, onnxruntime;
+    bench/start_time.py). The workers started later (grow, a replacement) are spawned:
+    the listener thread runs by then. The daemon spawns all of its workers.
     """
 
     def __init__(
@@ -287,7 +287,9 @@ class WorkerPool:
         self._at_exit = multiprocessing.util.Finalize(self, self.close, exitpriority=10)
         self._listener = threading.Thread(target=self._listen, name="workers", daemon=True)
         # Checked once, before the first worker: the workers started here are all alike.
-        fork = fork and fork_is_safe()
+        if fork and not fork_is_safe():
+            log.debug("workers spawned, not forked: this process runs other threads")
+            fork = False
         try:
             for _ in range(size):
                 self._spawn(fork)
