@@ -141,3 +141,51 @@ def test_scores_first_worker_is_forked_and_is_still_a_worker_like_the_others(tmp
     # The command logs at debug; a worker, like a spawned one, has no handler of its own
     # and shows warnings only: its lines do not pass for the command's.
     assert "optimized models not saved" not in (tmp_path / "stderr").read_text()
+
+
+# A forked worker whose decoder crashes, in a process of its own (as above).
+FORKED_CRASH = r"""
+import json, os, queue, sys
+from pathlib import Path
+
+os.environ["OPENBLAS_NUM_THREADS"] = "1"  # as score does: no thread, so it may fork
+sys.path.insert(0, "tests")
+from test_reliability import misbehaving_worker
+
+from postselectd.config import AnalysisConfig
+from postselectd.stages import worker_body
+from postselectd.workers import Lost, WorkerPool
+
+inbox = queue.Queue()
+pool = WorkerPool(1, worker_body(AnalysisConfig()), inbox.put, misbehaving_worker, fork=True)
+forked = pool.pids()
+command_line = Path(f"/proc/{forked[0]}/cmdline").read_bytes()
+results = {Path(task).name: result for task, result in pool.run(sys.argv[1:], inbox)}
+print(json.dumps({
+    "forked": command_line == Path("/proc/self/cmdline").read_bytes(),
+    "crash": results["a_crash.NEF"].reason if isinstance(results["a_crash.NEF"], Lost) else None,
+    "good": results["b_good.NEF"].error if results["b_good.NEF"].analysis else "no analysis",
+    "replaced": pool.pids() != forked,
+}))
+pool.close()
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forks on Linux only")
+def test_a_forked_worker_that_crashes_costs_its_file_and_a_spawned_one_goes_on(tmp_path: Path):
+    nef = shared_path("samples", "nef", "DSC_0102.NEF")
+    crash = copy_file(nef, tmp_path, "a_crash.NEF")
+    good = copy_file(nef, tmp_path, "b_good.NEF")
+    done = subprocess.run(
+        [sys.executable, "-c", FORKED_CRASH, str(crash), str(good)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout)
+    assert seen["forked"]
+    assert "decoder crashed" in seen["crash"]
+    assert seen["good"] is None
+    assert seen["replaced"]
