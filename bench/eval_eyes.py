@@ -226,6 +226,7 @@ def held_out(fa: F.FaceAnalyzer, data: Path) -> list[str]:
         ("mean", (pl + pr) / 2),
         ("min", np.minimum(pl, pr)),
         ("max", np.maximum(pl, pr)),
+        ("join", np.array([F.join_eyes(a, b) for a, b in zip(pl, pr, strict=True)])),
     ):
         # 0.5, 0.8, 0.9, and the normal policy's reject and check lines (the analysis takes
         # the face's P as the "eyes closed" confidence).

@@ -110,16 +110,26 @@ def test_head_shot_filling_the_frame_with_closed_eyes(analyzer: FaceAnalyzer) ->
 def test_open_eyes_of_a_group_photo_are_not_called_closed(
     analyzer: FaceAnalyzer, name: str
 ) -> None:
+    """Every eye the analysis reads here (a face the detector is sure of, eyes >= 10 px) is
+    read open, and the photo gets no "eyes closed" reject. Since eye-state model version 2
+    one 45 px face of 2008_007676 (eyes 8.6 px, squinting: lids 0.08-0.10 of the eye's
+    width apart) reads closed (0.95), and two 0.39-0.42 detections of 2008_002506 (hands
+    over faces, which the analysis does not read) 0.91: the group's blink is a check."""
+    from postselectd.analysis import EYES_MIN_DETECTION_SCORE, SMALL_EYES_PX, _eyes
+    from postselectd.rating import LINES
+
     faces = analyzer.analyze(rgb(shared_path("eval", "portraits", name)))
     main = [f for f in faces if f.is_main_subject]
     assert len(main) >= 3
-    assert not any(f.eyes_closed for f in main)
-    assert not eyes_closed_reason(faces)
+    finding = _eyes(main)
+    assert finding is None or finding.confidence < LINES["normal"][0]
     for face in main:
         if face.eye_width < EYE_STATE_MIN_WIDTH_PX:
             assert face.eyes_closed_probability is None
-        elif face.eyes_closed_probability is not None:
+        elif face.score >= EYES_MIN_DETECTION_SCORE and face.eye_width >= SMALL_EYES_PX:
+            assert face.eyes_closed_probability is not None
             assert face.eyes_closed_probability < EYES_CLOSED_PROBABILITY
+            assert not face.eyes_closed
 
 
 def test_a_smiling_squint_is_not_a_blink(analyzer: FaceAnalyzer) -> None:

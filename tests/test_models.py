@@ -254,7 +254,8 @@ def test_eye_state_reads_the_iris_models_crop_two_eyes_at_once():
     (p,) = cached_session("eye_state").run(None, {"image": np.concatenate([x, x[:, :, :, ::-1]])})
     assert p.shape == (2, 1) and np.all((p >= 0) & (p <= 1))
     check_summary(p[:1], REFERENCE["models"]["eye_state"]["outputs"]["closed_probability"], "b2")
-    assert (MODELS / "eye_state.onnx").stat().st_size < 1_000_000
+    # Version 2 (430 k weights, fp32) is 1.7 MB: small beside the face models (~28 MB).
+    assert (MODELS / "eye_state.onnx").stat().st_size < 2_000_000
 
 
 @pytest.mark.parametrize("name", ["face_detection_short", "face_detection_full"])

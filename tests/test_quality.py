@@ -168,6 +168,32 @@ def test_a_blink_on_a_head_turned_from_the_camera_asks_for_a_check_only():
     assert weigh((_eyes([turned]),), RatingPolicy()) == ((), ("eyes",))
 
 
+def test_a_blink_with_one_eye_read_doubtful_is_still_a_blink():
+    """A blink closes both eyes: one eye surely closed and the other leaning closed (a
+    laughing squeeze, lashes under hair) is a blink; one sure eye and the other read open
+    (a wink, a misplaced crop) is not (issue #14: 14 closed faces of eval/eyes-face)."""
+    from postselectd.analysis.faces import EYE_LEANS_CLOSED, EYE_SURE_CLOSED, join_eyes
+    from postselectd.rating import LINES
+
+    reject = LINES["normal"][0]
+    assert join_eyes(0.99, EYE_LEANS_CLOSED + 0.05) >= reject
+    assert join_eyes(EYE_LEANS_CLOSED + 0.05, 0.99) == join_eyes(0.99, EYE_LEANS_CLOSED + 0.05)
+    assert join_eyes(0.99, EYE_LEANS_CLOSED - 0.1) == EYE_LEANS_CLOSED - 0.1
+    assert join_eyes(EYE_SURE_CLOSED - 0.05, 0.6) == 0.6  # neither eye sure: the more open
+    assert join_eyes(0.9, 0.85) == 0.85
+
+
+def test_a_laughing_blink_is_rejected(analyzer):
+    """eyes-face-0093: eyes shut, one read surely closed, the other leaning closed (model
+    version 1 read it 0.57): the two eyes joined are a confident blink."""
+    from postselectd.rating import LINES
+
+    with Image.open(shared_path("eval", "eyes-face", "eyes-face-0093.jpg")) as photo:
+        result = analyzer.analyze(photo.convert("RGB"))
+    eyes = [f for f in result.findings if f.reason == "eyes closed"]
+    assert eyes and eyes[0].confidence >= LINES["normal"][0]
+
+
 def test_open_sharp_face_is_neither_closed_nor_blurred(analyzer):
     folder = shared_path("eval", "faceblur")
     sharp = [

@@ -544,13 +544,15 @@ def test_a_few_wrongly_flagged_selects_do_not_overrule_a_reason(tmp_path: Path):
     assert result.returncode == 0, result.stderr
     card = json.loads(result.stdout)
     assert (card["images"], card["shoots"], card["selects"]) == (40, 4, 20)
-    assert card["reason_evidence"]["eyes closed"]["selects"] == 3
+    # 3 planted, and since eye-state model version 2 the carved statues of natural/101085
+    # (eyes read closed, P 0.86-0.92), a fourth select the shipped analysis flags wrongly.
+    assert card["reason_evidence"]["eyes closed"]["selects"] == 4
     assert card["reason_evidence"]["out of focus"]["selects"] >= 3
     assert card["overruled_reasons"] == []
     model = Path(card["model"])
     assert PersonalHead(model).overruled_reasons == frozenset()
     text = model.with_suffix(".txt").read_text()
-    assert "eyes closed: still a reject, only 3 of your selects carry it" in text
+    assert "eyes closed: still a reject, only 4 of your selects carry it" in text
     assert "held-out evidence is thin" in text and "rate about 80 more selects" in text
     analyzer, shipped = Analyzer(AnalysisConfig(personal_model=model)), Analyzer(AnalysisConfig())
     for path, faults in (
