@@ -183,6 +183,22 @@ def test_a_blink_with_one_eye_read_doubtful_is_still_a_blink():
     assert join_eyes(0.9, 0.85) == 0.85
 
 
+def test_eyes_whose_lids_stand_apart_are_not_a_sure_blink():
+    """A baby looking up from a basket: the eye-state model read P 0.90, the iris model's
+    lids stood 0.36 of the eye's width apart (closed faces of eval/eyes-face: <= 0.26).
+    Two readers that disagree make a check, never the reject."""
+    from postselectd.analysis import CHECK_AT_MOST, LIDS_APART, _eyes
+
+    closed = a_face(
+        score=0.95, left_eye_openness=0.08, right_eye_openness=0.1, eyes_closed=True,
+        left_eye_closed_probability=0.9, right_eye_closed_probability=0.92,
+        eyes_closed_probability=0.9, eye_width=40.0,
+    )  # fmt: skip
+    assert _eyes([closed]).confidence == 0.9
+    apart = replace(closed, left_eye_openness=LIDS_APART + 0.02, right_eye_openness=LIDS_APART)
+    assert _eyes([apart]).confidence == CHECK_AT_MOST
+
+
 def test_a_laughing_blink_is_rejected(analyzer):
     """eyes-face-0093: eyes shut, one read surely closed, the other leaning closed (model
     version 1 read it 0.57): the two eyes joined are a confident blink."""

@@ -112,6 +112,13 @@ CHECK_AT_MOST = NAMED_FROM + 0.25
 # 3 of the 10 blink rejects of good photos in bench/eval_trust.py (three-quarter portraits
 # looking down) are.
 TURNED_YAW = 25.0
+# Two readers of the eyes: the eye-state model and the iris model's lid gap / eye width. A
+# face whose lids stand this far apart (the mean of both eyes) is not surely blinking,
+# whatever the model reads (a check at most): the closed faces of eval/eyes-face have lid
+# gaps up to 0.26 (median 0.09), open faces from 0.16 (median 0.29). Measured: a baby
+# looking up from a basket (bench/eval_trust.py, NEF column, lid gap 0.36, P 0.90) was a
+# reject; no closed face of eval/eyes-face is lost.
+LIDS_APART = 0.30
 # Exposure. A raw holds stops the preview does not show: only lost information rejects,
 # a frame that is merely dark or bright asks for a check at most (EXPOSURE_CHECK_MOST).
 # The head's P(over/underexposed) counts from EXPOSURE_DOUBT (nothing) to EXPOSURE_SURE.
@@ -320,6 +327,9 @@ def _blink_evidence(face: Face) -> float | None:
     ):
         return None
     if face.eyes_closed_probability is not None:
+        gap = _lid_gap(face)
+        if gap is not None and gap >= LIDS_APART:  # the lids say open: not sure
+            return min(face.eyes_closed_probability, CHECK_AT_MOST)
         return face.eyes_closed_probability
     if face.eye_width is not None and face.eye_width < EYE_STATE_MIN_WIDTH_PX:
         return None  # too few pixels: "cannot tell" is not "closed"
@@ -335,9 +345,16 @@ def _blink_evidence(face: Face) -> float | None:
     if seen <= 0:
         return None
     limit = EYES_CLOSED_BELOW_LOOKING_DOWN if face.looking_down else EYES_CLOSED_BELOW
-    openness = (face.left_eye_openness + face.right_eye_openness) / 2
+    openness = _lid_gap(face)
     sure = EYES_SHUT_SURE * limit / EYES_CLOSED_BELOW
     return _ramp(openness, limit, sure) * seen
+
+
+def _lid_gap(face: Face) -> float | None:
+    """The iris model's lid gap / eye width, the mean of both eyes (None if one is unread)."""
+    if face.left_eye_openness is None or face.right_eye_openness is None:
+        return None
+    return (face.left_eye_openness + face.right_eye_openness) / 2
 
 
 def _focus(
