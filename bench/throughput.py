@@ -503,6 +503,8 @@ def main() -> int:
         help="compare score --cluster (Dask, 2 and 1 workers started here) with local score",
     )
     args = parser.parse_args()
+    if args.reference < 1:
+        parser.error("--reference must be at least 1: every figure is printed next to it")
     if args.make:
         return make_set(args.make, args.count, args.jobs)
     if not args.folder:
