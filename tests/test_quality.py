@@ -12,6 +12,7 @@ from PIL import Image
 
 from postselectd.analysis import Analyzer, KeeperHead, judge, measure
 from postselectd.analysis.faces import Face
+from postselectd.analysis.personal import DEFAULT_CLASSES
 from postselectd.analysis.runtime import models_dir
 from postselectd.preview import load_preview
 
@@ -39,6 +40,11 @@ def a_face(**fields) -> Face:
             **fields,
         }
     )  # fmt: skip
+
+
+def head_said(*probabilities: float) -> dict[str, float]:
+    """What the keeper head said of a frame, its classes in its order (DEFAULT_CLASSES)."""
+    return dict(zip(DEFAULT_CLASSES, probabilities, strict=True))
 
 
 def test_the_sharp_frame_of_a_triplet_wins_and_the_blurred_ones_say_why(analyzer):
@@ -344,13 +350,7 @@ def test_a_sharp_face_overrules_a_soft_frame():
     face = a_face(box=(100, 100, 200, 200), size=200, face_sharpness=0.7)
     image = np.full((600, 900, 3), 120, np.uint8)
     measured = measure.measure_all(image)
-    probabilities = {
-        "keeper": 0.2,
-        "out of focus": 0.7,
-        "motion blur": 0.1,
-        "overexposed": 0.0,
-        "underexposed": 0.0,
-    }
+    probabilities = head_said(0.2, 0.7, 0.1, 0.0, 0.0)
     judged, findings = judge(probabilities, measured, (face,), image)
     assert judged["keeper"] == pytest.approx(1.0) and not {f.reason for f in findings} & BLUR
     # The classes read with the face say the same: the blur was the background's.
@@ -409,13 +409,7 @@ def test_a_soft_main_face_with_another_face_sharp_asks_for_a_check():
     )  # fmt: skip
     image = np.full((1040, 1560, 3), 120, np.uint8)
     measured = measure.measure_all(image)
-    probabilities = {
-        "keeper": 0.84,
-        "out of focus": 0.07,
-        "motion blur": 0.03,
-        "overexposed": 0.03,
-        "underexposed": 0.02,
-    }
+    probabilities = head_said(0.84, 0.07, 0.03, 0.03, 0.02)
 
     def focus(*faces: Face) -> float:
         _, findings = judge(probabilities, measured, faces, image)
