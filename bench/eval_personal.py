@@ -266,14 +266,18 @@ def scores(data, test: np.ndarray, config: Config) -> dict[str, np.ndarray]:
     no reason such as blur or closed eyes makes it a reject, but those the photographer
     keeps: train.respect_reasons), and the shipped model."""
     head, _ = fit(
-        data, np.flatnonzero(~test), config.train.target_recall, config.train.respect_reasons
+        data,
+        np.flatnonzero(~test),
+        config.train.target_recall,
+        config.train.respect_reasons,
+        config.rating,
     )
     p = head.proba(data.X[test], data.E[test])
     return {
         "p": p,
         "kept": p >= head.threshold,
-        "rated": kept_as_rated(head, data.X[test], p),
-        "default": default_keeps(data.X[test], config.rating.two_stars_from),
+        "rated": kept_as_rated(head, data.X[test], p, config.rating),
+        "default": default_keeps(data.X[test], config.rating),
         "default_p": data.X[test][:, KEEPER],
         "threshold": np.full(int(test.sum()), head.threshold),
     }
@@ -344,7 +348,7 @@ def held_out_draws(folder: Path, config: Config, workers: int, draws: int) -> di
     rows = []
     for draw in range(draws):
         test = split_held_out(data, SEED + DRAW_SEED_STEP * draw)
-        rows.append(evaluate(data, test, config.train, config.rating.two_stars_from))
+        rows.append(evaluate(data, test, config.train, config.rating))
     recall_ok = sum(r["recall"] >= config.train.target_recall for r in rows)
     precision_ok = sum(r["precision"] >= 0.80 for r in rows)
     return {

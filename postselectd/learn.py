@@ -280,7 +280,8 @@ def correction_frames(journal: Journal, config: Config) -> tuple[list, int]:
                 analysis.measurements,
                 dict(analysis.class_probabilities),
                 judged.get("keeper", analysis.keeper_probability),
-                analysis.reasons,
+                tuple(f for f in analysis.findings if f.reason in analysis.reasons)
+                or analysis.reasons,
                 analysis.faces,
                 max(scored.preview_size),
             )
@@ -394,7 +395,7 @@ def retrain(config: Config, *, reason: str, shuffle_labels: bool = False) -> dic
             rng = np.random.default_rng(0)
             y[~test] = rng.permutation(y[~test])
             data = replace(data, y=y)
-        metrics = evaluate(data, test, config.train, config.rating.two_stars_from)
+        metrics = evaluate(data, test, config.train, config.rating)
         head = PersonalHead(current)
         p_current = np.array(
             [head.select_probability(x, e) for x, e in zip(data.X[test], data.E[test], strict=True)]
@@ -423,7 +424,9 @@ def retrain(config: Config, *, reason: str, shuffle_labels: bool = False) -> dic
                 "previous_model": current.name,
                 "compared": {"held_out": outcome["held_out"], "new": theirs, "previous": mine},
             }
-            path = make_model(data, frames, card, metrics, config.train, models_folder(config))
+            path = make_model(
+                data, frames, card, metrics, config.train, models_folder(config), config.rating
+            )
             card["seconds"] = {"total": round(time.time() - started, 1)}
             write_card(card, path)
             outcome["outcome"] = "swapped"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -18,13 +19,16 @@ from postselectd.analysis.personal import (
     on_policy_scale,
     taste_reasons,
 )
-from postselectd.config import AnalysisConfig, Config, parse_config
+from postselectd.config import AnalysisConfig, Config, RatingPolicy, parse_config
 from postselectd.train import (
+    KEEPER,
     Dataset,
     build_dataset,
+    default_keeps,
     fit,
     fit_head,
     format_card,
+    kept_as_rated,
     load_frames,
     overruled_reasons,
     reason_evidence,
@@ -200,6 +204,47 @@ def test_a_reason_is_left_to_the_model_only_on_evidence():
     assert taste_reasons(both, 0.8, 0.3, overruled) == ("motion blur",)  # kept: blur stays
     assert taste_reasons(("eyes closed",), 0.8, 0.3, overruled) == ()
     assert taste_reasons(("eyes closed",), 0.1, 0.3, overruled) == ("eyes closed",)
+
+
+def test_a_reason_that_only_asks_for_a_check_loses_no_select():
+    # The rating rejects from a reason's reject line (0.75 at normal strictness); below it
+    # down to 0.45 the reason asks for a check, 2 stars, and the frame is not lost. Counted
+    # as lost, a group photo with one doubtful eye lowered the card's "as rated" recall and
+    # counted towards handing `eyes closed` to the personal model.
+    X = np.zeros((200, len(TASTE_FEATURES)), np.float32)
+    y = (np.arange(200) < 100).astype(np.int64)
+    shoots = np.arange(200) % 10
+    eyes = TASTE_FEATURES.index("reason_eyes_closed")
+    X[:, KEEPER] = 0.8
+    X[:12, eyes] = 0.6  # 12 selects in 10 shoots with an eyes check
+    X[100:150, eyes] = 0.95  # rejects with closed eyes for sure
+    p = np.where(y == 1, 0.9, 0.1)
+    head = SimpleNamespace(threshold=0.5, overruled_reasons=())
+    normal, strict = RatingPolicy(), RatingPolicy(strictness="strict")
+    assert kept_as_rated(head, X, p, normal)[:100].all()
+    assert not kept_as_rated(head, X, p, strict)[:12].any()  # strict rejects from 0.5
+    assert default_keeps(X, normal)[:100].all() and not default_keeps(X, normal)[100:150].any()
+    assert "eyes closed" not in reason_evidence(X, y, shoots, p, 0.5, normal)
+    assert reason_evidence(X, y, shoots, p, 0.5, strict)["eyes closed"]["selects"] == 12
+    # A frame of a model from before the confidences were kept holds 1.0: it rejects.
+    X[:12, eyes] = 1.0
+    assert not kept_as_rated(head, X, p, normal)[:12].any()
+
+
+def test_the_taste_holds_a_reasons_confidence():
+    # Three carved statues whose almond eyes the eye model reads closed (0.86): the taste
+    # feature is that confidence, not 1, so training can weigh it against the strictness
+    # line (a reason named below 0.45 is not in the taste at all).
+    photo = shared_path("eval", "natural") / "101085.png"
+    analysis = Analyzer(AnalysisConfig()).analyze(Image.open(photo).convert("RGB"))
+    (finding,) = [f for f in analysis.findings if f.reason == "eyes closed"]
+    assert 0.45 <= finding.confidence < 0.99
+    for name in REASON_NAMES:
+        feature = analysis.taste[TASTE_FEATURES.index(f"reason_{name.replace(' ', '_')}")]
+        said = [
+            f.confidence for f in analysis.findings if f.reason == name and name in analysis.reasons
+        ]
+        assert feature == pytest.approx(said[0] if said else 0.0, abs=1e-4), name
 
 
 @pytest.mark.parametrize("respect", [True, False])

@@ -233,7 +233,12 @@ class Analyzer:
         class_probabilities = tuple((k, round(float(v), 4)) for k, v in probabilities.items())
         judged_probabilities = tuple((k, round(float(v), 4)) for k, v in judged.items())
         taste = taste_features(
-            measured.features, probabilities, keeper, reasons, faces, max(picture.size)
+            measured.features,
+            probabilities,
+            keeper,
+            tuple(f for f in findings if f.reason in reasons),
+            faces,
+            max(picture.size),
         )
         if self.personal is not None:
             start = time.perf_counter()

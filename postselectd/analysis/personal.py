@@ -27,6 +27,7 @@ import numpy as np
 from postselectd.analysis import measure
 from postselectd.analysis.faces import Face, eyes_closed_reason, face_focus
 from postselectd.analysis.runtime import ModelError, load_session
+from postselectd.reasons import Finding, as_finding
 
 # Class order of the default head (models/keeper_head.onnx) and the reasons judge() gives.
 DEFAULT_CLASSES = ("keeper", "out of focus", "motion blur", "overexposed", "underexposed")
@@ -57,11 +58,22 @@ def taste_features(
     measurements: np.ndarray,
     class_probabilities: dict[str, float],
     keeper_probability: float,
-    reasons: tuple[str, ...],
+    reasons: tuple[str | Finding, ...],
     faces: tuple[Face, ...],
     long_side: int,
 ) -> np.ndarray:
-    """The TASTE_FEATURES vector of one analysed frame (float32)."""
+    """The TASTE_FEATURES vector of one analysed frame (float32).
+
+    ``reasons``: the named ones, each ``reason_*`` feature its confidence (0 when not
+    named; a bare name, from an analysis that kept no confidence, counts as sure). The
+    confidence, not a 0/1 flag, so that training can tell the reasons that reject under
+    the photographer's strictness from those that only ask for a check (train.fit.rejects):
+    a select with an eyes check was counted as lost and as evidence for overruling.
+    """
+    confidence = dict.fromkeys(REASON_NAMES, 0.0)
+    for finding in map(as_finding, reasons):
+        if finding.reason in confidence:
+            confidence[finding.reason] = max(confidence[finding.reason], finding.confidence)
     focus = face_focus(faces)
     main = [f for f in faces if f.is_main_subject]
     openness = [
@@ -81,7 +93,7 @@ def taste_features(
             np.asarray(measurements, np.float32),
             [class_probabilities.get(name, 0.0) for name in DEFAULT_CLASSES],
             [keeper_probability],
-            [float(name in reasons) for name in REASON_NAMES],
+            [confidence[name] for name in REASON_NAMES],
             facts,
         ]
     ).astype(np.float32)

@@ -262,7 +262,7 @@ def train(
     extracted = time.perf_counter()
 
     test = split_held_out(data)
-    metrics = evaluate(data, test, config.train, config.rating.two_stars_from)
+    metrics = evaluate(data, test, config.train, config.rating)
     card = describe(data, frames, metrics, config.train)
     card["photos_found"] = info["photos_found"]
     card["not_used"] = {
@@ -276,7 +276,13 @@ def train(
         card["warnings"] = evidence_warnings(card)
     else:
         model_path = make_model(
-            data, frames, card, metrics, config.train, out_dir or config.personal_models_dir()
+            data,
+            frames,
+            card,
+            metrics,
+            config.train,
+            out_dir or config.personal_models_dir(),
+            config.rating,
         )
     card["seconds"]["total"] = round(time.perf_counter() - started, 1)
     if model_path is not None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from postselectd.config import TrainConfig
+from postselectd.config import RatingPolicy, TrainConfig
 from postselectd.train.dataset import Dataset, TrainError
-from postselectd.train.fit import KEEPER, REASONS, SEED, fit, kept_as_rated, recall_interval
+from postselectd.train.fit import KEEPER, SEED, fit, kept_as_rated, recall_interval, rejecting
 
 HELD_OUT = 0.3  # share of shoots held out for the numbers on the model card
 
@@ -38,9 +38,10 @@ def recall_precision(kept: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return recall, precision
 
 
-def default_keeps(X: np.ndarray, two_stars_from: float) -> np.ndarray:
-    """What the shipped model keeps (not a reject): no reason and p >= the 2-star line."""
-    return (X[:, KEEPER] >= two_stars_from) & (X[:, REASONS].sum(1) == 0)
+def default_keeps(X: np.ndarray, policy: RatingPolicy) -> np.ndarray:
+    """What the shipped model keeps: no reason that rejects (``rejecting``) and p at or
+    above the 2-star line."""
+    return (X[:, KEEPER] >= policy.two_stars_from) & ~rejecting(X, policy).any(1)
 
 
 def split_held_out(data: Dataset, seed: int = SEED) -> np.ndarray:
@@ -61,10 +62,11 @@ def split_held_out(data: Dataset, seed: int = SEED) -> np.ndarray:
     )
 
 
-def evaluate(data: Dataset, test: np.ndarray, rules: TrainConfig, two_stars_from: float) -> dict:
-    """Fit on the other shoots, report on ``test``, beside the shipped model."""
+def evaluate(data: Dataset, test: np.ndarray, rules: TrainConfig, policy: RatingPolicy) -> dict:
+    """Fit on the other shoots, report on ``test``, beside the shipped model; "as rated"
+    with the reasons that reject under ``policy`` (the photographer's strictness)."""
     rows = np.flatnonzero(~test)
-    head, info = fit(data, rows, rules.target_recall, rules.respect_reasons)
+    head, info = fit(data, rows, rules.target_recall, rules.respect_reasons, policy)
     p = head.proba(data.X[test], data.E[test])
     y = data.y[test]
     kept = p >= head.threshold
@@ -72,8 +74,10 @@ def evaluate(data: Dataset, test: np.ndarray, rules: TrainConfig, two_stars_from
     low, high = recall_interval(int(kept[y == 1].sum()), int(y.sum()))
     # The same Clopper-Pearson interval, over the frames it keeps (selects of them).
     p_low, p_high = recall_interval(int(kept[y == 1].sum()), int(kept.sum()))
-    rated_recall, rated_precision = recall_precision(kept_as_rated(head, data.X[test], p), y)
-    d_recall, d_precision = recall_precision(default_keeps(data.X[test], two_stars_from), y)
+    rated_recall, rated_precision = recall_precision(
+        kept_as_rated(head, data.X[test], p, policy), y
+    )
+    d_recall, d_precision = recall_precision(default_keeps(data.X[test], policy), y)
     return {
         "recall": round(recall, 4),
         "recall_interval": [round(low, 4), round(high, 4)],

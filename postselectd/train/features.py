@@ -24,7 +24,7 @@ from postselectd.train.dataset import Frame, TrainError
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = "2"  # 2: the backbone reads a halved preview (OnnxModel.prepare)
+CACHE_VERSION = "3"  # 2: the backbone reads a halved preview; 3: reasons as confidences
 
 
 class FeatureCache:
@@ -93,7 +93,6 @@ def extract(path: Path) -> dict[str, np.ndarray] | str:
     """A frame's features through the Analyzer (the default model), or why not."""
     from PIL import Image
 
-    from postselectd.analysis.personal import taste_features
     from postselectd.preview import PreviewError, load_preview
     from postselectd.stages import worker_analyzer
 
@@ -108,17 +107,9 @@ def extract(path: Path) -> dict[str, np.ndarray] | str:
     mirrored = backbone.run(
         backbone.prepare(picture.transpose(Image.Transpose.FLIP_LEFT_RIGHT))[None]
     )
-    taste = taste_features(
-        analysis.measurements,
-        dict(analysis.class_probabilities),
-        analysis.keeper_probability,
-        analysis.reasons,
-        analysis.faces,
-        max(picture.size),
-    )
     day = preview.capture_time.strftime("%Y-%m-%d") if preview.capture_time else ""
     return {
-        "taste": taste,
+        "taste": np.asarray(analysis.taste, np.float32),  # the features it rates with
         "embedding": np.asarray(analysis.embedding, np.float32),
         "mirrored": np.asarray(mirrored["embedding"][0], np.float32),
         "capture_day": np.array(day),

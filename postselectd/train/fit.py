@@ -10,6 +10,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from postselectd.analysis.personal import REASON_NAMES, TASTE_FEATURES
+from postselectd.config import RatingPolicy
+from postselectd.rating import LINES
+from postselectd.reasons import FAMILY
 from postselectd.train.dataset import Dataset, TrainError
 
 FOLDS = 5
@@ -295,20 +298,33 @@ def threshold_with_margin(
     return threshold_for_recall(p, y, aim), aim
 
 
+def rejecting(X: np.ndarray, policy: RatingPolicy | None = None) -> np.ndarray:
+    """(frames, REASON_NAMES): the shipped reasons that reject each frame, as the rating
+    does it: the reason's confidence (its taste feature) at or above the reject line of its
+    family's ``rating.strictness``. A reason that only asks for a check loses no frame.
+    Frames of models from before the confidences were kept hold 1.0: sure, as then."""
+    policy = policy or RatingPolicy()
+    lines = [LINES[getattr(policy.strictness, FAMILY[name], "normal")][0] for name in REASON_NAMES]
+    return X[:, REASONS] >= np.asarray(lines)
+
+
 def reason_evidence(
     X: np.ndarray,
     y: np.ndarray,
     shoots: np.ndarray | None,
     p: np.ndarray,
     threshold: float,
+    policy: RatingPolicy | None = None,
 ) -> dict[str, dict[str, int]]:
-    """For each shipped reason some selects carry: how many selects carry it, in how many
-    shoots (0: ``shoots`` None, blocks of frames stood in for them), and of the frames with
-    it, how many selects and rejects the personal model keeps out of fold (``p``: each
-    from a model that never saw the frame's shoot), i.e. what overruling it would rescue."""
+    """For each shipped reason that rejects some selects (``rejecting``): how many selects
+    it rejects, in how many shoots (0: ``shoots`` None, blocks of frames stood in for
+    them), and of the frames it rejects, how many selects and rejects the personal model
+    keeps out of fold (``p``: each from a model that never saw the frame's shoot), i.e.
+    what overruling it would rescue."""
     evidence = {}
-    for name, i in zip(REASON_NAMES, REASONS, strict=True):
-        has = X[:, i] > 0
+    rejected = rejecting(X, policy)
+    for j, name in enumerate(REASON_NAMES):
+        has = rejected[:, j]
         selects = has & (y == 1)
         if not selects.any():
             continue
@@ -373,22 +389,26 @@ def why_not_overruled(evidence: dict[str, int], selects: int) -> str:
     return ""
 
 
-def kept_as_rated(head: Head, X: np.ndarray, p: np.ndarray) -> np.ndarray:
+def kept_as_rated(
+    head: Head, X: np.ndarray, p: np.ndarray, policy: RatingPolicy | None = None
+) -> np.ndarray:
     """What the rating keeps with this head (``p`` its probabilities for ``X``): at or
-    above the threshold, and no shipped reason the head does not overrule."""
-    reasons = [
-        i
-        for i, name in zip(REASONS, REASON_NAMES, strict=True)
-        if name not in head.overruled_reasons
-    ]
-    return (p >= head.threshold) & (X[:, reasons].sum(1) == 0)
+    above the threshold, and no shipped reason that rejects (``rejecting``) unless the
+    head overrules it."""
+    respected = [name not in head.overruled_reasons for name in REASON_NAMES]
+    return (p >= head.threshold) & ~rejecting(X, policy)[:, respected].any(1)
 
 
 def fit(
-    data: Dataset, rows: np.ndarray, target_recall: float, respect_reasons: bool | str = "auto"
+    data: Dataset,
+    rows: np.ndarray,
+    target_recall: float,
+    respect_reasons: bool | str = "auto",
+    policy: RatingPolicy | None = None,
 ) -> tuple[Head, dict]:
     """The whole procedure on ``rows``: choose L2, calibrate and set the threshold out of
-    fold (by shoot), then fit on all of ``rows``."""
+    fold (by shoot), then fit on all of ``rows``. ``policy``: the photographer's rating
+    policy, whose strictness says which reasons reject (``rejecting``)."""
     y = data.y[rows]
     axes = principal_axes(unit(np.vstack([data.E[rows], data.M[rows][y == 1]])), PCA_DIMS)
     best = None
@@ -420,6 +440,7 @@ def fit(
         None if data.stand_in_shoots else data.shoot[known_rows],
         p,
         head.threshold,
+        policy,
     )
     head.overruled_reasons = overruled_reasons(evidence, int(y.sum()), respect_reasons)
     return head, {

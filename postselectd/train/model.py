@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from postselectd.analysis.personal import TASTE_FEATURES
-from postselectd.config import TrainConfig
+from postselectd.config import RatingPolicy, TrainConfig
 from postselectd.onnx_export import Graph, model_bytes
 from postselectd.ratings_sources import CORRECTION, Verdict
 from postselectd.train.dataset import BLOCK, MIN_SHOOTS, Dataset, Frame
@@ -83,10 +83,13 @@ def make_model(
     metrics: dict,
     rules: TrainConfig,
     folder: Path,
+    policy: RatingPolicy,
 ) -> Path:
     """Fit on every shoot, write the model with ``card`` (completed here) and the frames
     it learnt from (so the daemon can learn on from them without reading a photo)."""
-    head, fitted = fit(data, np.arange(len(data)), rules.target_recall, rules.respect_reasons)
+    head, fitted = fit(
+        data, np.arange(len(data)), rules.target_recall, rules.respect_reasons, policy
+    )
     card["threshold"] = round(head.threshold, 4)
     card["aimed_recall"] = fitted["aimed_recall"]
     card["overruled_reasons"] = fitted["overruled_reasons"]
