@@ -47,6 +47,7 @@ import numpy as np
 from postselectd.config import Config
 from postselectd.ratings_sources import CORRECTION, Verdict, from_xmp, sidecars_of
 from postselectd.state import Journal, Row
+from postselectd.versions import analysis_version
 
 log = logging.getLogger(__name__)
 
@@ -252,7 +253,6 @@ def lower_priority() -> list[str]:
 def correction_frames(journal: Journal, config: Config) -> tuple[list, int]:
     """The corrected photos as training frames, from the analyses the journal keeps (no
     photo is read); and how many have no kept analysis (analysed by an older version)."""
-    from postselectd import __version__
     from postselectd.analysis.personal import taste_features
     from postselectd.stages import RecordError, scored_from_record
     from postselectd.train import Frame
@@ -261,7 +261,7 @@ def correction_frames(journal: Journal, config: Config) -> tuple[list, int]:
     for path, verdict, why, _ in journal.corrections():
         row = journal.get(path)
         record = (
-            journal.cached_analysis(row.fingerprint, __version__)
+            journal.cached_analysis(row.fingerprint, analysis_version())
             if row is not None and row.fingerprint
             else None
         )

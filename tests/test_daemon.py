@@ -26,6 +26,7 @@ from conftest import LOG_TIME, ROOT, run_cli, shared_path, without_time
 
 from postselectd.sidecar import read_sidecar
 from postselectd.state import Journal
+from postselectd.versions import analysis_version
 
 pytestmark = pytest.mark.slow
 
@@ -680,6 +681,44 @@ def test_a_renamed_or_recopied_file_reuses_its_analysis_and_gets_its_own_sidecar
     key = "Xmp.postselect.KeeperProbability"
     assert first[key] == again[key]
     assert rows[str(copy)].elapsed_ms is not None
+
+
+def test_a_kept_analysis_is_reused_only_if_the_same_models_and_code_made_it(watching, sample_nefs):
+    # The journal keeps analyses by versions.analysis_version (the models' and the analysis
+    # code's digest, not postselectd's version alone), and a re-copied photo is rated from
+    # one only when the models the workers use now made it: after a personal model was
+    # swapped in (or a models folder of your own), the kept one is another model's verdict.
+    watch, daemon = watching("in")
+    first = [shutil.copyfile(sample_nefs[n], watch / f"DSC_000{n}.NEF") for n in (1, 2)]
+    daemon.wait_for(lambda: all(sidecar_of(p).exists() for p in first), 30, "the sidecars")
+    assert daemon.stop()[0] == 0
+    rows = daemon.rows()
+    key = "Xmp.postselect.KeeperProbability"
+    measured = float(read_sidecar(sidecar_of(first[1]))[key])
+    marked = {}
+    with Journal(daemon.state_dir) as journal:
+        for path, mark in zip(first, (0.0123, 0.0456), strict=True):
+            fp = rows[str(path)].fingerprint
+            record = journal.cached_analysis(fp, analysis_version())
+            assert record is not None, "not kept under the analysis version"
+            record["analysis"]["keeper_probability"] = mark
+            if mark == 0.0456:  # as if another (personal) model had made it
+                record["analysis"]["model_version"] = (
+                    "personal-20260101-000000+" + (record["analysis"]["model_version"])
+                )
+            journal.store_analysis(fp, analysis_version(), record, time.time())
+            marked[mark] = path
+    daemon.start()
+    fresh = shutil.copyfile(sample_nefs[3], watch / "DSC_0003.NEF")  # the models in use
+    daemon.wait_for(lambda: sidecar_of(fresh).exists(), 30, "a fresh photo's sidecar")
+    same = shutil.copyfile(marked[0.0123], watch / "COPY_0001.NEF")
+    other = shutil.copyfile(marked[0.0456], watch / "COPY_0002.NEF")
+    daemon.wait_for(
+        lambda: sidecar_of(same).exists() and sidecar_of(other).exists(), 30, "the copies"
+    )
+    assert daemon.stop()[0] == 0
+    assert float(read_sidecar(sidecar_of(same))[key]) == pytest.approx(0.0123)
+    assert float(read_sidecar(sidecar_of(other))[key]) == pytest.approx(measured)
 
 
 def test_a_file_changed_within_its_recheck_is_not_rated_from_its_earlier_bytes(

@@ -24,6 +24,7 @@ from PIL import Image
 
 from postselectd.analysis.measure import as_picture
 from postselectd.config import user_cache_dir
+from postselectd.versions import MODELS_ENV, ModelError, models_dir  # noqa: F401 (imported from here)
 
 log = logging.getLogger(__name__)
 
@@ -35,33 +36,9 @@ _PREFERRED = (
 )
 
 
-class ModelError(Exception):
-    """A model file that is missing, corrupt or of the wrong shape; str() says which."""
-
-
-MODELS_ENV = "POSTSELECTD_MODELS"
 # OnnxModel.prepare halves an image (box filter) while its short side is at least this many
 # times the model's input side, before the bilinear resize to the input.
 HALVE_ABOVE = 4
-
-
-def models_dir() -> Path:
-    """The ONNX models: $POSTSELECTD_MODELS if set (a folder of your own models, e.g. a
-    quantized build), else inside the installed package, else the repository's models/."""
-    override = os.environ.get(MODELS_ENV)
-    if override:
-        folder = Path(override).expanduser()
-        if not folder.is_dir():
-            raise ModelError(f"{MODELS_ENV}={override}: not a folder")
-        return folder
-    package = Path(__file__).resolve().parent.parent
-    for candidate in (package / "_models", package.parent / "models"):
-        if candidate.is_dir() and any(candidate.glob("*.onnx")):
-            return candidate
-    raise ModelError(
-        f"no ONNX models found in {package / '_models'} or {package.parent / 'models'} "
-        "(reinstall postselectd)"
-    )
 
 
 _logged_choices: set[tuple[str, ...]] = set()

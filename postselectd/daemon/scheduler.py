@@ -12,7 +12,6 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
-from postselectd import __version__
 from postselectd.config import Config
 from postselectd.daemon.blocked import FOLDER_RETRY_SECONDS, BlockedFolders
 from postselectd.daemon.shared import DaemonError, Part, Shared
@@ -26,6 +25,7 @@ from postselectd.photos import (
 from postselectd.pipeline import default_workers
 from postselectd.stages import RecordError, Scored, capture_time_of, scored_from_record, worker_body
 from postselectd.state import GONE, Row
+from postselectd.versions import ModelError, analysis_version
 from postselectd.workers import TASK_TIMEOUT_SECONDS, WorkerDied, WorkerPool
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,12 @@ class Scheduler(Part):
         self.analysed = analysed
         self.os_error = os_error
         self.pool: WorkerPool | None = None
+        # The analyses kept in the journal are those of versions.analysis_version (models
+        # and analysis code); of them, a photo copied again is rated from one only when it
+        # was made with the models the workers rate with now (``model_version``: as their
+        # last analysis said; None after a start or a new pool, a personal model swapped).
+        self.analysis_version = ""
+        self.model_version: str | None = None
         # Replace the pool (a new model or analysis config) once the files in hand are done.
         self.pool_stale = False
         self.jobs: dict[int, Job] = {}
@@ -78,6 +84,10 @@ class Scheduler(Part):
     # --- the pool --------------------------------------------------------------------
 
     def start_pool(self) -> None:
+        try:
+            self.analysis_version = analysis_version()
+        except (ModelError, OSError) as exc:
+            raise DaemonError(str(exc)) from None
         try:
             self.pool = WorkerPool(
                 self.worker_count(), worker_body(self.config.analysis), self.post
@@ -94,6 +104,7 @@ class Scheduler(Part):
 
     def replace_pool(self) -> None:
         self.pool_stale = False
+        self.model_version = None
         self.pool.close()
         self.pool = WorkerPool(self.worker_count(), worker_body(self.config.analysis), self.post)
         log.info("worker pool restarted with %d workers for the new config", self.pool.size)
@@ -188,14 +199,17 @@ class Scheduler(Part):
 
     def cached(self, fp: str) -> Scored | None:
         """The analysis of identical content seen before (a re-copy, a rename), or None."""
-        record = self.journal.cached_analysis(fp, __version__)
+        record = self.journal.cached_analysis(fp, self.analysis_version)
         if record is None:
             return None
         try:
-            return scored_from_record(record)
+            scored = scored_from_record(record)
         except RecordError as exc:
             log.debug("cached analysis %s not used: %s", fp[:12], exc)
             return None
+        if scored.analysis is None or scored.analysis.model_version != self.model_version:
+            return None  # rated with another model (or none is known yet): analysed again
+        return scored
 
     def take(self, job_id: int) -> Job | None:
         """The job an analysis came back for; None when it is no longer waited for."""

@@ -13,7 +13,6 @@ from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
-from postselectd import __version__
 from postselectd.bursts import BurstBook, BurstInfo
 from postselectd.daemon.blocked import BlockedFolders, folder_trouble
 from postselectd.daemon.scheduler import EARLY_START_SECONDS, RAW_RATED_INSTEAD, Job, Scheduler
@@ -136,6 +135,8 @@ class Verdicts(Part):
             if not self._waits_for_the_rest(job.path, st, scored, now):
                 self.scheduler.attempt_failed(job.path, scored.error or "no analysis")
             return
+        if not cached:
+            self.scheduler.model_version = scored.analysis.model_version
         if job.fingerprint and not cached:
             try:
                 record = scored_record(scored)
@@ -144,7 +145,9 @@ class Verdicts(Part):
             else:
                 # Kept even while the file waits for the rest: unchanged, its next look
                 # takes no worker.
-                self.journal.store_analysis(job.fingerprint, __version__, record, now)
+                self.journal.store_analysis(
+                    job.fingerprint, self.scheduler.analysis_version, record, now
+                )
         if self._waits_for_the_rest(job.path, st, scored, now):
             return
         self._rate(scored)

@@ -21,6 +21,7 @@ from postselectd.config import AnalysisConfig, Config
 from postselectd.photos import fingerprint
 from postselectd.ratings_sources import Verdict
 from postselectd.train.dataset import Frame, TrainError
+from postselectd.versions import analysis_code, files_digest, models_dir
 
 log = logging.getLogger(__name__)
 
@@ -117,16 +118,9 @@ def extract(path: Path) -> dict[str, np.ndarray] | str:
 
 
 def feature_code() -> list[Path]:
-    """The code a frame's features come from: the analysis package (detector input,
-    eye and focus rules and their constants), the preview decode, the raw containers' tags
-    (orientation, capture time) and this module's ``extract``."""
-    package = Path(__file__).resolve().parents[1]
-    return [
-        *sorted((package / "analysis").glob("*.py")),
-        package / "preview.py",
-        package / "rawmeta.py",
-        Path(__file__).resolve(),
-    ]
+    """The code a frame's features come from: the analysis's (versions.analysis_code) and
+    this module's ``extract``."""
+    return [*analysis_code(), Path(__file__).resolve()]
 
 
 def cache_version(config: AnalysisConfig) -> str:
@@ -138,11 +132,8 @@ def cache_version(config: AnalysisConfig) -> str:
     or constant of the analysis (the eyes read from 8 px instead of 10) changes features
     as surely as a new model, and a head fitted on the old ones would be served the new.
     """
-    from postselectd.analysis.runtime import models_dir
-
-    parts = [CACHE_VERSION, json.dumps(TASTE_FEATURES), str(config.preview_min_size)]
-    for path in [*sorted(models_dir().glob("*.onnx")), *feature_code()]:
-        parts.append(f"{path.name}:{hashlib.sha256(path.read_bytes()).hexdigest()}")
+    code = files_digest([*sorted(models_dir().glob("*.onnx")), *feature_code()])
+    parts = [CACHE_VERSION, json.dumps(TASTE_FEATURES), str(config.preview_min_size), code]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
