@@ -40,12 +40,13 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from eval_personal import build_frames, rated_copy, select_for  # noqa: E402
 
-from postselectd import __version__, learn  # noqa: E402
+from postselectd import learn  # noqa: E402
 from postselectd.config import Config  # noqa: E402
 from postselectd.photos import Signature, fingerprint  # noqa: E402
 from postselectd.stages import Scored, scored_record  # noqa: E402
 from postselectd.state import Journal  # noqa: E402
 from postselectd.train import train  # noqa: E402
+from postselectd.versions import analysis_version  # noqa: E402
 
 
 def daemon_rated(journal: Journal, photos: list[Path], config: Config) -> None:
@@ -56,7 +57,7 @@ def daemon_rated(journal: Journal, photos: list[Path], config: Config) -> None:
     analyzer = Analyzer(config.analysis.model_copy(update={"personal_model": None}))
     for photo in photos:
         fp = fingerprint(photo)
-        if journal.cached_analysis(fp, __version__) is None:
+        if journal.cached_analysis(fp, analysis_version()) is None:
             preview = load_preview(photo, min_size=config.analysis.preview_min_size)
             analysis = analyzer.analyze(preview.picture)
             scored = Scored(
@@ -65,7 +66,7 @@ def daemon_rated(journal: Journal, photos: list[Path], config: Config) -> None:
                 capture_time=preview.capture_time,
                 preview_size=preview.picture.size,
             )
-            journal.store_analysis(fp, __version__, scored_record(scored), time.time())
+            journal.store_analysis(fp, analysis_version(), scored_record(scored), time.time())
         now = time.time()
         journal.touch(photo, Signature.of(photo.stat()), now, 0)
         journal.claim(photo, fp, now)
