@@ -67,7 +67,7 @@ def taste_features(
     ``reasons``: the named ones, each ``reason_*`` feature its confidence (0 when not
     named; a bare name, from an analysis that kept no confidence, counts as sure). The
     confidence, not a 0/1 flag, so that training can tell the reasons that reject under
-    the photographer's strictness from those that only ask for a check (train.fit.rejects):
+    the photographer's strictness from those that only ask for a check (train.fit.rejecting):
     a select with an eyes check was counted as lost and as evidence for overruling.
     """
     confidence = dict.fromkeys(REASON_NAMES, 0.0)
