@@ -23,6 +23,7 @@ on the same held-out frames are reported beside: it cannot know the taste.
     python bench/eval_personal.py ../shared/eval                 # ~3 min the first time
     python bench/eval_personal.py ../shared/eval --timing 1000   # + `postselectd train` times
     python bench/eval_personal.py ../shared/eval --draws 20      # held-out draws (~2 min)
+    python bench/eval_personal.py ../shared/eval --draws 20 --why  # and what each lost
 
 Writes into --work (default /tmp/postselectd-eval-personal); features are cached there, so a
 second run takes seconds. --timing N makes N distinct rated frames (more crops per photo),
@@ -338,17 +339,24 @@ def evaluate_taste(folder: Path, items: list[dict], config: Config, workers: int
 DRAW_SEED_STEP = 7919  # draw d holds out split_held_out(data, SEED + DRAW_SEED_STEP * d)
 
 
-def held_out_draws(folder: Path, config: Config, workers: int, draws: int) -> dict:
-    """The model card's procedure on ``draws`` random ~30% shoot splits."""
+def held_out_draws(
+    folder: Path, config: Config, workers: int, draws: int, items: list[dict] | None = None
+) -> dict:
+    """The model card's procedure on ``draws`` random ~30% shoot splits. With ``items``
+    (the frames' manifest), each draw also says why (``why_of_draw``)."""
     started = time.perf_counter()
     verdicts, _ = find_rated([folder], config)
     frames, counts = extract_all(verdicts, config, workers=workers)
     data = build_dataset(frames)
     features_s = time.perf_counter() - started
+    truth = {str(folder / i["file"]): i for i in items or []}
     rows = []
     for draw in range(draws):
         test = split_held_out(data, SEED + DRAW_SEED_STEP * draw)
         rows.append(evaluate(data, test, config.train, config.rating))
+        if items:
+            shown = [truth[str(f.path)] for f, held in zip(frames, test, strict=True) if held]
+            rows[-1]["why"] = why_of_draw(scores(data, test, config), data.y[test], shown)
     recall_ok = sum(r["recall"] >= config.train.target_recall for r in rows)
     precision_ok = sum(r["precision"] >= 0.80 for r in rows)
     return {
@@ -362,6 +370,20 @@ def held_out_draws(folder: Path, config: Config, workers: int, draws: int) -> di
         "recall_ok": recall_ok,
         "precision_ok": precision_ok,
     }
+
+
+def why_of_draw(s: dict[str, np.ndarray], y: np.ndarray, shown: list[dict]) -> dict:
+    """What a draw lost and kept wrongly: the held-out selects below the threshold, by
+    source photo (with their P), and the rejects at or above it, by what they show."""
+    missed: dict[str, list[float]] = {}
+    kept: dict[str, int] = {}
+    for p, select, keeps, item in zip(s["p"], y, s["kept"], shown, strict=True):
+        if select and not keeps:
+            missed.setdefault(item["source"], []).append(round(float(p), 3))
+        elif keeps and not select:
+            kind = f"{item['subject']} {item['state']}"
+            kept[kind] = kept.get(kind, 0) + 1
+    return {"missed": missed, "kept_rejects": kept}
 
 
 def print_draws(results: dict, config: Config, respect: str) -> None:
@@ -386,6 +408,13 @@ def print_draws(results: dict, config: Config, respect: str) -> None:
                 f"{m['auc']:>7.3f}{m['threshold']:>7.3f}{m['aimed_recall']:>7.3f} |"
                 f"          {m['rated_recall']:>7.3f}{m['rated_precision']:>7.3f}"
             )
+            if "why" in m:
+                missed = ", ".join(
+                    f"{source} x{len(ps)} ({min(ps):.2f}-{max(ps):.2f})"
+                    for source, ps in m["why"]["missed"].items()
+                )
+                kept = ", ".join(f"{k} {n}" for k, n in sorted(m["why"]["kept_rejects"].items()))
+                print(f"{'':<16}missed: {missed or '-'}; kept rejects: {kept or '-'}")
         draws = result["draws"]
         rated_ok = sum(m["rated_recall"] >= target for m in draws)
         rated_precision_ok = sum(m["rated_precision"] >= 0.80 for m in draws)
@@ -473,6 +502,12 @@ def main() -> int:
         help="held-out draws: N random ~30%% shoot splits per taste, as the model card does",
     )
     parser.add_argument(
+        "--why",
+        action="store_true",
+        help="with --draws: under each draw, the selects it lost (by source photo) and the "
+        "rejects it kept (by what they show)",
+    )
+    parser.add_argument(
         "--respect-reasons",
         choices=("auto", "true", "false"),
         default="auto",
@@ -491,7 +526,9 @@ def main() -> int:
     if args.draws:
         for taste in ("people", "landscapes"):
             folder = rated_copy(args.work, items, 3, taste)
-            results[taste] = held_out_draws(folder, config, args.workers, args.draws)
+            results[taste] = held_out_draws(
+                folder, config, args.workers, args.draws, items if args.why else None
+            )
         print_draws(results, config, args.respect_reasons)
         if args.json:
             args.json.write_text(json.dumps(results, indent=2))
