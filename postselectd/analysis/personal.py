@@ -27,11 +27,11 @@ import numpy as np
 from postselectd.analysis import measure
 from postselectd.analysis.faces import Face, eyes_closed_reason, face_focus
 from postselectd.analysis.runtime import ModelError, load_session
-from postselectd.reasons import Finding, as_finding
+from postselectd.reasons import REASONS, Finding, as_finding
 
 # Class order of the default head (models/keeper_head.onnx) and the reasons judge() gives.
 DEFAULT_CLASSES = ("keeper", "out of focus", "motion blur", "overexposed", "underexposed")
-REASON_NAMES = ("eyes closed", "out of focus", "motion blur", "overexposed", "underexposed")
+REASON_NAMES = REASONS  # postselectd.reasons own the names; one reason_* feature each
 FACE_FACTS = (
     "faces",
     "main_subjects",
