@@ -3,11 +3,13 @@ raws and JPEGs; videos and other files are named for what their bytes are (issue
 
 The photos are made here from a real phone photograph (../shared/eval/blur), stored turned
 with an EXIF orientation as phones store portrait frames. Real files from public test
-corpora, where ../shared/samples/formats holds them, are checked at the end.
+corpora (tests/data/formats) are checked at the end.
 """
 
 from __future__ import annotations
 
+import csv
+import hashlib
 from datetime import datetime
 from pathlib import Path
 
@@ -143,43 +145,54 @@ def test_a_raw_libraw_refuses_is_named_by_its_real_type(tmp_path: Path):
         load_preview(path)
 
 
-# --- real files from public test corpora (../shared/samples/formats) --------------------
-# Rebuilt from tests/data/formats/MANIFEST.tsv (source@commit, path, sha256, licence) with
-#   python bench/trust/fetch_trust.py ../shared/samples/formats \
-#       --manifest tests/data/formats/MANIFEST.tsv
+# --- real files from public test corpora (tests/data/formats) ---------------------------
+# Files as phones, browsers and encoders wrote them; MANIFEST.tsv there gives each one's
+# source@commit, path, sha256 and licence.
 
-FORMATS_DIR = SHARED / "samples" / "formats"
+FORMATS_DIR = Path(__file__).parent / "data" / "formats"
 
 
 def formats_sample(name: str) -> Path:
-    path = FORMATS_DIR / name
-    if not path.exists():
-        pytest.skip(
-            f"{path} not found: real phone files are needed (tests/data/formats/MANIFEST.tsv)"
-        )
-    return path
+    return FORMATS_DIR / name
+
+
+def test_the_real_files_are_the_ones_the_manifest_names():
+    with open(FORMATS_DIR / "MANIFEST.tsv", newline="") as manifest:
+        listed = {row["file"]: row for row in csv.DictReader(manifest, delimiter="\t")}
+    present = {p.name for p in FORMATS_DIR.iterdir()} - {"MANIFEST.tsv", "README.md"}
+    assert present == set(listed)
+    for name, row in listed.items():
+        digest = hashlib.sha256((FORMATS_DIR / name).read_bytes()).hexdigest()
+        assert digest == row["sha256"], name
+        assert "@" in row["source"] and row["licence"], name
+    reserved = SHARED / "eval" / "RESERVED.sha256"
+    if reserved.exists():
+        assert not {row["sha256"] for row in listed.values()} & set(reserved.read_text().split())
 
 
 def test_a_real_iphone_heic_is_upright_with_its_camera_and_time():
-    # iPhone XS, portrait: stored 4032x3024 with irot 270 and EXIF Orientation 6.
-    preview = load_preview(formats_sample("iphone-xs_heic-orientation-6.heic"))
-    assert (preview.format_name, preview.camera) == ("HEIC", "Apple iPhone XS")
+    # iPhone 12 Pro, portrait: stored 4032x3024 with irot 90 and EXIF Orientation 8.
+    preview = load_preview(formats_sample("iphone-12-pro_greyhounds.heic"))
+    assert (preview.format_name, preview.camera) == ("HEIC", "Apple iPhone 12 Pro")
     assert (preview.width, preview.height) == (1008, 1344)  # portrait, 1/3 of 3024x4032
-    assert preview.capture_time == datetime(2020, 3, 5, 11, 28, 10, 150000)
+    assert preview.capture_time == datetime(2023, 9, 28, 9, 44, 3, 886000)
+    top, bottom = _rows_brightness(preview.picture)
+    assert top > bottom + 10  # the lit ceiling at the top, the darker floor below
 
 
 def test_a_real_avif_and_webp_are_rated():
-    avif = load_preview(formats_sample("iphone-xs_avif-orientation-6.avif"))
-    assert (avif.format_name, avif.camera, avif.width, avif.height) == (
-        "AVIF",
-        "Apple iPhone XS",
-        1008,
-        1344,
-    )
-    webp = load_preview(formats_sample("libvips_1.webp"))
-    assert (webp.format_name, webp.width, webp.height) == ("WebP", 550, 368)
+    avif = load_preview(formats_sample("link-u_fox.avif"))
+    assert (avif.format_name, avif.width, avif.height) == ("AVIF", 1204, 800)
+    webp = load_preview(formats_sample("webp-gallery_3.webp"))
+    assert (webp.format_name, webp.width, webp.height) == ("WebP", 1280, 720)
 
 
 def test_a_real_iphone_movie_is_named_as_a_video():
     with pytest.raises(PreviewError, match=r"^a video file \(QuickTime MOV\), not a photo$"):
         load_preview(formats_sample("nom-exif_auth.mov"))
+
+
+def _rows_brightness(picture: Image.Image) -> tuple[float, float]:
+    grey = np.asarray(picture.convert("L"), dtype=np.float32)
+    fifth = grey.shape[0] // 5
+    return float(grey[:fifth].mean()), float(grey[-fifth:].mean())

@@ -18,7 +18,6 @@ from conftest import (
     copy_file,
     need_tool,
     phone_photo,
-    quicktime_movie,
     real_photo,
     run_cli,
     shared_path,
@@ -445,7 +444,8 @@ def test_a_folder_without_photos_says_so_and_exits_3(tmp_path: Path):
 
 def test_a_folder_of_phone_web_and_raw_photos_and_a_video(tmp_path: Path):
     # Issue #19: HEIC (a portrait, stored turned), WebP, AVIF, PNG, TIFF, a WebP saved as
-    # .jpg, the sample NEFs and a .MOV: every photo rated, the video named, exit 1 for it.
+    # .jpg, the sample NEFs, real phone and web files and a real iPhone .MOV: every photo
+    # rated, the video named, exit 1 for it.
     folder = tmp_path / "wedding"
     for nef in sorted(shared_path("samples", "nef").glob("*.NEF")):
         copy_file(nef, folder)
@@ -456,14 +456,18 @@ def test_a_folder_of_phone_web_and_raw_photos_and_a_video(tmp_path: Path):
     phone_photo(folder / "IMG_0004.png", real_photo("blur-0015.jpg"))
     phone_photo(folder / "IMG_0005.tif", real_photo("blur-0001.jpg"), camera=None)
     phone_photo(folder / "client.jpg", real_photo("blur-0004.jpg"), quality=85)  # a WebP
-    (folder / "IMG_0006.MOV").write_bytes(quicktime_movie())
+    formats = Path(__file__).parent / "data" / "formats"  # as phones and encoders wrote them
+    shutil.copyfile(formats / "iphone-12-pro_greyhounds.heic", folder / "IMG_0101.HEIC")
+    shutil.copyfile(formats / "link-u_fox.avif", folder / "fox.avif")
+    shutil.copyfile(formats / "webp-gallery_3.webp", folder / "gallery.webp")
+    shutil.copyfile(formats / "nom-exif_auth.mov", folder / "IMG_0006.MOV")
     config = tmp_path / "config.yaml"
     config.write_text("sidecar:\n  profiles: [lightroom, darktable]\n")
     result, records = _score_json("--config", str(config), str(folder))
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
     by_name = {Path(r["path"]).name: r for r in records}
-    assert len(by_name) == 13 + 6 + 1
+    assert len(by_name) == 13 + 6 + 3 + 1
     failed = {name: r["error"] for name, r in by_name.items() if r["error"]}
     assert failed == {"IMG_0006.MOV": "a video file (QuickTime MOV), not a photo"}
     assert by_name["IMG_0006.MOV"]["sidecar"] == []
@@ -476,5 +480,6 @@ def test_a_folder_of_phone_web_and_raw_photos_and_a_video(tmp_path: Path):
         assert [Path(p).name for p in record["sidecar"]] == [f"{stem}.xmp", f"{name}.xmp"]
         assert read_sidecar(folder / f"{name}.xmp")["Xmp.xmp.Rating"] == str(record["rating"])
     assert by_name["IMG_0001.HEIC"]["preview_size"] == [768, 1024]  # upright, turned once
+    assert by_name["IMG_0101.HEIC"]["preview_size"] == [1008, 1344]  # the iPhone's portrait
     assert "client.jpg: file is a WebP named .jpg" in result.stderr
     assert re.search(r"failed\s+1\n", result.stderr)

@@ -22,8 +22,8 @@ Where each photo comes from (the manifest's ``source`` column):
   number of photos each would give. ``--online`` downloads those files instead from
   ``https://raw.githubusercontent.com/OWNER/REPO/COMMIT/PATH``, where the network allows it.
 
-The same script rebuilds the real phone and web files tests/test_formats.py needs:
-``python bench/trust/fetch_trust.py ../shared/samples/formats --manifest
+The same script fetches again the real phone, web and video files kept in tests/data/formats
+from their sources: ``python bench/trust/fetch_trust.py FOLDER --manifest
 tests/data/formats/MANIFEST.tsv``.
 
 Every file is checked against the manifest's sha256 and against ../shared/eval/RESERVED.sha256
