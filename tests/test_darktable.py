@@ -83,16 +83,23 @@ def run_darktable(
     """Start darktable, poll until ``until(view)`` holds, stop it; return the last view.
 
     If darktable never imports anything at all (seen once on a machine at load 5 while
-    other tests filled the disk), it is started once more with a fresh config; a library
-    with wrong contents is never retried.
+    other tests filled the disk) or dies by itself before it gets there (a segfault in
+    gtk_widget_map under Xvfb, seen once in CI at load ~3, after one of 13 imports), it is
+    started once more with a fresh config; a library with wrong contents in a darktable
+    still running is never retried.
     """
     for attempt in (1, 2):
-        view, ok = _run_darktable_once(home / f"run-{attempt}", args, until, timeout=timeout)
+        view, ok, died = _run_darktable_once(home / f"run-{attempt}", args, until, timeout=timeout)
         if ok:
             return view
-        if view:
+        if view and died is None:
             break
-        print(f"darktable imported nothing in {timeout:.0f} s (attempt {attempt})")
+        what = (
+            f"died (exit status {died})"
+            if died is not None
+            else f"imported nothing in {timeout:.0f} s"
+        )
+        print(f"darktable {what} (attempt {attempt})")
     log = (home / f"run-{attempt}" / "darktable.log").read_bytes()[-3000:]
     free = shutil.disk_usage(home).free // 2**20
     pytest.fail(
@@ -124,9 +131,10 @@ def _run_darktable_once(home: Path, args: list[str], until, *, timeout: float):
             view = library_view(home)
             if until(view):
                 time.sleep(0.5)  # let darktable finish the sidecar it may be writing
-                return library_view(home), True
+                return library_view(home), True, None
             time.sleep(0.25)
-        return view, False
+        # xvfb-run ended before the deadline: darktable died by itself (its exit status).
+        return view, False, proc.returncode if proc.poll() is not None else None
     finally:
         _stop_group(proc)
         log.close()
