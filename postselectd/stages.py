@@ -30,7 +30,7 @@ from postselectd.analysis.measure import Exposure, Sharpness
 from postselectd.bursts import BurstInfo, Frame
 from postselectd.config import AnalysisConfig, Config, RatingPolicy
 from postselectd.photos import left_alone_reason, name_key, same_stem_names, sidecar_profiles_for
-from postselectd.preview import PreviewError, load_preview
+from postselectd.preview import Preview, PreviewError, load_detail, load_preview
 from postselectd.rating import PREVIEW_TOO_SMALL, SMALLEST_JUDGED_PREVIEW, Rating, rate, weigh
 from postselectd.reasons import EYES_CLOSED, Finding
 from postselectd.sidecar import (
@@ -206,6 +206,13 @@ def worker_analyzer() -> tuple[Analyzer, AnalysisConfig]:
     return _ANALYZER, _ANALYSIS_CONFIG
 
 
+def detail_of(preview: Preview):
+    """``Analyzer.analyze``'s ``detail`` for a preview: its file's larger image, if any."""
+    if preview.detail is None:
+        return None
+    return lambda long_side: load_detail(preview, long_side)
+
+
 def analyze_file(
     path: Path, analyzer: Analyzer | None = None, config: AnalysisConfig | None = None
 ) -> Scored:
@@ -226,7 +233,7 @@ def analyze_file(
             previews_cut=exc.previews_cut,
         )
     decoded = _ms(start)
-    analysis = analyzer.analyze(preview.picture)
+    analysis = analyzer.analyze(preview.picture, detail_of(preview))
     return Scored(
         path=path,
         analysis=analysis,

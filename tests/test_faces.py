@@ -6,12 +6,17 @@ examples a person can look at.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from conftest import shared_path
 from PIL import Image
 
 from postselectd.analysis.faces import (
+    DETAIL_OPEN_BELOW,
+    DETAIL_SCALE,
     EYE_STATE_MIN_WIDTH_PX,
     EYES_CLOSED_PROBABILITY,
     EYES_SHARP_ABOVE,
@@ -235,3 +240,58 @@ def test_an_eye_patch_is_read_framed_on_its_own_corners(
     framed = analyzer.eye_patch_crops(eye, on_eye_corners=True)
     assert plain.shape == framed[0].shape == (64, 64, 3)
     assert not np.array_equal(plain, framed[0])
+
+
+def test_eyes_too_small_in_the_preview_are_read_in_the_raws_full_size_preview(
+    analyzer: FaceAnalyzer, tmp_path
+) -> None:
+    """Issue #14: a group a few metres away. A NEF made with make_nef.py from the 6000 px
+    preview of DSC_0107 (six people, every eye open) shrunk 3.5x onto a real landscape: in
+    the 1620 px preview most eyes are 5-8 px, too small to tell; the full-size preview, read
+    at half scale, holds them at 10-17 px, where they are told, and open."""
+    from postselectd.preview import load_detail
+    from postselectd.stages import detail_of
+
+    group = load_detail(load_preview(shared_path("samples", "nef", "DSC_0107.NEF")), 6000)
+    assert group is not None and group.size == (6000, 4000)
+    canvas = Image.open(shared_path("eval", "natural", "Path_2560x1600.jpg")).convert("RGB")
+    canvas = canvas.resize((6000, 4000))
+    shrunk = group.resize((round(6000 / 3.5), round(4000 / 3.5)), Image.Resampling.LANCZOS)
+    canvas.paste(shrunk, ((6000 - shrunk.width) // 2, (4000 - shrunk.height) // 2))
+    canvas.save(tmp_path / "group.jpg", quality=95)
+    nef = tmp_path / "DSC_0200.NEF"
+    tool = shared_path("tools", "make_nef.py")
+    subprocess.run([sys.executable, str(tool), str(tmp_path / "group.jpg"), str(nef)], check=True)
+    preview = load_preview(nef)
+    assert preview.picture.size == (1620, 1080) and preview.detail is not None
+
+    alone = [f for f in analyzer.analyze(preview.picture) if f.is_main_subject]
+    calls = []
+
+    def detail(long_side: float):
+        calls.append(long_side)
+        return detail_of(preview)(long_side)
+
+    closer = [f for f in analyzer.analyze(preview.picture, detail=detail) if f.is_main_subject]
+    assert calls == [DETAIL_SCALE * 1620]  # decoded once, for every face that needed it
+    assert len(alone) == len(closer) >= 5
+    assert sum(f.eyes_closed_probability is None for f in alone) >= 3  # "cannot tell"
+    for before, after in zip(alone, closer, strict=True):
+        assert after.box == before.box and after.eye_sharpness == before.eye_sharpness
+        if before.eyes_closed_probability is None:  # read again where the camera kept more
+            assert after.eyes_read_closer
+            assert after.eye_width == pytest.approx(before.eye_width * 1.85, rel=0.1)
+        else:  # already read surely open in the preview: kept as it was
+            assert before.eyes_closed_probability < DETAIL_OPEN_BELOW
+            assert after == before
+        assert after.eyes_closed_probability is not None  # told
+        assert after.eyes_closed_probability < 0.2 and not after.eyes_closed  # open
+
+
+def test_eyes_big_enough_in_the_preview_do_not_decode_the_full_size_preview(
+    analyzer: FaceAnalyzer,
+) -> None:
+    preview = load_preview(shared_path("samples", "nef", "DSC_0109.NEF"))  # eyes ~285 px
+    calls = []
+    faces = analyzer.analyze(preview.picture, detail=lambda side: calls.append(side))
+    assert calls == [] and only_face(faces).eyes_closed

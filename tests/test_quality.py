@@ -174,6 +174,24 @@ def test_a_blink_on_a_head_turned_from_the_camera_asks_for_a_check_only():
     assert weigh((_eyes([turned]),), RatingPolicy()) == ((), ("eyes",))
 
 
+def test_a_blink_read_in_the_full_size_preview_asks_for_a_check_only():
+    """Eyes too small to tell in the preview, read in the raw's full-size preview: told, but
+    a check at most until small faces in camera files measure the reject line there (a
+    couple about to kiss, her eyes shut, was the one good photo they rejected)."""
+    from postselectd.analysis import _eyes
+    from postselectd.config import RatingPolicy
+    from postselectd.rating import weigh
+
+    frontal = a_face(
+        score=0.95, left_eye_openness=0.05, right_eye_openness=0.05, eyes_closed=True,
+        yaw=3.0, pitch=-10.0, left_eye_closed_probability=0.98,
+        right_eye_closed_probability=0.98, eyes_closed_probability=0.98, eye_width=14.0,
+    )  # fmt: skip
+    assert weigh((_eyes([frontal]),), RatingPolicy()) == (("eyes closed",), ())
+    closer = replace(frontal, eyes_read_closer=True)
+    assert weigh((_eyes([closer]),), RatingPolicy()) == ((), ("eyes",))
+
+
 def test_a_blink_with_one_eye_read_doubtful_is_still_a_blink():
     """A blink closes both eyes: one eye surely closed and the other leaning closed (a
     laughing squeeze, lashes under hair) is a blink; one sure eye and the other read open

@@ -11,6 +11,7 @@ reason only with a majority of the probability (recall first).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -112,6 +113,11 @@ CHECK_AT_MOST = NAMED_FROM + 0.25
 # 3 of the 10 blink rejects of good photos in bench/eval_trust.py (three-quarter portraits
 # looking down) are.
 TURNED_YAW = 25.0
+# Eyes too small to tell in the preview and read in the file's full-size preview
+# (faces.DETAIL_EYES_BELOW_PX) ask for a check at most: the reject line was set on eyes read
+# in previews, and no set of small faces in camera files measures it there yet. Measured
+# (bench/eval_trust.py, NEF column): the one good photo they would reject is a couple about
+# to kiss, her eyes shut (P 0.92 at 12.8 px; "cannot tell" at 6.9 px in the preview).
 # Two readers of the eyes: the eye-state model and the iris model's lid gap / eye width. A
 # face whose lids stand this far apart (the mean of both eyes) is not surely blinking,
 # whatever the model reads (a check at most): the closed faces of eval/eyes-face have lid
@@ -198,9 +204,19 @@ class Analyzer:
         accelerator's provider is offered but cannot start (no driver, no device)."""
         return list(self.backbone.session.get_providers())
 
-    def analyze(self, image: np.ndarray | Image.Image) -> Analysis:
+    def analyze(
+        self,
+        image: np.ndarray | Image.Image,
+        detail: Callable[[float], Image.Image | None] | None = None,
+    ) -> Analysis:
         """``image``: the upright RGB preview. Every stage resamples from one Pillow image: the
-        pipeline passes the decoded one (``Preview.picture``), an array is copied once."""
+        pipeline passes the decoded one (``Preview.picture``), an array is copied once.
+
+        ``detail``: where the file holds a larger image of the same frame (a raw's full-size
+        preview), a function that decodes it upright with at least the given long side; the
+        eyes of a main subject too small to tell in ``image`` are read there
+        (``FaceAnalyzer.analyze``).
+        """
         picture = measure.as_picture(image)
         timings: list[tuple[str, float]] = []
 
@@ -223,7 +239,7 @@ class Analyzer:
         timed("keeper_head", start)
         start = time.perf_counter()
         face_steps: list[tuple[str, float]] = []
-        faces = self.faces.analyze(picture, face_steps, pyramid)
+        faces = self.faces.analyze(picture, face_steps, pyramid, detail)
         timed("faces", start)
         timings += face_steps
 
@@ -317,7 +333,7 @@ def _eyes(main: list[Face]) -> Finding | None:
 def _eyes_closed(face: Face) -> float | None:
     """How sure it is that this face blinked (0..1), None when its eyes cannot be told."""
     sure = _blink_evidence(face)
-    if sure is not None and abs(face.yaw) >= TURNED_YAW:
+    if sure is not None and (abs(face.yaw) >= TURNED_YAW or face.eyes_read_closer):
         return min(sure, CHECK_AT_MOST)
     return sure
 

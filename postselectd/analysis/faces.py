@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,6 +73,27 @@ EYE_SURE_CLOSED, EYE_LEANS_CLOSED = 0.95, 0.5
 # eyes read P >= 0.8: 0.6% at 10 px, 0.7% at 8, 1.0% at 6). 8, not 10: 11 of the 27 closed
 # faces of eval/eyes-face not caught at 10 had eyes 8-10 px wide (a 40-60 px face).
 EYE_STATE_MIN_WIDTH_PX = 8.0
+# Eyes of a main subject narrower than this in the preview are read again in the file's
+# larger image when it has one (a raw's full-size preview; Preview.detail), decoded at
+# DETAIL_SCALE times the preview's long side: a 6000 px JPEG at 1/2 (~32 ms), where a face
+# of 40 px in the 1620 px preview is 74 px. Below 12 px the eye-state model starts to lose
+# accuracy (bench/eval_eyes.py: 0.989 at 10-20 px, 0.977 at 8, "cannot tell" under 8).
+DETAIL_EYES_BELOW_PX = 12.0
+DETAIL_SCALE = 1.8
+# ... unless the preview already reads them open for sure (P(closed) under this): the closer
+# look could only confirm it (bench/throughput.py: 78 -> 71 ms of CPU per image without it).
+DETAIL_OPEN_BELOW = 0.15
+# What the larger image replaces: the eyes' state, not their focus (eye_sharpness is
+# calibrated on the preview's own scale).
+_EYE_STATE_KEYS = (
+    "left_eye_openness",
+    "right_eye_openness",
+    "eyes_closed",
+    "left_eye_closed_probability",
+    "right_eye_closed_probability",
+    "eyes_closed_probability",
+    "eye_width",
+)
 # The eye crop's side over the eye's width (the iris model's ROI, MediaPipe's 2.3).
 EYE_CROP_SCALE = 2.3
 # Head pitch (degrees, negative = chin down) from which a face counts as looking down.
@@ -160,8 +181,11 @@ class Face:
     right_eye_closed_probability: float | None = None
     # The face's P(closed): the smaller of its two eyes', None unless both can be told.
     eyes_closed_probability: float | None = None
-    # Mean eye width (corner to corner) in px of the analysed image: how much there was to see.
+    # Mean eye width (corner to corner) in px of the image the eyes were read from (the
+    # preview, or the file's larger image: DETAIL_EYES_BELOW_PX): how much there was to see.
     eye_width: float | None = None
+    # The eyes' state was read in the file's larger image (too small in the preview).
+    eyes_read_closer: bool = False
 
 
 @dataclass(frozen=True)
@@ -476,6 +500,37 @@ class Pyramid:
         return best
 
 
+class _Closer:
+    """The larger image of a frame (``FaceAnalyzer.analyze``'s ``detail``), decoded on first
+    use at DETAIL_SCALE times the preview's long side, with its pyramid and its scale to the
+    preview; unavailable when there is none, it cannot be read, or it is not the same frame
+    (another aspect ratio) or not larger."""
+
+    def __init__(self, image: Image.Image, detail: Callable[[float], Image.Image | None] | None):
+        self._image, self._detail = image, detail
+        self._tried = False
+        self.pyramid: Pyramid | None = None
+        self.scale = 1.0
+
+    def available(self) -> bool:
+        if not self._tried:
+            self._tried = True
+            self._open()
+        return self.pyramid is not None
+
+    def _open(self) -> None:
+        if self._detail is None:
+            return
+        width, height = self._image.size
+        picture = self._detail(DETAIL_SCALE * max(width, height))
+        if picture is None:
+            return
+        scale = picture.width / width
+        if scale < DETAIL_SCALE * 0.75 or abs(picture.height / height - scale) > 0.02 * scale:
+            return
+        self.pyramid, self.scale = Pyramid(picture), scale
+
+
 class FaceAnalyzer:
     """The four face sessions; ``analyze(image)`` finds faces and measures their eyes."""
 
@@ -601,12 +656,16 @@ class FaceAnalyzer:
         image: np.ndarray | Image.Image,
         timings: list[tuple[str, float]] | None = None,
         pyramid: Pyramid | None = None,
+        detail: Callable[[float], Image.Image | None] | None = None,
     ) -> tuple[Face, ...]:
         """All faces in an upright RGB image (Pillow, or H x W x 3 uint8), largest first.
 
         ``timings``: if given, gets the ms of each step (faces.detect, faces.mesh,
         faces.eyes) appended, for the benchmarks. ``pyramid``: the image's ``Pyramid``, when
-        the caller made it (the Analyzer shares it with the backbone).
+        the caller made it (the Analyzer shares it with the backbone). ``detail``: a larger
+        image of the same frame (see ``Analyzer.analyze``), decoded only when a main
+        subject's eyes are narrower than DETAIL_EYES_BELOW_PX here: their state is then read
+        there, at the resolution the camera recorded (their focus stays this image's).
         """
         if isinstance(image, np.ndarray):
             if image.ndim != 3 or image.shape[2] != 3:
@@ -643,6 +702,7 @@ class FaceAnalyzer:
             return ()
         largest = max(m["size"] for m in meshed)
         short_side = min(image.size)
+        closer = _Closer(image, detail)
         faces = []
         for m in sorted(meshed, key=lambda m: -m["size"]):
             main = m["size"] >= MAIN_SUBJECT_SIZE * largest or m["size"] >= (
@@ -651,6 +711,17 @@ class FaceAnalyzer:
             mesh = m.pop("mesh")
             # Eyes (two iris runs) only where they can become a reason: the main subjects.
             eyes = self._eyes(pyramid, mesh, m["pitch"]) if main else _UNMEASURED_EYES
+            if (
+                main
+                and (eyes["eye_width"] or 0) < DETAIL_EYES_BELOW_PX
+                and not (eyes["eyes_closed_probability"] or 1.0) < DETAIL_OPEN_BELOW
+                and closer.available()
+            ):
+                # Too few pixels here to tell the eyes: read them where the camera kept more.
+                # The mesh placed in this image, scaled, frames them there.
+                close = self._eyes(closer.pyramid, mesh * closer.scale, m["pitch"])
+                eyes.update({key: close[key] for key in _EYE_STATE_KEYS})
+                eyes["eyes_read_closer"] = True
             faces.append(Face(is_main_subject=main, **m, **eyes))
         clock["faces.eyes"] = time.perf_counter() - start
         _report(timings, clock)

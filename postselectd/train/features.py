@@ -95,7 +95,7 @@ def extract(path: Path) -> dict[str, np.ndarray] | str:
     from PIL import Image
 
     from postselectd.preview import PreviewError, load_preview
-    from postselectd.stages import worker_analyzer
+    from postselectd.stages import detail_of, worker_analyzer
 
     analyzer, config = worker_analyzer()
     try:
@@ -103,7 +103,7 @@ def extract(path: Path) -> dict[str, np.ndarray] | str:
     except PreviewError as exc:
         return str(exc)
     picture = preview.picture
-    analysis = analyzer.analyze(picture)
+    analysis = analyzer.analyze(picture, detail_of(preview))
     backbone = analyzer.backbone
     mirrored = backbone.run(
         backbone.prepare(picture.transpose(Image.Transpose.FLIP_LEFT_RIGHT))[None]
