@@ -71,9 +71,10 @@ class Preview:
     # Previews the file declares whose bytes run past its end ("SubIFD0"): a file still
     # being written, or one cut short (rawmeta.ContainerInfo.previews_cut).
     previews_cut: tuple[str, ...] = ()
-    # A larger embedded JPEG than the one decoded (at least DETAIL_FROM times its long side,
-    # the camera's full-size preview), where the analysis reads eyes too small to tell in
-    # ``picture`` (``load_detail``); None when the file has none.
+    # A larger JPEG than the one decoded (at least DETAIL_FROM times its long side): a raw's
+    # full-size preview, or a JPEG file itself when it was decoded at a fraction of its size.
+    # The analysis reads eyes too small to tell in ``picture`` there (``load_detail``); None
+    # when the file has none.
     detail: rawmeta.EmbeddedJpeg | None = None
 
     @functools.cached_property
@@ -155,7 +156,21 @@ def load_preview(path: str | os.PathLike, min_size: int = 1024) -> Preview:
         raise PreviewError(_not_a_photo(info.format_name))
     if kind in WHOLE_IMAGE_KINDS:
         picture, orientation = _decode_image_file(path, kind, info.format_name, min_size)
-        return done(upright_picture(picture, orientation), f"{info.format_name} file", orientation)
+        # A camera's JPEG is decoded at a fraction of its size (JPEG scaling): the file itself
+        # is then the larger image the eyes of small faces are read in.
+        whole = info.previews[-1] if kind == "jpeg" and info.previews else None
+        detail = (
+            whole
+            if whole is not None
+            and max(whole.width, whole.height) >= DETAIL_FROM * max(picture.size)
+            else None
+        )
+        return done(
+            upright_picture(picture, orientation),
+            f"{info.format_name} file",
+            orientation,
+            detail,
+        )
 
     failures: list[str] = []
     if container_problem:
