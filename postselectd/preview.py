@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import io
 import logging
+import math
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -158,13 +159,7 @@ def load_preview(path: str | os.PathLike, min_size: int = 1024) -> Preview:
         picture, orientation = _decode_image_file(path, kind, info.format_name, min_size)
         # A camera's JPEG is decoded at a fraction of its size (JPEG scaling): the file itself
         # is then the larger image the eyes of small faces are read in.
-        whole = info.previews[-1] if kind == "jpeg" and info.previews else None
-        detail = (
-            whole
-            if whole is not None
-            and max(whole.width, whole.height) >= DETAIL_FROM * max(picture.size)
-            else None
-        )
+        detail = _larger(info.previews, picture) if kind == "jpeg" else None
         return done(
             upright_picture(picture, orientation),
             f"{info.format_name} file",
@@ -199,12 +194,7 @@ def load_preview(path: str | os.PathLike, min_size: int = 1024) -> Preview:
                 # Too small to judge: the rating says so (rating.SMALLEST_JUDGED_PREVIEW).
                 return done(upright_picture(fallback[0], orientation), fallback[1], orientation)
             source = f"{candidate.where} JPEG {candidate.width}x{candidate.height}"
-            largest = info.previews[-1]
-            detail = (
-                largest
-                if max(largest.width, largest.height) >= DETAIL_FROM * max(picture.size)
-                else None
-            )
+            detail = _larger(info.previews, picture)
             return done(upright_picture(picture, orientation), source, orientation, detail)
 
     # 2. and 3. LibRaw: its thumbnail, then a half-size decode of the sensor data.
@@ -227,16 +217,21 @@ def load_detail(preview: Preview, long_side: float) -> Image.Image | None:
         return None
     try:
         data = _pread(preview.path, detail.offset, detail.length)
-        if not data.startswith(b"\xff\xd8"):
-            return None
-        with warnings.catch_warnings(), Image.open(io.BytesIO(data)) as img:
-            warnings.simplefilter("ignore")
-            scale = max(1.0, max(img.size) / max(long_side, 1.0))
-            img.draft("RGB", (int(img.width / scale), int(img.height / scale)))
-            picture = img.convert("RGB")
-    except (PreviewError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        picture = _decode_jpeg_bytes(data, math.ceil(long_side))
+    except (PreviewError, OSError):
         return None
     return upright_picture(picture, preview.orientation)
+
+
+def _larger(
+    previews: tuple[rawmeta.EmbeddedJpeg, ...], picture: Image.Image
+) -> rawmeta.EmbeddedJpeg | None:
+    """The largest of ``previews`` (sorted by size) when it is at least DETAIL_FROM times
+    ``picture``, the one decoded: the preview's ``detail``; else None."""
+    largest = previews[-1] if previews else None
+    if largest is None or max(largest.width, largest.height) < DETAIL_FROM * max(picture.size):
+        return None
+    return largest
 
 
 def cut_previews_text(previews_cut: tuple[str, ...]) -> str:

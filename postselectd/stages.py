@@ -13,13 +13,15 @@ from __future__ import annotations
 import base64
 import dataclasses
 import errno
+import functools
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -41,6 +43,9 @@ from postselectd.sidecar import (
     write_sidecars,
 )
 from postselectd.workers import WorkerBody
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 log = logging.getLogger(__name__)
 
@@ -206,11 +211,9 @@ def worker_analyzer() -> tuple[Analyzer, AnalysisConfig]:
     return _ANALYZER, _ANALYSIS_CONFIG
 
 
-def detail_of(preview: Preview):
+def detail_of(preview: Preview) -> Callable[[float], Image.Image | None] | None:
     """``Analyzer.analyze``'s ``detail`` for a preview: its file's larger image, if any."""
-    if preview.detail is None:
-        return None
-    return lambda long_side: load_detail(preview, long_side)
+    return None if preview.detail is None else functools.partial(load_detail, preview)
 
 
 def analyze_file(
