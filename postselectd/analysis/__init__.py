@@ -113,11 +113,6 @@ CHECK_AT_MOST = NAMED_FROM + 0.25
 # 3 of the 10 blink rejects of good photos in bench/eval_trust.py (three-quarter portraits
 # looking down) are.
 TURNED_YAW = 25.0
-# Eyes too small to tell in the preview and read in the file's full-size preview
-# (faces.DETAIL_EYES_BELOW_PX) ask for a check at most: the reject line was set on eyes read
-# in previews, and no set of small faces in camera files measures it there yet. Measured
-# (bench/eval_trust.py, NEF column): the one good photo they would reject is a couple about
-# to kiss, her eyes shut (P 0.92 at 12.8 px; "cannot tell" at 6.9 px in the preview).
 # Two readers of the eyes: the eye-state model and the iris model's lid gap / eye width. A
 # face whose lids stand this far apart (the mean of both eyes) is not surely blinking,
 # whatever the model reads (a check at most): the closed faces of eval/eyes-face have lid
@@ -213,9 +208,9 @@ class Analyzer:
         pipeline passes the decoded one (``Preview.picture``), an array is copied once.
 
         ``detail``: where the file holds a larger image of the same frame (a raw's full-size
-        preview), a function that decodes it upright with at least the given long side; the
-        eyes of a main subject too small to tell in ``image`` are read there
-        (``FaceAnalyzer.analyze``).
+        preview, a JPEG decoded at a fraction of its size: ``Preview.detail``), a function
+        that decodes it upright with at least the given long side; the eyes of a main
+        subject too small to tell in ``image`` are read there (``FaceAnalyzer.analyze``).
         """
         picture = measure.as_picture(image)
         timings: list[tuple[str, float]] = []
@@ -333,6 +328,12 @@ def _eyes(main: list[Face]) -> Finding | None:
 def _eyes_closed(face: Face) -> float | None:
     """How sure it is that this face blinked (0..1), None when its eyes cannot be told."""
     sure = _blink_evidence(face)
+    # Eyes too small to tell in the preview and read in the file's larger image
+    # (faces.DETAIL_EYES_BELOW_PX) ask for a check at most, like a turned head's: the reject
+    # line was set on eyes read in previews, and no set of small faces in camera files
+    # measures it there yet. Measured (bench/eval_trust.py, NEF column): the one good photo
+    # they would reject is a couple about to kiss, her eyes shut (P 0.92 at 12.8 px;
+    # "cannot tell" at 6.9 px in the preview).
     if sure is not None and (abs(face.yaw) >= TURNED_YAW or face.eyes_read_closer):
         return min(sure, CHECK_AT_MOST)
     return sure

@@ -18,6 +18,7 @@ so the policy is easy to find and argue about.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -81,7 +82,7 @@ EYE_STATE_MIN_WIDTH_PX = 8.0
 DETAIL_EYES_BELOW_PX = 12.0
 DETAIL_SCALE = 1.8
 # ... unless the preview already reads them open for sure (P(closed) under this): the closer
-# look could only confirm it (bench/throughput.py: 78 -> 71 ms of CPU per image without it).
+# look could only confirm it, and a group of small faces would pay the decode for nothing.
 DETAIL_OPEN_BELOW = 0.15
 # What the larger image replaces: the eyes' state, not their focus (eye_sharpness is
 # calibrated on the preview's own scale).
@@ -502,33 +503,25 @@ class Pyramid:
 
 class _Closer:
     """The larger image of a frame (``FaceAnalyzer.analyze``'s ``detail``), decoded on first
-    use at DETAIL_SCALE times the preview's long side, with its pyramid and its scale to the
-    preview; unavailable when there is none, it cannot be read, or it is not the same frame
-    (another aspect ratio) or not larger."""
+    use at DETAIL_SCALE times the preview's long side."""
 
     def __init__(self, image: Image.Image, detail: Callable[[float], Image.Image | None] | None):
         self._image, self._detail = image, detail
-        self._tried = False
-        self.pyramid: Pyramid | None = None
-        self.scale = 1.0
 
-    def available(self) -> bool:
-        if not self._tried:
-            self._tried = True
-            self._open()
-        return self.pyramid is not None
-
-    def _open(self) -> None:
+    @functools.cached_property
+    def view(self) -> tuple[Pyramid, float] | None:
+        """Its pyramid and its scale to the preview; None when there is none, it cannot be
+        read, or it is not the same frame (another aspect ratio) or not larger."""
         if self._detail is None:
-            return
+            return None
         width, height = self._image.size
         picture = self._detail(DETAIL_SCALE * max(width, height))
         if picture is None:
-            return
+            return None
         scale = picture.width / width
         if scale < DETAIL_SCALE * 0.75 or abs(picture.height / height - scale) > 0.02 * scale:
-            return
-        self.pyramid, self.scale = Pyramid(picture), scale
+            return None
+        return Pyramid(picture), scale
 
 
 class FaceAnalyzer:
@@ -715,11 +708,12 @@ class FaceAnalyzer:
                 main
                 and (eyes["eye_width"] or 0) < DETAIL_EYES_BELOW_PX
                 and not (eyes["eyes_closed_probability"] or 1.0) < DETAIL_OPEN_BELOW
-                and closer.available()
+                and closer.view is not None
             ):
                 # Too few pixels here to tell the eyes: read them where the camera kept more.
                 # The mesh placed in this image, scaled, frames them there.
-                close = self._eyes(closer.pyramid, mesh * closer.scale, m["pitch"])
+                larger, scale = closer.view
+                close = self._eyes(larger, mesh * scale, m["pitch"])
                 eyes.update({key: close[key] for key in _EYE_STATE_KEYS})
                 eyes["eyes_read_closer"] = True
             faces.append(Face(is_main_subject=main, **m, **eyes))
