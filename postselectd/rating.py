@@ -81,12 +81,18 @@ class Rating:
         return tuple(k for k in self.keywords if k == BEST_OF_BURST or k.startswith(BURST_KEYWORD))
 
 
+def lines(family: str, policy: RatingPolicy) -> tuple[float, float]:
+    """(the confidence from which a reason of ``family`` rejects, from which it asks for a
+    check) under the photographer's ``rating.strictness`` for that family."""
+    return LINES[getattr(policy.strictness, family, "normal")]
+
+
 def weigh(findings: tuple[str | Finding, ...], policy: RatingPolicy) -> tuple[tuple, tuple]:
     """(reasons that reject, families to check) under the photographer's strictness."""
     rejecting: list[str] = []
     checks: list[str] = []
     for finding in map(as_finding, findings):
-        reject_from, check_from = LINES[getattr(policy.strictness, finding.family, "normal")]
+        reject_from, check_from = lines(finding.family, policy)
         if finding.confidence >= reject_from:
             rejecting.append(finding.reason)
         elif finding.confidence >= check_from and finding.family not in checks:

@@ -11,7 +11,7 @@ import numpy as np
 
 from postselectd.analysis.personal import REASON_NAMES, TASTE_FEATURES
 from postselectd.config import RatingPolicy
-from postselectd.rating import LINES
+from postselectd.rating import lines
 from postselectd.reasons import FAMILY
 from postselectd.train.dataset import Dataset, TrainError
 
@@ -310,8 +310,8 @@ def rejecting(X: np.ndarray, policy: RatingPolicy | None = None) -> np.ndarray:
     family's ``rating.strictness``. A reason that only asks for a check loses no frame.
     Frames of models from before the confidences were kept hold 1.0: sure, as then."""
     policy = policy or RatingPolicy()
-    lines = [LINES[getattr(policy.strictness, FAMILY[name], "normal")][0] for name in REASON_NAMES]
-    return X[:, REASONS] >= np.asarray(lines)
+    reject_from = [lines(FAMILY[name], policy)[0] for name in REASON_NAMES]
+    return X[:, REASONS] >= np.asarray(reject_from)
 
 
 def reason_evidence(
