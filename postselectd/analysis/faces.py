@@ -704,10 +704,11 @@ class FaceAnalyzer:
             mesh = m.pop("mesh")
             # Eyes (two iris runs) only where they can become a reason: the main subjects.
             eyes = self._eyes(pyramid, mesh, m["pitch"]) if main else _UNMEASURED_EYES
+            told = eyes.get("eyes_closed_probability")
             if (
                 main
                 and (eyes["eye_width"] or 0) < DETAIL_EYES_BELOW_PX
-                and not (eyes["eyes_closed_probability"] or 1.0) < DETAIL_OPEN_BELOW
+                and (told is None or told >= DETAIL_OPEN_BELOW)
                 and closer.view is not None
             ):
                 # Too few pixels here to tell the eyes: read them where the camera kept more.
