@@ -62,6 +62,38 @@ def test_sharp_subject_on_a_soft_background_is_not_blurred(analyzer, name):
     assert not set(analyze(analyzer, "eval", "blur", name).reasons) & BLUR
 
 
+def shrunk(picture: Image.Image, long_side: int) -> Image.Image:
+    """The picture as a preview or web export of ``long_side`` px would show it."""
+    scale = long_side / max(picture.size)
+    size = (round(picture.width * scale), round(picture.height * scale))
+    return picture.resize(size, Image.Resampling.LANCZOS)
+
+
+def test_out_of_focus_on_a_preview_of_512_to_1023_px_asks_for_a_check_only(analyzer):
+    """Measured at its own size, such a preview's "half" scale is the frame itself, which
+    the keeper head never learnt from: it calls good frames out of focus there (a dusk
+    sky at 700 px). Defocus is flagged, not rejected; motion blur, whose kind is the
+    direction of the lost detail, and previews of 1024 px and more are judged as before."""
+    from postselectd.analysis import CHECK_AT_MOST
+    from postselectd.config import RatingPolicy
+    from postselectd.rating import rate
+
+    assert [
+        measure.measure_all(np.zeros((h, 2 * h, 3), np.uint8)).mixed_scales
+        for h in (255, 256, 511, 512)
+    ] == [False, True, True, False]
+    defocused = load_preview(shared_path("eval", "blur", "blur-0001.jpg")).picture
+    assert max(defocused.size) == 1024 and sure(analyzer.analyze(defocused), "out of focus") >= 0.75
+    small = analyzer.analyze(shrunk(defocused, 1000))
+    assert 0.45 <= sure(small, "out of focus") <= CHECK_AT_MOST
+    rating = rate(small.keeper_probability, small.findings, RatingPolicy())
+    assert not rating.reasons and rating.checks == ("focus",) and rating.stars == 2
+    dusk = load_preview(shared_path("eval", "natural", "DarkestHour_2560x1600.jpg")).picture
+    assert sure(analyzer.analyze(shrunk(dusk, 700)), "out of focus") < 0.75
+    moved = analyze(analyzer, "eval", "blur", "blur-0010.jpg")  # 800 px, a real one
+    assert sure(moved, "motion blur") >= 0.75
+
+
 def sure(analysis, reason: str) -> float:
     """The confidence of one reason in an analysis (0 when it is not found at all)."""
     return max((f.confidence for f in analysis.findings if f.reason == reason), default=0.0)

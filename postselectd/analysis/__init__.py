@@ -69,6 +69,15 @@ MOTION_CLEAR, MOTION_BLUR_SURE = 0.80, 0.50
 DETAIL_PRESENT = 1500.0
 # Blur that keeps its detail in one direction is motion; evenly lost detail is defocus.
 MOTION_DIRECTIONALITY = 0.55
+# On a preview of 512-1023 px (measure.Measurements.mixed_scales) the head reads sharp,
+# soft-backgrounded frames as out of focus: there "out of focus" from the frame alone asks
+# for a check at most (CHECK_AT_MOST). Measured (the known-good photos of
+# bench/eval_trust.py shrunk to 1000 px): 9 of 583 rejected for it (four macro and bokeh
+# frames, four birds, a squirrel; the 1000 px bird photos as they are); real photos blurred
+# as a lens does (disk r 4 px at 1620 px, then shrunk) are flagged as often either way.
+# Motion blur keeps its reject: its kind is the direction of the lost detail, measured at
+# the frame's own size, and the one real motion-blurred frame of that size (eval/blur-0010,
+# 800 px) needs it.
 # Focus of people: the face's own detail at 48 px (eval/faceblur: sharp >= 0.49, blurred
 # <= 0.48), sure from FACE_BLUR_SURE down; a face narrower than FACE_JUDGED_FROM px tells
 # nothing, fully judged from FACE_JUDGED_FULL px.
@@ -398,6 +407,8 @@ def _focus(
     frame = _ramp(p[OUT_OF_FOCUS] + p[MOTION_BLUR], BLUR_DOUBT, sure)
     if measured.sharpness.subject >= DETAIL_PRESENT:
         frame /= 2
+    if kind == OUT_OF_FOCUS and measured.mixed_scales:
+        frame = min(frame, CHECK_AT_MOST)
     if not main:
         return Finding(kind, round(frame, 3))
     # The sharpest main subject decides: with shallow depth of field one sharp face in a

@@ -172,6 +172,12 @@ class Measurements:
     sharpness: Sharpness
     exposure: Exposure
     features: np.ndarray  # float32, FEATURE_NAMES order
+    # A preview of 512-1023 px is measured at its own size: its "half" scale is the frame
+    # itself and its "quarter" a half or a third of it, so the scale ratios read as no
+    # preview the keeper head learnt from does (models/MODELS.md, keeper head). Previews of
+    # 1024 px and more are halved twice; under 512 px all three scales are the frame, as
+    # for the head's 481 px training photos.
+    mixed_scales: bool = False
 
 
 def working_gray(image: np.ndarray | Image.Image, long_side: int = WORK_SIZE) -> np.ndarray:
@@ -225,7 +231,12 @@ def measure_all(image: np.ndarray | Image.Image) -> Measurements:
         ],
         dtype=np.float32,
     )
-    return Measurements(sharpness=full, exposure=expo, features=features)
+    return Measurements(
+        sharpness=full,
+        exposure=expo,
+        features=features,
+        mixed_scales=WORK_SIZE // 2 <= max(gray.shape) < WORK_SIZE,
+    )
 
 
 def exposure(gray: np.ndarray, median: float | None = None) -> Exposure:
