@@ -56,9 +56,10 @@ CHECK_MOST_STARS = 2
 # and the keeper head reads a thumbnail as a crisp frame: a 160x120 IFD0 thumbnail got
 # 4 stars Green at p=0.95 (issue #20). Measured (bench/eval_preview_size.py, the 11 blurred
 # frames of eval/blur and samples/nef shrunk): a blurred frame is neither rejected nor sent
-# to a check for 11 of 11 at 160 px, 5 at 320, 2 at 480, 1 at 640 (blur-0010, a whole-frame
-# motion blur whose own photo is only 800 px), 0 at 800; no sharp frame is rejected at any
-# size. 640 is also the smallest preview real cameras embed (a D7100's MakerNote JPEG is
+# to a check for 11 of 11 at 160 px, 5 at 320, 2 at 480, none from 640 (measured
+# 2026-12-07; the analysis of issue #20's day missed blur-0010, a whole-frame motion blur
+# whose own photo is 800 px, at 640 px too); no sharp frame is rejected at any size.
+# 640 is also the smallest preview real cameras embed (a D7100's MakerNote JPEG is
 # 640x424); a raw with only a smaller one is decoded from its sensor data instead
 # (preview.py), so only a raw whose sensor data is unreadable ends up here.
 SMALLEST_JUDGED_PREVIEW = 640
