@@ -46,6 +46,17 @@ DETAIL_FROM = 1.6
 MIN_RAW_BYTES_PER_PIXEL = 0.1
 
 
+@dataclass(frozen=True)
+class WholeImage:
+    """A phone or web photo (HEIC, AVIF, WebP, PNG, TIFF) decoded smaller than it is stored:
+    the file itself, decoded again, is the preview's ``detail``."""
+
+    kind: str  # rawmeta kind: "heif", "avif", "webp", "png", "tiff-image"
+    format_name: str
+    width: int  # whole, as its decoder gives it (a HEIF already turned by its irot)
+    height: int
+
+
 class PreviewError(Exception):
     """No usable image in the file; str() is the reason, for the log line.
 
@@ -72,11 +83,11 @@ class Preview:
     # Previews the file declares whose bytes run past its end ("SubIFD0"): a file still
     # being written, or one cut short (rawmeta.ContainerInfo.previews_cut).
     previews_cut: tuple[str, ...] = ()
-    # A larger JPEG than the one decoded (at least DETAIL_FROM times its long side): a raw's
-    # full-size preview, or a JPEG file itself when it was decoded at a fraction of its size.
-    # The analysis reads eyes too small to tell in ``picture`` there (``load_detail``); None
-    # when the file has none.
-    detail: rawmeta.EmbeddedJpeg | None = None
+    # A larger image than the one decoded (at least DETAIL_FROM times its long side): a raw's
+    # full-size preview, or the file itself when it was decoded at a fraction of its size (a
+    # JPEG; a HEIC, AVIF, WebP, PNG or TIFF: WholeImage). The analysis reads eyes too small
+    # to tell in ``picture`` there (``load_detail``); None when the file has none.
+    detail: rawmeta.EmbeddedJpeg | WholeImage | None = None
 
     @functools.cached_property
     def image(self) -> np.ndarray:
@@ -134,7 +145,7 @@ def load_preview(path: str | os.PathLike, min_size: int = 1024) -> Preview:
         picture: Image.Image,
         source: str,
         orientation: int,
-        detail: rawmeta.EmbeddedJpeg | None = None,
+        detail: rawmeta.EmbeddedJpeg | WholeImage | None = None,
     ) -> Preview:
         return Preview(
             path=path,
@@ -156,10 +167,16 @@ def load_preview(path: str | os.PathLike, min_size: int = 1024) -> Preview:
     if kind == "other":
         raise PreviewError(_not_a_photo(info.format_name))
     if kind in WHOLE_IMAGE_KINDS:
-        picture, orientation = _decode_image_file(path, kind, info.format_name, min_size)
-        # A camera's JPEG is decoded at a fraction of its size (JPEG scaling): the file itself
-        # is then the larger image the eyes of small faces are read in.
-        detail = _larger(info.previews, picture) if kind == "jpeg" else None
+        picture, orientation, stored = _decode_image_file(path, kind, info.format_name, min_size)
+        # A camera's JPEG is decoded at a fraction of its size (JPEG scaling), a phone's HEIC
+        # whole and then reduced: the file itself is then the larger image the eyes of small
+        # faces are read in.
+        if kind == "jpeg":
+            detail = _larger(info.previews, picture)
+        elif max(stored) >= DETAIL_FROM * max(picture.size):
+            detail = WholeImage(kind, info.format_name, *stored)
+        else:
+            detail = None
         return done(
             upright_picture(picture, orientation),
             f"{info.format_name} file",
@@ -208,13 +225,22 @@ def load_preview(path: str | os.PathLike, min_size: int = 1024) -> Preview:
 
 
 def load_detail(preview: Preview, long_side: float) -> Image.Image | None:
-    """The file's larger embedded JPEG (``preview.detail``), upright, decoded at the smallest
-    JPEG scale (1/8 to 1) whose long side is at least ``long_side``: ~32 ms for a 6000x4000
-    preview at 1/2, ~100 ms whole. None when there is none or it cannot be read (the
-    analysis then keeps what it read in the preview)."""
+    """The file's larger image (``preview.detail``), upright, decoded at the smallest size
+    whose long side is at least ``long_side``: a JPEG at a JPEG scale (1/8 to 1), ~32 ms for
+    a 6000x4000 preview at 1/2, ~100 ms whole; a WholeImage decoded whole again and reduced
+    by a whole factor (a 12 MP HEIC: ~0.3 s). None when there is none or it cannot be read
+    (the analysis then keeps what it read in the preview)."""
     detail = preview.detail
     if detail is None:
         return None
+    if isinstance(detail, WholeImage):
+        try:
+            picture, orientation, _ = _decode_image_file(
+                preview.path, detail.kind, detail.format_name, math.ceil(long_side)
+            )
+        except PreviewError:
+            return None
+        return upright_picture(picture, orientation)
     try:
         data = _pread(preview.path, detail.offset, detail.length)
         picture = _decode_jpeg_bytes(data, math.ceil(long_side))
@@ -412,24 +438,25 @@ def _thumb_image(thumb, min_size: int, failures: list[str]):
 
 def _decode_image_file(
     path: Path, kind: str, format_name: str, min_size: int
-) -> tuple[Image.Image, int]:
-    """A whole-image file decoded, and the orientation left to apply, as its decoder reports
-    it: the EXIF tag; for HEIF 1 (libheif applies irot/imir itself); for AVIF its irot/imir
-    (Pillow reports them as the EXIF tag and does not apply them)."""
+) -> tuple[Image.Image, int, tuple[int, int]]:
+    """A whole-image file decoded, the orientation left to apply, as its decoder reports
+    it (the EXIF tag; for HEIF 1: libheif applies irot/imir itself; for AVIF its irot/imir,
+    which Pillow reports as the EXIF tag and does not apply), and its whole size."""
     if kind == "heif":
         _register_heif()
     elif kind == "avif" and not features.check("avif"):
         raise PreviewError(
             "an AVIF photo, and this Pillow has no AVIF decoder (Pillow 11.3 or newer has one)"
         )
-    orientation: list[int] = []
+    reported: list = []
     try:
-        picture = _decode_pillow(path, min_size, orientation)
+        picture = _decode_pillow(path, min_size, reported)
     except PreviewError as exc:
         if kind == "jpeg":
             raise
         raise PreviewError(f"{_a(format_name)} file that cannot be decoded ({exc})") from None
-    return picture, orientation[0] if orientation[0] in range(1, 9) else 1
+    stored, orientation = reported
+    return picture, orientation if orientation in range(1, 9) else 1, stored
 
 
 def decoders() -> dict[str, str | None]:
@@ -472,21 +499,23 @@ def _decode_jpeg_bytes(data: bytes, min_size: int) -> Image.Image:
 
 
 def _decode_pillow(
-    source: Path | io.BytesIO, min_size: int, orientation: list[int] | None = None
+    source: Path | io.BytesIO, min_size: int, reported: list | None = None
 ) -> Image.Image:
     """Pillow's decode of a file or an embedded JPEG; any failure is a PreviewError.
 
-    ``orientation``: a list to append the EXIF orientation the decoder reports to.
+    ``reported``: a list to append the image's whole size (before any reduction), then the
+    EXIF orientation the decoder reports, to.
     """
     try:
         # A damaged TIFF makes Pillow warn per tag; the error (if any) is what we report.
         with warnings.catch_warnings(), Image.open(source) as img:
             warnings.simplefilter("ignore")
+            stored = img.size  # before draft picks a smaller scale or thumbnail
             picture = _pillow_to_rgb(img, min_size)
-            if orientation is not None:
+            if reported is not None:
                 # Asked after decoding: a decoder that turned the image itself (libheif;
                 # Pillow 13's TIFF) no longer reports the turn, one that did not still does.
-                orientation.append(img.getexif().get(0x0112, 1))
+                reported += [stored, img.getexif().get(0x0112, 1)]
             return picture
     except (
         OSError,

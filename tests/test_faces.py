@@ -242,16 +242,17 @@ def test_an_eye_patch_is_read_framed_on_its_own_corners(
     assert not np.array_equal(plain, framed[0])
 
 
-@pytest.mark.parametrize("kind", ["NEF", "JPEG"])
+@pytest.mark.parametrize("kind", ["NEF", "JPEG", "PNG"])
 def test_eyes_too_small_in_the_preview_are_read_in_the_full_size_image(
     analyzer: FaceAnalyzer, tmp_path, kind: str
 ) -> None:
     """Issue #14: a group a few metres away. A 6000x4000 frame made from the full-size
     preview of DSC_0107 (six people, every eye open) shrunk 3.5x onto a real landscape, as a
-    camera JPEG and as a NEF (make_nef.py): in the preview the analysis reads (the NEF's
-    1620 px one; the JPEG decoded at 1/4) most eyes are 5-8 px, too small to tell; the
-    full-size image, read at half scale, holds them at 10-17 px, where they are told, and
-    open."""
+    camera JPEG, as a NEF (make_nef.py) and as a PNG (a whole image decoded and reduced,
+    as a phone's HEIC is): in the preview the analysis reads (the NEF's 1620 px one; the
+    JPEG decoded at 1/4, the PNG reduced to 1/5) most eyes are 4-8 px, too small to tell;
+    the full-size image, read at half scale, holds them at 10-17 px, where they are told,
+    and open."""
     from postselectd.preview import load_detail
     from postselectd.stages import detail_of
 
@@ -263,6 +264,9 @@ def test_eyes_too_small_in_the_preview_are_read_in_the_full_size_image(
     canvas.paste(shrunk, ((6000 - shrunk.width) // 2, (4000 - shrunk.height) // 2))
     photo = tmp_path / "DSC_0200.JPG"
     canvas.save(photo, quality=95)
+    if kind == "PNG":
+        photo = tmp_path / "DSC_0200.PNG"
+        canvas.save(photo, compress_level=1)
     if kind == "NEF":
         photo = tmp_path / "DSC_0200.NEF"
         tool = shared_path("tools", "make_nef.py")
@@ -270,7 +274,8 @@ def test_eyes_too_small_in_the_preview_are_read_in_the_full_size_image(
             [sys.executable, str(tool), str(tmp_path / "DSC_0200.JPG"), str(photo)], check=True
         )
     preview = load_preview(photo)
-    assert preview.picture.size == {"NEF": (1620, 1080), "JPEG": (1500, 1000)}[kind]
+    sizes = {"NEF": (1620, 1080), "JPEG": (1500, 1000), "PNG": (1200, 800)}
+    assert preview.picture.size == sizes[kind]
     assert preview.detail is not None
 
     alone = [f for f in analyzer.analyze(preview.picture) if f.is_main_subject]

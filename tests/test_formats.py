@@ -180,6 +180,22 @@ def test_a_real_iphone_heic_is_upright_with_its_camera_and_time():
     assert top > bottom + 10  # the lit ceiling at the top, the darker floor below
 
 
+def test_a_real_iphone_heic_keeps_its_full_size_for_the_eyes_of_small_faces():
+    """Decoded whole and reduced to 1/3, a HEIC is its own larger image (issue #14): read
+    again at the size the analysis asks for, upright as the preview is."""
+    from postselectd.preview import WholeImage, load_detail
+
+    preview = load_preview(formats_sample("iphone-12-pro_greyhounds.heic"))
+    assert preview.detail == WholeImage("heif", "HEIC", 3024, 4032)  # libheif turned it
+    larger = load_detail(preview, 1.8 * max(preview.picture.size))
+    assert larger is not None and larger.size == (3024, 4032)  # whole: 4032 // 2420 is 1
+    assert load_detail(preview, 1500).size == (1512, 2016)  # halved: the smallest >= 1500
+    back = np.asarray(larger.resize(preview.picture.size, Image.Resampling.BOX), np.float32)
+    assert np.abs(back - np.asarray(preview.picture, np.float32)).mean() < 3  # same frame
+    # A photo stored no larger than its preview has none.
+    assert load_preview(formats_sample("webp-gallery_3.webp")).detail is None
+
+
 def test_a_real_avif_and_webp_are_rated():
     avif = load_preview(formats_sample("link-u_fox.avif"))
     assert (avif.format_name, avif.width, avif.height) == ("AVIF", 1204, 800)
