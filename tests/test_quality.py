@@ -94,6 +94,31 @@ def test_out_of_focus_on_a_preview_of_512_to_1023_px_asks_for_a_check_only(analy
     assert sure(moved, "motion blur") >= 0.75
 
 
+def test_a_moderate_blur_at_camera_size_asks_for_a_check(analyzer):
+    """A landscape at a camera's 1620 px, blurred as a lens does by ~15 px of a 24 MP
+    frame, with a camera's noise and JPEG (models/train_default.py's degradations): the
+    head is unsure (its blur sum under the check line), but the sharpest tiles kept little
+    detail, so it asks for a check; never a reject, since fog or a storm look the same.
+    The sharp frame asks for nothing."""
+    from postselectd.config import RatingPolicy
+    from postselectd.rating import rate
+
+    degrade = _train_default()
+    with Image.open(shared_path("eval", "natural", "Path_2560x1600.jpg")) as img:
+        sharp = shrunk(img.convert("RGB"), 1620)
+    blurred = Image.fromarray(
+        degrade.camera_finish(degrade.disk(np.asarray(sharp), 4.0), np.random.default_rng(5))
+    )
+    details = []
+    for picture, checks in ((sharp, ()), (blurred, ("focus",))):
+        analysis = analyzer.analyze(picture)
+        rating = rate(analysis.keeper_probability, analysis.findings, RatingPolicy())
+        assert not analysis.faces and not rating.reasons
+        assert rating.checks == checks, (analysis.sharpness, analysis.class_probabilities)
+        details.append(analysis.sharpness.subject)
+    assert details[0] > 1000 and details[1] < 100
+
+
 def sure(analysis, reason: str) -> float:
     """The confidence of one reason in an analysis (0 when it is not found at all)."""
     return max((f.confidence for f in analysis.findings if f.reason == reason), default=0.0)

@@ -67,6 +67,15 @@ MOTION_CLEAR, MOTION_BLUR_SURE = 0.80, 0.50
 # ... halved where the frame's sharpest tiles hold clear detail (Laplacian variance at
 # 1024 px; eval/blur: sharp frames 1285-40000, blurred 53-523).
 DETAIL_PRESENT = 1500.0
+# A moderate blur at a camera's preview size (a lens blur of ~15 px in a 24 MP frame, a
+# 20 px shake), no main face: the head is unsure (its blur sum 0.2-0.5) and the sharpest
+# tiles hold little detail. Such a frame asks for a check (NAMED_FROM), never the reject:
+# fog, a kite on a clean sky and a storm look the same. Fitted on eval/natural's 28
+# photos of >= 1620 px and their lens-blurred and shaken copies (bench/eval_sizes.py's
+# degradations); measured on bench/eval_trust.py's other 552 known-good photos: 1 more
+# checked (none rejected), and of their copies blurred the same way 240 instead of 178 of
+# 423 lens-blurred, 211 instead of 184 shaken flagged (models/MODELS.md, keeper head).
+SOFT_DETAIL_BELOW, SOFT_BLUR_FROM = 100.0, 0.20
 # Blur that keeps its detail in one direction is motion; evenly lost detail is defocus.
 MOTION_DIRECTIONALITY = 0.55
 # On a preview of 512-1023 px (measure.Measurements.mixed_scales) the head reads sharp,
@@ -410,6 +419,12 @@ def _focus(
     if kind == OUT_OF_FOCUS and measured.mixed_scales:
         frame = min(frame, CHECK_AT_MOST)
     if not main:
+        if (
+            measured.full_scale
+            and measured.sharpness.subject < SOFT_DETAIL_BELOW
+            and p[OUT_OF_FOCUS] + p[MOTION_BLUR] >= SOFT_BLUR_FROM
+        ):
+            frame = max(frame, NAMED_FROM)
         return Finding(kind, round(frame, 3))
     # The sharpest main subject decides: with shallow depth of field one sharp face in a
     # group is the photographer's choice.

@@ -178,6 +178,8 @@ class Measurements:
     # 1024 px and more are halved twice; under 512 px all three scales are the frame, as
     # for the head's 481 px training photos.
     mixed_scales: bool = False
+    # Measured at the full working size (a preview of 1024 px or more: every camera's).
+    full_scale: bool = False
 
 
 def working_gray(image: np.ndarray | Image.Image, long_side: int = WORK_SIZE) -> np.ndarray:
@@ -236,6 +238,7 @@ def measure_all(image: np.ndarray | Image.Image) -> Measurements:
         exposure=expo,
         features=features,
         mixed_scales=WORK_SIZE // 2 <= max(gray.shape) < WORK_SIZE,
+        full_scale=max(gray.shape) >= WORK_SIZE,
     )
 
 
