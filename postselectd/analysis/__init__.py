@@ -413,17 +413,16 @@ def _focus(
     )
     directional = measured.sharpness.anisotropy >= MOTION_CLEAR
     sure = MOTION_BLUR_SURE if directional else BLUR_SURE
-    frame = _ramp(p[OUT_OF_FOCUS] + p[MOTION_BLUR], BLUR_DOUBT, sure)
+    blur = p[OUT_OF_FOCUS] + p[MOTION_BLUR]
+    frame = _ramp(blur, BLUR_DOUBT, sure)
     if measured.sharpness.subject >= DETAIL_PRESENT:
         frame /= 2
     if kind == OUT_OF_FOCUS and measured.mixed_scales:
         frame = min(frame, CHECK_AT_MOST)
     if not main:
-        if (
-            measured.full_scale
-            and measured.sharpness.subject < SOFT_DETAIL_BELOW
-            and p[OUT_OF_FOCUS] + p[MOTION_BLUR] >= SOFT_BLUR_FROM
-        ):
+        # A moderate blur at camera size: the head half sees it, the detail confirms it.
+        soft = measured.sharpness.subject < SOFT_DETAIL_BELOW and blur >= SOFT_BLUR_FROM
+        if soft and measured.full_scale:
             frame = max(frame, NAMED_FROM)
         return Finding(kind, round(frame, 3))
     # The sharpest main subject decides: with shallow depth of field one sharp face in a
