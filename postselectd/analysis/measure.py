@@ -172,14 +172,22 @@ class Measurements:
     sharpness: Sharpness
     exposure: Exposure
     features: np.ndarray  # float32, FEATURE_NAMES order
-    # A preview of 512-1023 px is measured at its own size: its "half" scale is the frame
-    # itself and its "quarter" a half or a third of it, so the scale ratios read as no
-    # preview the keeper head learnt from does (models/MODELS.md, keeper head). Previews of
-    # 1024 px and more are halved twice; under 512 px all three scales are the frame, as
-    # for the head's 481 px training photos.
-    mixed_scales: bool = False
-    # Measured at the full working size (a preview of 1024 px or more: every camera's).
-    full_scale: bool = False
+    long_side: int  # px of the grey image measured: WORK_SIZE, or the smaller preview's
+
+    @property
+    def mixed_scales(self) -> bool:
+        """A preview of 512-1023 px is measured at its own size: its "half" scale is the
+        frame itself and its "quarter" a half or a third of it, so the scale ratios read as
+        no preview the keeper head learnt from does (models/MODELS.md, keeper head).
+        Previews of 1024 px and more are halved twice; under 512 px all three scales are
+        the frame, as for the head's 481 px training photos."""
+        return WORK_SIZE // 2 <= self.long_side < WORK_SIZE
+
+    @property
+    def full_scale(self) -> bool:
+        """Measured at the full working size (a preview of 1024 px or more: every
+        camera's)."""
+        return self.long_side >= WORK_SIZE
 
 
 def working_gray(image: np.ndarray | Image.Image, long_side: int = WORK_SIZE) -> np.ndarray:
@@ -237,8 +245,7 @@ def measure_all(image: np.ndarray | Image.Image) -> Measurements:
         sharpness=full,
         exposure=expo,
         features=features,
-        mixed_scales=WORK_SIZE // 2 <= max(gray.shape) < WORK_SIZE,
-        full_scale=max(gray.shape) >= WORK_SIZE,
+        long_side=max(gray.shape),
     )
 
 
