@@ -24,6 +24,7 @@ import pytest
 import yaml
 from conftest import LOG_TIME, ROOT, run_cli, shared_path, without_time
 
+from postselectd.daemon.scheduler import CLOSED_SETTLE_SECONDS
 from postselectd.sidecar import read_sidecar
 from postselectd.state import Journal
 from postselectd.versions import analysis_version
@@ -294,8 +295,8 @@ def test_every_way_a_file_arrives_is_rated_once_and_only_when_complete(
                 time.sleep(0.03)
 
     # 2. A file that keeps growing for several settle times, in several opens (a
-    #    tethering tool appending, pausing less than the 0.25 s recheck after a close);
-    #    not rated until it stops.
+    #    tethering tool appending, pausing less than the recheck after a close); not
+    #    rated until it stops.
     def grower(source: Path, target: Path) -> None:
         data = source.read_bytes()
         step = len(data) // 12
@@ -304,7 +305,7 @@ def test_every_way_a_file_arrives_is_rated_once_and_only_when_complete(
                 f.write(data[i : i + step])
             if sidecar_of(target).exists():
                 seen_early.append(target.name)
-            time.sleep(0.15)
+            time.sleep(CLOSED_SETTLE_SECONDS * 0.6)
 
     writers = [
         threading.Thread(target=card_reader, args=(sample_nefs[0], watch / "CARD_0001.NEF")),
@@ -724,8 +725,10 @@ def test_a_kept_analysis_is_reused_only_if_the_same_models_and_code_made_it(watc
 def test_a_file_changed_within_its_recheck_is_not_rated_from_its_earlier_bytes(
     watching, sample_nefs
 ):
-    # An idle worker starts on a closed file before its 0.25 s recheck is over; the result
-    # has to wait for the recheck, and be dropped because the file changed within it.
+    # An idle worker starts on a closed file before its recheck (CLOSED_SETTLE_SECONDS) is
+    # over; the result has to wait for the recheck, and be dropped because the file changed
+    # within it.
+    settle = CLOSED_SETTLE_SECONDS
     watch, daemon = watching("in")
     data = sample_nefs[8].read_bytes()
     for attempt in range(5):
@@ -737,11 +740,11 @@ def test_a_file_changed_within_its_recheck_is_not_rated_from_its_earlier_bytes(
         with open(target, "ab") as f:
             f.write(b"\0" * 16)
         changed = time.monotonic()
-        # A sidecar of the first bytes would come 0.25 s after the first close; one of
-        # the final bytes not before 0.25 s after the second.
-        time.sleep(0.22)
+        # A sidecar of the first bytes would come `settle` after the first close; one of
+        # the final bytes not before `settle` after the second.
+        time.sleep(settle - 0.03)
         early = sidecar_of(target).exists()
-        if changed - closed < 0.2 and time.monotonic() - changed < 0.245:
+        if changed - closed < settle - 0.05 and time.monotonic() - changed < settle - 0.005:
             break
     else:
         pytest.skip("the machine is too loaded to change a file within its recheck")

@@ -30,12 +30,15 @@ from postselectd.workers import TASK_TIMEOUT_SECONDS, WorkerDied, WorkerPool
 
 log = logging.getLogger(__name__)
 
-# A file whose writer's close (or final rename) was seen only needs a short recheck.
-CLOSED_SETTLE_SECONDS = 0.25
+# A file whose writer's close (or final rename) was seen only needs a short recheck: long
+# enough for a writer that closes and reopens at once (preallocate, then fill; a tethering
+# tool appending) to be seen changing, short enough that close -> sidecar stays near
+# 0.2 s. A change after the recheck is a new arrival: the file is rated again.
+CLOSED_SETTLE_SECONDS = 0.2
 # An idle worker starts on a file this long before its quiet time is over; the result
 # waits for the end of the quiet time, and is dropped if the file changed meanwhile. The
 # analysis (~0.1 s) then overlaps the recheck instead of following it: close -> sidecar
-# in ~0.27 s instead of ~0.36 s (bench/latency.py).
+# in ~0.2 s instead of ~0.3 s (bench/latency.py).
 EARLY_START_SECONDS = CLOSED_SETTLE_SECONDS
 RAW_RATED_INSTEAD = "a raw of the same name is rated instead"
 
