@@ -24,6 +24,7 @@ on the same held-out frames are reported beside: it cannot know the taste.
     python bench/eval_personal.py ../shared/eval --timing 1000   # + `postselectd train` times
     python bench/eval_personal.py ../shared/eval --draws 20      # held-out draws (~2 min)
     python bench/eval_personal.py ../shared/eval --draws 20 --why  # and what each lost
+    python bench/eval_personal.py ../shared/eval --draws 20 --levers  # what precision needs
 
 Writes into --work (default /tmp/postselectd-eval-personal); features are cached there, so a
 second run takes seconds. --timing N makes N distinct rated frames (more crops per photo),
@@ -35,6 +36,13 @@ shoots held out, exactly as the model card does it (train.split_held_out, train.
 the held-out recall with its interval, precision and the "as rated" numbers of each, and
 how many draws reach recall >= 0.95 and precision >= 0.80 (issue #15 asks for 18 of 20
 and all 20).
+
+--levers (with --draws): what the precision goal needs. For each taste, in how many draws
+precision would reach 0.80 had the model not kept one kind of reject (by what the frames
+show: "landscape blurred", "people sharp, no face found", ...), or the two or three kinds
+it keeps most, with its own threshold and with one set on the held-out frames themselves (the
+lowest that keeps 95% of their selects: what a perfect threshold could do with this
+ranking).
 """
 
 from __future__ import annotations
@@ -60,6 +68,7 @@ from PIL import Image, ImageFilter  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from postselectd.analysis.personal import TASTE_FEATURES  # noqa: E402
 from postselectd.config import Config  # noqa: E402
 from postselectd.ratings_sources import SELECT  # noqa: E402
 from postselectd.train import (  # noqa: E402
@@ -340,10 +349,16 @@ DRAW_SEED_STEP = 7919  # draw d holds out split_held_out(data, SEED + DRAW_SEED_
 
 
 def held_out_draws(
-    folder: Path, config: Config, workers: int, draws: int, items: list[dict] | None = None
+    folder: Path,
+    config: Config,
+    workers: int,
+    draws: int,
+    items: list[dict] | None = None,
+    levers: bool = False,
 ) -> dict:
     """The model card's procedure on ``draws`` random ~30% shoot splits. With ``items``
-    (the frames' manifest), each draw also says why (``why_of_draw``)."""
+    (the frames' manifest), each draw also says why (``why_of_draw``) and, with
+    ``levers``, what its precision needs (``levers_of_draw``)."""
     started = time.perf_counter()
     verdicts, _ = find_rated([folder], config)
     frames, counts = extract_all(verdicts, config, workers=workers)
@@ -356,7 +371,12 @@ def held_out_draws(
         rows.append(evaluate(data, test, config.train, config.rating))
         if items:
             shown = [truth[str(f.path)] for f, held in zip(frames, test, strict=True) if held]
-            rows[-1]["why"] = why_of_draw(scores(data, test, config), data.y[test], shown)
+            s = scores(data, test, config)
+            rows[-1]["why"] = why_of_draw(s, data.y[test], shown)
+            if levers:
+                faces = data.X[test, TASTE_FEATURES.index("faces")]
+                rows[-1]["kinds"] = [kind_of(item, n) for item, n in zip(shown, faces, strict=True)]
+                rows[-1]["levers"] = {"p": s["p"], "kept": s["kept"], "y": data.y[test]}
     recall_ok = sum(r["recall"] >= config.train.target_recall for r in rows)
     precision_ok = sum(r["precision"] >= 0.80 for r in rows)
     return {
@@ -384,6 +404,46 @@ def why_of_draw(s: dict[str, np.ndarray], y: np.ndarray, shown: list[dict]) -> d
             kind = f"{item['subject']} {item['state']}"
             kept[kind] = kept.get(kind, 0) + 1
     return {"missed": missed, "kept_rejects": kept}
+
+
+def kind_of(item: dict, faces: float) -> str:
+    """What a frame shows, as --levers groups the rejects: subject and state, and for a
+    sharp photo of people whether the analysis found a face in it."""
+    kind = f"{item['subject']} {item['state']}"
+    if item["subject"] == "people" and item["state"] == "sharp" and faces == 0:
+        kind += ", no face found"
+    return kind
+
+
+def held_out_threshold(p: np.ndarray, y: np.ndarray, recall: float = 0.95) -> float:
+    """The highest threshold that keeps ``recall`` of the held-out selects themselves."""
+    selects = np.sort(p[y == 1])
+    return float(selects[int(np.floor((1.0 - recall) * len(selects) + 1e-9))])
+
+
+def levers(draws: list[dict]) -> list[tuple[str, int, int]]:
+    """(reject kinds left out, draws with precision >= 0.80 at the model's threshold, at
+    the held-out one): nothing left out, each kind the model kept in some draw, and the two
+    and three it kept most."""
+    counts: dict[str, int] = {}
+    for m in draws:
+        lv = m["levers"]
+        for kind, keeps, y in zip(m["kinds"], lv["kept"], lv["y"], strict=True):
+            if keeps and not y:
+                counts[kind] = counts.get(kind, 0) + 1
+    ranked = sorted(counts, key=lambda k: -counts[k])
+    options = [()] + [(k,) for k in ranked] + [tuple(ranked[:n]) for n in (2, 3) if n < len(ranked)]
+    out = []
+    for left_out in options:
+        ok = [0, 0]
+        for m in draws:
+            lv = m["levers"]
+            counted = ~np.isin(m["kinds"], left_out) | (lv["y"] == 1)
+            for n, kept in enumerate((lv["kept"], lv["p"] >= held_out_threshold(lv["p"], lv["y"]))):
+                _, precision = recall_precision(kept[counted], lv["y"][counted])
+                ok[n] += precision >= 0.80
+        out.append((" + ".join(left_out) or "-", ok[0], ok[1]))
+    return out
 
 
 def print_draws(results: dict, config: Config, respect: str) -> None:
@@ -427,6 +487,13 @@ def print_draws(results: dict, config: Config, respect: str) -> None:
             f"{sorted({r for m in draws for r in m['overruled_reasons']}) or 'none'} "
             f"({result['images']} frames, {result['selects']} selects; {result['seconds']} s)"
         )
+        if draws and "levers" in draws[0]:
+            print(
+                f"{'':<11}draws with precision >= 0.80 had the model not kept these rejects "
+                "(its threshold / one set on the held-out frames, keeping 95% of their selects):"
+            )
+            for left_out, at_model, at_held_out in levers(draws):
+                print(f"{'':<13}{left_out:<64}{at_model:>4} / {at_held_out:>2} of {len(draws)}")
 
 
 def timing(work: Path, eval_dir: Path, frames_wanted: int, workers: int) -> dict:
@@ -508,6 +575,12 @@ def main() -> int:
         "rejects it kept (by what they show)",
     )
     parser.add_argument(
+        "--levers",
+        action="store_true",
+        help="with --draws: in how many draws precision would reach 0.80 without each kind "
+        "of reject the model keeps, and with a threshold set on the held-out frames",
+    )
+    parser.add_argument(
         "--respect-reasons",
         choices=("auto", "true", "false"),
         default="auto",
@@ -527,9 +600,17 @@ def main() -> int:
         for taste in ("people", "landscapes"):
             folder = rated_copy(args.work, items, 3, taste)
             results[taste] = held_out_draws(
-                folder, config, args.workers, args.draws, items if args.why else None
+                folder,
+                config,
+                args.workers,
+                args.draws,
+                items if args.why or args.levers else None,
+                args.levers,
             )
         print_draws(results, config, args.respect_reasons)
+        for result in results.values():
+            for m in result["draws"]:
+                m.pop("levers", None)  # arrays: what the summary above was made from
         if args.json:
             args.json.write_text(json.dumps(results, indent=2))
         return 0
