@@ -253,7 +253,7 @@ def lower_priority() -> list[str]:
 def correction_frames(journal: Journal, config: Config) -> tuple[list, int]:
     """The corrected photos as training frames, from the analyses the journal keeps (no
     photo is read); and how many have no kept analysis (analysed by an older version)."""
-    from postselectd.analysis.personal import taste_features
+    from postselectd.analysis.personal import taste_features, upgrade_taste
     from postselectd.stages import RecordError, scored_from_record
     from postselectd.train import Frame
 
@@ -284,13 +284,14 @@ def correction_frames(journal: Journal, config: Config) -> tuple[list, int]:
                 or analysis.reasons,
                 analysis.faces,
                 max(scored.preview_size),
+                analysis.person_score,
             )
         embedding = np.asarray(analysis.embedding, np.float32)
         frames.append(
             Frame(
                 path=path,
                 verdict=Verdict(path, verdict, CORRECTION, why),
-                taste=np.asarray(taste, np.float32),
+                taste=upgrade_taste(taste),
                 embedding=embedding,
                 mirrored=embedding,  # the daemon does not analyse a mirrored preview
                 capture_day=(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -20,9 +21,11 @@ from postselectd.analysis.personal import (
     taste_reasons,
 )
 from postselectd.config import AnalysisConfig, Config, RatingPolicy, parse_config
+from postselectd.ratings_sources import SELECT, Verdict
 from postselectd.train import (
     KEEPER,
     Dataset,
+    Frame,
     build_dataset,
     default_keeps,
     fit,
@@ -149,6 +152,87 @@ def test_head_learns_a_taste_and_its_onnx_file_says_the_same(tmp_path: Path):
     import onnx  # the test extra installs it
 
     onnx.checker.check_model(onnx.load(str(path)), full_check=True)
+
+
+PERSON = TASTE_FEATURES.index("person")
+FACES = TASTE_FEATURES.index("faces")
+
+
+@pytest.mark.parametrize(
+    ("photo", "face", "low", "high"),
+    [
+        ("170057.png", False, 1.0, 1.0),  # soldiers seen from behind: no face found
+        ("285079.png", False, 0.5, 1.0),  # a firefighter under a helmet
+        ("kodim04.png", True, 1.0, 1.0),  # a woman in a hat, her face found
+        ("Dune.jpg", False, 0.0, 0.0),  # a dune landscape
+        ("kodim13.png", False, 0.0, 0.0),  # a mountain river
+    ],
+)
+def test_a_person_is_in_the_frame_with_or_without_a_face_found(photo, face, low, high):
+    # The backbone's own ImageNet classes of clothing say "a person" where the face search
+    # finds no face, so a photographer's taste for people reaches those photos too.
+    image = Image.open(shared_path("eval", "natural", photo)).convert("RGB")
+    analysis = Analyzer(AnalysisConfig()).analyze(image)
+    assert bool(analysis.faces) == face
+    assert low <= analysis.taste[PERSON] <= high
+    assert (analysis.person_score > 0.05) == (high > 0)
+
+
+def test_the_person_feature_is_shrunk_less_than_the_others(monkeypatch):
+    # Only "a person is in the frame" tells selects from rejects here; the head gives it
+    # more weight than it would as one feature among many.
+    data = synthetic(seed=3)
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal(data.X.shape).astype(np.float32)
+    X[:, PERSON] = data.y + rng.normal(0, 0.7, len(data.y))
+    E = np.abs(rng.standard_normal(data.E.shape)).astype(np.float32)
+    shrunk = fit_head(X, E, data.y, data.weight, 100.0)
+    monkeypatch.setattr(importlib.import_module("postselectd.train.fit"), "PERSON_SHRINK", 1.0)
+    plain = fit_head(X, E, data.y, data.weight, 100.0)
+    assert shrunk.w[PERSON] > 1.5 * plain.w[PERSON] > 0
+
+
+def test_a_model_made_before_the_person_feature_still_rates(tmp_path: Path, monkeypatch):
+    # A photographer's model from the version before `person` reads its own features by
+    # name; one that names a feature this version does not compute is refused.
+    data = synthetic(seed=4)
+    old = TASTE_FEATURES[:-1]
+    assert TASTE_FEATURES[-1] == "person"
+    head = fit_head(data.X[:, :-1], data.E, data.y, data.weight, 10.0)
+    monkeypatch.setattr("postselectd.train.model.TASTE_FEATURES", old)
+    write_model(head, {"images": len(data)}, tmp_path / "old")
+    loaded = PersonalHead(tmp_path / "old")
+    ours = [loaded.select_probability(x, e) for x, e in zip(data.X[:20], data.E[:20], strict=True)]
+    np.testing.assert_allclose(ours, head.proba(data.X[:20, :-1], data.E[:20]), atol=2e-5)
+    monkeypatch.setattr("postselectd.train.model.TASTE_FEATURES", (*old, "sky"))
+    write_model(fit_head(data.X, data.E, data.y, data.weight, 10.0), {}, tmp_path / "new")
+    with pytest.raises(ModelError, match="made by another version of postselectd, reads sky"):
+        PersonalHead(tmp_path / "new")
+
+
+def test_frames_kept_before_the_person_feature_read_a_found_face_as_a_person(tmp_path: Path):
+    from postselectd.train import save_frames
+
+    frames = []
+    for n, faces in enumerate((0, 2)):
+        taste = np.zeros(len(TASTE_FEATURES) - 1, np.float32)
+        taste[FACES] = faces
+        path = tmp_path / f"DSC_{n}.NEF"
+        frames.append(
+            Frame(
+                path=path,
+                verdict=Verdict(path, SELECT, "XMP sidecar", "4 stars"),
+                taste=taste,
+                embedding=np.ones(1280, np.float32),
+                mirrored=np.ones(1280, np.float32),
+                capture_day="",
+            )
+        )
+    save_frames(frames, tmp_path / "personal-20261101-120000.onnx")
+    loaded = load_frames(tmp_path / "personal-20261101-120000.onnx")
+    assert [f.taste.shape for f in loaded] == [(len(TASTE_FEATURES),)] * 2
+    assert [float(f.taste[PERSON]) for f in loaded] == [0.0, 1.0]
+    assert all((f.taste[:-1] == g.taste).all() for f, g in zip(loaded, frames, strict=True))
 
 
 def test_a_correction_weighs_more_than_an_ordinary_rating():

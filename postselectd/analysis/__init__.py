@@ -30,6 +30,7 @@ from postselectd.analysis.measure import Exposure, Sharpness
 from postselectd.analysis.personal import (
     PersonalHead,
     on_policy_scale,
+    person_score,
     taste_features,
     taste_reasons,
 )
@@ -185,6 +186,8 @@ class Analysis:
     # What the personal model reads (personal.TASTE_FEATURES), from the shipped analysis
     # before a personal model overrules anything: the daemon learns from it (learn.py).
     taste: np.ndarray | None = field(default=None, repr=False, compare=False)
+    # How sure the backbone is that the frame shows what people wear (personal.person_score).
+    person_score: float = 0.0
 
 
 class Analyzer:
@@ -195,7 +198,10 @@ class Analyzer:
         providers = choose_providers(config.providers)
         directory = models_dir()
         self.backbone = OnnxModel(
-            directory / "efficientnet_lite0.onnx", config.threads, providers, outputs=("embedding",)
+            directory / "efficientnet_lite0.onnx",
+            config.threads,
+            providers,
+            outputs=("embedding", "logits"),
         )
         self.head = KeeperHead(directory / "keeper_head.onnx", config.threads, providers)
         self.faces = FaceAnalyzer(directory, config.threads, providers)
@@ -243,9 +249,9 @@ class Analyzer:
         # The face search's halvings of the picture; the backbone reads from them too.
         pyramid = Pyramid(picture)
         halvings = [level for level, _ in pyramid.levels[1:]]
-        embedding = self.backbone.run(self.backbone.prepare(picture, halvings)[None])
-        embedding = embedding["embedding"][0]
-        embedding = embedding.astype(np.float32)
+        backbone = self.backbone.run(self.backbone.prepare(picture, halvings)[None])
+        embedding = backbone["embedding"][0].astype(np.float32)
+        garments = person_score(backbone["logits"][0])
         timed("backbone", start)
         start = time.perf_counter()
         probabilities = self.head.classify(measured.features, embedding)
@@ -268,6 +274,7 @@ class Analyzer:
             tuple(f for f in findings if f.reason in reasons),
             faces,
             max(picture.size),
+            garments,
         )
         if self.personal is not None:
             start = time.perf_counter()
@@ -294,6 +301,7 @@ class Analyzer:
             faces=faces,
             measurements=measured.features,
             taste=taste,
+            person_score=round(garments, 4),
         )
 
 

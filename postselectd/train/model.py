@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from postselectd.analysis.personal import TASTE_FEATURES
+from postselectd.analysis.personal import TASTE_FEATURES, upgrade_taste
 from postselectd.config import RatingPolicy, TrainConfig
 from postselectd.onnx_export import Graph, model_bytes
 from postselectd.ratings_sources import CORRECTION, Verdict
@@ -133,7 +133,7 @@ def load_frames(model_path: Path) -> list[Frame]:
             Frame(
                 path=Path(str(path)),
                 verdict=Verdict(Path(str(path)), str(verdict), str(source), str(why)),
-                taste=np.asarray(data["taste"][i], np.float32),
+                taste=upgrade_taste(data["taste"][i]),
                 embedding=np.asarray(data["embedding"][i], np.float32),
                 mirrored=np.asarray(data["mirrored"][i], np.float32),
                 capture_day=str(day),
