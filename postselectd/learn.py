@@ -253,7 +253,7 @@ def lower_priority() -> list[str]:
 def correction_frames(journal: Journal, config: Config) -> tuple[list, int]:
     """The corrected photos as training frames, from the analyses the journal keeps (no
     photo is read); and how many have no kept analysis (analysed by an older version)."""
-    from postselectd.analysis.personal import taste_features, upgrade_taste
+    from postselectd.analysis.personal import taste_features
     from postselectd.stages import RecordError, scored_from_record
     from postselectd.train import Frame
 
@@ -291,7 +291,7 @@ def correction_frames(journal: Journal, config: Config) -> tuple[list, int]:
             Frame(
                 path=path,
                 verdict=Verdict(path, verdict, CORRECTION, why),
-                taste=upgrade_taste(taste),
+                taste=np.asarray(taste, np.float32),
                 embedding=embedding,
                 mirrored=embedding,  # the daemon does not analyse a mirrored preview
                 capture_day=(

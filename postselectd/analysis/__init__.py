@@ -26,7 +26,7 @@ from postselectd.analysis.faces import (
     FaceAnalyzer,
     Pyramid,
 )
-from postselectd.analysis.measure import Exposure, Sharpness
+from postselectd.analysis.measure import Exposure, Sharpness, ramp
 from postselectd.analysis.personal import (
     PersonalHead,
     on_policy_scale,
@@ -305,11 +305,6 @@ class Analyzer:
         )
 
 
-def _ramp(value: float, nothing: float, sure: float) -> float:
-    """0 at ``nothing``, 1 at ``sure`` (either way round), linear between."""
-    return float(min(1.0, max(0.0, (value - nothing) / (sure - nothing))))
-
-
 def named(findings: tuple[Finding, ...]) -> tuple[str, ...]:
     return tuple(f.reason for f in findings if f.confidence >= NAMED_FROM)
 
@@ -389,13 +384,13 @@ def _blink_evidence(face: Face) -> float | None:
     ):
         return None  # the model read one eye only: one eye alone is no blink
     # No eye-state model: the lid gap.
-    seen = _ramp(face.size, EYES_JUDGED_FROM, EYES_JUDGED_FULL)
+    seen = ramp(face.size, EYES_JUDGED_FROM, EYES_JUDGED_FULL)
     if seen <= 0:
         return None
     limit = EYES_CLOSED_BELOW_LOOKING_DOWN if face.looking_down else EYES_CLOSED_BELOW
     openness = _lid_gap(face)
     sure = EYES_SHUT_SURE * limit / EYES_CLOSED_BELOW
-    return _ramp(openness, limit, sure) * seen
+    return ramp(openness, limit, sure) * seen
 
 
 def _lid_gap(face: Face) -> float | None:
@@ -422,7 +417,7 @@ def _focus(
     directional = measured.sharpness.anisotropy >= MOTION_CLEAR
     sure = MOTION_BLUR_SURE if directional else BLUR_SURE
     blur = p[OUT_OF_FOCUS] + p[MOTION_BLUR]
-    frame = _ramp(blur, BLUR_DOUBT, sure)
+    frame = ramp(blur, BLUR_DOUBT, sure)
     if measured.sharpness.subject >= DETAIL_PRESENT:
         frame /= 2
     if kind == OUT_OF_FOCUS and measured.mixed_scales:
@@ -443,7 +438,7 @@ def _focus(
         return None
     # A soft face: its own detail says how sure (a small face says little), and a frame the
     # head finds blurred too confirms it (eval/blur-0010: motion streaks, face detail 0.44).
-    confidence = _ramp(face.face_sharpness, FACE_SOFT_BELOW, FACE_BLUR_SURE) * _ramp(
+    confidence = ramp(face.face_sharpness, FACE_SOFT_BELOW, FACE_BLUR_SURE) * ramp(
         face.size, FACE_JUDGED_FROM, FACE_JUDGED_FULL
     )
     if any(
@@ -464,13 +459,13 @@ def _exposure(
 ) -> Finding | None:
     features = dict(zip(measure.FEATURE_NAMES, measured.features.tolist(), strict=True))
     blown_face, face_luma = _faces_light(main, image)
-    over = _ramp(p[OVEREXPOSED], EXPOSURE_DOUBT, EXPOSURE_SURE)
+    over = ramp(p[OVEREXPOSED], EXPOSURE_DOUBT, EXPOSURE_SURE)
     if features["clipped_highlights"] < LOST_HIGHLIGHTS:
         over /= 2
     if features["clipped_highlights"] < BLOWN:
         over = min(over, EXPOSURE_CHECK_MOST)
-    over = max(over, _ramp(blown_face, FACE_BLOWN_DOUBT, FACE_BLOWN_SURE))
-    under = _ramp(p[UNDEREXPOSED], EXPOSURE_DOUBT, EXPOSURE_SURE)
+    over = max(over, ramp(blown_face, FACE_BLOWN_DOUBT, FACE_BLOWN_SURE))
+    under = ramp(p[UNDEREXPOSED], EXPOSURE_DOUBT, EXPOSURE_SURE)
     if (
         features["luma_p99"] < UNDER_P99_BELOW
         and UNDER_P50[0] <= features["luma_p50"] <= UNDER_P50[1]
@@ -478,7 +473,7 @@ def _exposure(
         under = max(under, EXPOSURE_CHECK_MOST)
     if under > 0:
         brightest = _brightest_colours(image)
-        under = max(min(under, EXPOSURE_CHECK_MOST), _ramp(brightest, NEARLY_BLACK, BLACK))
+        under = max(min(under, EXPOSURE_CHECK_MOST), ramp(brightest, NEARLY_BLACK, BLACK))
         if face_luma is not None and face_luma >= LIT_FACE:
             under /= 2
     if over > 0 and under > 0:

@@ -36,6 +36,11 @@ class Exposure:
     median_luminance: float
 
 
+def ramp(value: float, nothing: float, sure: float) -> float:
+    """0 at ``nothing``, 1 at ``sure`` (either way round), linear between."""
+    return float(min(1.0, max(0.0, (value - nothing) / (sure - nothing))))
+
+
 def as_picture(image: np.ndarray | Image.Image) -> Image.Image:
     """The preview as the Pillow image every stage resamples from: a Pillow image as it is
     (the pipeline's, decoded once), an H x W x 3 uint8 array copied into one (~1 ms)."""

@@ -90,8 +90,7 @@ def person_presence(faces: tuple[Face, ...], score: float) -> float:
     ``person_score``) from 0 at PERSON_NOTHING to 1 at PERSON_SURE on a log scale."""
     if faces:
         return 1.0
-    low, high = math.log(PERSON_NOTHING), math.log(PERSON_SURE)
-    return float(min(1.0, max(0.0, (math.log(max(score, 1e-9)) - low) / (high - low))))
+    return measure.ramp(math.log(max(score, 1e-9)), math.log(PERSON_NOTHING), math.log(PERSON_SURE))
 
 
 def upgrade_taste(taste: np.ndarray) -> np.ndarray:
