@@ -358,7 +358,7 @@ def held_out_draws(
 ) -> dict:
     """The model card's procedure on ``draws`` random ~30% shoot splits. With ``items``
     (the frames' manifest), each draw also says why (``why_of_draw``) and, with
-    ``levers``, what its precision needs (``levers_of_draw``)."""
+    ``levers``, keeps what ``levers`` reads (what each frame shows, P, kept)."""
     started = time.perf_counter()
     verdicts, _ = find_rated([folder], config)
     frames, counts = extract_all(verdicts, config, workers=workers)
