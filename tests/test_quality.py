@@ -94,6 +94,39 @@ def test_out_of_focus_on_a_preview_of_512_to_1023_px_asks_for_a_check_only(analy
     assert sure(moved, "motion blur") >= 0.75
 
 
+def test_out_of_focus_in_a_frame_of_narrow_tonal_range_asks_for_a_check_only(analyzer):
+    """Fog and dusk lower the detail the head reads for focus with the square of the
+    contrast: a misty blue-hour lake (eval/natural, a keeper) was rejected as out of focus.
+    In a frame whose tones span less than DIM_RANGE "out of focus" is a check; the same
+    defocused frame is rejected at its own contrast and checked with its tones squeezed,
+    so it is the range, not the photo, that decides."""
+    from postselectd.analysis import CHECK_AT_MOST, DIM_RANGE
+    from postselectd.config import RatingPolicy
+    from postselectd.rating import rate
+
+    def checked_for_focus(analysis) -> None:
+        assert 0.45 <= sure(analysis, "out of focus") <= CHECK_AT_MOST
+        rating = rate(analysis.keeper_probability, analysis.findings, RatingPolicy())
+        assert not rating.reasons and "focus" in rating.checks
+
+    dusk = load_preview(shared_path("eval", "natural", "DarkestHour_2560x1600.jpg")).picture
+    measured = measure.measure_all(dusk)
+    assert measured.full_scale and measured.tonal_range < DIM_RANGE
+    checked_for_focus(analyzer.analyze(dusk))
+
+    defocused = load_preview(shared_path("eval", "blur", "blur-0001.jpg")).picture
+    assert measure.measure_all(defocused).tonal_range >= DIM_RANGE
+    assert sure(analyzer.analyze(defocused), "out of focus") >= 0.75
+    tones = np.asarray(defocused, np.float32)
+    squeezed = Image.fromarray((70 + tones * 0.4 + 0.5).astype(np.uint8))
+    assert measure.measure_all(squeezed).tonal_range < DIM_RANGE
+    checked_for_focus(analyzer.analyze(squeezed))
+    # Motion blur keeps its reject: its direction does not depend on the contrast.
+    moved = load_preview(shared_path("eval", "blur", "blur-0002.jpg")).picture
+    squeezed = Image.fromarray((70 + np.asarray(moved, np.float32) * 0.4 + 0.5).astype(np.uint8))
+    assert sure(analyzer.analyze(squeezed), "motion blur") >= 0.75
+
+
 def test_a_moderate_blur_at_camera_size_asks_for_a_check(analyzer):
     """A landscape at a camera's 1620 px, blurred as a lens does by ~15 px of a 24 MP
     frame, with a camera's noise and JPEG (models/train_default.py's degradations): the

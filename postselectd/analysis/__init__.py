@@ -88,6 +88,17 @@ MOTION_DIRECTIONALITY = 0.55
 # Motion blur keeps its reject: its kind is the direction of the lost detail, measured at
 # the frame's own size, and the one real motion-blurred frame of that size (eval/blur-0010,
 # 800 px) needs it.
+# Out of focus needs contrast to be read from: the detail the head reads (Laplacian
+# variance) falls with the square of the tonal range, so a frame whose tones span less
+# than DIM_RANGE (luma p99 - p01: fog, blue hour, a dim scene) reads as soft however well
+# it is focused, while defocus keeps the frame's tones and loses only its detail. There
+# "out of focus" from the frame alone asks for a check at most (CHECK_AT_MOST), as on a
+# mixed-scale preview; motion blur, whose kind is the direction of the lost detail, keeps
+# its reject. Measured: of bench/eval_trust.py's 583 known-good photos, the 39 under 0.55
+# hold one rejected for focus (a misty blue-hour lake, eval/natural DarkestHour, 0.46; now
+# a check) and one checked; eval/blur's real blurred frames span 0.63-0.93, and
+# bench/eval_sizes.py's lens-blurred and shaken copies are flagged as before.
+DIM_RANGE = 0.55
 # Focus of people: the face's own detail at 48 px (eval/faceblur: sharp >= 0.49, blurred
 # <= 0.48), sure from FACE_BLUR_SURE down; a face narrower than FACE_JUDGED_FROM px tells
 # nothing, fully judged from FACE_JUDGED_FULL px.
@@ -420,7 +431,7 @@ def _focus(
     frame = ramp(blur, BLUR_DOUBT, sure)
     if measured.sharpness.subject >= DETAIL_PRESENT:
         frame /= 2
-    if kind == OUT_OF_FOCUS and measured.mixed_scales:
+    if kind == OUT_OF_FOCUS and (measured.mixed_scales or measured.tonal_range < DIM_RANGE):
         frame = min(frame, CHECK_AT_MOST)
     if not main:
         # A moderate blur at camera size: the head half sees it, the detail confirms it.

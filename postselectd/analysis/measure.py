@@ -194,6 +194,13 @@ class Measurements:
         camera's)."""
         return self.long_side >= WORK_SIZE
 
+    @property
+    def tonal_range(self) -> float:
+        """How far the frame's tones spread: luma p99 - p01, 0..1 of full scale."""
+        high = self.features[FEATURE_NAMES.index("luma_p99")]
+        low = self.features[FEATURE_NAMES.index("luma_p01")]
+        return float(high - low)
+
 
 def working_gray(image: np.ndarray | Image.Image, long_side: int = WORK_SIZE) -> np.ndarray:
     """Rec. 601 luma with the long side at ``long_side`` px, float32 (Pillow: 3x faster
