@@ -500,6 +500,35 @@ def test_histogram_percentiles_are_numpys_on_quarter_grey_levels():
     assert measure.percentiles(other, qs) == [float(v) for v in np.percentile(other, qs)]
 
 
+def test_a_soft_face_the_detector_is_unsure_of_asks_for_a_check_unless_the_frame_is_blurred():
+    """A bokeh patch beside a ring, taken for a face at 0.30 and soft, rejected a sharp
+    macro as out of focus (bench/eval_trust.py, NEF column). A soft face decides the
+    reject only from a sure detection; an unsure one asks for a check, unless the head
+    sees the blur in the whole frame too."""
+    from postselectd.analysis import CHECK_AT_MOST, FACE_FOCUS_MIN_SCORE
+    from postselectd.config import RatingPolicy
+    from postselectd.rating import rate
+
+    patch = a_face(box=(15, 37, 431, 520), score=0.30, size=431, face_sharpness=0.29)
+    # Tones from black to white: a frame's contrast, in which the head's blur can reject.
+    image = np.repeat(np.linspace(0, 255, 1620).astype(np.uint8)[None, :, None], 1080, 0)
+    image = np.repeat(image, 3, 2)
+    measured = measure.measure_all(image)
+    sharp_frame = head_said(0.87, 0.02, 0.01, 0.00, 0.10)
+    blurred_frame = head_said(0.05, 0.90, 0.05, 0.00, 0.00)
+
+    def focus(probabilities: dict[str, float], face: Face) -> float:
+        _, findings = judge(dict(probabilities), measured, (face,), image)
+        return max((f.confidence for f in findings if f.reason in BLUR), default=0.0)
+
+    assert 0.45 <= focus(sharp_frame, patch) <= CHECK_AT_MOST
+    _, findings = judge(dict(sharp_frame), measured, (patch,), image)
+    rating = rate(0.87, findings, RatingPolicy())
+    assert rating.stars > 1 and not rating.reasons and rating.checks == ("focus",)
+    assert focus(sharp_frame, replace(patch, score=FACE_FOCUS_MIN_SCORE)) >= 0.75
+    assert focus(blurred_frame, patch) >= 0.75
+
+
 def test_a_soft_main_face_with_another_face_sharp_asks_for_a_check():
     """A passer-by blurred in front of a sharp huddle (or focus behind the subject): the
     photographer tells which at a glance, so a check, not the reject; a soft face alone,
