@@ -25,6 +25,7 @@ on the same held-out frames are reported beside: it cannot know the taste.
     python bench/eval_personal.py ../shared/eval --draws 20      # held-out draws (~2 min)
     python bench/eval_personal.py ../shared/eval --draws 20 --why  # and what each lost
     python bench/eval_personal.py ../shared/eval --draws 20 --levers  # what precision needs
+    python bench/eval_personal.py ../shared/eval --draws 20 --trust ../data/trust  # more photos
 
 Writes into --work (default /tmp/postselectd-eval-personal); features are cached there, so a
 second run takes seconds. --timing N makes N distinct rated frames (more crops per photo),
@@ -43,6 +44,10 @@ show: "landscape blurred", "people sharp, no face found", ...), or the two or th
 it keeps most, with its own threshold and with one set on the held-out frames themselves (the
 lowest that keeps 95% of their selects: what a perfect threshold could do with this
 ranking).
+
+--trust DIR (bench/trust/fetch_trust.py's known-good photos, ~5 min the first time): their
+landscapes without people and their photos of people as more source photos, dealt into 48
+shoots (in --work's default + "-trust"): how the numbers move with 3.5 times the photos.
 """
 
 from __future__ import annotations
@@ -101,6 +106,7 @@ LANDSCAPES = """102061 126007 14037 143090 147091 167083 182053 219090 241004 24
 EveningGlow_2560x1600 Path_2560x1600 Storm aitzgorri_by_Aitzol_Berasategi kodim13 kodim16
 kodim21 kodim22 summer_1am_2560x1600 sunset_by_Aitzol_Berasategi""".split()
 MAX_SIDE = 1600
+WORK = Path("/tmp/postselectd-eval-personal")
 
 
 def rows(folder: Path) -> list[dict]:
@@ -108,7 +114,16 @@ def rows(folder: Path) -> list[dict]:
         return list(csv.DictReader(f, delimiter="\t"))
 
 
-def sources(eval_dir: Path) -> list[dict]:
+# bench/trust's known-good photos (--trust): its landscapes without people, and its
+# photos of people as the subject; a photo also in eval/natural is left out.
+TRUST_LANDSCAPES = {"landscape", "water", "fog"}
+TRUST_PEOPLE = {
+    "portrait close-up", "environmental portrait", "couple", "group 5+", "children",
+    "event/stage", "sport/action",
+}  # fmt: skip
+
+
+def sources(eval_dir: Path, trust: Path | None = None) -> list[dict]:
     """(path, subject: people/landscape, kind: scene/face/closed/blurred-face)."""
     out = []
     for path in sorted((eval_dir / "natural").iterdir()):
@@ -132,6 +147,18 @@ def sources(eval_dir: Path) -> list[dict]:
             out.append(
                 {"path": eval_dir / "eyes-face" / r["file"], "subject": "people", "kind": "closed"}
             )
+    if trust is not None:
+        natural = {path.stem for path in (eval_dir / "natural").iterdir()}
+        for r in rows(trust):
+            if r["file"].split("-", 2)[-1].rsplit(".", 1)[0] in natural:
+                continue
+            if r["people"] == "no" and r["category"] in TRUST_LANDSCAPES:
+                subject = "landscape"
+            elif r["people"] == "yes" and r["category"] in TRUST_PEOPLE:
+                subject = "people"
+            else:
+                continue
+            out.append({"path": trust / r["file"], "subject": subject, "kind": "scene"})
     return out
 
 
@@ -180,7 +207,9 @@ def frames_of(source: dict, sharp: int, rng: np.random.Generator) -> list[tuple[
     return out
 
 
-def build_frames(eval_dir: Path, work: Path, sharp: int, shoots: int) -> list[dict]:
+def build_frames(
+    eval_dir: Path, work: Path, sharp: int, shoots: int, trust: Path | None = None
+) -> list[dict]:
     """The frames as JPEGs in work/frames-N/shoot-XX/, with what each shows (cached)."""
     folder = work / f"frames-{sharp}"
     manifest = folder / "manifest.json"
@@ -189,7 +218,7 @@ def build_frames(eval_dir: Path, work: Path, sharp: int, shoots: int) -> list[di
     if folder.exists():
         shutil.rmtree(folder)
     rng = np.random.default_rng(SEED)
-    listed = sources(eval_dir)
+    listed = sources(eval_dir, trust)
     shoot_of = rng.integers(0, shoots, len(listed))
     items = []
     for index, (source, shoot) in enumerate(zip(listed, shoot_of, strict=True)):
@@ -550,8 +579,16 @@ def timing(work: Path, eval_dir: Path, frames_wanted: int, workers: int) -> dict
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("eval_dir", type=Path, nargs="?", default=ROOT.parent / "shared" / "eval")
-    parser.add_argument("--work", type=Path, default=Path("/tmp/postselectd-eval-personal"))
-    parser.add_argument("--shoots", type=int, default=24)
+    parser.add_argument("--work", type=Path, default=None, help=f"(default: {WORK})")
+    parser.add_argument("--shoots", type=int, default=None, help="(default: 24, 48 with --trust)")
+    parser.add_argument(
+        "--trust",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="also bench/eval_trust.py's known-good photos (bench/trust/fetch_trust.py): "
+        "their landscapes and photos of people as more sources",
+    )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument(
         "--timing",
@@ -591,10 +628,14 @@ def main() -> int:
     if not (args.eval_dir / "natural").is_dir():
         raise SystemExit(f"{args.eval_dir}: not ../shared/eval (no natural/)")
 
+    if args.trust is not None and not (args.trust / "labels.tsv").is_file():
+        raise SystemExit(f"{args.trust}: no labels.tsv (bench/trust/fetch_trust.py makes it)")
+    args.work = args.work or (WORK.with_name(WORK.name + "-trust") if args.trust else WORK)
+    args.shoots = args.shoots or (48 if args.trust else 24)
     args.work.mkdir(parents=True, exist_ok=True)
     respect = {"auto": "auto", "true": True, "false": False}[args.respect_reasons]
     config = Config(state_dir=args.work / "state", train={"respect_reasons": respect})
-    items = build_frames(args.eval_dir, args.work, 3, args.shoots)
+    items = build_frames(args.eval_dir, args.work, 3, args.shoots, args.trust)
     results = {}
     if args.draws:
         for taste in ("people", "landscapes"):
