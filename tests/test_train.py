@@ -27,6 +27,7 @@ from postselectd.train import (
     Dataset,
     Frame,
     build_dataset,
+    count_scenes,
     default_keeps,
     fit,
     fit_head,
@@ -128,6 +129,35 @@ def test_the_threshold_keeps_a_margin_for_a_few_dozen_selects():
     assert 0.95 < aim < 0.97
     assert recall_lower_bound(round(aim * 1000), 1000) >= 0.95
     assert (p[y == 1] >= threshold).mean() >= aim - 1e-9
+
+
+def test_the_margin_counts_scenes_not_frames():
+    """Three frames of one view are kept or lost together: the recall margin counts them
+    once. On real photos: three framings of one landscape are one scene, another
+    landscape a second, and the same view in another shoot a third."""
+    analyzer = Analyzer()
+
+    def embedding(image: Image.Image) -> np.ndarray:
+        return analyzer.analyze(image).embedding
+
+    with Image.open(shared_path("eval", "natural", "Path_2560x1600.jpg")) as img:
+        path = img.convert("RGB").resize((1600, 1000))
+    with Image.open(shared_path("eval", "natural", "Dune.jpg")) as img:
+        dune = img.convert("RGB").resize((1600, 1000))
+    framings = [path, path.crop((0, 0, 1440, 900)), path.crop((160, 100, 1600, 1000))]
+    E = np.stack([embedding(f) for f in [*framings, dune, path]])
+    assert count_scenes(E[:3], np.zeros(3)) == 1
+    assert count_scenes(E[:4], np.zeros(4)) == 2
+    assert count_scenes(E, np.array([0, 0, 0, 0, 1])) == 3
+
+    # 1,000 selects as 200 scenes of five frames: the margin of 200, not of 1,000.
+    p = np.concatenate([np.repeat(np.linspace(0.05, 1.0, 200), 5), np.full(3000, 0.02)])
+    y = np.concatenate([np.ones(1000), np.zeros(3000)]).astype(np.int64)
+    _, as_frames = threshold_with_margin(p, y, 0.95)
+    threshold, as_scenes = threshold_with_margin(p, y, 0.95, scenes=200)
+    assert as_frames < as_scenes
+    assert recall_lower_bound(round(as_scenes * 200), 200) >= 0.95
+    assert (p[y == 1] >= threshold).mean() >= as_scenes - 1e-9
 
 
 def test_auc_counts_ties_as_half():

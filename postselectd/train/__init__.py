@@ -22,9 +22,10 @@
   by shoot) fit a Platt scaling and give the threshold, set with the uncertainty of a few
   dozen selects in mind: at the recall where the one-sided lower bound (Clopper-Pearson,
   ``RECALL_CONFIDENCE``) of the selects' recall reaches ``target_recall`` (interpolated
-  between two selects). The reported recall (with its interval) / precision / AUC are on
-  held-out shoots the whole procedure never saw; the saved model is then fitted the same
-  way on every shoot.
+  between two selects), the selects counted as scenes (``count_scenes``: frames of one
+  burst or view are kept or lost together). The reported recall (with its interval) /
+  precision / AUC are on held-out shoots the whole procedure never saw; the saved model is
+  then fitted the same way on every shoot.
 - **Reasons**: the shipped reasons (blur, closed eyes, exposure) the photographer's own
   ratings show, with evidence, they keep are written into the model as overruled
   (train.respect_reasons, overruled_reasons): for those, the model's verdict decides
@@ -93,9 +94,11 @@ from postselectd.train.fit import (
     PCA_DIMS,
     REASONS,
     RECALL_CONFIDENCE,
+    SCENE_SIMILARITY,
     SEED,
     Head,
     _folds,
+    count_scenes,
     fit,
     fit_head,
     kept_as_rated,
@@ -150,6 +153,7 @@ __all__ = [
     "head_graph",
     "HELD_OUT",
     "KEEPER",
+    "count_scenes",
     "kept_as_rated",
     "L2_CHOICES",
     "load_frames",
@@ -170,6 +174,7 @@ __all__ = [
     "recall_with_margin",
     "roc_auc",
     "save_frames",
+    "SCENE_SIMILARITY",
     "SEED",
     "split_held_out",
     "threshold_for_recall",

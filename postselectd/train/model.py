@@ -55,6 +55,7 @@ def describe(data: Dataset, frames: list[Frame], metrics: dict, rules: TrainConf
         },
         "recall_confidence": RECALL_CONFIDENCE,
         "aimed_recall": metrics["aimed_recall"],
+        "select_scenes": metrics.get("select_scenes"),
         "rated_recall": metrics["rated_recall"],
         "rated_precision": metrics["rated_precision"],
         "default_recall": metrics["default_recall"],
@@ -92,6 +93,7 @@ def make_model(
     )
     card["threshold"] = round(head.threshold, 4)
     card["aimed_recall"] = fitted["aimed_recall"]
+    card["select_scenes"] = fitted["select_scenes"]
     card["overruled_reasons"] = fitted["overruled_reasons"]
     card["reason_evidence"] = fitted["reason_evidence"]
     card["held_out"]["threshold"] = metrics["threshold"]
@@ -317,7 +319,9 @@ def format_card(card: dict) -> str:
         f"(target: {pct(card['target_recall'])} of your selects"
         + (
             f"; set to keep {pct(card['aimed_recall'])} of them on shoots each model did "
-            "not see, a margin for the few selects it was set on)"
+            "not see, a margin for the few selects it was set on"
+            + (f", {card['select_scenes']} scenes" if card.get("select_scenes") else "")
+            + ")"
             if card.get("aimed_recall")
             else ")"
         ),
