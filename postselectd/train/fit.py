@@ -28,6 +28,7 @@ RECALL_CONFIDENCE = 0.90
 # it counts 136 scenes in the people photographer's 180 selects from 128 photos, and 28 in
 # the landscape photographer's 84 from 28 (0.85: 125 and 28; 0.95: 161 and 47).
 SCENE_SIMILARITY = 0.90
+SCENE_BLOCK = 256
 # The embedding's leading axes the head reads. Fewer than the 256 it had: with a few dozen
 # selects per taste, the weak axes let the head learn the scenes it was shown rather than
 # the taste, and a scene it had not seen (three frames of one source photo) fell below the
@@ -339,13 +340,23 @@ def count_scenes(E: np.ndarray, shoots: np.ndarray, similarity: float = SCENE_SI
     count = 0
     for shoot in np.unique(shoots):
         members = U[shoots == shoot]
-        alike = members @ members.T >= similarity
+        n = len(members)
+        blocks = range(0, n, SCENE_BLOCK)
+        # In blocks of rows: a thousand selects of one shoot hold 1 MB here, not the 4 MB
+        # of their similarities or the 8 MB of labels per pair.
+        alike = np.empty((n, n), bool)
+        for start in blocks:
+            alike[start : start + SCENE_BLOCK] = (
+                members[start : start + SCENE_BLOCK] @ members.T >= similarity
+            )
         np.fill_diagonal(alike, True)
         # Each frame takes the smallest label among the frames alike to it, until none
         # changes: then every scene is labelled by its first frame.
-        label = np.arange(len(members))
+        label = np.arange(n, dtype=np.int32)
         while True:
-            joined = np.where(alike, label[None, :], len(members)).min(axis=1)
+            joined = np.concatenate(
+                [np.where(alike[s : s + SCENE_BLOCK], label, n).min(axis=1) for s in blocks]
+            )
             if np.array_equal(joined, label):
                 break
             label = joined
