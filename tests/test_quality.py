@@ -109,6 +109,10 @@ def test_out_of_focus_in_a_frame_of_narrow_tonal_range_asks_for_a_check_only(ana
         rating = rate(analysis.keeper_probability, analysis.findings, RatingPolicy())
         assert not rating.reasons and "focus" in rating.checks
 
+    def squeezed(picture: Image.Image) -> Image.Image:
+        """The frame's tones squeezed into 40% of the scale, around its middle."""
+        return Image.fromarray((70 + np.asarray(picture, np.float32) * 0.4 + 0.5).astype(np.uint8))
+
     dusk = load_preview(shared_path("eval", "natural", "DarkestHour_2560x1600.jpg")).picture
     measured = measure.measure_all(dusk)
     assert measured.full_scale and measured.tonal_range < DIM_RANGE
@@ -117,14 +121,11 @@ def test_out_of_focus_in_a_frame_of_narrow_tonal_range_asks_for_a_check_only(ana
     defocused = load_preview(shared_path("eval", "blur", "blur-0001.jpg")).picture
     assert measure.measure_all(defocused).tonal_range >= DIM_RANGE
     assert sure(analyzer.analyze(defocused), "out of focus") >= 0.75
-    tones = np.asarray(defocused, np.float32)
-    squeezed = Image.fromarray((70 + tones * 0.4 + 0.5).astype(np.uint8))
-    assert measure.measure_all(squeezed).tonal_range < DIM_RANGE
-    checked_for_focus(analyzer.analyze(squeezed))
+    assert measure.measure_all(squeezed(defocused)).tonal_range < DIM_RANGE
+    checked_for_focus(analyzer.analyze(squeezed(defocused)))
     # Motion blur keeps its reject: its direction does not depend on the contrast.
     moved = load_preview(shared_path("eval", "blur", "blur-0002.jpg")).picture
-    squeezed = Image.fromarray((70 + np.asarray(moved, np.float32) * 0.4 + 0.5).astype(np.uint8))
-    assert sure(analyzer.analyze(squeezed), "motion blur") >= 0.75
+    assert sure(analyzer.analyze(squeezed(moved)), "motion blur") >= 0.75
 
 
 def test_a_moderate_blur_at_camera_size_asks_for_a_check(analyzer):

@@ -22,6 +22,7 @@ from postselectd.analysis.faces import (
     EYE_STATE_MIN_WIDTH_PX,
     EYES_CLOSED_BELOW,
     EYES_CLOSED_BELOW_LOOKING_DOWN,
+    MIN_DETECTION_SCORE,
     Face,
     FaceAnalyzer,
     Pyramid,
@@ -111,7 +112,7 @@ FACE_JUDGED_FROM, FACE_JUDGED_FULL = 30.0, 90.0
 # main face 172 px at 0.08, huddle faces 61-76 px at 1.05-1.74, detection 0.84 for one).
 SHARP_ELSEWHERE_MIN_SCORE = 0.70
 # A soft main face makes the reject only where the detector is sure it is a face (the
-# tiles' own cut, faces.MIN_DETECTION_SCORE): the one-run search keeps weaker candidates
+# tiles' own cut): the one-run search keeps weaker candidates
 # (from faces.WHOLE_FRAME_MIN_SCORE) that the mesh's face flag confirms, and a bokeh patch
 # beside a ring (bench/eval_trust.py, macro/bokeh, trust-0342's NEF preview: detection
 # 0.30, face detail 0.29) was rejected as out of focus where the head saw no blur (0.03).
@@ -120,7 +121,7 @@ SHARP_ELSEWHERE_MIN_SCORE = 0.70
 # column and the catching side unchanged; eval/faceblur's blurred faces rejected 90 -> 88
 # of 102 (two detections at 0.45-0.47 now checks; flagged 97 either way);
 # bench/eval_sizes.py at 800 px one good photo fewer rejected for focus.
-FACE_FOCUS_MIN_SCORE = 0.50
+FACE_FOCUS_MIN_SCORE = MIN_DETECTION_SCORE
 # Eyes: the eye-state model's P(closed) of a main face (the more open of its two eyes, see
 # faces.py) is the confidence itself: on held-out faces (bench/eval_eyes.py --data) P >= 0.75
 # (normal: reject) calls 2 of 1321 open faces closed and catches 0.895 of 171 closed ones,
