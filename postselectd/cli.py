@@ -941,6 +941,8 @@ def learn_lines(learnt: dict) -> list[str]:
                 else "overrules no reason: blur, closed eyes, bad exposure still reject"
             )
         )
+        if (never := model.get("never_kept_people")) and never.get("applies"):
+            lines.append(f"{'':<14}keeps no photo with a person in it: you kept none")
     if learnt.get("cold_start"):
         lines.append(f"{'':<14}no personal model yet: {learnt['cold_start']}")
     last = learnt.get("last_try")

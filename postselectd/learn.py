@@ -550,6 +550,7 @@ def summary(config: Config, journal: Journal | None) -> dict:
                     "precision",
                     "precision_interval",
                     "overruled_reasons",
+                    "never_kept_people",
                 )
             },
         }

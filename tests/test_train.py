@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 from pathlib import Path
@@ -24,6 +25,9 @@ from postselectd.config import AnalysisConfig, Config, RatingPolicy, parse_confi
 from postselectd.ratings_sources import SELECT, Verdict
 from postselectd.train import (
     KEEPER,
+    NEVER_KEPT_CAP,
+    NEVER_KEPT_PERSON,
+    NEVER_KEPT_SCENES,
     Dataset,
     Frame,
     build_dataset,
@@ -34,6 +38,7 @@ from postselectd.train import (
     format_card,
     kept_as_rated,
     load_frames,
+    never_kept_people,
     overruled_reasons,
     reason_evidence,
     recall_interval,
@@ -220,6 +225,47 @@ def test_the_person_feature_is_shrunk_less_than_the_others(monkeypatch):
     monkeypatch.setattr(importlib.import_module("postselectd.train.fit"), "PERSON_SHRINK", 1.0)
     plain = fit_head(X, E, data.y, data.weight, 100.0)
     assert shrunk.w[PERSON] > 1.5 * plain.w[PERSON] > 0
+
+
+def test_people_a_photographer_never_kept_stay_below_the_threshold(tmp_path: Path):
+    # Issue #15's landscape photographer rejected every photo with a person in it, but a
+    # weight is one term of a sum: a firefighter in a landscape scored 0.69. Where the
+    # ratings show it in enough scenes and shoots, such frames are capped below the
+    # threshold, in the head and in its ONNX file alike.
+    data = synthetic(seed=5)
+    rng = np.random.default_rng(5)
+    person = np.where(
+        (data.y == 0) & (rng.random(len(data)) < 0.5), 1.0, rng.uniform(0, 0.6, len(data))
+    )
+    X = data.X.copy()
+    X[:, PERSON] = person
+    landscapes = dataclasses.replace(data, X=X)
+    head, info = fit(landscapes, np.arange(len(data)), 0.95)
+    never = info["never_kept_people"]
+    assert never["applies"] and never["selects"] == 0 and never["shoots"] == 12
+    assert never["scenes"] >= NEVER_KEPT_SCENES
+    assert head.never_kept_person == NEVER_KEPT_PERSON
+    # The select it likes best, once as it is and once with a person in it.
+    best = np.argmax(np.where(data.y == 1, head.proba(X, data.E), 0))
+    frames = np.stack([X[best], X[best]])
+    frames[1, PERSON] = 0.9
+    p = head.proba(frames, data.E[[best, best]])
+    assert p[0] >= head.threshold and p[1] == pytest.approx(NEVER_KEPT_CAP * head.threshold)
+    path = write_model(head, {"images": len(data)}, tmp_path)
+    loaded = PersonalHead(tmp_path)
+    ours = [loaded.select_probability(x, data.E[best]) for x in frames]
+    np.testing.assert_allclose(ours, p, atol=2e-5)
+    import onnx  # the test extra installs it
+
+    onnx.checker.check_model(onnx.load(str(path)), full_check=True)
+
+    # One select with a person in it, and the head reads the feature as it learnt it.
+    X[np.flatnonzero(data.y == 1)[0], PERSON] = 1.0
+    head, info = fit(dataclasses.replace(data, X=X), np.arange(len(data)), 0.95)
+    assert not info["never_kept_people"]["applies"] and head.never_kept_person is None
+    # Frames of too few shoots say nothing about the photographer's habit.
+    few = dataclasses.replace(landscapes, stand_in_shoots=True)
+    assert not never_kept_people(few, np.arange(len(data)))["applies"]
 
 
 def test_a_model_made_before_the_person_feature_still_rates(tmp_path: Path, monkeypatch):
@@ -480,6 +526,18 @@ def test_train_writes_an_onnx_head_and_a_model_card(trained):
     assert "held-out evidence is thin" in warning
     assert "rate about 84 more selects and 84 more rejects from at least 6 more shoots" in warning
     assert f"warning          {warning}" in text
+
+
+def test_the_card_says_when_the_model_keeps_no_photo_of_people(trained):
+    _, _, card = trained
+    # Sharp kodim photos of people among the selects: the rule does not apply.
+    assert card["never_kept_people"]["selects"] > 0 and not card["never_kept_people"]["applies"]
+    assert "with a person in them" not in format_card(card)
+    never = {"selects": 0, "rejects": 90, "scenes": 40, "shoots": 5, "applies": True}
+    assert (
+        "people           you kept none of the 90 photos with a person in them (40 scenes, "
+        "5 shoots): your model keeps none"
+    ) in format_card(card | {"never_kept_people": never})
 
 
 def test_the_model_keeps_its_frames_and_the_analysis_their_features(trained):

@@ -30,6 +30,9 @@
   ratings show, with evidence, they keep are written into the model as overruled
   (train.respect_reasons, overruled_reasons): for those, the model's verdict decides
   (analysis/personal.py).
+- **People never kept**: where the photographer kept none of the frames with a person in
+  them, in enough scenes and shoots (``never_kept_people``), the model caps those frames
+  below its threshold: a rule the ratings show, which a weighted sum could outweigh.
 - **Output**: ``<state_dir>/personal/personal-YYYYMMDD-HHMMSS.onnx`` (written without the
   `onnx` package, by onnx_export.py) with the model card in its metadata, as
   ``.json`` and as a readable ``.txt`` beside it.
@@ -91,6 +94,9 @@ from postselectd.train.fit import (
     FOLDS,
     KEEPER,
     L2_CHOICES,
+    NEVER_KEPT_CAP,
+    NEVER_KEPT_PERSON,
+    NEVER_KEPT_SCENES,
     PCA_DIMS,
     REASONS,
     RECALL_CONFIDENCE,
@@ -102,6 +108,7 @@ from postselectd.train.fit import (
     fit,
     fit_head,
     kept_as_rated,
+    never_kept_people,
     overruled_reasons,
     principal_axes,
     reason_evidence,
@@ -153,8 +160,12 @@ __all__ = [
     "head_graph",
     "HELD_OUT",
     "KEEPER",
+    "NEVER_KEPT_CAP",
+    "NEVER_KEPT_PERSON",
+    "NEVER_KEPT_SCENES",
     "count_scenes",
     "kept_as_rated",
+    "never_kept_people",
     "L2_CHOICES",
     "load_frames",
     "make_model",

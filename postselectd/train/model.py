@@ -96,6 +96,7 @@ def make_model(
     card["select_scenes"] = fitted["select_scenes"]
     card["overruled_reasons"] = fitted["overruled_reasons"]
     card["reason_evidence"] = fitted["reason_evidence"]
+    card["never_kept_people"] = fitted["never_kept_people"]
     card["held_out"]["threshold"] = metrics["threshold"]
     card["l2"] = fitted["l2"]
     card["warnings"] = evidence_warnings(card)
@@ -196,7 +197,19 @@ def head_graph(head: Head) -> Graph:
     w = (head.scale * head.w).reshape(nf + nk, 1)
     b = np.array([head.scale * head.b + head.shift])
     logit = g.node("Add", [g.node("MatMul", [z, g.const("w", w)], "zw"), g.const("b", b)], "logit")
-    g.node("Sigmoid", [logit], "select_probability")
+    if head.never_kept_person is None:
+        g.node("Sigmoid", [logit], "select_probability")
+        return g
+    # The frames with a person the photographer never kept (fit.never_kept_people).
+    p = g.node("Sigmoid", [logit], "p")
+    one_hot = np.zeros((nf, 1))
+    one_hot[TASTE_FEATURES.index("person")] = 1.0
+    person = g.node("MatMul", ["features", g.const("person_column", one_hot)], "person")
+    never_kept = g.node(
+        "GreaterOrEqual", [person, g.const("never_kept_person", [head.never_kept_person])], "nk"
+    )
+    capped = g.node("Min", [p, g.const("never_kept_cap", [head.never_kept_cap])], "capped")
+    g.node("Where", [never_kept, capped, p], "select_probability")
     return g
 
 
@@ -347,6 +360,11 @@ def format_card(card: dict) -> str:
             f"                 (your model decides a reason only when {KEPT_WITH_REASON} of your "
             f"selects from {REASON_SHOOTS} shoots carry it, and on shoots it did not see it "
             "keeps them without your rejects that carry it)"
+        )
+    if (never := card.get("never_kept_people")) and never.get("applies"):
+        lines.append(
+            f"people           you kept none of the {never['rejects']} photos with a person in "
+            f"them ({never['scenes']} scenes, {never['shoots']} shoots): your model keeps none"
         )
     if card.get("stand_in_shoots"):
         lines.append(
