@@ -136,6 +136,26 @@ def test_the_threshold_keeps_a_margin_for_a_few_dozen_selects():
     assert (p[y == 1] >= threshold).mean() >= aim - 1e-9
 
 
+def test_the_margin_gives_way_where_it_would_keep_mostly_rejects():
+    # Twenty scenes: no recall short of every select has its bound at 0.95, so the select
+    # the head likes least (a misty lake, 0.11) would set the threshold, and 20 rejects
+    # above it would be kept with the selects (precision 0.75). The margin is spent only
+    # while what is kept stays 80% selects; never past the threshold for 0.95 itself.
+    selects = np.concatenate([[0.11], np.linspace(0.5, 1.0, 59)])
+    p = np.concatenate([selects, np.linspace(0.2, 0.4, 20), np.full(100, 0.02)])
+    y = np.concatenate([np.ones(60), np.zeros(120)]).astype(np.int64)
+    assert threshold_with_margin(p, y, 0.95, scenes=20, precision_floor=None) == (0.11, 1.0)
+    threshold, aim = threshold_with_margin(p, y, 0.95, scenes=20)
+    assert (threshold, aim) == (0.5, pytest.approx(59 / 60))
+    # Where the selects' company allows it, the margin stays ...
+    clean = np.concatenate([selects, np.full(120, 0.02)])
+    assert threshold_with_margin(clean, y, 0.95, scenes=20) == (0.11, 1.0)
+    # ... and where no threshold keeps 80% selects, it is the one for the target.
+    crowded = np.concatenate([selects, np.full(120, 0.99)])
+    threshold, aim = threshold_with_margin(crowded, y, 0.95, scenes=20)
+    assert threshold == threshold_for_recall(crowded, y, 0.95) and aim >= 0.95
+
+
 def test_the_margin_counts_scenes_not_frames():
     """Three frames of one view are kept or lost together: the recall margin counts them
     once. On real photos: three framings of one landscape are one scene, another
@@ -538,6 +558,14 @@ def test_the_card_says_when_the_model_keeps_no_photo_of_people(trained):
         "people           you kept none of the 90 photos with a person in them (40 scenes, "
         "5 shoots): your model keeps none"
     ) in format_card(card | {"never_kept_people": never})
+
+
+def test_the_card_says_when_the_margin_gave_way_to_precision(trained):
+    _, _, card = trained
+    assert card["margin_for_precision"] is False
+    text = "; less than it asks, where more would keep under 80% selects)"
+    assert text not in format_card(card)
+    assert text in format_card(card | {"margin_for_precision": True})
 
 
 def test_the_model_keeps_its_frames_and_the_analysis_their_features(trained):

@@ -23,9 +23,10 @@
   dozen selects in mind: at the recall where the one-sided lower bound (Clopper-Pearson,
   ``RECALL_CONFIDENCE``) of the selects' recall reaches ``target_recall`` (interpolated
   between two selects), the selects counted as scenes (``count_scenes``: frames of one
-  burst or view are kept or lost together). The reported recall (with its interval) /
-  precision / AUC are on held-out shoots the whole procedure never saw; the saved model is
-  then fitted the same way on every shoot.
+  burst or view are kept or lost together); a margin spent only while at least
+  ``PRECISION_FLOOR`` of what it keeps out of fold are selects. The reported recall (with
+  its interval) / precision / AUC are on held-out shoots the whole procedure never saw;
+  the saved model is then fitted the same way on every shoot.
 - **Reasons**: the shipped reasons (blur, closed eyes, exposure) the photographer's own
   ratings show, with evidence, they keep are written into the model as overruled
   (train.respect_reasons, overruled_reasons): for those, the model's verdict decides
@@ -98,6 +99,7 @@ from postselectd.train.fit import (
     NEVER_KEPT_PERSON,
     NEVER_KEPT_SCENES,
     PCA_DIMS,
+    PRECISION_FLOOR,
     REASONS,
     RECALL_CONFIDENCE,
     SCENE_SIMILARITY,
@@ -173,6 +175,7 @@ __all__ = [
     "MIN_SHOOTS",
     "overruled_reasons",
     "PCA_DIMS",
+    "PRECISION_FLOOR",
     "principal_axes",
     "Readiness",
     "readiness",

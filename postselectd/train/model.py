@@ -20,6 +20,7 @@ from postselectd.train.dataset import BLOCK, MIN_SHOOTS, Dataset, Frame
 from postselectd.train.evaluate import HELD_OUT
 from postselectd.train.fit import (
     KEPT_WITH_REASON,
+    PRECISION_FLOOR,
     REASON_SHOOTS,
     RECALL_CONFIDENCE,
     Head,
@@ -93,6 +94,7 @@ def make_model(
     )
     card["threshold"] = round(head.threshold, 4)
     card["aimed_recall"] = fitted["aimed_recall"]
+    card["margin_for_precision"] = fitted["margin_for_precision"]
     card["select_scenes"] = fitted["select_scenes"]
     card["overruled_reasons"] = fitted["overruled_reasons"]
     card["reason_evidence"] = fitted["reason_evidence"]
@@ -334,6 +336,11 @@ def format_card(card: dict) -> str:
             f"; set to keep {pct(card['aimed_recall'])} of them on shoots each model did "
             "not see, a margin for the few selects it was set on"
             + (f", {card['select_scenes']} scenes" if card.get("select_scenes") else "")
+            + (
+                f"; less than it asks, where more would keep under {pct(PRECISION_FLOOR)} selects"
+                if card.get("margin_for_precision")
+                else ""
+            )
             + ")"
             if card.get("aimed_recall")
             else ")"
