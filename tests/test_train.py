@@ -560,6 +560,26 @@ def test_the_card_says_when_the_model_keeps_no_photo_of_people(trained):
     ) in format_card(card | {"never_kept_people": never})
 
 
+def test_status_says_when_the_model_keeps_no_photo_of_people():
+    from postselectd.cli import learn_lines
+
+    model = {
+        "path": "personal-1.onnx",
+        "trained": "2026-12-07",
+        "recall": 1.0,
+        "recall_interval": [0.9, 1.0],
+        "precision": 0.9,
+        "precision_interval": [0.8, 1.0],
+        "overruled_reasons": [],
+        "never_kept_people": {"selects": 0, "scenes": 40, "shoots": 5, "applies": True},
+    }
+    said = "keeps no photo with a person in it: you kept none"
+    learnt = {"learning": True, "corrections": 0, "model": model}
+    assert any(said in line for line in learn_lines(learnt))
+    model["never_kept_people"] = {"selects": 2, "scenes": 40, "shoots": 5, "applies": False}
+    assert not any(said in line for line in learn_lines(learnt))
+
+
 def test_the_card_says_when_the_margin_gave_way_to_precision(trained):
     _, _, card = trained
     assert card["margin_for_precision"] is False
