@@ -320,14 +320,15 @@ def comparison_split(data, new: np.ndarray, seed: int = 20261206) -> np.ndarray:
     return split_held_out(data)
 
 
-def _numbers(kept: np.ndarray, y: np.ndarray) -> dict:
-    from postselectd.train import recall_interval, recall_precision
+def _numbers(kept: np.ndarray, y: np.ndarray, E: np.ndarray, shoots: np.ndarray) -> dict:
+    from postselectd.train import recall_interval, recall_interval_in_scenes, recall_precision
 
     recall, precision = recall_precision(kept, y)
     kept_selects = int(kept[y == 1].sum())
+    low, high, _ = recall_interval_in_scenes(kept, y, E, shoots)
     return {
         "recall": round(recall, 4),
-        "recall_interval": [round(v, 4) for v in recall_interval(kept_selects, int(y.sum()))],
+        "recall_interval": [round(low, 4), round(high, 4)],
         "precision": round(precision, 4) if not math.isnan(precision) else 0.0,
         "precision_interval": [
             round(v, 4) if not math.isnan(v) else 0.0
@@ -402,7 +403,7 @@ def retrain(config: Config, *, reason: str, shuffle_labels: bool = False) -> dic
             [head.select_probability(x, e) for x, e in zip(data.X[test], data.E[test], strict=True)]
         )
         y_test = data.y[test]
-        mine = _numbers(p_current >= head.threshold, y_test)
+        mine = _numbers(p_current >= head.threshold, y_test, data.E[test], data.shoot[test])
         theirs = {
             "recall": metrics["recall"],
             "recall_interval": metrics["recall_interval"],

@@ -33,6 +33,7 @@ from postselectd.train import (
     build_dataset,
     count_scenes,
     default_keeps,
+    evidence_warnings,
     fit,
     fit_head,
     format_card,
@@ -42,6 +43,7 @@ from postselectd.train import (
     overruled_reasons,
     reason_evidence,
     recall_interval,
+    recall_interval_in_scenes,
     recall_lower_bound,
     roc_auc,
     split_held_out,
@@ -183,6 +185,32 @@ def test_the_margin_counts_scenes_not_frames():
     assert as_frames < as_scenes
     assert recall_lower_bound(round(as_scenes * 200), 200) >= 0.95
     assert (p[y == 1] >= threshold).mean() >= as_scenes - 1e-9
+
+
+def test_the_recall_interval_counts_a_burst_once():
+    # Twenty held-out selects, all kept: twenty scenes say more than one burst of twenty.
+    rng = np.random.default_rng(7)
+    burst = np.abs(rng.standard_normal((1, 1280))) + rng.normal(0, 0.01, (20, 1280))
+    distinct = np.abs(rng.standard_normal((20, 1280)))
+    y, kept, shoots = np.ones(20, np.int64), np.ones(20, bool), np.zeros(20)
+    low, high, scenes = recall_interval_in_scenes(kept, y, burst, shoots)
+    assert (scenes, high) == (1, 1.0) and low == pytest.approx(0.05, abs=1e-6)
+    low, high, scenes = recall_interval_in_scenes(kept, y, distinct, shoots)
+    assert (scenes, high) == (20, 1.0) and low == pytest.approx(0.05 ** (1 / 20), abs=1e-6)
+    # The card's warning counts the scenes too.
+    card = {
+        "held_out": {"selects": 40, "select_scenes": 4},
+        "recall": 1.0,
+        "recall_interval": [0.47, 1.0],
+        "selects": 130,
+        "rejects": 300,
+        "shoots": 12,
+    }
+    (warning,) = evidence_warnings(card)
+    assert warning.startswith("the held-out evidence is thin: 40 selects held out (4 scenes)")
+    card["held_out"]["select_scenes"] = 40
+    card["recall_interval"] = [0.93, 1.0]
+    assert evidence_warnings(card) == []
 
 
 def test_auc_counts_ties_as_half():

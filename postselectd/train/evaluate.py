@@ -7,7 +7,15 @@ import numpy as np
 
 from postselectd.config import RatingPolicy, TrainConfig
 from postselectd.train.dataset import Dataset, TrainError
-from postselectd.train.fit import KEEPER, SEED, fit, kept_as_rated, recall_interval, rejecting
+from postselectd.train.fit import (
+    KEEPER,
+    SEED,
+    fit,
+    kept_as_rated,
+    recall_interval,
+    recall_interval_in_scenes,
+    rejecting,
+)
 
 HELD_OUT = 0.3  # share of shoots held out for the numbers on the model card
 
@@ -71,7 +79,7 @@ def evaluate(data: Dataset, test: np.ndarray, rules: TrainConfig, policy: Rating
     y = data.y[test]
     kept = p >= head.threshold
     recall, precision = recall_precision(kept, y)
-    low, high = recall_interval(int(kept[y == 1].sum()), int(y.sum()))
+    low, high, scenes = recall_interval_in_scenes(kept, y, data.E[test], data.shoot[test])
     # The same Clopper-Pearson interval, over the frames it keeps (selects of them).
     p_low, p_high = recall_interval(int(kept[y == 1].sum()), int(kept.sum()))
     rated_recall, rated_precision = recall_precision(
@@ -95,6 +103,7 @@ def evaluate(data: Dataset, test: np.ndarray, rules: TrainConfig, policy: Rating
             ("blocks" if data.stand_in_shoots else "shoots"): int(len(np.unique(data.shoot[test]))),
             "images": int(test.sum()),
             "selects": int(y.sum()),
+            "select_scenes": scenes,
             "rejects": int((1 - y).sum()),
         },
         **info,

@@ -28,8 +28,8 @@ from postselectd.train.fit import (
     why_not_overruled,
 )
 
-# The card warns that its held-out numbers say little with fewer held-out selects than this,
-# or a recall interval wider than THIN_INTERVAL.
+# The card warns that its held-out numbers say little with fewer held-out selects than this
+# (counted in scenes), or a recall interval wider than THIN_INTERVAL.
 THIN_SELECTS = 30
 THIN_INTERVAL = 0.15
 EVIDENCE_SHOOTS = 10  # shoots rated for 30% of them to hold out enough scenes
@@ -258,7 +258,10 @@ def evidence_warnings(card: dict) -> list[str]:
     """What the card's held-out numbers cannot show, and what more to rate so they can."""
     held = card["held_out"]
     low, high = card.get("recall_interval") or (float("nan"), float("nan"))
-    thin = held["selects"] < THIN_SELECTS or not (high - low <= THIN_INTERVAL)
+    # Counted in scenes (evaluate: a burst is kept or lost together); cards from before
+    # counted frames.
+    scenes = held.get("select_scenes", held["selects"])
+    thin = scenes < THIN_SELECTS or not (high - low <= THIN_INTERVAL)
     if not thin:
         return []
     wanted_selects = math.ceil(THIN_SELECTS / HELD_OUT)
@@ -272,7 +275,9 @@ def evidence_warnings(card: dict) -> list[str]:
         shoots = "from other shoots"
     todo = " and ".join(more) if more else "more selects and rejects"
     return [
-        f"the held-out evidence is thin: {held['selects']} selects held out, so the recall "
+        f"the held-out evidence is thin: {held['selects']} selects held out"
+        + (f" ({scenes} scenes)" if scenes != held["selects"] else "")
+        + ", so the recall "
         f"of {_pct(card['recall'])} could be anywhere from {_pct(low)} to {_pct(high)}; "
         f"rate {todo} {shoots} and train again"
     ]
@@ -311,7 +316,13 @@ def format_card(card: dict) -> str:
             else []
         ),
         f"held out         {held['images']} photos in {held_in} never trained on "
-        f"({held['selects']} selects, {held['rejects']} rejects)",
+        f"({held['selects']} selects"
+        + (
+            f" in {held['select_scenes']} scenes"
+            if held.get("select_scenes", held["selects"]) != held["selects"]
+            else ""
+        )
+        + f", {held['rejects']} rejects)",
         "                 personal model   shipped model",
         f"  selects kept   {pct(card['recall']):>14}   {pct(card['default_recall']):>13}"
         + (
