@@ -639,6 +639,9 @@ def test_second_run_reads_features_from_the_cache_and_evaluate_writes_nothing(tr
     card = json.loads(result.stdout)
     assert card["features"] == {"cached": 32, "analysed": 0} and card["model"] is None
     assert sorted((root / "state" / "personal").iterdir()) == before
+    # What the evaluated model would do with people and with its margin, as a written one.
+    assert card["never_kept_people"]["applies"] is False
+    assert isinstance(card["margin_for_precision"], bool)
 
 
 def test_model_personal_rates_with_the_personal_head(trained):

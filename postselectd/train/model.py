@@ -66,6 +66,8 @@ def describe(data: Dataset, frames: list[Frame], metrics: dict, rules: TrainConf
         # What the model evaluated here overrules, and why; the written model's replace it.
         "overruled_reasons": metrics["overruled_reasons"],
         "reason_evidence": metrics["reason_evidence"],
+        "never_kept_people": metrics.get("never_kept_people"),
+        "margin_for_precision": metrics.get("margin_for_precision", False),
         "held_out": metrics["held_out"],
         "stand_in_shoots": data.stand_in_shoots,
         "sources": dict(Counter(f.verdict.source for f in frames)),
