@@ -81,7 +81,6 @@ from postselectd.train.evaluate import (
     HELD_OUT,
     default_keeps,
     evaluate,
-    recall_precision,
     roc_auc,
     split_held_out,
 )
@@ -117,6 +116,7 @@ from postselectd.train.fit import (
     recall_interval,
     recall_interval_in_scenes,
     recall_lower_bound,
+    recall_precision,
     recall_with_margin,
     threshold_for_recall,
     threshold_with_margin,

@@ -14,6 +14,7 @@ from postselectd.train.fit import (
     kept_as_rated,
     recall_interval,
     recall_interval_in_scenes,
+    recall_precision,
     rejecting,
 )
 
@@ -37,13 +38,6 @@ def roc_auc(p: np.ndarray, y: np.ndarray) -> float:
         ranks[order[i : j + 1]] = (i + j) / 2.0 + 1
         i = j + 1
     return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
-
-
-def recall_precision(kept: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    selects = y == 1
-    recall = float(kept[selects].mean()) if selects.any() else float("nan")
-    precision = float(selects[kept].mean()) if kept.any() else float("nan")
-    return recall, precision
 
 
 def default_keeps(X: np.ndarray, policy: RatingPolicy) -> np.ndarray:

@@ -369,20 +369,23 @@ def threshold_with_margin(
     """
     aim = recall_with_margin(scenes or int((y == 1).sum()), target, confidence)
     threshold = threshold_for_recall(p, y, aim)
-    if precision_floor is None or _precision(p, y, threshold) >= precision_floor:
+    # Every threshold here keeps a select at least (threshold_for_recall): never NaN.
+    if precision_floor is None or recall_precision(p >= threshold, y)[1] >= precision_floor:
         return threshold, aim
     point = threshold_for_recall(p, y, target)
     selects = p[y == 1]
     for candidate in [*np.unique(selects[(selects > threshold) & (selects < point)]), point]:
         threshold = float(candidate)
-        if _precision(p, y, threshold) >= precision_floor:
+        if recall_precision(p >= threshold, y)[1] >= precision_floor:
             break
     return threshold, float((selects >= threshold).mean())
 
 
-def _precision(p: np.ndarray, y: np.ndarray, threshold: float) -> float:
-    kept = p >= threshold
-    return float((y[kept] == 1).mean()) if kept.any() else 1.0
+def recall_precision(kept: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    selects = y == 1
+    recall = float(kept[selects].mean()) if selects.any() else float("nan")
+    precision = float(selects[kept].mean()) if kept.any() else float("nan")
+    return recall, precision
 
 
 def count_scenes(E: np.ndarray, shoots: np.ndarray, similarity: float = SCENE_SIMILARITY) -> int:
